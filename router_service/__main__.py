@@ -1,0 +1,112 @@
+"""router-service: serve the router, route a prompt, build the embedder, train and evaluate scorers.
+
+    router-service serve [--config FILE]
+    router-service route "prompt" [--address HOST:PORT]
+    router-service build-embedder
+    router-service train | calibrate | eval   (see --help of each)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from .config import RouterSettings, load_settings
+from .errors import ConfigError
+
+__all__ = ["main"]
+
+logger = logging.getLogger("router_service")
+
+CONFIG_HELP = "TOML config file (default: $ROUTER_CONFIG); ROUTER_* env variables override it, e.g. ROUTER_SERVER__PORT=50052"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="router-service",
+        description="LLM router: which model should answer this prompt? gRPC service router.v1.RouterService.",
+        epilog="Configuration: README.md, section Configure. Every setting also reads from ROUTER_<SECTION>__<KEY>.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the gRPC router until SIGTERM")
+    serve.add_argument("--config", type=Path, help=CONFIG_HELP)
+    serve.add_argument("--host", help="listen address (server.host, default 127.0.0.1; 0.0.0.0 in containers)")
+    serve.add_argument("--port", type=int, help="listen port (server.port, default 50051)")
+    serve.add_argument("--sample", metavar="PROMPT", help="once serving, route PROMPT over gRPC and log the decision")
+
+    route = sub.add_parser("route", help="route one prompt and print the decision as JSON")
+    route.add_argument("prompt")
+    route.add_argument("--config", type=Path, help=CONFIG_HELP)
+    route.add_argument("--address", help="ask a running router at HOST:PORT instead of loading one in-process")
+    route.add_argument("--threshold", type=float, help="route strong when the strong win rate >= this")
+    route.add_argument("--strong-share", type=float, help="target share of strong calls, 0..1")
+    route.add_argument("--scorer", default="", help="scorer name (default: the first configured)")
+
+    build = sub.add_parser("build-embedder", help="build the local ONNX embedder into its cache (done at first start otherwise)")
+    build.add_argument("--config", type=Path, help=CONFIG_HELP)
+
+    from .training import cli as training_cli
+
+    training_cli.add_commands(sub)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> RouterSettings:
+    server = {}
+    if getattr(args, "host", None):
+        server["host"] = args.host
+    if getattr(args, "port", None) is not None:
+        server["port"] = args.port
+    settings = load_settings(getattr(args, "config", None))
+    if server:
+        settings = settings.model_copy(update={"server": settings.server.model_copy(update=server)})
+    return settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+        logging.basicConfig(
+            level=settings.server.log_level,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+        if args.command == "serve":
+            from .server import serve
+
+            asyncio.run(serve(settings, sample=args.sample))
+        elif args.command == "route":
+            from .client import route_once
+
+            decision = asyncio.run(route_once(settings, args))
+            print(json.dumps(decision, indent=2))
+        elif args.command == "build-embedder":
+            from .adapters.local_embedder import ensure_local_model
+
+            model, tokenizer = ensure_local_model(settings.embedder.local)
+            print(f"local embedder: {model}\ntokenizer: {tokenizer}")
+        else:
+            from .training import cli as training_cli
+
+            return training_cli.run(args, settings)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"router-service: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        print(f"router-service: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""An exported MF scorer, run by onnxruntime off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from ..errors import ConfigError
+
+__all__ = ["OnnxScorer"]
+
+
+class OnnxScorer:
+    """Loads a scorer file and its metadata (models, pair, embedder, thresholds)."""
+
+    def __init__(self, name: str, path: Path, executor: ThreadPoolExecutor) -> None:
+        if not path.is_file():
+            raise ConfigError(f"scorers[{name}].path: {path} does not exist")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        try:
+            self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            meta = self._session.get_modelmeta().custom_metadata_map
+            self.models: tuple[str, ...] = tuple(json.loads(meta["scorer.models"]))
+            self.strong_model = meta["scorer.strong_model"]
+            self.weak_model = meta["scorer.weak_model"]
+            self.embedder = meta["embedder.name"]
+            self.embedding_dim = int(meta["embedder.dim"])
+            self.version = meta["scorer.version"]
+            self.thresholds = {float(k): float(v) for k, v in json.loads(meta["scorer.thresholds"]).items()}
+            self.training = json.loads(meta.get("scorer.training", "{}"))
+        except Exception as exc:  # onnxruntime's load errors share no base class but Exception
+            raise ConfigError(f"scorers[{name}].path: {path} is not a router scorer ({exc})") from exc
+        if not self.thresholds:
+            raise ConfigError(f"scorers[{name}].path: {path} has no calibrated thresholds; re-export it")
+        self.name = name
+        self.strong_index = self.models.index(self.strong_model)
+        self.weak_index = self.models.index(self.weak_model)
+        self._executor = executor
+
+    def model_scores_sync(self, embeddings: np.ndarray) -> np.ndarray:
+        return self._session.run(["model_scores"], {"embedding": embeddings})[0]
+
+    async def model_scores(self, rows: list[np.ndarray]) -> np.ndarray:
+        """[batch, models] scores for a list of embedding rows."""
+        matrix = np.ascontiguousarray(np.stack(rows), dtype=np.float32)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self.model_scores_sync, matrix)
+
+    def threshold_for_share(self, share: float) -> float:
+        """The threshold that sent ``share`` of the calibration prompts to the strong model.
+
+        Linear interpolation between calibrated points; share 0 and 1 are exact
+        (threshold above or below every score)."""
+        if share <= 0.0:
+            return 1.0
+        if share >= 1.0:
+            return 0.0
+        shares = np.array(sorted(self.thresholds))
+        values = np.array([self.thresholds[s] for s in shares])
+        return float(np.interp(share, shares, values))

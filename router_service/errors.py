@@ -1,0 +1,86 @@
+"""Domain errors and the one table that maps them to gRPC status codes.
+
+Handlers raise these; ``grpc_errors`` turns them into a status with a message
+that says what to fix. Anything else becomes INTERNAL with an error id that
+is also logged, never a traceback on the wire.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+
+__all__ = [
+    "ConfigError",
+    "DeadlineExceeded",
+    "EmbedderMisconfigured",
+    "EmbedderUnavailable",
+    "InvalidRequest",
+    "RouterError",
+    "UnknownScorer",
+    "grpc_errors",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class ConfigError(Exception):
+    """A setting is wrong: the service refuses to start and says which one."""
+
+
+class RouterError(Exception):
+    """An error a client sees, with its gRPC status."""
+
+    status = grpc.StatusCode.INTERNAL
+
+
+class InvalidRequest(RouterError):
+    status = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class UnknownScorer(RouterError):
+    status = grpc.StatusCode.NOT_FOUND
+
+
+class EmbedderUnavailable(RouterError):
+    """The embedding backend could not be reached or failed for now; retrying may work."""
+
+    status = grpc.StatusCode.UNAVAILABLE
+
+
+class EmbedderMisconfigured(RouterError):
+    """The embedding backend answered, but the router's settings for it are wrong."""
+
+    status = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class DeadlineExceeded(RouterError):
+    status = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+Handler = Callable[[object, Request, grpc.aio.ServicerContext], Awaitable[Response]]
+
+
+def grpc_errors(handler: Handler[Request, Response]) -> Handler[Request, Response]:
+    """Map domain errors raised by a unary handler to gRPC statuses."""
+
+    @functools.wraps(handler)
+    async def wrapper(self: object, request: Request, context: grpc.aio.ServicerContext) -> Response:
+        try:
+            return await handler(self, request, context)
+        except RouterError as exc:
+            await context.abort(exc.status, str(exc))
+        except Exception:
+            error_id = uuid.uuid4().hex[:12]
+            logger.exception("internal error %s in %s", error_id, handler.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error (id {error_id}); see the router log")
+        raise AssertionError("unreachable: context.abort raises")
+
+    return wrapper

@@ -1,0 +1,215 @@
+"""The routing policy: what to embed, which threshold, which candidates, and the choice.
+
+Which turns are embedded: only the last user message. RouteLLM does the same;
+the scorers are trained on single prompts, and a long system prompt or earlier
+turns would otherwise dominate the embedding and blur the question at hand.
+
+With candidates (more than two models), each mapped to a scorer model and
+given a relative cost, the router picks the cheapest candidate whose
+predicted loss to the strongest is acceptable: the strongest candidate is the
+most expensive one, and a cheaper candidate c is chosen when
+P(strongest beats c) < threshold. With just the strong/weak pair this is
+RouteLLM's rule: strong when P(strong beats weak) >= threshold.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from routing_api.router.v1 import router_pb2
+
+from .adapters.scorer import OnnxScorer
+from .config import LimitSettings, RoutingSettings
+from .errors import ConfigError, InvalidRequest, UnknownScorer
+from .mf import sigmoid
+
+__all__ = ["Choice", "Plan", "RoutingPolicy"]
+
+ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
+
+
+@dataclass(frozen=True)
+class Candidate:
+    model: str
+    scorer_model: str
+    index: int  # column in the scorer's model_scores
+    cost: float
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated request: what to embed and how to decide."""
+
+    text: str
+    scorer: OnnxScorer
+    threshold: float
+    candidates: tuple[Candidate, ...]  # cheapest first; the last is the strongest
+    explicit_candidates: bool
+
+
+@dataclass(frozen=True)
+class Choice:
+    model: str
+    score: float
+    threshold: float
+    routed_strong: bool
+    strongest_win_rates: tuple[float, ...]  # per candidate, same order as the plan
+
+
+class RoutingPolicy:
+    def __init__(self, routing: RoutingSettings, limits: LimitSettings, scorers: Mapping[str, OnnxScorer]) -> None:
+        self._routing = routing
+        self._limits = limits
+        self.scorers = dict(scorers)
+        self.default_scorer = next(iter(self.scorers))
+        # The caller's model names -> (scorer model or role, cost).
+        self.models: dict[str, tuple[str, float]] = {
+            routing.weak_model: ("weak", routing.weak_cost),
+            routing.strong_model: ("strong", routing.strong_cost),
+        }
+        for i, model in enumerate(routing.models):
+            self.models[model.name] = (model.scorer_model, model.cost)
+            for scorer in self.scorers.values():
+                if model.scorer_model not in ("strong", "weak") and model.scorer_model not in scorer.models:
+                    raise ConfigError(
+                        f"routing.models[{i}].scorer_model: {model.scorer_model!r} is not a model of scorer "
+                        f"{scorer.name!r}; use 'strong', 'weak' or one of {list(scorer.models)}"
+                    )
+        if routing.strong_model == routing.weak_model:
+            raise ConfigError("routing.strong_model and routing.weak_model must differ")
+
+    @property
+    def strong_model(self) -> str:
+        return self._routing.strong_model
+
+    @property
+    def weak_model(self) -> str:
+        return self._routing.weak_model
+
+    def plan(self, request: router_pb2.RouteRequest) -> Plan:
+        scorer = self._scorer(request.scorer)
+        text = self._text(request)
+        threshold = self._threshold(request, scorer)
+        if request.candidates:
+            candidates = self._candidates(request.candidates, scorer)
+        else:
+            candidates = (
+                self._candidate(self._routing.weak_model, "weak", self._routing.weak_cost, scorer),
+                self._candidate(self._routing.strong_model, "strong", self._routing.strong_cost, scorer),
+            )
+        return Plan(text, scorer, threshold, candidates, bool(request.candidates))
+
+    def choose(self, plan: Plan, model_scores: np.ndarray) -> Choice:
+        """Pick the cheapest candidate the strongest is not predicted to beat."""
+        strongest = plan.candidates[-1]
+        rates = tuple(
+            float(sigmoid(model_scores[strongest.index] - model_scores[c.index])) for c in plan.candidates[:-1]
+        )
+        for candidate, rate in zip(plan.candidates, rates, strict=False):
+            if rate < plan.threshold:
+                return Choice(candidate.model, rate, plan.threshold, False, rates + (0.5,))
+        # The strongest wins: report its closest contender's win rate.
+        return Choice(strongest.model, min(rates), plan.threshold, True, rates + (0.5,))
+
+    # -- validation -----------------------------------------------------------------
+
+    def _scorer(self, name: str) -> OnnxScorer:
+        try:
+            return self.scorers[name or self.default_scorer]
+        except KeyError:
+            raise UnknownScorer(f"scorer {name!r} is not configured; available: {sorted(self.scorers)}") from None
+
+    def _text(self, request: router_pb2.RouteRequest) -> str:
+        which = request.WhichOneof("input")
+        if which == "prompt":
+            text = request.prompt
+            where = "prompt"
+        elif which == "chat":
+            messages = request.chat.messages
+            if len(messages) > self._limits.max_messages:
+                raise InvalidRequest(
+                    f"chat has {len(messages)} messages, more than limits.max_messages={self._limits.max_messages}"
+                )
+            for i, message in enumerate(messages):
+                if message.role not in ROLES:
+                    raise InvalidRequest(f"chat.messages[{i}].role {message.role!r} is not one of {sorted(ROLES)}")
+            users = [i for i, m in enumerate(messages) if m.role == "user"]
+            if not users:
+                raise InvalidRequest("chat has no user message: the last user message is what gets routed")
+            text = messages[users[-1]].content
+            where = f"chat.messages[{users[-1]}].content"
+        else:
+            raise InvalidRequest("no input: set prompt, or chat.messages with at least one user message")
+        if not text.strip():
+            raise InvalidRequest(f"{where} is empty")
+        if len(text) > self._limits.max_prompt_chars:
+            raise InvalidRequest(
+                f"{where} has {len(text)} characters, more than limits.max_prompt_chars={self._limits.max_prompt_chars}"
+            )
+        return text
+
+    def _threshold(self, request: router_pb2.RouteRequest, scorer: OnnxScorer) -> float:
+        which = request.WhichOneof("policy")
+        if which == "threshold":
+            value = request.threshold
+            if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+                raise InvalidRequest(f"threshold must be within [0, 1], got {value}")
+            return value
+        if which == "strong_share":
+            share = request.strong_share
+            if not (math.isfinite(share) and 0.0 <= share <= 1.0):
+                raise InvalidRequest(f"strong_share must be within [0, 1], got {share}")
+            return scorer.threshold_for_share(share)
+        return self.default_threshold(scorer)
+
+    def default_threshold(self, scorer: OnnxScorer | None = None) -> float:
+        """The configured threshold, or the one that gives the configured strong share."""
+        if self._routing.threshold is not None:
+            return self._routing.threshold
+        return (scorer or self.scorers[self.default_scorer]).threshold_for_share(self._routing.strong_share)
+
+    def _candidates(self, given: object, scorer: OnnxScorer) -> tuple[Candidate, ...]:
+        resolved: list[Candidate] = []
+        seen: set[str] = set()
+        for i, item in enumerate(given):  # type: ignore[attr-defined]
+            if not item.model:
+                raise InvalidRequest(f"candidates[{i}].model is empty")
+            if item.model in seen:
+                raise InvalidRequest(f"candidates[{i}].model {item.model!r} is listed twice")
+            seen.add(item.model)
+            configured = self.models.get(item.model)
+            scorer_model = item.scorer_model or (configured[0] if configured else "")
+            if not scorer_model:
+                raise InvalidRequest(
+                    f"candidates[{i}]: model {item.model!r} is not configured in routing.models; "
+                    f"give its scorer_model (one of {list(scorer.models)}, 'strong' or 'weak')"
+                )
+            cost = item.cost if item.HasField("cost") else (configured[1] if configured else math.nan)
+            candidate = self._candidate(item.model, scorer_model, cost, scorer, f"candidates[{i}]")
+            if not (math.isfinite(cost) and cost >= 0):
+                raise InvalidRequest(
+                    f"candidates[{i}].cost must be a finite number >= 0 (model {item.model!r}); "
+                    "set it, or configure the model's cost in routing.models"
+                )
+            resolved.append(candidate)
+        if len(resolved) < 2:
+            raise InvalidRequest("candidates: give at least two, or none for the configured strong/weak pair")
+        # Stable: equal costs keep the caller's order.
+        return tuple(sorted(resolved, key=lambda c: c.cost))
+
+    @staticmethod
+    def _candidate(model: str, scorer_model: str, cost: float, scorer: OnnxScorer, where: str = "") -> Candidate:
+        if scorer_model == "strong":
+            return Candidate(model, scorer.strong_model, scorer.strong_index, cost)
+        if scorer_model == "weak":
+            return Candidate(model, scorer.weak_model, scorer.weak_index, cost)
+        if scorer_model not in scorer.models:
+            raise InvalidRequest(
+                f"{where}.scorer_model {scorer_model!r} is not a model of scorer {scorer.name!r}; "
+                f"use 'strong', 'weak' or one of {list(scorer.models)}"
+            )
+        return Candidate(model, scorer_model, scorer.models.index(scorer_model), cost)

@@ -1,0 +1,1 @@
+"""The scorer pipeline: data, embeddings, MF training, calibration and evaluation."""

@@ -1,0 +1,114 @@
+"""Routing labels from ../shared/data: battles between two models on one prompt.
+
+Two file shapes (see data/README.md): pairwise files, one battle a line with a
+soft label ``p_a``; and score files, one prompt a line with a score per
+model, where every pair of models with different scores is a battle.
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["ALIASES", "Battles", "canonical_model", "default_data_dir", "load_battles", "read_jsonl"]
+
+# One name per model across sources, so their labels train the same vector.
+ALIASES = {
+    "gpt4_1106_preview": "gpt-4-1106-preview",
+    "gpt4_turbo": "gpt-4-1106-preview",
+    "mistralai/mixtral-8x7b-chat": "mixtral-8x7b-instruct-v0.1",
+    "Mixtral-8x7B-Instruct-v0.1": "mixtral-8x7b-instruct-v0.1",
+    "mistralai/Mixtral-8x7B-Instruct-v0.1": "mixtral-8x7b-instruct-v0.1",
+    "gpt-3.5-turbo-1106": "gpt-3.5-turbo-1106",
+}
+
+
+def canonical_model(name: str) -> str:
+    return ALIASES.get(name, name)
+
+
+def default_data_dir() -> Path:
+    """../shared/data beside the project root."""
+    return Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def read_jsonl(path: Path) -> Iterator[dict]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as lines:
+        for line in lines:
+            if line.strip():
+                yield json.loads(line)
+
+
+@dataclass
+class Battles:
+    """Columns of battles; prompts are indices into ``prompts``."""
+
+    prompts: list[str]
+    models: list[str]
+    prompt: np.ndarray  # int32 [n]
+    model_a: np.ndarray  # int32 [n]
+    model_b: np.ndarray  # int32 [n]
+    p_a: np.ndarray  # float32 [n], probability that model_a won
+    source: np.ndarray  # int16 [n], index into sources
+    sources: list[str]
+
+    def __len__(self) -> int:
+        return len(self.p_a)
+
+    def subset(self, mask: np.ndarray) -> Battles:
+        return Battles(
+            self.prompts, self.models, self.prompt[mask], self.model_a[mask], self.model_b[mask],
+            self.p_a[mask], self.source[mask], self.sources,
+        )
+
+
+def _pairwise(rows: Iterable[dict]) -> Iterator[tuple[str, str, str, float]]:
+    for row in rows:
+        yield row["prompt"], row["model_a"], row["model_b"], float(row["p_a"])
+
+
+def _scores(rows: Iterable[dict]) -> Iterator[tuple[str, str, str, float]]:
+    for row in rows:
+        scored = sorted((m, s) for m, s in row["scores"].items() if s is not None)  # None: not evaluated
+        for (a, sa), (b, sb) in itertools.combinations(scored, 2):
+            if sa != sb:
+                yield row["prompt"], a, b, 1.0 if sa > sb else 0.0
+
+
+def load_battles(files: Iterable[Path], *, keep_ties: bool = True) -> Battles:
+    """Read pairwise and score files into one table of battles."""
+    prompt_ids: dict[str, int] = {}
+    model_ids: dict[str, int] = {}
+    sources: list[str] = []
+    columns: tuple[list[int], list[int], list[int], list[float], list[int]] = ([], [], [], [], [])
+    for path in files:
+        source = path.name.split(".")[0]
+        sources.append(source)
+        rows = list(read_jsonl(path))
+        battles = _scores(rows) if rows and "scores" in rows[0] else _pairwise(rows)
+        for prompt, a, b, p_a in battles:
+            a, b = canonical_model(a), canonical_model(b)
+            if a == b or (p_a == 0.5 and not keep_ties):
+                continue
+            columns[0].append(prompt_ids.setdefault(prompt, len(prompt_ids)))
+            columns[1].append(model_ids.setdefault(a, len(model_ids)))
+            columns[2].append(model_ids.setdefault(b, len(model_ids)))
+            columns[3].append(p_a)
+            columns[4].append(len(sources) - 1)
+    return Battles(
+        prompts=list(prompt_ids),
+        models=list(model_ids),
+        prompt=np.asarray(columns[0], np.int32),
+        model_a=np.asarray(columns[1], np.int32),
+        model_b=np.asarray(columns[2], np.int32),
+        p_a=np.asarray(columns[3], np.float32),
+        source=np.asarray(columns[4], np.int16),
+        sources=sources,
+    )

@@ -1,0 +1,162 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ChatMessage(_message.Message):
+    __slots__ = ("role", "content")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    content: str
+    def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
+
+class Chat(_message.Message):
+    __slots__ = ("messages",)
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
+    def __init__(self, messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ...) -> None: ...
+
+class Candidate(_message.Message):
+    __slots__ = ("model", "cost", "scorer_model")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    SCORER_MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    cost: float
+    scorer_model: str
+    def __init__(self, model: _Optional[str] = ..., cost: _Optional[float] = ..., scorer_model: _Optional[str] = ...) -> None: ...
+
+class RouteRequest(_message.Message):
+    __slots__ = ("prompt", "chat", "threshold", "strong_share", "candidates", "scorer")
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    CHAT_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    STRONG_SHARE_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    SCORER_FIELD_NUMBER: _ClassVar[int]
+    prompt: str
+    chat: Chat
+    threshold: float
+    strong_share: float
+    candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
+    scorer: str
+    def __init__(self, prompt: _Optional[str] = ..., chat: _Optional[_Union[Chat, _Mapping]] = ..., threshold: _Optional[float] = ..., strong_share: _Optional[float] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., scorer: _Optional[str] = ...) -> None: ...
+
+class CandidateScore(_message.Message):
+    __slots__ = ("model", "scorer_model", "cost", "strongest_win_rate")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SCORER_MODEL_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    STRONGEST_WIN_RATE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    scorer_model: str
+    cost: float
+    strongest_win_rate: float
+    def __init__(self, model: _Optional[str] = ..., scorer_model: _Optional[str] = ..., cost: _Optional[float] = ..., strongest_win_rate: _Optional[float] = ...) -> None: ...
+
+class Timings(_message.Message):
+    __slots__ = ("embed_ms", "score_ms", "total_ms")
+    EMBED_MS_FIELD_NUMBER: _ClassVar[int]
+    SCORE_MS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
+    embed_ms: float
+    score_ms: float
+    total_ms: float
+    def __init__(self, embed_ms: _Optional[float] = ..., score_ms: _Optional[float] = ..., total_ms: _Optional[float] = ...) -> None: ...
+
+class RouteResponse(_message.Message):
+    __slots__ = ("model", "score", "threshold", "routed_strong", "scorer_name", "scorer_version", "timings", "embedding_cached", "candidates")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    ROUTED_STRONG_FIELD_NUMBER: _ClassVar[int]
+    SCORER_NAME_FIELD_NUMBER: _ClassVar[int]
+    SCORER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_CACHED_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    score: float
+    threshold: float
+    routed_strong: bool
+    scorer_name: str
+    scorer_version: str
+    timings: Timings
+    embedding_cached: bool
+    candidates: _containers.RepeatedCompositeFieldContainer[CandidateScore]
+    def __init__(self, model: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., routed_strong: _Optional[bool] = ..., scorer_name: _Optional[str] = ..., scorer_version: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., embedding_cached: _Optional[bool] = ..., candidates: _Optional[_Iterable[_Union[CandidateScore, _Mapping]]] = ...) -> None: ...
+
+class RouteBatchRequest(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[RouteRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[RouteRequest, _Mapping]]] = ...) -> None: ...
+
+class RouteBatchResponse(_message.Message):
+    __slots__ = ("responses",)
+    RESPONSES_FIELD_NUMBER: _ClassVar[int]
+    responses: _containers.RepeatedCompositeFieldContainer[RouteResponse]
+    def __init__(self, responses: _Optional[_Iterable[_Union[RouteResponse, _Mapping]]] = ...) -> None: ...
+
+class DescribeRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ScorerInfo(_message.Message):
+    __slots__ = ("name", "version", "models", "strong_model", "weak_model", "embedder", "embedding_dim", "thresholds")
+    class ThresholdsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    STRONG_MODEL_FIELD_NUMBER: _ClassVar[int]
+    WEAK_MODEL_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDER_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_DIM_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    models: _containers.RepeatedScalarFieldContainer[str]
+    strong_model: str
+    weak_model: str
+    embedder: str
+    embedding_dim: int
+    thresholds: _containers.ScalarMap[str, float]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., strong_model: _Optional[str] = ..., weak_model: _Optional[str] = ..., embedder: _Optional[str] = ..., embedding_dim: _Optional[int] = ..., thresholds: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class ModelMapping(_message.Message):
+    __slots__ = ("model", "scorer_model", "cost")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SCORER_MODEL_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    scorer_model: str
+    cost: float
+    def __init__(self, model: _Optional[str] = ..., scorer_model: _Optional[str] = ..., cost: _Optional[float] = ...) -> None: ...
+
+class DescribeResponse(_message.Message):
+    __slots__ = ("default_scorer", "scorers", "models", "strong_model", "weak_model", "default_threshold", "embedder_backend")
+    DEFAULT_SCORER_FIELD_NUMBER: _ClassVar[int]
+    SCORERS_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    STRONG_MODEL_FIELD_NUMBER: _ClassVar[int]
+    WEAK_MODEL_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDER_BACKEND_FIELD_NUMBER: _ClassVar[int]
+    default_scorer: str
+    scorers: _containers.RepeatedCompositeFieldContainer[ScorerInfo]
+    models: _containers.RepeatedCompositeFieldContainer[ModelMapping]
+    strong_model: str
+    weak_model: str
+    default_threshold: float
+    embedder_backend: str
+    def __init__(self, default_scorer: _Optional[str] = ..., scorers: _Optional[_Iterable[_Union[ScorerInfo, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelMapping, _Mapping]]] = ..., strong_model: _Optional[str] = ..., weak_model: _Optional[str] = ..., default_threshold: _Optional[float] = ..., embedder_backend: _Optional[str] = ...) -> None: ...
