@@ -21,7 +21,7 @@ from routing_api.router.v1 import router_pb2
 from .adapters import Embedder, open_embedder
 from .adapters.scorer import OnnxScorer
 from .config import RouterSettings
-from .embedding import EmbeddingPipeline, MicroBatcher
+from .pipeline import ScoringPipeline
 from .errors import ConfigError, DeadlineExceeded, RouterError
 from .routing import Plan, RoutingPolicy
 
@@ -31,12 +31,9 @@ logger = logging.getLogger(__name__)
 
 
 class RouteEngine:
-    def __init__(
-        self, policy: RoutingPolicy, embeddings: EmbeddingPipeline, scoring: dict[str, MicroBatcher[np.ndarray]]
-    ) -> None:
+    def __init__(self, policy: RoutingPolicy, pipeline: ScoringPipeline) -> None:
         self.policy = policy
-        self.embeddings = embeddings
-        self._scoring = scoring
+        self.pipeline = pipeline
 
     async def route(
         self, requests: Sequence[router_pb2.RouteRequest], timeout: float | None = None
@@ -47,24 +44,21 @@ class RouteEngine:
 
     async def route_plans(self, plans: Sequence[Plan], timeout: float | None = None) -> list[router_pb2.RouteResponse]:
         started = time.perf_counter()
-        stage = "embedding"
         try:
             async with asyncio.timeout(timeout):
-                rows, cached = await self.embeddings.embed([plan.text for plan in plans])
-                embedded = time.perf_counter()
-                stage = "scoring"
-                scores = await self._score(plans, rows)
+                rows, cached, stages = await self.pipeline.scores([plan.text for plan in plans])
         except TimeoutError:
             raise DeadlineExceeded(
-                f"the call's deadline passed during {stage} after {(time.perf_counter() - started) * 1e3:.1f} ms"
+                f"the call's deadline passed after {(time.perf_counter() - started) * 1e3:.1f} ms "
+                f"while embedding ({self.pipeline.embedder.name})"
             ) from None
-        scored = time.perf_counter()
         timings = router_pb2.Timings(
-            embed_ms=(embedded - started) * 1e3,
-            score_ms=(scored - embedded) * 1e3,
-            total_ms=(scored - started) * 1e3,
+            embed_ms=stages.embed_ms, score_ms=stages.score_ms, total_ms=(time.perf_counter() - started) * 1e3
         )
-        responses = [self._response(p, row, hit, timings) for p, row, hit in zip(plans, scores, cached, strict=True)]
+        responses = [
+            self._response(plan, row[self.pipeline.columns[plan.scorer.name]], hit, timings)
+            for plan, row, hit in zip(plans, rows, cached, strict=True)
+        ]
         if logger.isEnabledFor(logging.DEBUG):
             for response in responses:
                 logger.debug(
@@ -73,18 +67,6 @@ class RouteEngine:
                     timings.embed_ms, timings.score_ms,
                 )
         return responses
-
-    async def _score(self, plans: Sequence[Plan], rows: np.ndarray) -> list[np.ndarray]:
-        """Score every row with its plan's scorer: one batched run per scorer."""
-        by_scorer: dict[str, list[int]] = {}
-        for i, plan in enumerate(plans):
-            by_scorer.setdefault(plan.scorer.name, []).append(i)
-        out: list[np.ndarray] = [rows[0]] * len(plans)
-        for name, indices in by_scorer.items():
-            scores = await self._scoring[name].submit([rows[i] for i in indices])
-            for i, row in zip(indices, scores, strict=True):
-                out[i] = row
-        return out
 
     def _response(
         self, plan: Plan, model_scores: np.ndarray, cached: bool, timings: router_pb2.Timings
@@ -133,7 +115,7 @@ class RouteEngine:
             strong_model=policy.strong_model,
             weak_model=policy.weak_model,
             default_threshold=policy.default_threshold(),
-            embedder_backend=self.embeddings.embedder.backend,
+            embedder_backend=self.pipeline.embedder.backend,
         )
 
 
@@ -143,17 +125,17 @@ async def open_engine(settings: RouterSettings) -> AsyncIterator[RouteEngine]:
     async with AsyncExitStack() as stack:
         executor = ThreadPoolExecutor(max_workers=(os.cpu_count() or 1) + 2, thread_name_prefix="router-onnx")
         stack.callback(executor.shutdown, wait=False, cancel_futures=True)
-        scorers = {s.name: OnnxScorer(s.name, s.path, executor) for s in settings.scorers}
+        scorers = {s.name: OnnxScorer(s.name, s.path) for s in settings.scorers}
         embedder = open_embedder(settings.embedder, executor)
-        embeddings = EmbeddingPipeline(embedder, settings.embedder.cache_size, _workers(settings, embedder))
-        stack.push_async_callback(embeddings.aclose)  # closes the embedder too
+        stack.push_async_callback(embedder.aclose)
         await _check_dimension(embedder, scorers)
         policy = RoutingPolicy(settings.routing, settings.limits, scorers)
-        scoring: dict[str, MicroBatcher[np.ndarray]] = {}
-        for name, scorer in scorers.items():
-            scoring[name] = MicroBatcher(scorer.model_scores, max_batch=256)
-            stack.push_async_callback(scoring[name].aclose)
-        yield RouteEngine(policy, embeddings, scoring)
+        pipeline = ScoringPipeline(
+            embedder, list(scorers.values()), executor,
+            cache_size=settings.embedder.cache_size, workers=_workers(settings, embedder),
+        )
+        stack.push_async_callback(pipeline.aclose)
+        yield RouteEngine(policy, pipeline)
 
 
 def _workers(settings: RouterSettings, embedder: Embedder) -> int:

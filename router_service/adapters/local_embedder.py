@@ -77,6 +77,9 @@ class LocalEmbedder:
         options.intra_op_num_threads = settings.threads or os.cpu_count() or 1
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle worker threads would spin for a while after each run, taking the cores
+        # that gRPC and the event loop need between batches.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
         meta = self._session.get_modelmeta().custom_metadata_map
         self.name = f"local:{meta.get('embedder.name', model_path.stem)}"

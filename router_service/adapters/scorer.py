@@ -1,10 +1,8 @@
-"""An exported MF scorer, run by onnxruntime off the event loop."""
+"""An exported MF scorer in onnxruntime (called from the pipeline's worker thread)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +16,7 @@ __all__ = ["OnnxScorer"]
 class OnnxScorer:
     """Loads a scorer file and its metadata (models, pair, embedder, thresholds)."""
 
-    def __init__(self, name: str, path: Path, executor: ThreadPoolExecutor) -> None:
+    def __init__(self, name: str, path: Path) -> None:
         if not path.is_file():
             raise ConfigError(f"scorers[{name}].path: {path} does not exist")
         options = ort.SessionOptions()
@@ -42,15 +40,10 @@ class OnnxScorer:
         self.name = name
         self.strong_index = self.models.index(self.strong_model)
         self.weak_index = self.models.index(self.weak_model)
-        self._executor = executor
 
     def model_scores_sync(self, embeddings: np.ndarray) -> np.ndarray:
+        """[batch, models] scores; microseconds, so callers batch it with the embedding job."""
         return self._session.run(["model_scores"], {"embedding": embeddings})[0]
-
-    async def model_scores(self, rows: list[np.ndarray]) -> np.ndarray:
-        """[batch, models] scores for a list of embedding rows."""
-        matrix = np.ascontiguousarray(np.stack(rows), dtype=np.float32)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self.model_scores_sync, matrix)
 
     def threshold_for_share(self, share: float) -> float:
         """The threshold that sent ``share`` of the calibration prompts to the strong model.

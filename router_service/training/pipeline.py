@@ -128,7 +128,7 @@ def train_and_export(
 
 
 def _scorer(path: Path) -> OnnxScorer:
-    return OnnxScorer(path.stem, path, ThreadPoolExecutor(max_workers=1))
+    return OnnxScorer(path.stem, path)
 
 
 def calibrate(settings: RouterSettings, scorer_path: Path, prompts_path: Path, out: Path) -> dict[str, float]:

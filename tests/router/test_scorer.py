@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -37,11 +36,11 @@ def card(**changes: object) -> ScorerCard:
 
 
 @pytest.fixture
-def exported(tmp_path: Path, executor: ThreadPoolExecutor) -> tuple[MFWeights, OnnxScorer]:
+def exported(tmp_path: Path) -> tuple[MFWeights, OnnxScorer]:
     weights = random_weights()
     path = tmp_path / "scorer.onnx"
     export_onnx(weights, card(), path)
-    return weights, OnnxScorer("test", path, executor)
+    return weights, OnnxScorer("test", path)
 
 
 def unit_rows(n: int, dim: int = 384, seed: int = 1) -> np.ndarray:
@@ -89,20 +88,20 @@ def test_threshold_for_share_interpolates_and_pins_the_ends(exported: tuple[MFWe
     assert scorer.threshold_for_share(1.0) == 0.0
 
 
-def test_a_file_that_is_not_a_scorer_is_a_config_error(tmp_path: Path, executor: ThreadPoolExecutor) -> None:
+def test_a_file_that_is_not_a_scorer_is_a_config_error(tmp_path: Path) -> None:
     missing = tmp_path / "nope.onnx"
     with pytest.raises(ConfigError, match="does not exist"):
-        OnnxScorer("x", missing, executor)
+        OnnxScorer("x", missing)
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"not onnx")
     with pytest.raises(ConfigError, match="is not a router scorer"):
-        OnnxScorer("x", garbage, executor)
+        OnnxScorer("x", garbage)
 
 
-def test_bundled_scorer_loads_and_names_its_embedder(executor: ThreadPoolExecutor) -> None:
+def test_bundled_scorer_loads_and_names_its_embedder() -> None:
     from router_service.config import BUNDLED_SCORER
 
-    scorer = OnnxScorer("mf", BUNDLED_SCORER, executor)
+    scorer = OnnxScorer("mf", BUNDLED_SCORER)
     assert scorer.embedder == "local:all-MiniLM-L6-v2"
     assert scorer.embedding_dim == 384
     assert scorer.strong_model in scorer.models and scorer.weak_model in scorer.models

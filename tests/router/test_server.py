@@ -224,7 +224,7 @@ async def test_deadline_exceeded_while_embedding(local_embedder) -> None:  # typ
     assert code == grpc.StatusCode.DEADLINE_EXCEEDED
     from router_service.errors import DeadlineExceeded
 
-    assert isinstance(engine_error, DeadlineExceeded) and "during embedding" in str(engine_error)
+    assert isinstance(engine_error, DeadlineExceeded) and "while embedding (ollama:all-minilm)" in str(engine_error)
 
 
 async def test_sigterm_path_fails_health_then_drains_in_flight_calls(local_embedder) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,185 @@
+"""Router benchmark: Route latency and throughput against the raw embedder, in one run.
+
+    python -m bench.router_bench [--seconds 8] [--concurrency 1 16 64]
+
+The router runs as its own process (``router-service serve``), as in production;
+this process is the load generator. The physical baseline is measured here, in the
+same run: the raw ONNX embedder on one prompt (latency) and on batches (throughput),
+with the router idle. Figures are printed and written to bench/results/router.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from router_service.adapters.local_embedder import LocalEmbedder
+from router_service.config import LocalEmbedderSettings
+from router_service.training.data import default_data_dir, read_jsonl
+from routing_api.router.v1 import router_pb2, router_pb2_grpc
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def short_prompts(embedder: LocalEmbedder, count: int, tokens: tuple[int, int] = (18, 24)) -> list[str]:
+    """Real prompts of about 20 tokens from the eval data, each used once (no cache hits)."""
+    out = []
+    for path in sorted((default_data_dir() / "train").glob("*.jsonl.gz")):
+        for row in read_jsonl(path):
+            prompt = row["prompt"]
+            if len(prompt) < 200 and tokens[0] <= len(embedder._tokenizer.encode(prompt).ids) <= tokens[1]:
+                out.append(prompt)
+    out = list(dict.fromkeys(out))
+    if len(out) < count:
+        out = [f"{p} (variant {i})" for i in range(count // len(out) + 1) for p in out]
+    return out[:count]
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+def raw_embedder(embedder: LocalEmbedder, prompts: list[str], seconds: float) -> dict[str, float]:
+    for p in prompts[:20]:
+        embedder.embed_sync([p])  # warm-up
+    latencies, i = [], 0
+    deadline = time.perf_counter() + seconds / 2
+    while time.perf_counter() < deadline:
+        t = time.perf_counter()
+        embedder.embed_sync([prompts[i % len(prompts)]])
+        latencies.append((time.perf_counter() - t) * 1e3)
+        i += 1
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds / 2:
+        batch = prompts[(done % len(prompts)) : (done % len(prompts)) + 32]
+        embedder.embed_sync(batch)
+        done += len(batch)
+    return {
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+        "batched_per_s": done / (time.perf_counter() - started),
+    }
+
+
+async def load(address: str, prompts: list[str], concurrency: int, seconds: float) -> dict[str, float]:
+    latencies: list[float] = []
+    counter = iter(range(10**9))
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = router_pb2_grpc.RouterServiceStub(channel)
+        await stub.Route(router_pb2.RouteRequest(prompt="warm up"), timeout=30)
+        deadline = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            while time.perf_counter() < deadline:
+                prompt = prompts[next(counter) % len(prompts)]
+                t = time.perf_counter()
+                await stub.Route(router_pb2.RouteRequest(prompt=prompt), timeout=30)
+                latencies.append((time.perf_counter() - t) * 1e3)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return {
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+        "per_s": len(latencies) / elapsed,
+        "calls": len(latencies),
+    }
+
+
+async def load_batch(address: str, prompts: list[str], batch: int, seconds: float) -> float:
+    done = 0
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = router_pb2_grpc.RouterServiceStub(channel)
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            chunk = prompts[(done % len(prompts)) : (done % len(prompts)) + batch]
+            request = router_pb2.RouteBatchRequest(requests=[router_pb2.RouteRequest(prompt=p) for p in chunk])
+            await stub.RouteBatch(request, timeout=60)
+            done += len(chunk)
+        return done / (time.perf_counter() - started)
+
+
+def start_router(port: int) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_")}
+    # Every prompt is new, as on real traffic: no cache hits flatter the figures.
+    env.update(ROUTER_SERVER__PORT=str(port), ROUTER_EMBEDDER__CACHE_SIZE="0", ROUTER_SERVER__LOG_LEVEL="WARNING")
+    process = subprocess.Popen([sys.executable, "-m", "router_service", "serve"], env=env)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return process
+        if process.poll() is not None:
+            raise SystemExit("the router did not start")
+        time.sleep(0.1)
+    raise SystemExit("the router did not start within 60 s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=8.0, help="per measurement")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
+    args = parser.parse_args()
+
+    embedder = LocalEmbedder(LocalEmbedderSettings(), ThreadPoolExecutor(1))
+    prompts = short_prompts(embedder, 20000)
+    tokens = statistics.mean(len(embedder._tokenizer.encode(p).ids) for p in prompts[:500])
+    raw = raw_embedder(embedder, prompts, args.seconds)
+    del embedder
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    router = start_router(port)
+    try:
+        address = f"127.0.0.1:{port}"
+        routes = {c: asyncio.run(load(address, prompts, c, args.seconds)) for c in args.concurrency}
+        batch_rate = asyncio.run(load_batch(address, prompts, 64, args.seconds))
+    finally:
+        router.terminate()
+        router.wait(timeout=30)
+
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    lines = [
+        f"Router benchmark ({time.strftime('%Y-%m-%d')}; {machine}); prompts of {tokens:.0f} tokens on average, no cache hits",
+        "",
+        "| what | p50 ms | p99 ms | per second |",
+        "|---|---|---|---|",
+        f"| raw embedder, one prompt (baseline) | {raw['p50_ms']:.2f} | {raw['p99_ms']:.2f} | |",
+        f"| raw embedder, batches of 32 (baseline) | | | {raw['batched_per_s']:.0f} |",
+    ]
+    for c, r in routes.items():
+        lines.append(f"| Route over gRPC, concurrency {c} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['per_s']:.0f} |")
+    lines.append(f"| RouteBatch of 64 over gRPC | | | {batch_rate:.0f} |")
+    best = max(r["per_s"] for r in routes.values())
+    lines += [
+        "",
+        f"- Route p50 at concurrency 1 minus the raw embedder's p50: {routes[args.concurrency[0]]['p50_ms'] - raw['p50_ms']:+.2f} ms",
+        f"- Route throughput (best concurrency) / raw batched embedder: {best / raw['batched_per_s']:.2f}",
+        f"- RouteBatch throughput / raw batched embedder: {batch_rate / raw['batched_per_s']:.2f}",
+    ]
+    report = "\n".join(lines)
+    print(report)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "router.md").write_text(report + "\n")
+    (RESULTS / "router.json").write_text(
+        json.dumps({"machine": machine, "tokens": tokens, "raw": raw, "route": routes, "route_batch_per_s": batch_rate}, indent=2)
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,224 @@
+"""Prompt text -> every scorer's model scores: LRU cache, single flight, micro-batches.
+
+Concurrent requests for the same text share one computation; concurrent
+requests for different texts are coalesced into one batch, so a burst of
+routes costs one onnxruntime run (or one HTTP embedding call) instead of many.
+With the local embedder a batch is embedded and scored in one worker-thread
+job: one hop off the event loop per batch, none for a cache hit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+import numpy as np
+from cachetools import LRUCache
+
+from .adapters import Embedder
+from .adapters.scorer import OnnxScorer
+
+__all__ = ["MicroBatcher", "ScoringPipeline", "StageTimes"]
+
+logger = logging.getLogger(__name__)
+
+Item = TypeVar("Item")
+Meta = TypeVar("Meta")
+
+
+@dataclass(frozen=True)
+class StageTimes:
+    """Milliseconds spent embedding and scoring the batch a request rode in."""
+
+    embed_ms: float = 0.0
+    score_ms: float = 0.0
+
+
+CACHED = StageTimes()
+
+
+@dataclass
+class _Pending(Generic[Item, Meta]):
+    items: Sequence[Item]
+    future: asyncio.Future[tuple[np.ndarray, Meta]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class MicroBatcher(Generic[Item, Meta]):
+    """Runs ``fn`` on batches of whatever was submitted while the last batch ran.
+
+    ``fn`` returns one row per item and a value shared by the batch. ``workers``
+    batches may be in flight at once. A lone request is not held back waiting
+    for company: batching comes only from requests that arrive while a batch
+    runs, so latency at low load is that of one call.
+    """
+
+    def __init__(
+        self, fn: Callable[[list[Item]], Awaitable[tuple[np.ndarray, Meta]]], max_batch: int, workers: int = 1
+    ) -> None:
+        self._fn = fn
+        self._max_batch = max_batch
+        self._workers = workers
+        self._queue: asyncio.Queue[_Pending[Item, Meta]] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def submit(self, items: Sequence[Item]) -> tuple[np.ndarray, Meta]:
+        if not self._tasks:
+            self._tasks = [asyncio.create_task(self._work(), name=f"batcher-{i}") for i in range(self._workers)]
+        pending: _Pending[Item, Meta] = _Pending(items)
+        self._queue.put_nowait(pending)
+        return await pending.future
+
+    async def _work(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            size = len(batch[0].items)
+            while size < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+                size += len(batch[-1].items)
+            live = [p for p in batch if not p.future.done()]  # drop callers that gave up
+            if live:
+                await self._run(live)
+
+    async def _run(self, batch: list[_Pending[Item, Meta]]) -> None:
+        items = [item for pending in batch for item in pending.items]
+        try:
+            rows, meta = await self._fn(items)
+        except Exception as exc:
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(exc)
+            return
+        start = 0
+        for pending in batch:
+            end = start + len(pending.items)
+            if not pending.future.done():
+                pending.future.set_result((rows[start:end], meta))
+            start = end
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+
+class ScoringPipeline:
+    """Each text's model scores under every scorer, side by side in one row.
+
+    ``columns[scorer name]`` is the slice of a row that holds that scorer's
+    ``model_scores``.
+    """
+
+    def __init__(
+        self,
+        embedder: Embedder,
+        scorers: Sequence[OnnxScorer],
+        executor: ThreadPoolExecutor,
+        *,
+        cache_size: int,
+        workers: int = 1,
+    ) -> None:
+        self.embedder = embedder
+        self._scorers = list(scorers)
+        self._executor = executor
+        self.columns: dict[str, slice] = {}
+        start = 0
+        for scorer in self._scorers:
+            self.columns[scorer.name] = slice(start, start + len(scorer.models))
+            start += len(scorer.models)
+        self._cache: LRUCache[str, np.ndarray] | None = LRUCache(cache_size) if cache_size else None
+        self._inflight: dict[str, asyncio.Future[tuple[np.ndarray, StageTimes]]] = {}
+        self._fills: set[asyncio.Task[None]] = set()
+        self._batcher: MicroBatcher[str, StageTimes] = MicroBatcher(self._compute, embedder.max_batch, workers)
+
+    async def scores(self, texts: Sequence[str]) -> tuple[np.ndarray, list[bool], StageTimes]:
+        """Rows for ``texts``, whether each came from the cache, and the slowest batch's stage times."""
+        rows: list[np.ndarray | None] = [None] * len(texts)
+        cached = [False] * len(texts)
+        waits: dict[int, asyncio.Future[tuple[np.ndarray, StageTimes]]] = {}
+        missing: list[str] = []
+        for i, text in enumerate(texts):
+            hit = self._cache.get(text) if self._cache is not None else None
+            if hit is not None:
+                rows[i], cached[i] = hit, True
+                continue
+            future = self._inflight.get(text)
+            if future is None:
+                future = asyncio.get_running_loop().create_future()
+                # Nobody may await a failed shared future; mark its error as seen.
+                future.add_done_callback(lambda f: f.cancelled() or f.exception())
+                self._inflight[text] = future
+                missing.append(text)
+            waits[i] = future
+        if missing:
+            task = asyncio.create_task(self._fill(missing))
+            self._fills.add(task)
+            task.add_done_callback(self._fills.discard)
+        times = CACHED
+        for i, future in waits.items():
+            # shield: one caller's cancellation must not fail the others sharing it.
+            rows[i], batch_times = await asyncio.shield(future)
+            times = max(times, batch_times, key=lambda t: t.embed_ms + t.score_ms)
+        return np.stack(rows), cached, times  # type: ignore[arg-type]
+
+    async def _compute(self, texts: list[str]) -> tuple[np.ndarray, StageTimes]:
+        embed_sync = getattr(self.embedder, "embed_sync", None)
+        loop = asyncio.get_running_loop()
+        if embed_sync is not None:
+            return await loop.run_in_executor(self._executor, self._embed_and_score, embed_sync, texts)
+        started = time.perf_counter()
+        embeddings = await self.embedder.embed(texts)
+        embedded = time.perf_counter()
+        rows = await loop.run_in_executor(self._executor, self._score_sync, embeddings)
+        return rows, StageTimes((embedded - started) * 1e3, (time.perf_counter() - embedded) * 1e3)
+
+    def _embed_and_score(
+        self, embed_sync: Callable[[list[str]], np.ndarray], texts: list[str]
+    ) -> tuple[np.ndarray, StageTimes]:
+        started = time.perf_counter()
+        embeddings = embed_sync(texts)
+        embedded = time.perf_counter()
+        rows = self._score_sync(embeddings)
+        return rows, StageTimes((embedded - started) * 1e3, (time.perf_counter() - embedded) * 1e3)
+
+    def _score_sync(self, embeddings: np.ndarray) -> np.ndarray:
+        embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+        return np.hstack([scorer.model_scores_sync(embeddings) for scorer in self._scorers])
+
+    async def _fill(self, texts: list[str]) -> None:
+        futures = [self._inflight[text] for text in texts]
+        try:
+            matrix, times = await self._batcher.submit(texts)
+        except Exception as exc:  # every waiter sees it; nothing is cached
+            for future in futures:
+                if not future.done():
+                    future.set_exception(exc)
+        except asyncio.CancelledError:
+            for future in futures:
+                future.cancel()
+            raise
+        else:
+            for text, future, row in zip(texts, futures, matrix, strict=True):
+                row = row.copy()  # a view would keep the whole batch alive in the cache
+                row.flags.writeable = False
+                if self._cache is not None:
+                    self._cache[text] = row
+                if not future.done():
+                    future.set_result((row, times))
+        finally:
+            for text, future in zip(texts, futures, strict=True):
+                if self._inflight.get(text) is future:
+                    del self._inflight[text]
+
+    async def aclose(self) -> None:
+        for task in list(self._fills):
+            task.cancel()
+        await asyncio.gather(*self._fills, return_exceptions=True)
+        await self._batcher.aclose()
