@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import grpc
+from google.protobuf import message, symbol_database
+from google.protobuf.descriptor import ServiceDescriptor
 
 __all__ = [
     "ConfigError",
@@ -23,6 +25,7 @@ __all__ = [
     "InvalidRequest",
     "RouterError",
     "UnknownScorer",
+    "add_servicer",
     "grpc_errors",
 ]
 
@@ -68,12 +71,51 @@ Response = TypeVar("Response")
 Handler = Callable[[object, Request, grpc.aio.ServicerContext], Awaitable[Response]]
 
 
+class MalformedRequest:
+    """Stands in for a request whose bytes did not parse, so the handler can refuse it.
+
+    grpc-python answers UNKNOWN when a deserializer raises; a client that sent
+    bad bytes (invalid UTF-8, a corrupt message) deserves INVALID_ARGUMENT.
+    """
+
+    def __init__(self, type_name: str, reason: str) -> None:
+        self.message = f"request is not a valid {type_name}: {reason}"
+
+
+def _lenient(parse: Callable[[bytes], object], type_name: str) -> Callable[[bytes], object]:
+    def deserialize(data: bytes) -> object:
+        try:
+            return parse(data)
+        except message.DecodeError as exc:
+            return MalformedRequest(type_name, str(exc).split(": ", 1)[-1])
+
+    return deserialize
+
+
+def add_servicer(server: grpc.aio.Server, servicer: object, service: ServiceDescriptor) -> None:
+    """Register a servicer's unary methods, mapping undecodable requests to INVALID_ARGUMENT."""
+    database = symbol_database.Default()
+    handlers = {}
+    for method in service.methods:
+        request_type = database.GetSymbol(method.input_type.full_name)
+        response_type = database.GetSymbol(method.output_type.full_name)
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, method.name),
+            request_deserializer=_lenient(request_type.FromString, method.input_type.full_name),
+            response_serializer=response_type.SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    server.add_registered_method_handlers(service.full_name, handlers)
+
+
 def grpc_errors(handler: Handler[Request, Response]) -> Handler[Request, Response]:
     """Map domain errors raised by a unary handler to gRPC statuses."""
 
     @functools.wraps(handler)
     async def wrapper(self: object, request: Request, context: grpc.aio.ServicerContext) -> Response:
         try:
+            if isinstance(request, MalformedRequest):
+                raise InvalidRequest(request.message)
             return await handler(self, request, context)
         except RouterError as exc:
             await context.abort(exc.status, str(exc))

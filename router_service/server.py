@@ -13,11 +13,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from routing_api.router.v1 import router_pb2, router_pb2_grpc
+from routing_api.router.v1 import router_pb2
 
 from .config import RouterSettings
 from .engine import RouteEngine, open_engine
-from .errors import ConfigError
+from .errors import ConfigError, add_servicer
 from .servicer import RouterServicer
 
 __all__ = ["SERVICE_NAME", "RouterApp", "build_router", "serve"]
@@ -57,7 +57,7 @@ async def build_router(settings: RouterSettings) -> RouterApp:
         server = grpc.aio.server(
             options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
         )
-        router_pb2_grpc.add_RouterServiceServicer_to_server(RouterServicer(engine, settings.limits.max_batch), server)
+        add_servicer(server, RouterServicer(engine, settings.limits.max_batch), router_pb2.DESCRIPTOR.services_by_name["RouterService"])
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection((SERVICE_NAME, HEALTH_NAME, reflection.SERVICE_NAME), server)

@@ -251,3 +251,14 @@ async def test_sigterm_path_fails_health_then_drains_in_flight_calls(local_embed
             code, _ = await status_of(stub.Route(RouteRequest(prompt="after the stop"), timeout=2))
     assert response.model  # the in-flight call finished with an answer
     assert code == grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.mark.parametrize(("payload", "reason"), [(b"\x0a\x02\xff\xfe", "bad UTF-8"), (b"\xff\xff\xff", "corrupt")])
+async def test_undecodable_requests_are_invalid_argument(router_app, payload, reason) -> None:  # type: ignore[no-untyped-def]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{router_app.port}") as channel:
+        raw = channel.unary_unary(
+            "/router.v1.RouterService/Route", request_serializer=lambda b: b, response_deserializer=lambda b: b
+        )
+        code, details = await status_of(raw(payload, timeout=5))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.startswith("request is not a valid router.v1.RouteRequest") and reason in details
