@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import (
@@ -38,6 +38,7 @@ __all__ = [
     "ServerSettings",
     "default_cache_dir",
     "load_settings",
+    "load_toml_settings",
 ]
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -182,16 +183,24 @@ class RouterSettings(BaseSettings):
         return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
 
 
-def load_settings(config_file: Path | None = None, **overrides: Any) -> RouterSettings:
-    """Build the settings from overrides, env and an optional TOML file."""
-    env_path = os.environ.get("ROUTER_CONFIG")
+Settings = TypeVar("Settings", bound=BaseSettings)
+
+
+def load_toml_settings(cls: type[Settings], config_file: Path | None, env_var: str, **overrides: Any) -> Settings:
+    """Build ``cls`` from overrides, env and the TOML file given or named by ``env_var``.
+
+    ``cls`` must read ``TomlConfigSettingsSource(settings_cls)``; the file is named
+    in a subclass's model_config, since pydantic-settings takes no file argument."""
+    env_path = os.environ.get(env_var)
     path = config_file or (Path(env_path) if env_path else None)
     if path is None:
-        return RouterSettings(**overrides)
+        return cls(**overrides)
     if not path.is_file():
-        raise FileNotFoundError(f"config file {path} not found (given by --config or ROUTER_CONFIG)")
+        raise FileNotFoundError(f"config file {path} not found (given by --config or {env_var})")
+    from_file = type(f"{cls.__name__}FromFile", (cls,), {"model_config": SettingsConfigDict(toml_file=path)})
+    return from_file(**overrides)
 
-    class RouterSettingsFromFile(RouterSettings):
-        model_config = SettingsConfigDict(toml_file=path)
 
-    return RouterSettingsFromFile(**overrides)
+def load_settings(config_file: Path | None = None, **overrides: Any) -> RouterSettings:
+    """The router's settings from overrides, ROUTER_* env and an optional TOML file."""
+    return load_toml_settings(RouterSettings, config_file, "ROUTER_CONFIG", **overrides)

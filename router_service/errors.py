@@ -93,13 +93,14 @@ def _lenient(parse: Callable[[bytes], object], type_name: str) -> Callable[[byte
 
 
 def add_servicer(server: grpc.aio.Server, servicer: object, service: ServiceDescriptor) -> None:
-    """Register a servicer's unary methods, mapping undecodable requests to INVALID_ARGUMENT."""
+    """Register a servicer (unary and server-streaming methods), mapping undecodable requests to INVALID_ARGUMENT."""
     database = symbol_database.Default()
     handlers = {}
     for method in service.methods:
         request_type = database.GetSymbol(method.input_type.full_name)
         response_type = database.GetSymbol(method.output_type.full_name)
-        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+        make_handler = grpc.unary_stream_rpc_method_handler if method.server_streaming else grpc.unary_unary_rpc_method_handler
+        handlers[method.name] = make_handler(
             getattr(servicer, method.name),
             request_deserializer=_lenient(request_type.FromString, method.input_type.full_name),
             response_serializer=response_type.SerializeToString,

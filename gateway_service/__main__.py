@@ -1,0 +1,125 @@
+"""gateway-service: OpenAI-compatible HTTP and gRPC chat, routed by the router service.
+
+    gateway-service serve [--config FILE]          the gateway alone (router elsewhere)
+    gateway-service up [--sample PROMPT]           router + gateway in one process, for local use
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+import httpx
+from pydantic import ValidationError
+
+from router_service.errors import ConfigError
+
+from .config import GatewaySettings, load_settings
+
+__all__ = ["main"]
+
+logger = logging.getLogger("gateway_service")
+
+CONFIG_HELP = "TOML config file (default: $GATEWAY_CONFIG); GATEWAY_* env variables override it, e.g. GATEWAY_SERVER__HTTP_PORT=8080"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gateway-service",
+        description="LLM gateway: asks the router which model should answer, then streams the completion "
+        "from Ollama or an OpenAI-compatible server, to OpenAI SDK (HTTP) and gRPC clients.",
+        epilog="Configuration: README.md, section Gateway. Every setting also reads from GATEWAY_<SECTION>__<KEY>.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = sub.add_parser("serve", help="run the gateway until SIGTERM (the router runs elsewhere)")
+    serve.add_argument("--config", type=Path, help=CONFIG_HELP)
+    up = sub.add_parser("up", help="run router and gateway together in one process, for local use")
+    up.add_argument("--config", type=Path, help=CONFIG_HELP)
+    up.add_argument("--router-config", type=Path, help="the router's TOML config (default: $ROUTER_CONFIG)")
+    up.add_argument("--sample", metavar="PROMPT", help="once up, route PROMPT and try a short completion")
+    return parser
+
+
+async def _sample(settings: GatewaySettings, http_port: int, prompt: str) -> None:
+    """Show the stack working: the routing decision, then a completion or the error naming what to start."""
+    from router_service.client import route_remote
+    from routing_api.router.v1 import router_pb2
+
+    decision = await route_remote(settings.router.address, router_pb2.RouteRequest(prompt=prompt))
+    logger.info(
+        "sample prompt %r routed to %s (score %.4f, threshold %.4f)",
+        prompt, decision["model"], decision["score"], decision["threshold"],
+    )
+    host = "127.0.0.1" if settings.server.host in ("0.0.0.0", "::", "") else settings.server.host
+    url = f"http://{host}:{http_port}/v1/chat/completions"
+    body = {"model": "router", "messages": [{"role": "user", "content": prompt}], "max_tokens": 64}
+    async with httpx.AsyncClient(timeout=120) as client:
+        response = await client.post(url, json=body)
+    if response.status_code == 200:
+        answer = response.json()["choices"][0]["message"]["content"]
+        logger.info("sample completion from %s: %s", response.headers.get("x-route-model"), answer[:300])
+    else:
+        message = response.json().get("error", {}).get("message")
+        logger.warning("sample completion failed (HTTP %d): %s", response.status_code, message)
+
+
+async def _up(settings: GatewaySettings, router_config: Path | None, sample: str | None) -> None:
+    from router_service.config import load_settings as load_router_settings
+    from router_service.server import build_router
+
+    from .server import build_gateway, wait_for_signal
+
+    router_settings = load_router_settings(router_config)
+    router = await build_router(router_settings)
+    try:
+        router_address = f"127.0.0.1:{router.port}"
+        settings = settings.model_copy(update={"router": settings.router.model_copy(update={"address": router_address})})
+        gateway = await build_gateway(settings)
+        host = settings.server.host
+        logger.info(
+            "up: router gRPC on %s:%d, gateway OpenAI HTTP on http://%s:%d/v1, gateway gRPC on %s:%d",
+            router_settings.server.host, router.port, host, gateway.http_port, host, gateway.grpc_port,
+        )
+        try:
+            if sample:
+                await _sample(settings, gateway.http_port, sample)
+            await wait_for_signal()
+        finally:
+            await gateway.stop()
+    finally:
+        await router.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+        logging.basicConfig(
+            level=settings.server.log_level,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
+        if args.command == "serve":
+            from .server import serve
+
+            asyncio.run(serve(settings))
+        else:
+            asyncio.run(_up(settings, args.router_config, args.sample))
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"gateway-service: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        print(f"gateway-service: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""The gateway's core, shared by HTTP and gRPC: resolve the model, route, stream, fall back.
+
+A request names a concrete model (routing is bypassed) or a router spec:
+``router`` (the default policy), a configured alias such as ``router-mf-50``,
+or RouteLLM's ``router-mf-<threshold>``. The upstream stream is opened up to
+its first event before anything is sent to the client, so a failure before
+the first token can still switch to the fallback model, and the response
+headers can say which model answered.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+
+from .config import GatewaySettings
+from .errors import GatewayError, InvalidRequest, ModelNotFound, UpstreamStreamError
+from .router_client import RouterClient
+from .upstreams import ChatParams, Delta, Finish, Upstream
+
+__all__ = ["ChatService", "ChatStream", "ModelSpec", "RouteInfo"]
+
+logger = logging.getLogger(__name__)
+
+ROUTELLM_SPEC = re.compile(r"^router-mf-(?P<threshold>[0-9]*\.?[0-9]+)$")
+ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
+
+
+@dataclass(frozen=True)
+class RouteInfo:
+    model: str
+    routed: bool = False
+    score: float = 0.0
+    threshold: float = 0.0
+    degraded: bool = False
+    fallback: bool = False
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the request's ``model`` means."""
+
+    name: str
+    concrete: bool
+    threshold: float | None = None
+    strong_share: float | None = None
+
+
+class ChatStream:
+    """An opened completion: the route, then its events (deltas, one finish)."""
+
+    def __init__(self, route: RouteInfo, first: Delta | Finish, rest: AsyncIterator[Delta | Finish]) -> None:
+        self.route = route
+        self._first: Delta | Finish | None = first
+        self._rest = rest
+
+    async def events(self) -> AsyncIterator[Delta | Finish]:
+        try:
+            if self._first is not None:
+                first, self._first = self._first, None
+                yield first
+                if isinstance(first, Finish):
+                    return
+            async for event in self._rest:
+                yield event
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the upstream request (client gone, cancelled, or done)."""
+        await self._rest.aclose()  # type: ignore[attr-defined]
+
+
+class ChatService:
+    def __init__(self, settings: GatewaySettings, router: RouterClient, upstreams: dict[str, Upstream]) -> None:
+        self._settings = settings
+        self._router = router
+        self._upstreams = upstreams  # by upstream name
+        self._by_model = {model: upstreams[u.name] for u in settings.upstreams for model in u.models}
+        self._policies = {p.name: p for p in settings.policies}
+
+    def models(self) -> list[tuple[str, str, str]]:
+        """(id, owned_by, description) for /v1/models and ListModels."""
+        out = [("router", "router", "MF router, the router's default policy")]
+        out += [(p.name, "router", p.description or "MF router policy") for p in self._settings.policies]
+        out += [(model, upstream.name, "") for model, upstream in self._by_model.items()]
+        return out
+
+    def resolve(self, model: str) -> ModelSpec:
+        if not model:
+            raise InvalidRequest("model is required: a served model or a router spec such as 'router-mf-50'")
+        if model in self._by_model:
+            return ModelSpec(model, concrete=True)
+        if model == "router":
+            return ModelSpec(model, concrete=False)
+        if model in self._policies:
+            policy = self._policies[model]
+            return ModelSpec(model, False, threshold=policy.threshold, strong_share=policy.strong_share)
+        match = ROUTELLM_SPEC.match(model)
+        if match:
+            threshold = float(match["threshold"])
+            if not 0.0 <= threshold <= 1.0:
+                raise InvalidRequest(f"model {model!r}: the threshold in router-mf-<threshold> must be within [0, 1]")
+            return ModelSpec(model, False, threshold=threshold)
+        known = ", ".join(sorted(self._by_model) + ["router", *self._policies])
+        raise ModelNotFound(f"model {model!r} is not served here; available: {known}")
+
+    async def open(self, model: str, params: ChatParams, request_id: str) -> ChatStream:
+        """Route, then open the upstream stream up to its first event (falling back before the first token)."""
+        _validate(params)
+        spec = self.resolve(model)
+        started = time.perf_counter()
+        route = await self._route(spec, params, request_id)
+        route_ms = (time.perf_counter() - started) * 1e3
+        try:
+            stream = await self._open_upstream(route, params)
+        except GatewayError as exc:
+            fallback = self._settings.fallback_model
+            if isinstance(exc, InvalidRequest) or not fallback or fallback == route.model:
+                raise
+            logger.warning("request %s: %s; falling back to %s", request_id, exc, fallback)
+            route = replace(route, model=fallback, fallback=True, reason=f"{route.reason}; fallback after: {exc}")
+            stream = await self._open_upstream(route, params)
+        logger.info(
+            "request %s: model=%s routed=%s degraded=%s fallback=%s route_ms=%.2f",
+            request_id, stream.route.model, route.routed, route.degraded, route.fallback, route_ms,
+        )
+        return stream
+
+    async def _route(self, spec: ModelSpec, params: ChatParams, request_id: str) -> RouteInfo:
+        if spec.concrete:
+            return RouteInfo(spec.name, reason="a concrete model was requested: no routing")
+        decision = await self._router.route(
+            params.messages,
+            threshold=spec.threshold,
+            strong_share=spec.strong_share,
+            default_model=self._settings.default_model,
+            request_id=request_id,
+        )
+        if decision.model not in self._by_model:
+            raise GatewayError(
+                f"the router chose {decision.model!r}, which no upstream serves: make routing.strong_model/weak_model "
+                "in the router's config match models listed in the gateway's upstreams"
+            )
+        return RouteInfo(
+            decision.model, routed=not decision.degraded, score=decision.score, threshold=decision.threshold,
+            degraded=decision.degraded, reason=decision.reason,
+        )
+
+    async def _open_upstream(self, route: RouteInfo, params: ChatParams) -> ChatStream:
+        events = self._by_model[route.model].stream(route.model, params)
+        try:
+            first = await events.__anext__()
+        except StopAsyncIteration:
+            raise UpstreamStreamError(f"model {route.model!r}: the upstream stream was empty") from None
+        except BaseException:
+            await events.aclose()  # type: ignore[attr-defined]
+            raise
+        return ChatStream(route, first, events)
+
+
+def _validate(params: ChatParams) -> None:
+    if not params.messages:
+        raise InvalidRequest("messages is empty: send at least one message")
+    for i, message in enumerate(params.messages):
+        if message.role not in ROLES:
+            raise InvalidRequest(f"messages[{i}].role {message.role!r} is not one of {sorted(ROLES)}")
+    if params.max_tokens is not None and params.max_tokens < 1:
+        raise InvalidRequest("max_tokens must be >= 1")
+    for name in ("temperature", "top_p"):
+        value = getattr(params, name)
+        if value is not None and not 0.0 <= value <= 2.0:
+            raise InvalidRequest(f"{name} must be within [0, 2]")

@@ -1,0 +1,142 @@
+"""The gateway's settings: one validated, frozen object built once at start.
+
+Sources, highest first: keyword arguments (tests), ``GATEWAY_*`` environment
+variables (nested with ``__``), the TOML file given by ``--config`` or
+``GATEWAY_CONFIG``, then the defaults. Each upstream has its own credentials:
+no ambient ``OPENAI_*`` variable is read unless an upstream's ``api_key_env``
+names it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from router_service.config import load_toml_settings
+
+__all__ = [
+    "GatewaySettings",
+    "PolicySettings",
+    "RouterClientSettings",
+    "ServerSettings",
+    "UpstreamSettings",
+    "load_settings",
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    http_port: int = Field(8000, ge=0, le=65535, description="OpenAI-compatible HTTP; 0 picks a free port")
+    grpc_port: int = Field(50052, ge=0, le=65535, description="gateway.v1.GatewayService; 0 picks a free port")
+    grace_s: float = Field(30.0, ge=0, description="how long in-flight streams may finish after SIGTERM")
+    shutdown_delay_s: float = Field(0.0, ge=0, description="time between failing health checks and closing listeners")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class RouterClientSettings(_Section):
+    address: str = Field("127.0.0.1:50051", description="host:port of router.v1.RouterService")
+    timeout_s: float = Field(0.5, gt=0, description="deadline of a Route call; past it the gateway fails open")
+
+
+class UpstreamSettings(_Section):
+    """One LLM server and the models it serves."""
+
+    name: str = Field(min_length=1)
+    provider: Literal["ollama", "openai"]
+    base_url: str = Field(min_length=1, description="ollama: the server root; openai: ends in /v1")
+    models: tuple[str, ...] = Field(min_length=1)
+    api_key: SecretStr | None = None
+    api_key_env: str | None = Field(None, description="name of the env variable holding the API key")
+    connect_timeout_s: float = Field(5.0, gt=0)
+    read_timeout_s: float = Field(120.0, gt=0, description="longest silence between two chunks")
+    max_concurrency: int = Field(64, ge=1, description="requests in flight to this upstream")
+
+    def resolve_api_key(self) -> str | None:
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        if self.api_key_env:
+            return os.environ.get(self.api_key_env)
+        return None
+
+
+class PolicySettings(_Section):
+    """A friendly router pseudo-model, e.g. ``router-mf-50`` for a 50% strong share."""
+
+    name: str = Field(min_length=1)
+    strong_share: float | None = Field(None, ge=0, le=1)
+    threshold: float | None = Field(None, ge=0, le=1)
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _one_of(self) -> PolicySettings:
+        if (self.strong_share is None) == (self.threshold is None):
+            raise ValueError(f"policy {self.name!r}: set exactly one of strong_share or threshold")
+        return self
+
+
+DEFAULT_POLICIES = (
+    PolicySettings(name="router-mf-20", strong_share=0.2, description="MF router, about 20% strong calls"),
+    PolicySettings(name="router-mf-50", strong_share=0.5, description="MF router, about 50% strong calls"),
+    PolicySettings(name="router-mf-80", strong_share=0.8, description="MF router, about 80% strong calls"),
+)
+
+DEFAULT_UPSTREAMS = (
+    UpstreamSettings(
+        name="ollama", provider="ollama", base_url="http://localhost:11434", models=("llama3.1:8b", "llama3.2:1b")
+    ),
+)
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", env_nested_delimiter="__", frozen=True, extra="forbid")
+
+    server: ServerSettings = ServerSettings()
+    router: RouterClientSettings = RouterClientSettings()
+    upstreams: tuple[UpstreamSettings, ...] = DEFAULT_UPSTREAMS
+    policies: tuple[PolicySettings, ...] = DEFAULT_POLICIES
+    default_model: str = Field(
+        "llama3.1:8b", min_length=1, description="answers when the router is down or slow (fail open)"
+    )
+    fallback_model: str | None = Field(
+        "llama3.2:1b", description="answers when the chosen model's upstream fails before the first token"
+    )
+
+    @model_validator(mode="after")
+    def _models_are_served(self) -> GatewaySettings:
+        served: dict[str, str] = {}
+        for upstream in self.upstreams:
+            for model in upstream.models:
+                if model in served:
+                    raise ValueError(f"model {model!r} is listed by upstreams {served[model]!r} and {upstream.name!r}")
+                served[model] = upstream.name
+        for setting, model in (("default_model", self.default_model), ("fallback_model", self.fallback_model)):
+            if model is not None and model not in served:
+                raise ValueError(f"{setting} {model!r} is not served by any upstream; add it to an upstream's models")
+        names = [u.name for u in self.upstreams]
+        if len(set(names)) != len(names):
+            raise ValueError(f"upstreams: names must be unique, got {names}")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> GatewaySettings:
+    """The gateway's settings from overrides, GATEWAY_* env and an optional TOML file."""
+    return load_toml_settings(GatewaySettings, config_file, "GATEWAY_CONFIG", **overrides)

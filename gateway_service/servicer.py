@@ -1,0 +1,82 @@
+"""gateway.v1.GatewayService: the same chat core as HTTP, over gRPC."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+
+from routing_api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from router_service.errors import MalformedRequest
+
+from .chat import ChatService, RouteInfo
+from .errors import GatewayError, InvalidRequest
+from .upstreams import ChatParams, Delta, Message
+
+__all__ = ["GatewayServicer"]
+
+logger = logging.getLogger(__name__)
+
+
+def _route_info(route: RouteInfo) -> gateway_pb2.RouteInfo:
+    return gateway_pb2.RouteInfo(
+        model=route.model, routed=route.routed, score=route.score, threshold=route.threshold,
+        degraded=route.degraded, fallback=route.fallback, reason=route.reason,
+    )
+
+
+def _params(request: gateway_pb2.ChatRequest) -> ChatParams:
+    return ChatParams(
+        messages=tuple(Message(m.role, m.content) for m in request.messages),
+        temperature=request.temperature if request.HasField("temperature") else None,
+        top_p=request.top_p if request.HasField("top_p") else None,
+        max_tokens=request.max_tokens if request.HasField("max_tokens") else None,
+        stop=tuple(request.stop),
+        seed=request.seed if request.HasField("seed") else None,
+    )
+
+
+class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
+    def __init__(self, chat: ChatService) -> None:
+        self._chat = chat
+
+    async def Chat(
+        self, request: gateway_pb2.ChatRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[gateway_pb2.ChatChunk]:
+        metadata = dict(context.invocation_metadata() or ())
+        request_id = str(metadata.get("x-request-id") or uuid.uuid4().hex)
+        try:
+            if isinstance(request, MalformedRequest):
+                raise InvalidRequest(request.message)
+            stream = await self._chat.open(request.model, _params(request), request_id)
+            chunk_id = f"chatcmpl-{request_id}"
+            model = stream.route.model
+            async for event in stream.events():
+                if isinstance(event, Delta):
+                    yield gateway_pb2.ChatChunk(id=chunk_id, delta=event.text, model=model)
+                else:
+                    usage = event.usage
+                    yield gateway_pb2.ChatChunk(
+                        id=chunk_id,
+                        model=model,
+                        finish_reason=event.reason,
+                        usage=gateway_pb2.Usage(
+                            prompt_tokens=usage.prompt_tokens if usage else 0,
+                            completion_tokens=usage.completion_tokens if usage else 0,
+                            total_tokens=usage.total_tokens if usage else 0,
+                        ),
+                        route=_route_info(stream.route),
+                    )
+        except GatewayError as exc:
+            # Before the first chunk this is the call's status; after it, a terminal status
+            # ends the stream: the client sees the error, never a fake final chunk.
+            await context.abort(exc.grpc_status, str(exc))
+
+    async def ListModels(
+        self, request: gateway_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.ListModelsResponse:
+        return gateway_pb2.ListModelsResponse(
+            models=[gateway_pb2.ModelInfo(id=i, owned_by=o, description=d) for i, o, d in self._chat.models()]
+        )

@@ -1,0 +1,96 @@
+"""What both upstream kinds share: one pooled client, the request, and error mapping."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+
+from ..config import UpstreamSettings
+from ..errors import (
+    GatewayError,
+    UpstreamBusy,
+    UpstreamError,
+    UpstreamStreamError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
+
+__all__ = ["HttpUpstream"]
+
+
+class HttpUpstream:
+    path = ""
+
+    def __init__(self, settings: UpstreamSettings) -> None:
+        self.name = settings.name
+        self.url = settings.base_url.rstrip("/") + self.path
+        self._settings = settings
+        headers = {}
+        key = settings.resolve_api_key()
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        self._client = httpx.AsyncClient(
+            headers=headers,
+            timeout=httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s),
+            limits=httpx.Limits(max_connections=settings.max_concurrency, max_keepalive_connections=settings.max_concurrency),
+            trust_env=False,  # no ambient proxy or netrc credentials
+        )
+        self._slots = asyncio.Semaphore(settings.max_concurrency)
+
+    def where(self, model: str) -> str:
+        return f"upstream {self.name!r} ({self._settings.provider}) at {self.url} for model {model!r}"
+
+    @asynccontextmanager
+    async def post(self, model: str, body: dict[str, Any]) -> AsyncIterator[httpx.Response]:
+        """POST and stream the response; HTTP and connection failures become GatewayErrors."""
+        async with self._slots:
+            try:
+                async with self._client.stream("POST", self.url, json=body) as response:
+                    if response.status_code >= 400:
+                        await response.aread()
+                        raise self._status_error(model, response)
+                    yield response
+            except httpx.ConnectError as exc:
+                raise UpstreamUnreachable(
+                    f"{self.where(model)} is unreachable ({exc}); is the server running? "
+                    f"Check upstreams[{self.name}].base_url"
+                ) from exc
+            except httpx.TimeoutException as exc:
+                raise UpstreamTimeout(
+                    f"{self.where(model)} went silent for longer than its timeout ({type(exc).__name__}); "
+                    f"see upstreams[{self.name}].read_timeout_s / connect_timeout_s"
+                ) from exc
+            except httpx.HTTPError as exc:
+                raise UpstreamStreamError(f"{self.where(model)} broke the connection: {type(exc).__name__}: {exc}") from exc
+
+    def _status_error(self, model: str, response: httpx.Response) -> GatewayError:
+        status = response.status_code
+        detail = _error_detail(response)
+        where = f"{self.where(model)} answered HTTP {status}: {detail}"
+        if status in (429, 503):
+            return UpstreamBusy(where, status=status, retry_after=response.headers.get("retry-after"))
+        if status in (401, 403):
+            return UpstreamError(f"{where}; set upstreams[{self.name}].api_key_env to the variable holding a valid key")
+        if status == 404:
+            return UpstreamError(f"{where}; check upstreams[{self.name}].base_url and that it serves {model!r}")
+        return UpstreamError(where)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _error_detail(response: httpx.Response) -> str:
+    """The upstream's own message, from OpenAI's or Ollama's error JSON."""
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return response.text[:300] or response.reason_phrase
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        return str(error.get("message", error))[:300]
+    return str(error or body)[:300]

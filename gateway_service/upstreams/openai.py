@@ -1,0 +1,70 @@
+"""OpenAI-compatible chat completions: ``POST /v1/chat/completions`` with ``stream: true``.
+
+Server-sent events: ``data: {chunk}`` with ``choices[0].delta.content``, a chunk
+with ``finish_reason``, then (with ``stream_options.include_usage``) a chunk with
+``choices: []`` and ``usage``, then ``data: [DONE]``. An error mid-stream arrives
+as ``data: {"error": {...}}``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from httpx_sse import EventSource
+
+from ..errors import UpstreamStreamError
+from . import ChatParams, Delta, Finish, Usage
+from .http import HttpUpstream
+
+__all__ = ["OpenAIUpstream", "openai_body"]
+
+
+def openai_body(model: str, params: ChatParams) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [{"role": m.role, "content": m.content} for m in params.messages],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    for key in ("temperature", "top_p", "max_tokens", "seed"):
+        value = getattr(params, key)
+        if value is not None:
+            body[key] = value
+    if params.stop:
+        body["stop"] = list(params.stop)
+    return body
+
+
+class OpenAIUpstream(HttpUpstream):
+    path = "/chat/completions"
+
+    async def stream(self, model: str, params: ChatParams) -> AsyncIterator[Delta | Finish]:
+        finish_reason: str | None = None
+        usage: Usage | None = None
+        async with self.post(model, openai_body(model, params)) as response:
+            async for event in EventSource(response).aiter_sse():
+                if event.data == "[DONE]":
+                    if finish_reason is None:
+                        raise UpstreamStreamError(f"{self.where(model)} sent [DONE] without a finish_reason")
+                    yield Finish(finish_reason, usage)
+                    return
+                try:
+                    chunk = json.loads(event.data)
+                    if chunk.get("error"):
+                        error = chunk["error"]
+                        message = error.get("message", error) if isinstance(error, dict) else error
+                        raise UpstreamStreamError(f"{self.where(model)} failed mid-stream: {message}")
+                    if chunk.get("usage"):
+                        u = chunk["usage"]
+                        usage = Usage(int(u.get("prompt_tokens", 0)), int(u.get("completion_tokens", 0)))
+                    for choice in chunk.get("choices") or ():
+                        content = (choice.get("delta") or {}).get("content")
+                        if content:
+                            yield Delta(content)
+                        if choice.get("finish_reason"):
+                            finish_reason = choice["finish_reason"]
+                except (json.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
+                    raise UpstreamStreamError(f"{self.where(model)} sent a malformed chunk: {event.data[:200]!r}") from exc
+        raise UpstreamStreamError(f"{self.where(model)} ended the stream before data: [DONE]")

@@ -1,0 +1,85 @@
+"""The gateway's gRPC API: gateway.v1.GatewayService/Chat streams, with the same routing and faults."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from routing_api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from tests.gateway.conftest import STRONG, WEAK, Stack
+
+
+@pytest.fixture
+async def stub(stack: Stack) -> AsyncIterator[gateway_pb2_grpc.GatewayServiceStub]:
+    async with grpc.aio.insecure_channel(stack.grpc_address) as channel:
+        yield gateway_pb2_grpc.GatewayServiceStub(channel)
+
+
+def chat(model: str, text: str = "Say hello.", **fields: object) -> gateway_pb2.ChatRequest:
+    return gateway_pb2.ChatRequest(
+        model=model, messages=[gateway_pb2.ChatMessage(role="user", content=text)], **fields  # type: ignore[arg-type]
+    )
+
+
+async def test_chat_streams_deltas_then_a_final_chunk_with_the_route(stub, stack: Stack) -> None:  # type: ignore[no-untyped-def]
+    chunks = [c async for c in stub.Chat(chat("router-mf-50", max_tokens=9), timeout=20)]
+    assert "".join(c.delta for c in chunks) == "Hello, world!"
+    last = chunks[-1]
+    assert last.finish_reason == "stop" and all(not c.finish_reason for c in chunks[:-1])
+    assert last.usage.completion_tokens == 4 and last.usage.total_tokens == last.usage.prompt_tokens + 4
+    assert last.route.model in (STRONG, WEAK) and last.route.routed and not last.route.degraded
+    assert last.route.threshold > 0 and "score" in last.route.reason
+    assert {c.model for c in chunks} == {last.route.model}
+    assert stack.ollama.requests[-1]["body"]["options"] == {"num_predict": 9}
+
+
+async def test_cut_stream_ends_with_an_error_status_after_the_deltas(stub, stack: Stack) -> None:  # type: ignore[no-untyped-def]
+    stack.ollama.cut_after = 2
+    received = []
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for chunk in stub.Chat(chat(WEAK), timeout=20):
+            received.append(chunk)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "upstream 'ollama'" in (info.value.details() or "")
+    assert "".join(c.delta for c in received) == "Hello,"
+    assert not any(c.finish_reason for c in received)  # never a fake final chunk
+
+
+@pytest.mark.parametrize(
+    ("request_", "code", "message"),
+    [
+        (gateway_pb2.ChatRequest(model="router"), grpc.StatusCode.INVALID_ARGUMENT, "messages is empty"),
+        (chat("nope"), grpc.StatusCode.NOT_FOUND, "'nope' is not served here"),
+        (chat("router-mf-2"), grpc.StatusCode.INVALID_ARGUMENT, "within [0, 1]"),
+    ],
+)
+async def test_bad_requests(stub, request_, code, message) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in stub.Chat(request_, timeout=10):
+            pass
+    assert info.value.code() == code and message in (info.value.details() or "")
+
+
+async def test_undecodable_bytes_are_invalid_argument(stack: Stack) -> None:
+    async with grpc.aio.insecure_channel(stack.grpc_address) as channel:
+        raw = channel.unary_stream(
+            "/gateway.v1.GatewayService/Chat", request_serializer=lambda b: b, response_deserializer=lambda b: b
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            async for _ in raw(b"\x12\x02\xff\xfe", timeout=5):
+                pass
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_list_models_and_health(stub, stack: Stack) -> None:  # type: ignore[no-untyped-def]
+    listed = await stub.ListModels(gateway_pb2.ListModelsRequest(), timeout=5)
+    owners = {m.id: m.owned_by for m in listed.models}
+    assert owners["router-mf-50"] == "router" and owners[STRONG] == "ollama" and owners["gpt-4o-mini"] == "openai"
+    async with grpc.aio.insecure_channel(stack.grpc_address) as channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service="gateway.v1.GatewayService"), timeout=5
+        )
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING

@@ -1,0 +1,154 @@
+"""Test LLM servers that speak Ollama's and OpenAI's streaming chat wire formats, byte for byte.
+
+- Ollama ``POST /api/chat``: ``application/x-ndjson``, one JSON object a line,
+  ``"done": false`` chunks with ``message.content``, then a final ``"done": true``
+  object with ``done_reason``, durations, ``prompt_eval_count`` and ``eval_count``.
+- OpenAI ``POST /v1/chat/completions``: ``text/event-stream``, ``data: {chunk}``
+  events (first delta carries the role), a chunk with ``finish_reason``, a usage
+  chunk with ``"choices": []`` when ``stream_options.include_usage`` is set, then
+  ``data: [DONE]``. Errors use each server's error JSON.
+
+Faults are switched on per test: refuse with a status (and Retry-After), stall
+before the first byte, cut the stream after N chunks, send a malformed chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+__all__ = ["LLMServerState", "llm_app"]
+
+
+@dataclass
+class LLMServerState:
+    reply: tuple[str, ...] = ("Hello", ",", " world", "!")
+    chunk_delay_s: float = 0.0
+    fail_status: int | None = None
+    retry_after: str | None = None
+    stall_s: float = 0.0  # before the first byte
+    cut_after: int | None = None  # drop the connection after this many content chunks
+    malformed_after: int | None = None  # send garbage after this many content chunks
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    open_streams: int = 0
+    closed_early: int = 0  # streams whose client went away before the end
+
+    def prompt_tokens(self, body: dict[str, Any]) -> int:
+        return sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+
+
+def llm_app(state: LLMServerState) -> Starlette:
+    async def record(request: Request) -> dict[str, Any]:
+        body = await request.json()
+        state.requests.append({"path": request.url.path, "headers": dict(request.headers), "body": body})
+        if state.stall_s:
+            await asyncio.sleep(state.stall_s)
+        return body
+
+    async def tracked(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        state.open_streams += 1
+        finished = False
+        try:
+            async for chunk in chunks:
+                yield chunk
+            finished = True
+        finally:
+            state.open_streams -= 1
+            if not finished:
+                state.closed_early += 1
+
+    async def content(send_garbage: bytes) -> AsyncIterator[tuple[int, str | bytes]]:
+        for i, piece in enumerate(state.reply):
+            if state.cut_after is not None and i == state.cut_after:
+                raise ConnectionResetError("test server cut the stream")  # uvicorn drops the connection
+            if state.malformed_after is not None and i == state.malformed_after:
+                yield i, send_garbage
+                return
+            if state.chunk_delay_s:
+                await asyncio.sleep(state.chunk_delay_s)
+            yield i, piece
+
+    async def ollama_chat(request: Request) -> Response:
+        body = await record(request)
+        model = body.get("model", "")
+        if state.fail_status:
+            headers = {"retry-after": state.retry_after} if state.retry_after else None
+            return JSONResponse({"error": "server busy, please try again. maximum pending requests exceeded"},
+                                status_code=state.fail_status, headers=headers)
+
+        def line(obj: dict[str, Any]) -> bytes:
+            return (json.dumps(obj, separators=(",", ":")) + "\n").encode()
+
+        def stamp() -> str:
+            return time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime())
+
+        async def chunks() -> AsyncIterator[bytes]:
+            count = 0
+            async for _, piece in content(b'{"model":"' + model.encode() + b'","message":{"role":"assis\n'):
+                if isinstance(piece, bytes):
+                    yield piece
+                    return
+                count += 1
+                yield line({"model": model, "created_at": stamp(),
+                            "message": {"role": "assistant", "content": piece}, "done": False})
+            yield line({"model": model, "created_at": stamp(), "message": {"role": "assistant", "content": ""},
+                        "done_reason": "stop", "done": True, "total_duration": 4883583458, "load_duration": 1334875,
+                        "prompt_eval_count": state.prompt_tokens(body), "prompt_eval_duration": 342546000,
+                        "eval_count": count, "eval_duration": 4535599000})
+
+        return StreamingResponse(tracked(chunks()), media_type="application/x-ndjson")
+
+    async def openai_chat(request: Request) -> Response:
+        body = await record(request)
+        model = body.get("model", "")
+        if state.fail_status:
+            headers = {"retry-after": state.retry_after} if state.retry_after else None
+            return JSONResponse(
+                {"error": {"message": "Rate limit reached for requests", "type": "requests",
+                           "param": None, "code": "rate_limit_exceeded"}},
+                status_code=state.fail_status, headers=headers,
+            )
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        base = {"id": "chatcmpl-test123", "object": "chat.completion.chunk", "created": int(time.time()),
+                "model": model, "system_fingerprint": "fp_test"}
+        extra = {"usage": None} if include_usage else {}
+
+        def event(choices: list[dict[str, Any]], **more: Any) -> bytes:
+            return b"data: " + json.dumps({**base, "choices": choices, **extra, **more}, separators=(",", ":")).encode() + b"\n\n"
+
+        def choice(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+            return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+
+        async def chunks() -> AsyncIterator[bytes]:
+            count = 0
+            yield event([choice({"role": "assistant", "content": "", "refusal": None})])
+            async for _, piece in content(b'data: {"id":"chatcmpl-test123","choices":[{"delta":\n\n'):
+                if isinstance(piece, bytes):
+                    yield piece
+                    return
+                count += 1
+                yield event([choice({"content": piece})])
+            yield event([choice({}, "stop")])
+            if include_usage:
+                prompt = state.prompt_tokens(body)
+                usage = {"prompt_tokens": prompt, "completion_tokens": count, "total_tokens": prompt + count}
+                yield event([], usage=usage)
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(tracked(chunks()), media_type="text/event-stream")
+
+    return Starlette(
+        routes=[
+            Route("/api/chat", ollama_chat, methods=["POST"]),
+            Route("/v1/chat/completions", openai_chat, methods=["POST"]),
+        ]
+    )
