@@ -1,10 +1,11 @@
 # Two commands do all set-up on a fresh machine (Python >= 3.11):
-#   make run    install, then start the router on the embedded default and route a sample prompt
-#   make test   install, then run the test suite (what .ci/run runs)
+#   make run    install, then start router + gateway on the embedded default and route a sample prompt
+#   make test   install (with the end-to-end extras), then run the test suite (what .ci/run runs)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+E2E_STAMP := $(VENV)/.installed-e2e
 SAMPLE ?= Prove that there are infinitely many prime numbers.
 
 .PHONY: install run test protos bench clean
@@ -18,12 +19,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/router-service build-embedder
 	touch $(STAMP)
 
+# llama.cpp's server for the end-to-end test; the first build takes ~15 minutes, then pip caches it.
+$(E2E_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,e2e]'
+	touch $(E2E_STAMP)
+
 install: $(STAMP)
 
 run: install
-	$(BIN)/router-service serve --sample "$(SAMPLE)"
+	$(BIN)/gateway-service up --sample "$(SAMPLE)"
 
-test: install
+test: $(E2E_STAMP)
 	$(BIN)/python -m pytest
 
 protos: install

@@ -1,0 +1,96 @@
+"""End to end through a REAL LLM server: the openai SDK -> gateway -> router -> llama.cpp's server.
+
+llama-cpp-python's OpenAI-compatible server runs a tiny GGUF the test writes
+(tiny_gguf.py) whose greedy reply is known, so the whole path streams real
+tokens from a real inference engine, with its own SSE framing and quirks (no
+usage chunk in streams).
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+pytest.importorskip("llama_cpp.server", reason="needs llama-cpp-python[server]; `make test` installs it")
+
+from gateway_service.server import GatewayApp, build_gateway  # noqa: E402
+from tests.e2e.tiny_gguf import write_tiny_gguf  # noqa: E402
+from tests.gateway.conftest import STRONG, WEAK, gateway_settings  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    model = tmp_path_factory.mktemp("gguf") / "tiny.gguf"
+    reply = write_tiny_gguf(model)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = model.with_suffix(".log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
+         "--n_threads", "1", "--n_threads_batch", "1", "--interrupt_requests", "false", "--n_ctx", "512"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"llama.cpp server exited; see {log.name}")
+            try:
+                if httpx.get(f"{url}/v1/models", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        else:
+            raise RuntimeError("llama.cpp server did not start within 60 s")
+        yield url, reply
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture
+async def gateway(router_app, llama_server) -> AsyncIterator[GatewayApp]:  # type: ignore[no-untyped-def]
+    url, _ = llama_server
+    settings = gateway_settings(
+        router_app.port, url, url,
+        upstreams=[{"name": "llama-cpp", "provider": "openai", "base_url": f"{url}/v1", "models": [STRONG, WEAK]}],
+    )
+    app = await build_gateway(settings)
+    try:
+        yield app
+    finally:
+        await app.stop()
+
+
+async def test_sdk_streams_a_real_completion_through_the_router(gateway, llama_server) -> None:  # type: ignore[no-untyped-def]
+    _, reply = llama_server
+    async with openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{gateway.http_port}/v1", api_key="x", max_retries=0) as sdk:
+        stream = await sdk.chat.completions.create(
+            model="router-mf-50", messages=[{"role": "user", "content": "Greet me like a cowboy."}],
+            stream=True, stream_options={"include_usage": True}, max_tokens=32,
+        )
+        pieces, finish, models = [], None, set()
+        async for chunk in stream:
+            models.add(chunk.model)
+            if chunk.choices:
+                pieces.append(chunk.choices[0].delta.content or "")
+                finish = chunk.choices[0].finish_reason or finish
+        assert "".join(pieces) == reply
+        assert len([p for p in pieces if p]) > 1  # really streamed, token by token
+        assert finish == "stop" and models <= {STRONG, WEAK}
+
+        whole = await sdk.chat.completions.create(
+            model="router", messages=[{"role": "user", "content": "Again, please."}], max_tokens=32
+        )
+        assert whole.choices[0].message.content == reply
