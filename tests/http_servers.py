@@ -26,7 +26,7 @@ from starlette.routing import Route
 @asynccontextmanager
 async def serve_app(app: Any) -> AsyncIterator[str]:
     """Run ``app`` on 127.0.0.1 with a port the OS picks; yield its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY on accept
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
