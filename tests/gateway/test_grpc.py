@@ -83,3 +83,20 @@ async def test_list_models_and_health(stub, stack: Stack) -> None:  # type: igno
             health_pb2.HealthCheckRequest(service="gateway.v1.GatewayService"), timeout=5
         )
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_cancelled_call_closes_the_upstream_request(stub, stack: Stack) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    stack.ollama.reply = tuple(f"token{i} " for i in range(200))
+    stack.ollama.chunk_delay_s = 0.02
+    call = stub.Chat(chat(WEAK), timeout=20)
+    async for chunk in call:
+        if "token3" in chunk.delta:
+            call.cancel()
+            break
+    for _ in range(100):
+        if stack.ollama.closed_early:
+            break
+        await asyncio.sleep(0.02)
+    assert stack.ollama.closed_early == 1 and stack.ollama.open_streams == 0
