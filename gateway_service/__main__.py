@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = sub.add_parser("serve", help="run the gateway until SIGTERM (the router runs elsewhere)")
     serve.add_argument("--config", type=Path, help=CONFIG_HELP)
+    health = sub.add_parser("health", help="exit 0 if the gateway at --address is SERVING (container health checks)")
+    health.add_argument("--config", type=Path, help=CONFIG_HELP)
+    health.add_argument("--address", help="HOST:PORT of the gateway's gRPC port (default: 127.0.0.1 and server.grpc_port)")
     up = sub.add_parser("up", help="run router and gateway together in one process, for local use")
     up.add_argument("--config", type=Path, help=CONFIG_HELP)
     up.add_argument("--router-config", type=Path, help="the router's TOML config (default: $ROUTER_CONFIG)")
@@ -104,6 +107,13 @@ def main(argv: list[str] | None = None) -> int:
             stream=sys.stderr,
         )
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
+        if args.command == "health":
+            from router_service.client import check_health
+
+            address = args.address or f"127.0.0.1:{settings.server.grpc_port}"
+            status = asyncio.run(check_health(address))
+            print(f"{address}: {status}")
+            return 0 if status == "SERVING" else 1
         if args.command == "serve":
             from .server import serve
 

@@ -30,7 +30,11 @@ class RouteDecision:
 class RouterClient:
     def __init__(self, settings: RouterClientSettings) -> None:
         self._settings = settings
-        self._channel = grpc.aio.insecure_channel(settings.address)
+        # round_robin: behind a headless Kubernetes Service the name resolves to every router
+        # pod, and each call goes to the next one (HTTP/2 would otherwise pin one pod).
+        self._channel = grpc.aio.insecure_channel(
+            settings.address, options=[("grpc.lb_policy_name", "round_robin")]
+        )
         self._stub = router_pb2_grpc.RouterServiceStub(self._channel)
         self.fail_open_count = 0
 

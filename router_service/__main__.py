@@ -18,7 +18,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from .config import RouterSettings, load_settings
-from .errors import ConfigError
+from .errors import ConfigError, RouterError
 
 __all__ = ["main"]
 
@@ -48,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     route.add_argument("--threshold", type=float, help="route strong when the strong win rate >= this")
     route.add_argument("--strong-share", type=float, help="target share of strong calls, 0..1")
     route.add_argument("--scorer", default="", help="scorer name (default: the first configured)")
+
+    health = sub.add_parser("health", help="exit 0 if the router at --address is SERVING (container health checks)")
+    health.add_argument("--config", type=Path, help=CONFIG_HELP)
+    health.add_argument("--address", help="HOST:PORT (default: 127.0.0.1 and server.port)")
 
     build = sub.add_parser("build-embedder", help="build the local ONNX embedder into its cache (done at first start otherwise)")
     build.add_argument("--config", type=Path, help=CONFIG_HELP)
@@ -88,6 +92,13 @@ def main(argv: list[str] | None = None) -> int:
 
             decision = asyncio.run(route_once(settings, args))
             print(json.dumps(decision, indent=2))
+        elif args.command == "health":
+            from .client import check_health
+
+            address = args.address or f"127.0.0.1:{settings.server.port}"
+            status = asyncio.run(check_health(address))
+            print(f"{address}: {status}")
+            return 0 if status == "SERVING" else 1
         elif args.command == "build-embedder":
             from .adapters.local_embedder import ensure_local_model
 
@@ -100,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as exc:
         print(f"router-service: {exc}", file=sys.stderr)
         return 2
+    except RouterError as exc:
+        print(f"router-service: {exc}", file=sys.stderr)
+        return 1
     except ValidationError as exc:
         print(f"router-service: invalid configuration:\n{exc}", file=sys.stderr)
         return 2

@@ -14,7 +14,7 @@ from .config import RouterSettings
 from .engine import open_engine
 from .errors import RouterError
 
-__all__ = ["route_once", "route_remote"]
+__all__ = ["check_health", "route_once", "route_remote"]
 
 
 def _request(args: argparse.Namespace) -> router_pb2.RouteRequest:
@@ -47,3 +47,17 @@ async def route_once(settings: RouterSettings, args: argparse.Namespace) -> dict
     async with open_engine(settings) as engine:
         (response,) = await engine.route([request])
     return _as_dict(response)
+
+
+async def check_health(address: str, service: str = "", timeout: float = 3.0) -> str:
+    """The gRPC health status of ``service`` at ``address`` (SERVING, NOT_SERVING, ...)."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        try:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            return f"{exc.code().name}: {exc.details()}"
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
