@@ -74,6 +74,18 @@ def _pairwise(rows: Iterable[dict]) -> Iterator[tuple[str, str, str, float]]:
         yield row["prompt"], row["model_a"], row["model_b"], float(row["p_a"])
 
 
+# A virtual opponent: a battle "m vs ANCHOR" with label = m's score on the prompt teaches the
+# MF each model's probability of being right, not only who beat whom.
+ANCHOR = "__correct__"
+
+
+def _anchored(rows: Iterable[dict]) -> Iterator[tuple[str, str, str, float]]:
+    for row in rows:
+        for model, score in sorted(row["scores"].items()):
+            if score is not None:
+                yield row["prompt"], model, ANCHOR, float(score)
+
+
 def _scores(rows: Iterable[dict]) -> Iterator[tuple[str, str, str, float]]:
     for row in rows:
         scored = sorted((m, s) for m, s in row["scores"].items() if s is not None)  # None: not evaluated
@@ -82,7 +94,7 @@ def _scores(rows: Iterable[dict]) -> Iterator[tuple[str, str, str, float]]:
                 yield row["prompt"], a, b, 1.0 if sa > sb else 0.0
 
 
-def load_battles(files: Iterable[Path], *, keep_ties: bool = True) -> Battles:
+def load_battles(files: Iterable[Path], *, keep_ties: bool = True, anchored: bool = False) -> Battles:
     """Read pairwise and score files into one table of battles."""
     prompt_ids: dict[str, int] = {}
     model_ids: dict[str, int] = {}
@@ -92,10 +104,13 @@ def load_battles(files: Iterable[Path], *, keep_ties: bool = True) -> Battles:
         source = path.name.split(".")[0]
         sources.append(source)
         rows = list(read_jsonl(path))
-        battles = _scores(rows) if rows and "scores" in rows[0] else _pairwise(rows)
+        if rows and "scores" in rows[0]:
+            battles = _anchored(rows) if anchored else _scores(rows)
+        else:
+            battles = _pairwise(rows)
         for prompt, a, b, p_a in battles:
             a, b = canonical_model(a), canonical_model(b)
-            if a == b or (p_a == 0.5 and not keep_ties):
+            if a == b or (p_a == 0.5 and not keep_ties and b != ANCHOR):
                 continue
             columns[0].append(prompt_ids.setdefault(prompt, len(prompt_ids)))
             columns[1].append(model_ids.setdefault(a, len(model_ids)))

@@ -1,0 +1,122 @@
+"""The scorer pipeline: metrics, data loading, and train -> calibrate -> eval on a slice of the real data."""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from router_service.training.data import ANCHOR, load_battles
+from router_service.training.metrics import routing_curve, thresholds_for_shares
+from tests.conftest import ROOT, SHARED_DATA
+
+
+def test_apgr_of_oracle_random_and_reversed_routers() -> None:
+    rng = np.random.default_rng(0)
+    gain = rng.choice([1.0, -1.0, 0.0], size=2000, p=[0.2, 0.05, 0.75])
+    oracle = routing_curve(gain + rng.random(2000) * 1e-3, gain)
+    reversed_ = routing_curve(-gain + rng.random(2000) * 1e-3, gain)
+    random = np.mean([routing_curve(rng.random(2000), gain).apgr for _ in range(50)])
+    assert oracle.apgr > 1.0 > 0.0 > reversed_.apgr  # over 1: the weak-only wins are routed last
+    assert random == pytest.approx(0.5, abs=0.03)
+    assert oracle.cpt(0.5) < 0.2 and oracle.cpt(1.0) <= 0.21
+    assert routing_curve(np.zeros(10), np.ones(10)).shares.tolist() == [0.0, 1.0]  # ties route together
+
+
+def test_thresholds_give_the_share_they_promise() -> None:
+    scores = np.random.default_rng(1).random(10_000)
+    for share, threshold in thresholds_for_shares(scores, np.array([0.1, 0.5, 0.9])).items():
+        assert np.mean(scores >= threshold) == pytest.approx(float(share), abs=0.002)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    with gzip.open(path, "wt") as out:
+        for row in rows:
+            out.write(json.dumps(row) + "\n")
+
+
+def test_battles_from_pairwise_and_score_files(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "pairs.jsonl.gz", [
+        {"prompt": "p1", "model_a": "gpt4_1106_preview", "model_b": "Mixtral-8x7B-Instruct-v0.1", "winner": "model_a", "p_a": 0.8},
+        {"prompt": "p2", "model_a": "x", "model_b": "y", "winner": "tie", "p_a": 0.5},
+    ])
+    write_jsonl(tmp_path / "scores.jsonl.gz", [{"prompt": "p3", "scores": {"a": 1.0, "b": 0.0, "c": 1.0, "d": None}}])
+    files = sorted(tmp_path.glob("*.gz"))
+    battles = load_battles(files)
+    pairs = {
+        (battles.models[a], battles.models[b], round(float(p), 3))
+        for a, b, p in zip(battles.model_a, battles.model_b, battles.p_a, strict=True)
+    }
+    assert pairs == {
+        ("gpt-4-1106-preview", "mixtral-8x7b-instruct-v0.1", 0.8),  # aliases unified
+        ("x", "y", 0.5),
+        ("a", "b", 1.0),  # decisive score pairs only; a-c is a tie, d was not evaluated
+        ("b", "c", 0.0),
+    }
+    assert len(load_battles(files, keep_ties=False)) == 3
+    anchored = load_battles(files, anchored=True)
+    assert sum(anchored.models[b] == ANCHOR for b in anchored.model_b) == 3
+
+
+@pytest.fixture(scope="module")
+def data_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first lines of every shared data file: real data, small enough for CI."""
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"{SHARED_DATA} is missing: CI and developers have ../shared beside the project")
+    root = tmp_path_factory.mktemp("data")
+    for source in SHARED_DATA.glob("*/*.jsonl.gz"):
+        (root / source.parent.name).mkdir(exist_ok=True)
+        with gzip.open(source, "rt") as lines:
+            head = list(itertools.islice(lines, 150 if source.parent.name == "train" else 400))
+        with gzip.open(root / source.parent.name / source.name, "wt") as out:
+            out.writelines(head)
+    return root
+
+
+def cli(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_")}
+    env["XDG_CACHE_HOME"] = str(cache)  # the test's own embedding cache
+    return subprocess.run([sys.executable, "-m", "router_service", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+
+
+def test_train_calibrate_eval_round_trip(data_slice: Path, tmp_path: Path) -> None:
+    cache, scorer = tmp_path / "cache", tmp_path / "scorer.onnx"
+    trained = cli("train", "--data-dir", str(data_slice), "--out", str(scorer), "--epochs", "2", "--dim", "16", cache=cache)
+    assert trained.returncode == 0, trained.stderr
+    assert "embedding prompts" in trained.stderr  # a progress bar on the long step
+    again = tmp_path / "again.onnx"
+    cli("train", "--data-dir", str(data_slice), "--out", str(again), "--epochs", "2", "--dim", "16", cache=cache)
+    # Reproducible from the seed, up to float rounding (BLAS sums may differ in the last bits).
+    first, second = onnx.load(str(scorer)), onnx.load(str(again))
+    for a, b in zip(first.graph.initializer, second.graph.initializer, strict=True):
+        np.testing.assert_allclose(numpy_helper.to_array(a), numpy_helper.to_array(b), rtol=1e-3, atol=1e-5)
+
+    prompts = tmp_path / "traffic.txt"
+    prompts.write_text("\n".join(f"Question {i}: what is {i} squared?" for i in range(60)))
+    calibrated = cli("calibrate", "--prompts", str(prompts), "--scorer", str(scorer), cache=cache)
+    assert calibrated.returncode == 0, calibrated.stderr
+    assert "strong share  50%: threshold" in calibrated.stdout
+
+    plot = tmp_path / "curve.png"
+    evaluated = cli("eval", "--data-dir", str(data_slice), "--scorer", str(scorer), "--plot", str(plot), "--json", cache=cache)
+    assert evaluated.returncode == 0, evaluated.stderr
+    summary = json.loads(evaluated.stdout.strip().splitlines()[-1])
+    assert {"apgr", "cpt50", "cpt80"} <= summary.keys()
+    assert set(summary["benchmarks"]) == {"routellm_gsm8k", "routellm_mmlu"}
+    assert "random" in evaluated.stdout and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_calibrate_refuses_too_few_prompts(tmp_path: Path) -> None:
+    prompts = tmp_path / "few.txt"
+    prompts.write_text("one\ntwo\n")
+    result = cli("calibrate", "--prompts", str(prompts), "--out", str(tmp_path / "x.onnx"), cache=tmp_path / "cache")
+    assert result.returncode == 2 and "too few to calibrate" in result.stderr
