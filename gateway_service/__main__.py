@@ -14,9 +14,7 @@ import sys
 from pathlib import Path
 
 import httpx
-from pydantic import ValidationError
-
-from router_service.errors import ConfigError
+from router_service.errors import run_cli
 
 from .config import GatewaySettings, load_settings
 
@@ -99,35 +97,27 @@ async def _up(settings: GatewaySettings, router_config: Path | None, sample: str
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        settings = load_settings(args.config)
-        logging.basicConfig(
-            level=settings.server.log_level,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
-        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
-        if args.command == "health":
-            from router_service.client import check_health
+    return run_cli("gateway-service", lambda: _run(args))
 
-            address = args.address or f"127.0.0.1:{settings.server.grpc_port}"
-            status = asyncio.run(check_health(address))
-            print(f"{address}: {status}")
-            return 0 if status == "SERVING" else 1
-        if args.command == "serve":
-            from .server import serve
 
-            asyncio.run(serve(settings))
-        else:
-            asyncio.run(_up(settings, args.router_config, args.sample))
-    except (ConfigError, FileNotFoundError) as exc:
-        print(f"gateway-service: {exc}", file=sys.stderr)
-        return 2
-    except ValidationError as exc:
-        print(f"gateway-service: invalid configuration:\n{exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+def _run(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    logging.basicConfig(
+        level=settings.server.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
+    if args.command == "health":
+        from router_service.client import health_command
+
+        return health_command(args.address or f"127.0.0.1:{settings.server.grpc_port}")
+    if args.command == "serve":
+        from .server import serve
+
+        asyncio.run(serve(settings))
+    else:
+        asyncio.run(_up(settings, args.router_config, args.sample))
     return 0
 
 

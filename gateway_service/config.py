@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings import SettingsConfigDict
 
-from router_service.config import load_toml_settings
+from router_service.config import TomlSettings, load_toml_settings
 
 __all__ = [
     "GatewaySettings",
@@ -95,7 +95,7 @@ DEFAULT_UPSTREAMS = (
 )
 
 
-class GatewaySettings(BaseSettings):
+class GatewaySettings(TomlSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", env_nested_delimiter="__", frozen=True, extra="forbid")
 
     server: ServerSettings = ServerSettings()
@@ -124,17 +124,6 @@ class GatewaySettings(BaseSettings):
         if len(set(names)) != len(names):
             raise ValueError(f"upstreams: names must be unique, got {names}")
         return self
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> GatewaySettings:

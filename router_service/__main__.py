@@ -15,10 +15,8 @@ import logging
 import sys
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from .config import RouterSettings, load_settings
-from .errors import ConfigError, RouterError
+from .errors import run_cli
 
 __all__ = ["main"]
 
@@ -76,49 +74,38 @@ def _settings(args: argparse.Namespace) -> RouterSettings:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        settings = _settings(args)
-        logging.basicConfig(
-            level=settings.server.log_level,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
-        if args.command == "serve":
-            from .server import serve
+    return run_cli("router-service", lambda: _run(args))
 
-            asyncio.run(serve(settings, sample=args.sample))
-        elif args.command == "route":
-            from .client import route_once
 
-            decision = asyncio.run(route_once(settings, args))
-            print(json.dumps(decision, indent=2))
-        elif args.command == "health":
-            from .client import check_health
+def _run(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    logging.basicConfig(
+        level=settings.server.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command == "serve":
+        from .server import serve
 
-            address = args.address or f"127.0.0.1:{settings.server.port}"
-            status = asyncio.run(check_health(address))
-            print(f"{address}: {status}")
-            return 0 if status == "SERVING" else 1
-        elif args.command == "build-embedder":
-            from .adapters.local_embedder import ensure_local_model
+        asyncio.run(serve(settings, sample=args.sample))
+    elif args.command == "route":
+        from .client import route_once
 
-            model, tokenizer = ensure_local_model(settings.embedder.local)
-            print(f"local embedder: {model}\ntokenizer: {tokenizer}")
-        else:
-            from .training import cli as training_cli
+        decision = asyncio.run(route_once(settings, args))
+        print(json.dumps(decision, indent=2))
+    elif args.command == "health":
+        from .client import health_command
 
-            return training_cli.run(args, settings)
-    except (ConfigError, FileNotFoundError) as exc:
-        print(f"router-service: {exc}", file=sys.stderr)
-        return 2
-    except RouterError as exc:
-        print(f"router-service: {exc}", file=sys.stderr)
-        return 1
-    except ValidationError as exc:
-        print(f"router-service: invalid configuration:\n{exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+        return health_command(args.address or f"127.0.0.1:{settings.server.port}")
+    elif args.command == "build-embedder":
+        from .adapters.local_embedder import ensure_local_model
+
+        model, tokenizer = ensure_local_model(settings.embedder.local)
+        print(f"local embedder: {model}\ntokenizer: {tokenizer}")
+    else:
+        from .training import cli as training_cli
+
+        return training_cli.run(args, settings)
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 from typing import Any
 
 import grpc
@@ -14,7 +15,7 @@ from .config import RouterSettings
 from .engine import open_engine
 from .errors import RouterError
 
-__all__ = ["check_health", "route_once", "route_remote"]
+__all__ = ["check_health", "health_command", "route_once", "route_remote"]
 
 
 def _request(args: argparse.Namespace) -> router_pb2.RouteRequest:
@@ -61,3 +62,10 @@ async def check_health(address: str, service: str = "", timeout: float = 3.0) ->
         except grpc.aio.AioRpcError as exc:
             return f"{exc.code().name}: {exc.details()}"
     return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+
+def health_command(address: str) -> int:
+    """``health`` for container checks: print the status, exit 0 only when SERVING."""
+    status = asyncio.run(check_health(address))
+    print(f"{address}: {status}")
+    return 0 if status == "SERVING" else 1

@@ -36,6 +36,7 @@ __all__ = [
     "RoutingSettings",
     "ScorerSettings",
     "ServerSettings",
+    "TomlSettings",
     "default_cache_dir",
     "load_settings",
     "load_toml_settings",
@@ -147,7 +148,23 @@ class LimitSettings(_Section):
     max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
 
 
-class RouterSettings(BaseSettings):
+class TomlSettings(BaseSettings):
+    """Settings read from keyword arguments, then env, then the TOML file load_toml_settings names."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file is named in model_config by load_toml_settings; None reads nothing.
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
+
+
+class RouterSettings(TomlSettings):
     model_config = SettingsConfigDict(
         env_prefix="ROUTER_",
         env_nested_delimiter="__",
@@ -170,20 +187,8 @@ class RouterSettings(BaseSettings):
             raise ValueError(f"scorers: names must be unique, got {names}")
         return self
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The TOML file is named in model_config by load_settings; None reads nothing.
-        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
 
-
-Settings = TypeVar("Settings", bound=BaseSettings)
+Settings = TypeVar("Settings", bound=TomlSettings)
 
 
 def load_toml_settings(cls: type[Settings], config_file: Path | None, env_var: str, **overrides: Any) -> Settings:

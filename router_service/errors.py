@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -27,6 +28,7 @@ __all__ = [
     "UnknownScorer",
     "add_servicer",
     "grpc_errors",
+    "run_cli",
 ]
 
 logger = logging.getLogger(__name__)
@@ -127,3 +129,22 @@ def grpc_errors(handler: Handler[Request, Response]) -> Handler[Request, Respons
         raise AssertionError("unreachable: context.abort raises")
 
     return wrapper
+
+
+def run_cli(prog: str, command: Callable[[], int]) -> int:
+    """Run a command-line action: a wrong setting or a failed call is one line on stderr, never a traceback."""
+    from pydantic import ValidationError
+
+    try:
+        return command()
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        print(f"{prog}: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    except RouterError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
