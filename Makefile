@@ -36,7 +36,7 @@ protos: install
 	$(BIN)/python protos/generate.py
 
 bench: install
-	$(BIN)/python -m bench.router_bench
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info

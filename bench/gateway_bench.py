@@ -17,7 +17,6 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from bench.router_bench import free_port
+
 RESULTS = Path(__file__).resolve().parent / "results"
 MODEL = "llama3.1:8b"
 UPSTREAM_SCRIPT = """
@@ -35,12 +36,6 @@ from tests.llm_servers import LLMServerState, llm_app
 state = LLMServerState(reply=tuple(f"tok{i} " for i in range(20)))
 uvicorn.run(llm_app(state), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 90) -> None:

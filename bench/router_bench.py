@@ -113,6 +113,12 @@ async def load_batch(address: str, prompts: list[str], batch: int, seconds: floa
         return done / (time.perf_counter() - started)
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def start_router(port: int) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_")}
     # Every prompt is new, as on real traffic: no cache hits flatter the figures.
@@ -141,9 +147,7 @@ def main() -> None:
     raw = raw_embedder(embedder, prompts, args.seconds)
     del embedder
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     router = start_router(port)
     try:
         address = f"127.0.0.1:{port}"

@@ -1,0 +1,230 @@
+"""Side by side with RouteLLM 0.2.0's MF router: same prompts, same embedder, same weights, one run.
+
+    python -m bench.versus_routellm.run [--seconds 8] [--concurrency 1 32]
+
+1. A throwaway virtualenv (bench/versus_routellm/.venv, not committed, never the
+   project's) gets routellm==0.2.0 with --no-deps, CPU torch 2.13.0 and only what
+   its MF router imports.
+2. Our embedder is served over an OpenAI-compatible /v1/embeddings on loopback, and
+   RouteLLM's client is pointed at it (OPENAI_BASE_URL): both routers embed with
+   all-MiniLM-L6-v2.
+3. Our bundled scorer's weights are loaded into RouteLLM's MFModel; both routers
+   must give the same win rate to 1e-5 (the ONNX export is faithful).
+4. Measured in one run on the same real prompts (MMLU questions, no cache hits):
+   RouteLLM's calculate_strong_win_rate as its server calls it, our Route RPC over
+   gRPC, our engine in-process, and the raw embedder (batched) as the ceiling.
+Writes bench/results/versus_routellm.{md,json,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import venv
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from bench.router_bench import free_port, load, raw_embedder, start_router
+from router_service.adapters.scorer import OnnxScorer
+from router_service.config import BUNDLED_SCORER, RouterSettings
+from router_service.engine import open_engine
+from router_service.mf import sigmoid
+from router_service.training.data import default_data_dir, read_jsonl
+from routing_api.router.v1 import router_pb2
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+RESULTS = ROOT / "bench" / "results"
+VENV = HERE / ".venv"
+ROUTELLM_DEPS = [
+    "torch==2.13.0", "numpy", "pandas", "scikit-learn", "openai", "huggingface_hub", "transformers<5.4",
+    "datasets", "pyyaml", "pydantic", "tqdm",
+]
+EMBEDDING_SERVER = """
+import sys, uvicorn
+from concurrent.futures import ThreadPoolExecutor
+from router_service.adapters.local_embedder import LocalEmbedder
+from router_service.config import LocalEmbedderSettings
+from tests.http_servers import EmbeddingServerState, embedding_app
+embedder = LocalEmbedder(LocalEmbedderSettings(), ThreadPoolExecutor(1))
+state = EmbeddingServerState(embed=embedder.embed_sync, model="text-embedding-3-small")
+uvicorn.run(embedding_app(state), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
+"""
+
+
+def ensure_venv() -> Path:
+    python = VENV / "bin" / "python"
+    marker = VENV / ".ready"
+    if not marker.exists():
+        print("building the RouteLLM virtualenv (once):", " ".join(ROUTELLM_DEPS), flush=True)
+        venv.create(VENV, with_pip=True, clear=True)
+        subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "routellm==0.2.0"], check=True)
+        subprocess.run([python, "-m", "pip", "install", "-q", *ROUTELLM_DEPS], check=True)
+        marker.touch()
+    return python
+
+
+def export_weights(path: Path) -> tuple[dict[str, np.ndarray], OnnxScorer]:
+    """Our scorer's weights in RouteLLM's MFModel layout."""
+    model = onnx.load(str(BUNDLED_SCORER))
+    init = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    scorer = OnnxScorer("mf", BUNDLED_SCORER)
+    weights = {
+        "P": np.ascontiguousarray(init["model_vectors"].T),  # unit rows; MFModel normalises again, a no-op
+        "W": np.ascontiguousarray(init["projection"].T),  # Linear(text_dim, dim).weight is [dim, text_dim]
+        "w": init["classifier"],
+        "strong": np.array(scorer.strong_index),
+        "weak": np.array(scorer.weak_index),
+    }
+    np.savez(path, **weights)
+    return weights, scorer
+
+
+def prompts(count: int) -> list[str]:
+    rows = read_jsonl(default_data_dir() / "eval" / "routellm_mmlu.jsonl.gz")
+    return list(dict.fromkeys(row["prompt"] for row in rows))[:count]
+
+
+async def in_process(texts: list[str], concurrency: int, seconds: float) -> dict[str, float]:
+    settings = RouterSettings(embedder={"cache_size": 0})
+    latencies: list[float] = []
+    counter = iter(range(10**9))
+    async with open_engine(settings) as engine:
+        await engine.route([router_pb2.RouteRequest(prompt="warm up")])
+        deadline = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            while time.perf_counter() < deadline:
+                request = router_pb2.RouteRequest(prompt=texts[next(counter) % len(texts)])
+                started = time.perf_counter()
+                await engine.route([request])
+                latencies.append((time.perf_counter() - started) * 1e3)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return {"p50_ms": float(np.percentile(latencies, 50)), "p99_ms": float(np.percentile(latencies, 99)),
+            "per_s": len(latencies) / elapsed, "calls": len(latencies)}
+
+
+def plot(results: dict, levels: list[int], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ["RouteLLM MF", "our Route (gRPC)", "our engine (in-process)"]
+    keys = ["routellm", "route_grpc", "in_process"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    width = 0.8 / len(levels)
+    for i, c in enumerate(levels):
+        axes[0].bar(np.arange(3) + i * width, [results[k][str(c)]["per_s"] for k in keys], width, label=f"concurrency {c}")
+        axes[1].bar(np.arange(3) + i * width, [results[k][str(c)]["p99_ms"] for k in keys], width, label=f"concurrency {c}")
+    for ax, title in zip(axes, ("routes per second (higher is better)", "p99 latency, ms (lower is better)"), strict=True):
+        ax.set_xticks(np.arange(3) + width * (len(levels) - 1) / 2, names)
+        ax.set_title(title)
+        ax.legend()
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
+    args = parser.parse_args()
+    python = ensure_venv()
+    texts = prompts(3000)
+    RESULTS.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ROUTER_", "GATEWAY_", "OPENAI_"))}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        weights_path, prompts_path, out_path = Path(tmp, "w.npz"), Path(tmp, "p.json"), Path(tmp, "out.json")
+        weights, scorer = export_weights(weights_path)
+        prompts_path.write_text(json.dumps(texts))
+        embed_port, router_port = free_port(), free_port()
+        server = subprocess.Popen([sys.executable, "-c", EMBEDDING_SERVER, str(embed_port)], cwd=ROOT, env=env)
+        try:
+            time.sleep(4)
+            routellm_env = {**env, "OPENAI_BASE_URL": f"http://127.0.0.1:{embed_port}/v1", "OPENAI_API_KEY": "unused"}
+            subprocess.run(
+                [python, str(HERE / "routellm_side.py"), str(weights_path), str(prompts_path), str(out_path),
+                 str(args.seconds), *map(str, args.concurrency)],
+                env=routellm_env, check=True,
+            )
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+        routellm = json.loads(out_path.read_text())
+
+    # Quality: our ONNX scorer on the same embeddings gives the same win rates.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from router_service.adapters.local_embedder import LocalEmbedder
+    from router_service.config import LocalEmbedderSettings
+
+    embedder = LocalEmbedder(LocalEmbedderSettings(), ThreadPoolExecutor(1))
+    scores = scorer.model_scores_sync(embedder.embed_sync(texts[:200]))
+    ours = sigmoid(scores[:, scorer.strong_index] - scores[:, scorer.weak_index])
+    max_diff = float(np.max(np.abs(ours - np.asarray(routellm["scores"]))))
+    raw = raw_embedder(embedder, texts, args.seconds)
+    del embedder
+
+    router = start_router(router_port)
+    try:
+        route_grpc = {str(c): asyncio.run(load(f"127.0.0.1:{router_port}", texts, c, args.seconds)) for c in args.concurrency}
+    finally:
+        router.terminate()
+        router.wait(timeout=30)
+    local = {str(c): asyncio.run(in_process(texts, c, args.seconds)) for c in args.concurrency}
+
+    results = {"routellm": routellm["load"], "route_grpc": route_grpc, "in_process": local}
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {routellm['torch']}"
+    lines = [
+        f"RouteLLM 0.2.0 MF vs routestack ({time.strftime('%Y-%m-%d')}; {machine})",
+        f"Same {len(texts)} MMLU prompts, same embedder (all-MiniLM-L6-v2), same MF weights; no cache hits.",
+        "",
+        "| router | concurrency | p50 ms | p99 ms | routes/s |",
+        "|---|---|---|---|---|",
+    ]
+    labels = {"routellm": "RouteLLM MF (calculate_strong_win_rate, as its server calls it)",
+              "route_grpc": "our Route over gRPC", "in_process": "our engine, in-process"}
+    for key, label in labels.items():
+        for c in args.concurrency:
+            r = results[key][str(c)]
+            lines.append(f"| {label} | {c} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['per_s']:.0f} |")
+    top = str(max(args.concurrency))
+    lines += [
+        f"| raw embedder, batches of 32 (ceiling) | | | | {raw['batched_per_s']:.0f} |",
+        "",
+        f"- same scores: max |our win rate - RouteLLM's| over 200 prompts = {max_diff:.2e} (must be < 1e-5)",
+        f"- throughput at concurrency {top}, our Route / RouteLLM: {route_grpc[top]['per_s'] / routellm['load'][top]['per_s']:.2f}x "
+        f"(goal >= 3x)",
+        f"- p99 at concurrency {top}, RouteLLM / our Route: {routellm['load'][top]['p99_ms'] / route_grpc[top]['p99_ms']:.2f}x",
+        f"- our Route at concurrency {top} / raw batched embedder: {route_grpc[top]['per_s'] / raw['batched_per_s']:.2f} (goal >= 0.8)",
+        "- RouteLLM's openai_server in front of the same upstream was not run: it needs litellm, which this bench",
+        "  does not install; the gateway's own added latency is in bench/results/gateway.md.",
+        "- RouteLLM's default embedder is OpenAI's text-embedding-3-small, a network round trip per prompt",
+        "  that this comparison leaves out (both sides embed on loopback here); see the README for its cost.",
+    ]
+    report = "\n".join(lines)
+    print(report)
+    (RESULTS / "versus_routellm.md").write_text(report + "\n")
+    (RESULTS / "versus_routellm.json").write_text(json.dumps({**results, "max_score_diff": max_diff, "raw": raw}, indent=1))
+    plot(results, args.concurrency, RESULTS / "versus_routellm.png")
+
+
+if __name__ == "__main__":
+    main()
