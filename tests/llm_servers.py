@@ -105,6 +105,11 @@ def llm_app(state: LLMServerState) -> Starlette:
                         "prompt_eval_count": state.prompt_tokens(body), "prompt_eval_duration": 342546000,
                         "eval_count": count, "eval_duration": 4535599000})
 
+        if body.get("stream") is False:  # Ollama streams unless told not to; then one object
+            return JSONResponse({"model": model, "created_at": stamp(),
+                                 "message": {"role": "assistant", "content": "".join(state.reply)},
+                                 "done_reason": "stop", "done": True, "prompt_eval_count": state.prompt_tokens(body),
+                                 "eval_count": len(state.reply)})
         return StreamingResponse(tracked(chunks()), media_type="application/x-ndjson")
 
     async def openai_chat(request: Request) -> Response:
@@ -144,6 +149,16 @@ def llm_app(state: LLMServerState) -> Starlette:
                 yield event([], usage=usage)
             yield b"data: [DONE]\n\n"
 
+        if not body.get("stream"):  # OpenAI answers with one JSON object unless stream is true
+            prompt = state.prompt_tokens(body)
+            return JSONResponse({
+                "id": base["id"], "object": "chat.completion", "created": base["created"], "model": model,
+                "system_fingerprint": "fp_test",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(state.reply), "refusal": None},
+                             "logprobs": None, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": prompt, "completion_tokens": len(state.reply),
+                          "total_tokens": prompt + len(state.reply)},
+            })
         return StreamingResponse(tracked(chunks()), media_type="text/event-stream")
 
     return Starlette(

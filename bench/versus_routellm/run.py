@@ -34,6 +34,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from bench.gateway_bench import UPSTREAM_SCRIPT, ttft_series, wait_http
 from bench.router_bench import free_port, load, raw_embedder, start_router
 from router_service.adapters.scorer import OnnxScorer
 from router_service.config import BUNDLED_SCORER, RouterSettings
@@ -49,6 +50,8 @@ VENV = HERE / ".venv"
 ROUTELLM_DEPS = [
     "torch==2.13.0", "numpy", "pandas", "scikit-learn", "openai", "huggingface_hub", "transformers<5.4",
     "datasets", "pyyaml", "pydantic", "tqdm",
+    # its openai_server: FastAPI + litellm (offline with LITELLM_LOCAL_MODEL_COST_MAP=True)
+    "litellm", "fastapi", "shortuuid", "uvicorn",
 ]
 EMBEDDING_SERVER = """
 import sys, uvicorn
@@ -117,6 +120,53 @@ async def in_process(texts: list[str], concurrency: int, seconds: float) -> dict
             "per_s": len(latencies) / elapsed, "calls": len(latencies)}
 
 
+def server_overhead(python: Path, weights_path: Path, embed_port: int, env: dict[str, str], seconds: float) -> dict:
+    """Time to first token through RouteLLM's openai_server and through our gateway, same upstream."""
+    tmp = weights_path.parent
+    subprocess.run([python, str(HERE / "routellm_checkpoint.py"), str(weights_path), str(tmp / "ckpt")], check=True,
+                   env={**env, "OPENAI_API_KEY": "unused"})
+    (tmp / "routellm.yaml").write_text(f"mf:\n  checkpoint_path: {tmp / 'ckpt'}\n  num_models: {len(np.load(weights_path)['P'])}\n  text_dim: 384\n")
+    upstream_port, routellm_port, gateway_port = free_port(), free_port(), free_port()
+    (tmp / "gateway.toml").write_text(
+        f'[server]\nhttp_port = {gateway_port}\ngrpc_port = {free_port()}\nlog_level = "WARNING"\n'
+        f'[[upstreams]]\nname = "up"\nprovider = "openai"\nbase_url = "http://127.0.0.1:{upstream_port}/v1"\n'
+        f'models = ["llama3.1:8b", "llama3.2:1b"]\n'
+    )
+    processes = [subprocess.Popen([sys.executable, "-c", UPSTREAM_SCRIPT, str(upstream_port)], cwd=ROOT, env=env)]
+    try:
+        processes.append(subprocess.Popen(
+            [python, "-m", "routellm.openai_server", "--routers", "mf", "--config", str(tmp / "routellm.yaml"),
+             "--port", str(routellm_port), "--base-url", f"http://127.0.0.1:{upstream_port}/v1", "--api-key", "unused",
+             "--strong-model", "openai/llama3.1:8b", "--weak-model", "openai/llama3.2:1b"],
+            cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env={**env, "OPENAI_API_KEY": "unused", "OPENAI_BASE_URL": f"http://127.0.0.1:{embed_port}/v1",
+                 "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
+        ))
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "gateway_service", "up", "--config", str(tmp / "gateway.toml")], cwd=ROOT,
+            env={**env, "ROUTER_SERVER__PORT": str(free_port()), "ROUTER_EMBEDDER__CACHE_SIZE": "0", "ROUTER_SERVER__LOG_LEVEL": "WARNING"},
+        ))
+        wait_http(f"http://127.0.0.1:{upstream_port}/", processes[0])
+        wait_http(f"http://127.0.0.1:{routellm_port}/docs", processes[1], timeout=120)
+        wait_http(f"http://127.0.0.1:{gateway_port}/healthz", processes[2])
+        messages = [{"role": "user", "content": "What is the capital of France?"}]
+        marker = b'"content":"tok'
+        series = {
+            "direct": (f"http://127.0.0.1:{upstream_port}/v1/chat/completions", "llama3.2:1b"),
+            "routellm_server": (f"http://127.0.0.1:{routellm_port}/v1/chat/completions", "router-mf-0.5"),
+            "our_gateway": (f"http://127.0.0.1:{gateway_port}/v1/chat/completions", "router-mf-0.5"),
+        }
+        out = {}
+        for name, (url, model) in series.items():
+            ms = asyncio.run(ttft_series(url, {"model": model, "messages": messages, "stream": True}, marker, seconds))
+            out[name] = {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)), "n": len(ms)}
+        return out
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=30)
+
+
 def plot(results: dict, levels: list[int], out: Path) -> None:
     import matplotlib
 
@@ -164,6 +214,7 @@ def main() -> None:
                  str(args.seconds), *map(str, args.concurrency)],
                 env=routellm_env, check=True,
             )
+            overhead = server_overhead(python, weights_path, embed_port, env, args.seconds)
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -214,15 +265,27 @@ def main() -> None:
         f"(goal >= 3x)",
         f"- p99 at concurrency {top}, RouteLLM / our Route: {routellm['load'][top]['p99_ms'] / route_grpc[top]['p99_ms']:.2f}x",
         f"- our Route at concurrency {top} / raw batched embedder: {route_grpc[top]['per_s'] / raw['batched_per_s']:.2f} (goal >= 0.8)",
-        "- RouteLLM's openai_server in front of the same upstream was not run: it needs litellm, which this bench",
-        "  does not install; the gateway's own added latency is in bench/results/gateway.md.",
+        "",
+        "| time to first token, same upstream (OpenAI-format test server), routed, streaming | p50 ms | p99 ms |",
+        "|---|---|---|",
+        *(f"| {label} | {overhead[key]['p50_ms']:.2f} | {overhead[key]['p99_ms']:.2f} |" for key, label in (
+            ("direct", "direct to the upstream (baseline)"),
+            ("routellm_server", "through RouteLLM's openai_server (router-mf-0.5)"),
+            ("our_gateway", "through our gateway + router (router-mf-0.5)"),
+        )),
+        "",
+        f"- added by RouteLLM's server: {overhead['routellm_server']['p50_ms'] - overhead['direct']['p50_ms']:+.2f} ms p50; "
+        f"by ours: {overhead['our_gateway']['p50_ms'] - overhead['direct']['p50_ms']:+.2f} ms p50 (both include routing;"
+        " RouteLLM embeds over loopback HTTP, we in-process; our router's cache is off, so both embed every request)",
         "- RouteLLM's default embedder is OpenAI's text-embedding-3-small, a network round trip per prompt",
         "  that this comparison leaves out (both sides embed on loopback here); see the README for its cost.",
     ]
     report = "\n".join(lines)
     print(report)
     (RESULTS / "versus_routellm.md").write_text(report + "\n")
-    (RESULTS / "versus_routellm.json").write_text(json.dumps({**results, "max_score_diff": max_diff, "raw": raw}, indent=1))
+    (RESULTS / "versus_routellm.json").write_text(
+        json.dumps({**results, "max_score_diff": max_diff, "raw": raw, "server_overhead": overhead}, indent=1)
+    )
     plot(results, args.concurrency, RESULTS / "versus_routellm.png")
 
 
