@@ -123,6 +123,29 @@ async def burst(url: str, body: dict, streams: int) -> dict[str, float]:
     return {"streams": streams, "errors": results.count(False), "seconds": elapsed}
 
 
+def plot(ttfts: dict[str, list[float]], loads: dict, direct_loads: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    left.boxplot(list(ttfts.values()), showfliers=False)
+    left.set_xticks(range(1, len(ttfts) + 1), list(ttfts))
+    left.set_title("time to first token, ms")
+    levels = [str(c) for c in loads]
+    x = np.arange(len(levels))
+    right.bar(x - 0.2, [direct_loads[c]["chunks_per_s"] for c in loads], 0.4, label="direct (baseline)")
+    right.bar(x + 0.2, [loads[c]["chunks_per_s"] for c in loads], 0.4, label="through the gateway")
+    right.set_xticks(x, levels)
+    right.set_xlabel("concurrent streams")
+    right.set_title("chunks per second")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=6.0)
@@ -200,6 +223,7 @@ def main() -> None:
     print(report)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "gateway.md").write_text(report + "\n")
+    plot({"direct": direct, "gateway": through, "gateway + Route": routed}, loads, direct_loads, RESULTS / "gateway.png")
     (RESULTS / "gateway.json").write_text(json.dumps(
         {"machine": machine, "ttft_ms": {"direct": direct, "gateway": through, "routed": routed},
          "throughput": loads, "direct_throughput": direct_loads, "burst": many}, indent=1))

@@ -135,6 +135,31 @@ def start_router(port: int) -> subprocess.Popen[bytes]:
     raise SystemExit("the router did not start within 60 s")
 
 
+def plot(raw: dict[str, float], routes: dict[int, dict[str, float]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    levels = list(routes)
+    left.bar([str(c) for c in levels], [routes[c]["per_s"] for c in levels], color="tab:blue", label="Route over gRPC")
+    left.axhline(raw["batched_per_s"], color="grey", linestyle="--", label="raw embedder, batched")
+    left.set_xlabel("concurrency")
+    left.set_title("routes per second")
+    left.legend()
+    right.bar([str(c) for c in levels], [routes[c]["p50_ms"] for c in levels], label="p50")
+    right.bar([str(c) for c in levels], [routes[c]["p99_ms"] - routes[c]["p50_ms"] for c in levels],
+              bottom=[routes[c]["p50_ms"] for c in levels], alpha=0.5, label="p99")
+    right.set_yscale("log")
+    right.set_xlabel("concurrency")
+    right.set_title("Route latency, ms")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="per measurement")
@@ -180,6 +205,7 @@ def main() -> None:
     print(report)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "router.md").write_text(report + "\n")
+    plot(raw, routes, RESULTS / "router.png")
     (RESULTS / "router.json").write_text(
         json.dumps({"machine": machine, "tokens": tokens, "raw": raw, "route": routes, "route_batch_per_s": batch_rate}, indent=2)
     )
