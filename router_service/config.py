@@ -24,7 +24,10 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from .errors import ConfigError
+
 __all__ = [
+    "AuthSettings",
     "EmbedderSettings",
     "LimitSettings",
     "LocalEmbedderSettings",
@@ -64,6 +67,26 @@ class ServerSettings(_Section):
         0.0, ge=0, description="time between NOT_SERVING and closing the listener, for load balancers"
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="serve Prometheus /metrics on this port (0: a free one); unset: off"
+    )
+
+
+class AuthSettings(_Section):
+    """An optional shared token that callers send as ``authorization: Bearer <token>`` metadata."""
+
+    token: SecretStr | None = None
+    token_env: str | None = Field(None, description="name of the env variable holding the token")
+
+    def resolve_tokens(self, setting: str) -> tuple[str, ...]:
+        if self.token is not None:
+            return (self.token.get_secret_value(),)
+        if self.token_env:
+            value = os.environ.get(self.token_env)
+            if not value:
+                raise ConfigError(f"{setting}.token_env names {self.token_env}, which is unset or empty")
+            return (value,)
+        return ()
 
 
 class LocalEmbedderSettings(_Section):
@@ -177,6 +200,7 @@ class RouterSettings(TomlSettings):
     scorers: tuple[ScorerSettings, ...] = (ScorerSettings(),)
     routing: RoutingSettings = RoutingSettings()
     limits: LimitSettings = LimitSettings()
+    auth: AuthSettings = AuthSettings()
 
     @model_validator(mode="after")
     def _unique_scorers(self) -> RouterSettings:

@@ -21,6 +21,7 @@ from routing_api.router.v1 import router_pb2
 from .adapters import Embedder, open_embedder
 from .adapters.scorer import OnnxScorer
 from .config import RouterSettings
+from .metrics import RouterMetrics
 from .pipeline import ScoringPipeline
 from .errors import ConfigError, DeadlineExceeded, RouterError
 from .routing import Plan, RoutingPolicy
@@ -34,6 +35,7 @@ class RouteEngine:
     def __init__(self, policy: RoutingPolicy, pipeline: ScoringPipeline) -> None:
         self.policy = policy
         self.pipeline = pipeline
+        self.metrics = RouterMetrics(set(policy.models), set(policy.scorers))
 
     async def route(
         self, requests: Sequence[router_pb2.RouteRequest], timeout: float | None = None
@@ -59,6 +61,11 @@ class RouteEngine:
             self._response(plan, row[self.pipeline.columns[plan.scorer.name]], hit, timings)
             for plan, row, hit in zip(plans, rows, cached, strict=True)
         ]
+        for response in responses:
+            self.metrics.decided(
+                response.model, response.scorer_name, response.score, response.embedding_cached,
+                timings.embed_ms, timings.score_ms,
+            )
         if logger.isEnabledFor(logging.DEBUG):
             for response in responses:
                 logger.debug(

@@ -111,6 +111,12 @@ def add_servicer(server: grpc.aio.Server, servicer: object, service: ServiceDesc
     server.add_registered_method_handlers(service.full_name, handlers)
 
 
+def _count_error(servicer: object, status: grpc.StatusCode) -> None:
+    metrics = getattr(servicer, "metrics", None)
+    if metrics is not None:
+        metrics.errors.labels(code=status.name).inc()
+
+
 def grpc_errors(handler: Handler[Request, Response]) -> Handler[Request, Response]:
     """Map domain errors raised by a unary handler to gRPC statuses."""
 
@@ -121,10 +127,12 @@ def grpc_errors(handler: Handler[Request, Response]) -> Handler[Request, Respons
                 raise InvalidRequest(request.message)
             return await handler(self, request, context)
         except RouterError as exc:
+            _count_error(self, exc.status)
             await context.abort(exc.status, str(exc))
         except Exception:
             error_id = uuid.uuid4().hex[:12]
             logger.exception("internal error %s in %s", error_id, handler.__name__)
+            _count_error(self, grpc.StatusCode.INTERNAL)
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error (id {error_id}); see the router log")
         raise AssertionError("unreachable: context.abort raises")
 

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
 
 from routing_api.router.v1 import router_pb2
 
+from .auth import BearerTokenInterceptor
 from .config import RouterSettings
 from .engine import RouteEngine, open_engine
 from .errors import ConfigError, add_servicer
@@ -38,6 +40,7 @@ class RouterApp:
     engine: RouteEngine
     settings: RouterSettings
     resources: AsyncExitStack
+    metrics_port: int | None = None
 
     async def stop(self) -> None:
         """Fail health checks first, let in-flight calls finish, then close resources."""
@@ -54,8 +57,11 @@ async def build_router(settings: RouterSettings) -> RouterApp:
     try:
         engine = await stack.enter_async_context(open_engine(settings))
         limit = settings.limits.max_message_bytes
+        tokens = settings.auth.resolve_tokens("auth")
+        interceptors = [BearerTokenInterceptor(tokens, SERVICE_NAME, "auth.token / auth.token_env")] if tokens else []
         server = grpc.aio.server(
-            options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+            options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
+            interceptors=interceptors,
         )
         add_servicer(server, RouterServicer(engine, settings.limits.max_batch), router_pb2.DESCRIPTOR.services_by_name["RouterService"])
         health_servicer = health.aio.HealthServicer()
@@ -66,13 +72,21 @@ async def build_router(settings: RouterSettings) -> RouterApp:
             port = server.add_insecure_port(address)
         except RuntimeError as exc:
             raise ConfigError(f"cannot listen on {address} ({exc}): change server.port or server.host") from exc
+        metrics_port = None
+        if settings.server.metrics_port is not None:
+            metrics_server, _ = start_http_server(
+                settings.server.metrics_port, addr=settings.server.host, registry=engine.metrics.registry
+            )
+            stack.callback(metrics_server.server_close)  # LIFO: runs after shutdown()
+            stack.callback(metrics_server.shutdown)
+            metrics_port = metrics_server.server_port
         await server.start()
         for service in ("", SERVICE_NAME):
             await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     except BaseException:
         await stack.aclose()
         raise
-    return RouterApp(server, port, health_servicer, engine, settings, stack)
+    return RouterApp(server, port, health_servicer, engine, settings, stack, metrics_port)
 
 
 async def serve(settings: RouterSettings, *, sample: str | None = None) -> None:

@@ -16,6 +16,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     def __init__(self, engine: RouteEngine, max_batch: int) -> None:
         self._engine = engine
         self._max_batch = max_batch
+        self.metrics = engine.metrics  # grpc_errors counts errors here
 
     @grpc_errors
     async def Route(self, request: router_pb2.RouteRequest, context: grpc.aio.ServicerContext) -> router_pb2.RouteResponse:

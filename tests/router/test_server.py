@@ -262,3 +262,46 @@ async def test_undecodable_requests_are_invalid_argument(router_app, payload, re
         code, details = await status_of(raw(payload, timeout=5))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert details.startswith("request is not a valid router.v1.RouteRequest") and reason in details
+
+
+async def test_token_auth_guards_route_but_not_health() -> None:
+    app = await build_router(router_settings(auth={"token": "s3cret-token"}))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+            stub = router_pb2_grpc.RouterServiceStub(channel)
+            code, details = await status_of(stub.Route(RouteRequest(prompt="hi"), timeout=10))
+            assert code == grpc.StatusCode.UNAUTHENTICATED and "auth.token" in details
+            assert "s3cret" not in details
+            code, _ = await status_of(
+                stub.Route(RouteRequest(prompt="hi"), timeout=10, metadata=(("authorization", "Bearer wrong"),))
+            )
+            assert code == grpc.StatusCode.UNAUTHENTICATED
+            ok = await stub.Route(RouteRequest(prompt="hi"), timeout=10, metadata=(("authorization", "Bearer s3cret-token"),))
+            assert ok.model
+            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        await app.stop()
+
+
+async def test_prometheus_metrics() -> None:
+    import httpx
+
+    app = await build_router(router_settings(server={"host": "127.0.0.1", "port": 0, "metrics_port": 0}))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+            stub = router_pb2_grpc.RouterServiceStub(channel)
+            await stub.Route(RouteRequest(prompt="Name three prime numbers.", threshold=0.0), timeout=10)
+            await stub.Route(RouteRequest(prompt="Name three prime numbers.", threshold=0.0), timeout=10)
+            await status_of(stub.Route(RouteRequest(prompt=""), timeout=10))
+            candidates = [router_pb2.Candidate(model=f"user-model-{i}", cost=i, scorer_model="weak") for i in range(3)]
+            await stub.Route(RouteRequest(prompt="x", candidates=candidates, threshold=0.0), timeout=10)
+        async with httpx.AsyncClient() as client:
+            text = (await client.get(f"http://127.0.0.1:{app.metrics_port}/metrics")).text
+    finally:
+        await app.stop()
+    assert 'router_route_decisions_total{model="llama3.1:8b",scorer="mf"} 2.0' in text
+    assert 'router_route_decisions_total{model="other",scorer="mf"} 1.0' in text  # request-chosen names stay bounded
+    assert "router_embedding_cache_hits_total 1.0" in text
+    assert 'router_errors_total{code="INVALID_ARGUMENT"} 1.0' in text
+    assert "router_embed_seconds_count 2.0" in text and "router_route_score_bucket" in text

@@ -1,0 +1,48 @@
+"""Prometheus metrics of the router: decisions, scores, stage latencies, errors.
+
+Each router owns its registry (tests run several in one process). Labels stay
+bounded: a chosen model outside the configured ones is counted as "other".
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+__all__ = ["RouterMetrics"]
+
+LATENCY_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class RouterMetrics:
+    def __init__(self, known_models: set[str], scorers: set[str]) -> None:
+        self.registry = CollectorRegistry()
+        self._known = known_models
+        self._scorers = scorers
+        self.decisions = Counter(
+            "router_route_decisions_total", "Route decisions by chosen model", ["model", "scorer"], registry=self.registry
+        )
+        self.score = Histogram(
+            "router_route_score", "Predicted strong win rate of routed prompts",
+            buckets=tuple(i / 20 for i in range(1, 21)), registry=self.registry,
+        )
+        self.embed_seconds = Histogram(
+            "router_embed_seconds", "Embedding time of the batch a request rode in (cache misses)",
+            buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.score_seconds = Histogram(
+            "router_score_seconds", "Scoring time of the batch a request rode in (cache misses)",
+            buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.cache_hits = Counter("router_embedding_cache_hits_total", "Prompts answered from the cache", registry=self.registry)
+        self.errors = Counter("router_errors_total", "Calls that ended with an error, by gRPC code", ["code"], registry=self.registry)
+
+    def decided(self, model: str, scorer: str, score: float, cached: bool, embed_ms: float, score_ms: float) -> None:
+        self.decisions.labels(
+            model=model if model in self._known else "other", scorer=scorer if scorer in self._scorers else "other"
+        ).inc()
+        self.score.observe(score)
+        if cached:
+            self.cache_hits.inc()
+        else:
+            self.embed_seconds.observe(embed_ms / 1e3)
+            self.score_seconds.observe(score_ms / 1e3)
