@@ -10,6 +10,7 @@ headers can say which model answered.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -18,12 +19,15 @@ from dataclasses import dataclass, replace
 
 from .config import GatewaySettings
 from .errors import GatewayError, InvalidRequest, ModelNotFound, UpstreamStreamError
+from .metrics import GatewayMetrics
 from .router_client import RouterClient
 from .upstreams import ChatParams, Delta, Finish, Upstream
 
 __all__ = ["ChatService", "ChatStream", "ModelSpec", "RouteInfo"]
 
 logger = logging.getLogger(__name__)
+# One JSON line per request: id, route, latencies, usage, outcome. Never prompts or keys.
+access_log = logging.getLogger("gateway_service.access")
 
 ROUTELLM_SPEC = re.compile(r"^router-mf-(?P<threshold>[0-9]*\.?[0-9]+)$")
 ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
@@ -53,22 +57,61 @@ class ModelSpec:
 class ChatStream:
     """An opened completion: the route, then its events (deltas, one finish)."""
 
-    def __init__(self, route: RouteInfo, first: Delta | Finish, rest: AsyncIterator[Delta | Finish]) -> None:
+    def __init__(
+        self,
+        route: RouteInfo,
+        first: Delta | Finish,
+        rest: AsyncIterator[Delta | Finish],
+        *,
+        upstream: str = "",
+        metrics: GatewayMetrics | None = None,
+        request_id: str = "",
+    ) -> None:
         self.route = route
         self._first: Delta | Finish | None = first
         self._rest = rest
+        self._upstream = upstream
+        self._metrics = metrics or GatewayMetrics()
+        self.record: dict[str, object] = {"request_id": request_id, "upstream": upstream}
+        self._first_at = time.perf_counter()
 
     async def events(self) -> AsyncIterator[Delta | Finish]:
+        """The events; counts them in flight, times them, and logs one line when done."""
+        deltas, outcome = 0, "cancelled"
+        self._metrics.inflight.inc()
         try:
             if self._first is not None:
                 first, self._first = self._first, None
+                deltas += isinstance(first, Delta)
                 yield first
                 if isinstance(first, Finish):
+                    outcome = self._finished(first, deltas)
                     return
             async for event in self._rest:
+                if isinstance(event, Finish):
+                    outcome = self._finished(event, deltas)
+                else:
+                    deltas += 1
                 yield event
+        except GatewayError as exc:
+            outcome = f"error:{type(exc).__name__}"
+            self._metrics.upstream_errors.labels(upstream=self._upstream, kind=type(exc).__name__).inc()
+            raise
         finally:
+            self._metrics.inflight.dec()
+            self.record.update(outcome=outcome, chunks=deltas, stream_ms=round((time.perf_counter() - self._first_at) * 1e3, 2))
+            access_log.info(json.dumps(self.record, separators=(",", ":")))
             await self.aclose()
+
+    def _finished(self, finish: Finish, deltas: int) -> str:
+        tokens = finish.usage.completion_tokens if finish.usage else deltas
+        elapsed = time.perf_counter() - self._first_at
+        if tokens > 1 and elapsed > 0:
+            self._metrics.tokens_per_second.labels(upstream=self._upstream).observe((tokens - 1) / elapsed)
+        if finish.usage:
+            self.record["usage"] = {"prompt_tokens": finish.usage.prompt_tokens, "completion_tokens": finish.usage.completion_tokens}
+        self.record["finish_reason"] = finish.reason
+        return "ok"
 
     async def aclose(self) -> None:
         """Close the upstream request (client gone, cancelled, or done)."""
@@ -76,7 +119,14 @@ class ChatStream:
 
 
 class ChatService:
-    def __init__(self, settings: GatewaySettings, router: RouterClient, upstreams: dict[str, Upstream]) -> None:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        router: RouterClient,
+        upstreams: dict[str, Upstream],
+        metrics: GatewayMetrics | None = None,
+    ) -> None:
+        self.metrics = metrics or GatewayMetrics()
         self._settings = settings
         self._router = router
         self._upstreams = upstreams  # by upstream name
@@ -116,18 +166,27 @@ class ChatService:
         started = time.perf_counter()
         route = await self._route(spec, params, request_id)
         route_ms = (time.perf_counter() - started) * 1e3
+        if not spec.concrete:
+            self.metrics.router_overhead.observe(route_ms / 1e3)
+        if route.degraded:
+            self.metrics.fail_open.inc()
         try:
-            stream = await self._open_upstream(route, params)
+            stream = await self._open_upstream(route, params, request_id)
         except GatewayError as exc:
             fallback = self._settings.fallback_model
             if isinstance(exc, InvalidRequest) or not fallback or fallback == route.model:
                 raise
             logger.warning("request %s: %s; falling back to %s", request_id, exc, fallback)
             route = replace(route, model=fallback, fallback=True, reason=f"{route.reason}; fallback after: {exc}")
-            stream = await self._open_upstream(route, params)
-        logger.info(
-            "request %s: model=%s routed=%s degraded=%s fallback=%s route_ms=%.2f",
-            request_id, stream.route.model, route.routed, route.degraded, route.fallback, route_ms,
+            stream = await self._open_upstream(route, params, request_id)
+        self.metrics.decisions.labels(
+            model=route.model, routed=str(route.routed).lower(), degraded=str(route.degraded).lower(),
+            fallback=str(route.fallback).lower(),
+        ).inc()
+        stream.record.update(
+            model=route.model, requested=spec.name, routed=route.routed,
+            degraded=route.degraded, fallback=route.fallback, score=round(route.score, 4),
+            threshold=round(route.threshold, 4), route_ms=round(route_ms, 2),
         )
         return stream
 
@@ -151,16 +210,28 @@ class ChatService:
             degraded=decision.degraded, reason=decision.reason,
         )
 
-    async def _open_upstream(self, route: RouteInfo, params: ChatParams) -> ChatStream:
-        events = self._by_model[route.model].stream(route.model, params)
+    async def _open_upstream(self, route: RouteInfo, params: ChatParams, request_id: str) -> ChatStream:
+        upstream = self._by_model[route.model]
+        started = time.perf_counter()
+        events = upstream.stream(route.model, params)
         try:
             first = await events.__anext__()
         except StopAsyncIteration:
-            raise UpstreamStreamError(f"model {route.model!r}: the upstream stream was empty") from None
+            error = UpstreamStreamError(f"model {route.model!r}: the upstream stream was empty")
+            self.metrics.upstream_errors.labels(upstream=upstream.name, kind=type(error).__name__).inc()
+            raise error from None
+        except GatewayError as exc:
+            self.metrics.upstream_errors.labels(upstream=upstream.name, kind=type(exc).__name__).inc()
+            await events.aclose()  # type: ignore[attr-defined]
+            raise
         except BaseException:
             await events.aclose()  # type: ignore[attr-defined]
             raise
-        return ChatStream(route, first, events)
+        ttft = time.perf_counter() - started
+        self.metrics.ttft.labels(upstream=upstream.name).observe(ttft)
+        stream = ChatStream(route, first, events, upstream=upstream.name, metrics=self.metrics, request_id=request_id)
+        stream.record["ttft_ms"] = round(ttft * 1e3, 2)
+        return stream
 
 
 def _validate(params: ChatParams) -> None:

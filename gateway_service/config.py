@@ -17,8 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from router_service.config import TomlSettings, load_toml_settings
+from router_service.errors import ConfigError
 
 __all__ = [
+    "AuthSettings",
     "GatewaySettings",
     "PolicySettings",
     "RouterClientSettings",
@@ -44,6 +46,31 @@ class ServerSettings(_Section):
 class RouterClientSettings(_Section):
     address: str = Field("127.0.0.1:50051", description="host:port of router.v1.RouterService")
     timeout_s: float = Field(0.5, gt=0, description="deadline of a Route call; past it the gateway fails open")
+    token: SecretStr | None = Field(None, description="the router's auth.token, if it has one")
+    token_env: str | None = Field(None, description="name of the env variable holding the router's token")
+
+    def resolve_token(self) -> str | None:
+        if self.token is not None:
+            return self.token.get_secret_value()
+        return os.environ.get(self.token_env) if self.token_env else None
+
+
+class AuthSettings(_Section):
+    """Client API keys; none configured (the default) means no auth, for local use."""
+
+    api_keys: tuple[SecretStr, ...] = ()
+    api_keys_file: Path | None = Field(None, description="one key a line; # starts a comment")
+
+    def resolve_keys(self) -> tuple[str, ...]:
+        keys = [k.get_secret_value() for k in self.api_keys]
+        if self.api_keys_file is not None:
+            if not self.api_keys_file.is_file():
+                raise ConfigError(f"auth.api_keys_file: {self.api_keys_file} does not exist")
+            for line in self.api_keys_file.read_text().splitlines():
+                line = line.split("#", 1)[0].strip()
+                if line:
+                    keys.append(line)
+        return tuple(keys)
 
 
 class UpstreamSettings(_Section):
@@ -102,6 +129,7 @@ class GatewaySettings(TomlSettings):
     router: RouterClientSettings = RouterClientSettings()
     upstreams: tuple[UpstreamSettings, ...] = DEFAULT_UPSTREAMS
     policies: tuple[PolicySettings, ...] = DEFAULT_POLICIES
+    auth: AuthSettings = AuthSettings()
     default_model: str = Field(
         "llama3.1:8b", min_length=1, description="answers when the router is down or slow (fail open)"
     )

@@ -15,11 +15,14 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from router_service.auth import bearer_matches
 
 from .chat import ChatService, ChatStream, RouteInfo
 from .errors import GatewayError, InvalidRequest
@@ -107,12 +110,27 @@ def _sse(data: Any) -> bytes:
     return f"data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
+def _unauthorized(keys: tuple[str, ...], request: Request) -> JSONResponse | None:
+    if not keys or bearer_matches(request.headers.get("authorization"), keys):
+        return None
+    return JSONResponse(
+        error_body("missing or invalid API key: send 'Authorization: Bearer <key>' (see auth.api_keys)",
+                   "invalid_request_error", "invalid_api_key"),
+        status_code=401,
+    )
+
+
 class _Completions:
-    def __init__(self, chat: ChatService) -> None:
+    def __init__(self, chat: ChatService, keys: tuple[str, ...]) -> None:
         self._chat = chat
+        self._keys = keys
 
     async def handle(self, request: Request) -> Response:
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        refused = _unauthorized(self._keys, request)
+        if refused is not None:
+            self._chat.metrics.requests.labels(api="http", outcome="unauthorized").inc()
+            return refused
         try:
             try:
                 body = ChatCompletionRequest.model_validate_json(await request.body())
@@ -120,7 +138,9 @@ class _Completions:
                 raise InvalidRequest(_describe(exc)) from None
             stream = await self._chat.open(body.model, body.params(), request_id)
         except GatewayError as exc:
+            self._chat.metrics.requests.labels(api="http", outcome=type(exc).__name__).inc()
             return _error_response(exc, request_id)
+        self._chat.metrics.requests.labels(api="http", outcome="started").inc()
         headers = _route_headers(stream.route, request_id)
         completion_id = f"chatcmpl-{request_id}"
         if body.stream:
@@ -199,12 +219,18 @@ def _describe(exc: ValidationError) -> str:
     return f"invalid request: {where}: {first['msg']}" + (f" ({len(exc.errors())} errors)" if len(exc.errors()) > 1 else "")
 
 
-def build_http_app(chat: ChatService, ready: Any) -> Starlette:
+def build_http_app(chat: ChatService, ready: Any, keys: tuple[str, ...] = ()) -> Starlette:
     """``ready()`` is false while draining: /readyz fails first, as Kubernetes expects."""
 
     async def models(request: Request) -> JSONResponse:
+        refused = _unauthorized(keys, request)
+        if refused is not None:
+            return refused
         data = [{"id": i, "object": "model", "created": 0, "owned_by": owner} for i, owner, _ in chat.models()]
         return JSONResponse({"object": "list", "data": data})
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(chat.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -222,7 +248,8 @@ def build_http_app(chat: ChatService, ready: Any) -> Starlette:
 
     return Starlette(
         routes=[
-            Route("/v1/chat/completions", _Completions(chat).handle, methods=["POST"]),
+            Route("/v1/chat/completions", _Completions(chat, keys).handle, methods=["POST"]),
+            Route("/metrics", metrics, methods=["GET"]),
             Route("/v1/models", models, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),

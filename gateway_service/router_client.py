@@ -36,7 +36,8 @@ class RouterClient:
             settings.address, options=[("grpc.lb_policy_name", "round_robin")]
         )
         self._stub = router_pb2_grpc.RouterServiceStub(self._channel)
-        self.fail_open_count = 0
+        token = settings.resolve_token()
+        self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
 
     async def route(
         self,
@@ -57,12 +58,11 @@ class RouterClient:
             request.strong_share = strong_share
         try:
             response = await self._stub.Route(
-                request, timeout=self._settings.timeout_s, metadata=(("x-request-id", request_id),)
+                request, timeout=self._settings.timeout_s, metadata=(("x-request-id", request_id), *self._metadata)
             )
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
                 raise InvalidRequest(f"the router refused the messages: {exc.details()}") from None
-            self.fail_open_count += 1
             reason = f"router at {self._settings.address} failed ({exc.code().name}: {exc.details()}); failed open"
             logger.warning("request %s: %s to default model %s", request_id, reason, default_model)
             return RouteDecision(default_model, degraded=True, reason=reason)

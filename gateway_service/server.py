@@ -14,6 +14,7 @@ import uvicorn
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from router_service.auth import BearerTokenInterceptor
 from router_service.errors import ConfigError, add_servicer
 from routing_api.gateway.v1 import gateway_pb2
 
@@ -85,8 +86,10 @@ async def build_gateway(settings: GatewaySettings) -> GatewayApp:
         router = RouterClient(settings.router)
         stack.push_async_callback(router.aclose)
         chat = ChatService(settings, router, upstreams)
+        keys = settings.auth.resolve_keys()
+        interceptors = [BearerTokenInterceptor(keys, SERVICE_NAME, "auth.api_keys / auth.api_keys_file")] if keys else []
 
-        grpc_server = grpc.aio.server()
+        grpc_server = grpc.aio.server(interceptors=interceptors)
         add_servicer(grpc_server, GatewayServicer(chat), SERVICE)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
@@ -101,7 +104,7 @@ async def build_gateway(settings: GatewaySettings) -> GatewayApp:
         draining = asyncio.Event()
         sock = _listen(settings.server.host, settings.server.http_port)
         stack.callback(sock.close)
-        http_app = build_http_app(chat, ready=lambda: not draining.is_set())
+        http_app = build_http_app(chat, ready=lambda: not draining.is_set(), keys=keys)
         config = uvicorn.Config(
             http_app, lifespan="off", log_level="warning", access_log=False,
             timeout_graceful_shutdown=settings.server.grace_s, timeout_keep_alive=30,

@@ -51,6 +51,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             if isinstance(request, MalformedRequest):
                 raise InvalidRequest(request.message)
             stream = await self._chat.open(request.model, _params(request), request_id)
+            self._chat.metrics.requests.labels(api="grpc", outcome="started").inc()
             chunk_id = f"chatcmpl-{request_id}"
             model = stream.route.model
             async for event in stream.events():
@@ -70,6 +71,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                         route=_route_info(stream.route),
                     )
         except GatewayError as exc:
+            self._chat.metrics.requests.labels(api="grpc", outcome=type(exc).__name__).inc()
             # Before the first chunk this is the call's status; after it, a terminal status
             # ends the stream: the client sees the error, never a fake final chunk.
             await context.abort(exc.grpc_status, str(exc))

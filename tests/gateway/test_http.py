@@ -125,7 +125,9 @@ async def test_router_down_fails_open_to_the_default_model(stack_without_router:
         )
     assert raw.parse().model == STRONG
     assert raw.headers["x-route-degraded"] == "true" and raw.headers["x-route-routed"] == "false"
-    assert stack_without_router.gateway.router.fail_open_count == 1
+    async with httpx.AsyncClient() as http:
+        metrics = (await http.get(f"http://127.0.0.1:{stack_without_router.gateway.http_port}/metrics")).text
+    assert "gateway_fail_open_total 1.0" in metrics
 
 
 async def test_upstream_down_before_first_token_falls_back(stack: Stack, sdk: openai.AsyncOpenAI) -> None:

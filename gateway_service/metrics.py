@@ -1,0 +1,39 @@
+"""Prometheus metrics of the gateway, served at GET /metrics.
+
+Labels stay bounded: models and upstreams come from the config, error kinds
+from the gateway's own error classes.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["GatewayMetrics"]
+
+SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter("gateway_requests_total", "Chat requests by API and outcome", ["api", "outcome"], registry=r)
+        self.decisions = Counter(
+            "gateway_route_decisions_total", "Which model answered, and how it was chosen",
+            ["model", "routed", "degraded", "fallback"], registry=r,
+        )
+        self.router_overhead = Histogram(
+            "gateway_router_overhead_seconds", "The Route call as the gateway sees it", buckets=SECONDS, registry=r
+        )
+        self.ttft = Histogram(
+            "gateway_time_to_first_token_seconds", "From the upstream request to its first event", ["upstream"],
+            buckets=SECONDS, registry=r,
+        )
+        self.tokens_per_second = Histogram(
+            "gateway_tokens_per_second", "Completion tokens per second after the first", ["upstream"],
+            buckets=(1, 5, 10, 20, 50, 100, 200, 500, 1000, 5000), registry=r,
+        )
+        self.upstream_errors = Counter(
+            "gateway_upstream_errors_total", "Upstream failures by kind", ["upstream", "kind"], registry=r
+        )
+        self.fail_open = Counter("gateway_fail_open_total", "Requests answered by the default model: router down or slow", registry=r)
+        self.inflight = Gauge("gateway_inflight_streams", "Completions being streamed now", registry=r)

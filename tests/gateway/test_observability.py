@@ -1,0 +1,97 @@
+"""Gateway auth, metrics and the per-request log line; secrets never show up in any of them."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+import httpx
+import openai
+import pytest
+
+from gateway_service.server import GatewayApp, build_gateway
+from router_service.server import build_router
+from routing_api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from tests.conftest import router_settings
+from tests.gateway.conftest import WEAK, Stack, gateway_settings
+
+CLIENT_KEY, ROUTER_TOKEN, UPSTREAM_KEY = "sk-client-7f3a9", "router-token-91c2", "sk-upstream-55d1"
+
+
+@pytest.fixture
+async def guarded(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[GatewayApp]:
+    """A gateway with client keys, in front of a router that wants a token."""
+    monkeypatch.setenv("ROUTER_TOKEN_FOR_TEST", ROUTER_TOKEN)
+    monkeypatch.setenv("TEST_UPSTREAM_KEY", UPSTREAM_KEY)
+    router = await build_router(router_settings(auth={"token_env": "ROUTER_TOKEN_FOR_TEST"}))
+    ollama_url, openai_url = (u.base_url.removesuffix("/v1") for u in stack.gateway.settings.upstreams)
+    settings = gateway_settings(
+        router.port, ollama_url, openai_url,
+        auth={"api_keys": [CLIENT_KEY]},
+        router={"address": f"127.0.0.1:{router.port}", "timeout_s": 2.0, "token_env": "ROUTER_TOKEN_FOR_TEST"},
+    )
+    try:
+        gateway = await build_gateway(settings)
+    except BaseException:
+        await router.stop()
+        raise
+    try:
+        yield gateway
+    finally:
+        await gateway.stop()
+        await router.stop()
+
+
+async def test_api_keys_guard_http_and_grpc(guarded: GatewayApp, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    base = f"http://127.0.0.1:{guarded.http_port}/v1"
+    async with openai.AsyncOpenAI(base_url=base, api_key="sk-wrong", max_retries=0) as sdk:
+        with pytest.raises(openai.AuthenticationError) as info:
+            await sdk.chat.completions.create(model="router", messages=[{"role": "user", "content": "hi"}])
+        assert info.value.code == "invalid_api_key"
+    async with openai.AsyncOpenAI(base_url=base, api_key=CLIENT_KEY, max_retries=0) as sdk:
+        raw = await sdk.chat.completions.with_raw_response.create(
+            model="router", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert raw.headers["x-route-routed"] == "true"  # the router accepted the gateway's token
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(f"http://127.0.0.1:{guarded.http_port}/healthz")).status_code == 200
+        assert (await http.get(f"{base}/models")).status_code == 401
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{guarded.grpc_port}") as channel:
+        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        request = gateway_pb2.ChatRequest(model=WEAK, messages=[gateway_pb2.ChatMessage(role="user", content="hi")])
+        with pytest.raises(grpc.aio.AioRpcError) as denied:
+            async for _ in stub.Chat(request, timeout=10):
+                pass
+        assert denied.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        chunks = [c async for c in stub.Chat(request, timeout=10, metadata=(("authorization", f"Bearer {CLIENT_KEY}"),))]
+        assert "".join(c.delta for c in chunks) == "Hello, world!"
+    # No secret in any log line or error message.
+    logged = caplog.text + str(info.value) + (denied.value.details() or "")
+    for secret in (CLIENT_KEY, ROUTER_TOKEN, UPSTREAM_KEY):
+        assert secret not in logged
+
+
+async def test_metrics_and_one_log_line_per_request(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="gateway_service.access")
+    url = f"{stack.base_url}/chat/completions"
+    async with httpx.AsyncClient(timeout=20) as http:
+        ok = await http.post(url, json={"model": "router-mf-50", "messages": [{"role": "user", "content": "hi"}]})
+        assert ok.status_code == 200
+        stack.ollama.cut_after = 2
+        await http.post(url, json={"model": WEAK, "messages": [{"role": "user", "content": "hi"}], "stream": True})
+        metrics = (await http.get(f"http://127.0.0.1:{stack.gateway.http_port}/metrics")).text
+    model = ok.json()["model"]
+    assert f'gateway_route_decisions_total{{degraded="false",fallback="false",model="{model}",routed="true"}} 1.0' in metrics
+    assert 'gateway_time_to_first_token_seconds_count{upstream="ollama"} 2.0' in metrics
+    assert 'gateway_tokens_per_second_count{upstream="ollama"} 1.0' in metrics
+    assert 'gateway_upstream_errors_total{kind="UpstreamStreamError",upstream="ollama"} 1.0' in metrics
+    assert "gateway_router_overhead_seconds_count 1.0" in metrics
+    assert "gateway_inflight_streams 0.0" in metrics
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "gateway_service.access"]
+    assert [line["outcome"] for line in lines] == ["ok", "error:UpstreamStreamError"]
+    first = lines[0]
+    assert first["model"] == model and first["routed"] is True and first["usage"]["completion_tokens"] == 4
+    assert {"request_id", "route_ms", "ttft_ms", "stream_ms", "requested", "upstream"} <= first.keys()
