@@ -14,11 +14,11 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 
-from .config import GatewaySettings
-from .errors import GatewayError, InvalidRequest, ModelNotFound, UpstreamStreamError
+from .config import GatewaySettings, LimitSettings
+from .errors import GatewayError, InvalidRequest, ModelNotFound, TooLarge, TooManyStreams, UpstreamStreamError
 from .metrics import GatewayMetrics
 from .router_client import RouterClient
 from .upstreams import ChatParams, Delta, Finish, Upstream
@@ -67,6 +67,7 @@ class ChatStream:
         metrics: GatewayMetrics | None = None,
         request_id: str = "",
     ) -> None:
+        self.on_close: Callable[[], None] | None = None  # frees the stream's admission slot
         self.route = route
         self._first: Delta | Finish | None = first
         self._rest = rest
@@ -114,7 +115,10 @@ class ChatStream:
         return "ok"
 
     async def aclose(self) -> None:
-        """Close the upstream request (client gone, cancelled, or done)."""
+        """Close the upstream request (client gone, cancelled, or done); idempotent."""
+        release, self.on_close = self.on_close, None
+        if release is not None:
+            release()
         await self._rest.aclose()  # type: ignore[attr-defined]
 
 
@@ -128,10 +132,13 @@ class ChatService:
     ) -> None:
         self.metrics = metrics or GatewayMetrics()
         self._settings = settings
+        self.limits = settings.limits
         self._router = router
         self._upstreams = upstreams  # by upstream name
         self._by_model = {model: upstreams[u.name] for u in settings.upstreams for model in u.models}
         self._policies = {p.name: p for p in settings.policies}
+        self._in_flight = 0
+        self._per_key: dict[str, int] = {}
 
     def models(self) -> list[tuple[str, str, str]]:
         """(id, owned_by, description) for /v1/models and ListModels."""
@@ -159,10 +166,44 @@ class ChatService:
         known = ", ".join(sorted(self._by_model) + ["router", *self._policies])
         raise ModelNotFound(f"model {model!r} is not served here; available: {known}")
 
-    async def open(self, model: str, params: ChatParams, request_id: str) -> ChatStream:
-        """Route, then open the upstream stream up to its first event (falling back before the first token)."""
-        _validate(params)
+    async def open(self, model: str, params: ChatParams, request_id: str, client_key: str | None = None) -> ChatStream:
+        """Admit, route, then open the upstream stream up to its first event (falling back before the first token)."""
+        _validate(params, self._settings.limits)
         spec = self.resolve(model)
+        release = self._admit(client_key)
+        try:
+            stream = await self._open(spec, params, request_id)
+        except BaseException:
+            release()
+            raise
+        stream.on_close = release
+        return stream
+
+    def _admit(self, client_key: str | None) -> Callable[[], None]:
+        """Take a stream slot, overall and per key, or refuse now with Retry-After."""
+        limits = self._settings.limits
+        key = client_key or ""
+        if self._in_flight >= limits.max_streams:
+            raise TooManyStreams(
+                f"{self._in_flight} completions in flight, the limit (limits.max_streams); retry shortly", retry_after="1"
+            )
+        if self._per_key.get(key, 0) >= limits.max_streams_per_key:
+            raise TooManyStreams(
+                f"this API key has {self._per_key[key]} completions in flight, the limit (limits.max_streams_per_key)",
+                retry_after="1",
+            )
+        self._in_flight += 1
+        self._per_key[key] = self._per_key.get(key, 0) + 1
+
+        def release() -> None:
+            self._in_flight -= 1
+            self._per_key[key] -= 1
+            if not self._per_key[key]:
+                del self._per_key[key]
+
+        return release
+
+    async def _open(self, spec: ModelSpec, params: ChatParams, request_id: str) -> ChatStream:
         started = time.perf_counter()
         route = await self._route(spec, params, request_id)
         route_ms = (time.perf_counter() - started) * 1e3
@@ -234,9 +275,14 @@ class ChatService:
         return stream
 
 
-def _validate(params: ChatParams) -> None:
+def _validate(params: ChatParams, limits: LimitSettings) -> None:
     if not params.messages:
         raise InvalidRequest("messages is empty: send at least one message")
+    if len(params.messages) > limits.max_messages:
+        raise InvalidRequest(f"{len(params.messages)} messages, more than limits.max_messages={limits.max_messages}")
+    chars = sum(len(m.content) for m in params.messages)
+    if chars > limits.max_prompt_chars:
+        raise TooLarge(f"the messages hold {chars} characters, more than limits.max_prompt_chars={limits.max_prompt_chars}")
     for i, message in enumerate(params.messages):
         if message.role not in ROLES:
             raise InvalidRequest(f"messages[{i}].role {message.role!r} is not one of {sorted(ROLES)}")

@@ -21,6 +21,7 @@ from router_service.errors import ConfigError
 
 __all__ = [
     "AuthSettings",
+    "LimitSettings",
     "GatewaySettings",
     "PolicySettings",
     "RouterClientSettings",
@@ -53,6 +54,16 @@ class RouterClientSettings(_Section):
         if self.token is not None:
             return self.token.get_secret_value()
         return os.environ.get(self.token_env) if self.token_env else None
+
+
+class LimitSettings(_Section):
+    """Every limit refuses with a clear error; nothing waits in an unbounded queue."""
+
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="HTTP request bodies larger than this: 413")
+    max_messages: int = Field(500, ge=1)
+    max_prompt_chars: int = Field(1_000_000, ge=1, description="all message contents together")
+    max_streams: int = Field(2048, ge=1, description="completions in flight at once; more: 429 / RESOURCE_EXHAUSTED")
+    max_streams_per_key: int = Field(256, ge=1, description="completions in flight per client API key")
 
 
 class AuthSettings(_Section):
@@ -130,6 +141,7 @@ class GatewaySettings(TomlSettings):
     upstreams: tuple[UpstreamSettings, ...] = DEFAULT_UPSTREAMS
     policies: tuple[PolicySettings, ...] = DEFAULT_POLICIES
     auth: AuthSettings = AuthSettings()
+    limits: LimitSettings = LimitSettings()
     default_model: str = Field(
         "llama3.1:8b", min_length=1, description="answers when the router is down or slow (fail open)"
     )

@@ -8,6 +8,8 @@ __all__ = [
     "GatewayError",
     "InvalidRequest",
     "ModelNotFound",
+    "TooLarge",
+    "TooManyStreams",
     "UpstreamBusy",
     "UpstreamError",
     "UpstreamStreamError",
@@ -33,6 +35,21 @@ class InvalidRequest(GatewayError):
     http_status = 400
     error_type = "invalid_request_error"
     grpc_status = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class TooLarge(GatewayError):
+    http_status = 413
+    error_type = "invalid_request_error"
+    grpc_status = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class TooManyStreams(GatewayError):
+    """Refused at once, with Retry-After: never an unbounded queue."""
+
+    http_status = 429
+    error_type = "rate_limit_error"
+    grpc_status = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code = "too_many_streams"
 
 
 class ModelNotFound(GatewayError):

@@ -25,7 +25,7 @@ from starlette.routing import Route
 from router_service.auth import bearer_matches
 
 from .chat import ChatService, ChatStream, RouteInfo
-from .errors import GatewayError, InvalidRequest
+from .errors import GatewayError, InvalidRequest, TooLarge
 from .upstreams import ChatParams, Delta, Finish, Message
 
 __all__ = ["build_http_app", "error_body"]
@@ -120,6 +120,11 @@ def _unauthorized(keys: tuple[str, ...], request: Request) -> JSONResponse | Non
     )
 
 
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    return header[len("Bearer ") :] if header.startswith("Bearer ") else None
+
+
 class _Completions:
     def __init__(self, chat: ChatService, keys: tuple[str, ...]) -> None:
         self._chat = chat
@@ -132,11 +137,18 @@ class _Completions:
             self._chat.metrics.requests.labels(api="http", outcome="unauthorized").inc()
             return refused
         try:
+            limit = self._chat.limits.max_body_bytes
+            declared = request.headers.get("content-length")
+            if declared and declared.isdigit() and int(declared) > limit:
+                raise TooLarge(f"the request body is {declared} bytes, more than limits.max_body_bytes={limit}")
+            raw = await request.body()
+            if len(raw) > limit:
+                raise TooLarge(f"the request body is {len(raw)} bytes, more than limits.max_body_bytes={limit}")
             try:
-                body = ChatCompletionRequest.model_validate_json(await request.body())
+                body = ChatCompletionRequest.model_validate_json(raw)
             except ValidationError as exc:
                 raise InvalidRequest(_describe(exc)) from None
-            stream = await self._chat.open(body.model, body.params(), request_id)
+            stream = await self._chat.open(body.model, body.params(), request_id, _bearer(request))
         except GatewayError as exc:
             self._chat.metrics.requests.labels(api="http", outcome=type(exc).__name__).inc()
             return _error_response(exc, request_id)

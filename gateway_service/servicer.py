@@ -50,7 +50,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         try:
             if isinstance(request, MalformedRequest):
                 raise InvalidRequest(request.message)
-            stream = await self._chat.open(request.model, _params(request), request_id)
+            bearer = str(metadata.get("authorization") or "")
+            client_key = bearer[len("Bearer ") :] if bearer.startswith("Bearer ") else None
+            stream = await self._chat.open(request.model, _params(request), request_id, client_key)
             self._chat.metrics.requests.labels(api="grpc", outcome="started").inc()
             chunk_id = f"chatcmpl-{request_id}"
             model = stream.route.model

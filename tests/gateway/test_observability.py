@@ -95,3 +95,45 @@ async def test_metrics_and_one_log_line_per_request(stack: Stack, caplog: pytest
     first = lines[0]
     assert first["model"] == model and first["routed"] is True and first["usage"]["completion_tokens"] == 4
     assert {"request_id", "route_ms", "ttft_ms", "stream_ms", "requested", "upstream"} <= first.keys()
+
+
+async def test_limits_refuse_clearly(stack: Stack) -> None:
+    from gateway_service.server import build_gateway
+
+    settings = stack.gateway.settings.model_copy(update={"limits": type(stack.gateway.settings.limits)(
+        max_body_bytes=2048, max_messages=3, max_prompt_chars=100, max_streams=2, max_streams_per_key=1,
+    )})
+    gateway = await build_gateway(settings)
+    url = f"http://127.0.0.1:{gateway.http_port}/v1/chat/completions"
+    say = [{"role": "user", "content": "hi"}]
+    try:
+        async with httpx.AsyncClient(timeout=20) as http:
+            big = await http.post(url, json={"model": WEAK, "messages": [{"role": "user", "content": "x" * 4000}]})
+            assert big.status_code == 413 and "limits.max_body_bytes=2048" in big.json()["error"]["message"]
+            many = await http.post(url, json={"model": WEAK, "messages": say * 4})
+            assert many.status_code == 400 and "limits.max_messages=3" in many.json()["error"]["message"]
+            long = await http.post(url, json={"model": WEAK, "messages": [{"role": "user", "content": "y" * 500}]})
+            assert long.status_code == 413 and "limits.max_prompt_chars=100" in long.json()["error"]["message"]
+
+            stack.ollama.reply = tuple(f"t{i} " for i in range(40))
+            stack.ollama.chunk_delay_s = 0.02
+            body = {"model": WEAK, "messages": say, "stream": True}
+            async with http.stream("POST", url, json=body, headers={"authorization": "Bearer key-a"}) as first:
+                lines = first.aiter_lines()
+                await anext(lines)  # key-a now holds its one stream
+                same_key = await http.post(url, json=body, headers={"authorization": "Bearer key-a"})
+                assert same_key.status_code == 429 and same_key.headers["retry-after"] == "1"
+                assert "limits.max_streams_per_key" in same_key.json()["error"]["message"]
+                async with http.stream("POST", url, json=body, headers={"authorization": "Bearer key-b"}) as second:
+                    second_lines = second.aiter_lines()
+                    await anext(second_lines)
+                    overall = await http.post(url, json=body, headers={"authorization": "Bearer key-c"})
+                    assert overall.status_code == 429 and "limits.max_streams" in overall.json()["error"]["message"]
+                    async for _ in second_lines:
+                        pass
+                async for _ in lines:
+                    pass
+            again = await http.post(url, json={"model": WEAK, "messages": say}, headers={"authorization": "Bearer key-a"})
+            assert again.status_code == 200  # slots were given back
+    finally:
+        await gateway.stop()
