@@ -9,14 +9,13 @@ names it.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from router_service.config import TomlSettings, load_toml_settings
+from router_service.config import TomlSettings, load_toml_settings, secret_value
 from router_service.errors import ConfigError
 
 __all__ = [
@@ -51,9 +50,7 @@ class RouterClientSettings(_Section):
     token_env: str | None = Field(None, description="name of the env variable holding the router's token")
 
     def resolve_token(self) -> str | None:
-        if self.token is not None:
-            return self.token.get_secret_value()
-        return os.environ.get(self.token_env) if self.token_env else None
+        return secret_value(self.token, self.token_env)
 
 
 class LimitSettings(_Section):
@@ -98,11 +95,7 @@ class UpstreamSettings(_Section):
     max_concurrency: int = Field(64, ge=1, description="requests in flight to this upstream")
 
     def resolve_api_key(self) -> str | None:
-        if self.api_key is not None:
-            return self.api_key.get_secret_value()
-        if self.api_key_env:
-            return os.environ.get(self.api_key_env)
-        return None
+        return secret_value(self.api_key, self.api_key_env)
 
 
 class PolicySettings(_Section):

@@ -43,6 +43,7 @@ __all__ = [
     "default_cache_dir",
     "load_settings",
     "load_toml_settings",
+    "secret_value",
 ]
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -53,6 +54,15 @@ def default_cache_dir() -> Path:
     """Where built artefacts (the local embedder's ONNX file) are cached."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "routestack"
+
+
+def secret_value(value: SecretStr | None, env: str | None) -> str | None:
+    """A secret given inline, else read from the env variable the config names, else None.
+
+    Only the variable named is read: no ambient OPENAI_* or similar fallback."""
+    if value is not None:
+        return value.get_secret_value()
+    return os.environ.get(env) if env else None
 
 
 class _Section(BaseModel):
@@ -79,14 +89,10 @@ class AuthSettings(_Section):
     token_env: str | None = Field(None, description="name of the env variable holding the token")
 
     def resolve_tokens(self, setting: str) -> tuple[str, ...]:
-        if self.token is not None:
-            return (self.token.get_secret_value(),)
-        if self.token_env:
-            value = os.environ.get(self.token_env)
-            if not value:
-                raise ConfigError(f"{setting}.token_env names {self.token_env}, which is unset or empty")
-            return (value,)
-        return ()
+        value = secret_value(self.token, self.token_env)
+        if self.token_env and not value:
+            raise ConfigError(f"{setting}.token_env names {self.token_env}, which is unset or empty")
+        return (value,) if value else ()
 
 
 class LocalEmbedderSettings(_Section):
@@ -111,11 +117,7 @@ class RemoteEmbedderSettings(_Section):
     max_concurrency: int = Field(4, ge=1, le=256, description="embedding calls in flight at once")
 
     def resolve_api_key(self) -> str | None:
-        if self.api_key is not None:
-            return self.api_key.get_secret_value()
-        if self.api_key_env:
-            return os.environ.get(self.api_key_env)
-        return None
+        return secret_value(self.api_key, self.api_key_env)
 
 
 class OpenAIEmbedderSettings(RemoteEmbedderSettings):

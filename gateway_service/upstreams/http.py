@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+
+from router_service.http_errors import error_detail
 
 from ..config import UpstreamSettings
 from ..errors import (
@@ -70,7 +71,7 @@ class HttpUpstream:
 
     def _status_error(self, model: str, response: httpx.Response) -> GatewayError:
         status = response.status_code
-        detail = _error_detail(response)
+        detail = error_detail(response)
         where = f"{self.where(model)} answered HTTP {status}: {detail}"
         if status in (429, 503):
             return UpstreamBusy(where, status=status, retry_after=response.headers.get("retry-after"))
@@ -82,15 +83,3 @@ class HttpUpstream:
 
     async def aclose(self) -> None:
         await self._client.aclose()
-
-
-def _error_detail(response: httpx.Response) -> str:
-    """The upstream's own message, from OpenAI's or Ollama's error JSON."""
-    try:
-        body = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return response.text[:300] or response.reason_phrase
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict):
-        return str(error.get("message", error))[:300]
-    return str(error or body)[:300]

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..config import RemoteEmbedderSettings
 from ..errors import EmbedderMisconfigured, EmbedderUnavailable
+from ..http_errors import error_detail
 
 __all__ = ["OllamaEmbedder", "OpenAIEmbedder", "RemoteEmbedder"]
 
@@ -96,7 +97,7 @@ class RemoteEmbedder:
 
     def _status_error(self, response: httpx.Response) -> Exception:
         status = response.status_code
-        detail = _error_detail(response)
+        detail = error_detail(response)
         where = f"embedding backend at {self.url} answered HTTP {status}"
         if status in (401, 403):
             return EmbedderMisconfigured(
@@ -116,20 +117,6 @@ class RemoteEmbedder:
 
     async def aclose(self) -> None:
         await self._client.aclose()
-
-
-def _error_detail(response: httpx.Response) -> str:
-    """The server's own error message, from OpenAI's or Ollama's error JSON."""
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:200] or response.reason_phrase
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict):
-        return str(error.get("message", error))[:200]
-    if error:
-        return str(error)[:200]
-    return str(body)[:200]
 
 
 class OpenAIEmbedder(RemoteEmbedder):
