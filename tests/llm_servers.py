@@ -38,6 +38,8 @@ class LLMServerState:
     stall_s: float = 0.0  # before the first byte
     cut_after: int | None = None  # drop the connection after this many content chunks
     malformed_after: int | None = None  # send garbage after this many content chunks
+    stall_after: int | None = None  # go silent for stall_s after this many content chunks
+    huge_chunk_bytes: int = 0  # one extra content chunk this large
     requests: list[dict[str, Any]] = field(default_factory=list)
     open_streams: int = 0
     closed_early: int = 0  # streams whose client went away before the end
@@ -50,7 +52,7 @@ def llm_app(state: LLMServerState) -> Starlette:
     async def record(request: Request) -> dict[str, Any]:
         body = await request.json()
         state.requests.append({"path": request.url.path, "headers": dict(request.headers), "body": body})
-        if state.stall_s:
+        if state.stall_s and state.stall_after is None:
             await asyncio.sleep(state.stall_s)
         return body
 
@@ -67,7 +69,10 @@ def llm_app(state: LLMServerState) -> Starlette:
                 state.closed_early += 1
 
     async def content(send_garbage: bytes) -> AsyncIterator[tuple[int, str | bytes]]:
-        for i, piece in enumerate(state.reply):
+        pieces = list(state.reply) + (["z" * state.huge_chunk_bytes] if state.huge_chunk_bytes else [])
+        for i, piece in enumerate(pieces):
+            if state.stall_after is not None and i == state.stall_after:
+                await asyncio.sleep(state.stall_s)
             if state.cut_after is not None and i == state.cut_after:
                 raise ConnectionResetError("test server cut the stream")  # uvicorn drops the connection
             if state.malformed_after is not None and i == state.malformed_after:
