@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ class LLMServerState:
     malformed_after: int | None = None  # send garbage after this many content chunks
     stall_after: int | None = None  # go silent for stall_s after this many content chunks
     huge_chunk_bytes: int = 0  # one extra content chunk this large
+    chaos: float = 0.0  # share of requests that fail at random: HTTP 500, or a cut after one chunk
     requests: list[dict[str, Any]] = field(default_factory=list)
     open_streams: int = 0
     closed_early: int = 0  # streams whose client went away before the end
@@ -85,6 +87,16 @@ def llm_app(state: LLMServerState) -> Starlette:
     async def ollama_chat(request: Request) -> Response:
         body = await record(request)
         model = body.get("model", "")
+        if state.chaos and random.random() < state.chaos:
+            if random.random() < 0.5:
+                return JSONResponse({"error": "chaos: internal error"}, status_code=500)
+
+            async def cut() -> AsyncIterator[bytes]:
+                yield (json.dumps({"model": model, "created_at": "2026-01-01T00:00:00Z",
+                                   "message": {"role": "assistant", "content": "Hel"}, "done": False}) + "\n").encode()
+                raise ConnectionResetError("chaos: cut")
+
+            return StreamingResponse(tracked(cut()), media_type="application/x-ndjson")
         if state.fail_status:
             headers = {"retry-after": state.retry_after} if state.retry_after else None
             return JSONResponse({"error": "server busy, please try again. maximum pending requests exceeded"},
