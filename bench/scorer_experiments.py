@@ -125,7 +125,7 @@ def main() -> None:
         "MF, RouterBench + AlpacaEval (pairs with both models)": lambda: mf(
             ["routerbench_subset_scores", "alpaca_eval_direct"], dim=128
         ),
-        "baseline: ridge regression of difficulty": lambda: difficulty("ridge"),
+        "baseline: ridge regression of difficulty (the shipped `difficulty` scorer's recipe)": lambda: difficulty("ridge"),
         "baseline: kNN (k=50) difficulty": lambda: difficulty("knn"),
         "heuristic: prompt length (not shipped, see note)": lambda: (lambda _e, p: np.array([len(t) for t in p], float)),
     }

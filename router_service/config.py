@@ -48,6 +48,8 @@ __all__ = [
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 BUNDLED_SCORER = PACKAGE_DIR / "models" / "mf-minilm.onnx"
+# Scorers shipped in the package, by name: [[scorers]] name = "difficulty" needs no path.
+BUNDLED_SCORERS = {"mf": BUNDLED_SCORER, "difficulty": PACKAGE_DIR / "models" / "difficulty-minilm.onnx"}
 
 
 def default_cache_dir() -> Path:
@@ -144,7 +146,16 @@ class EmbedderSettings(_Section):
 
 class ScorerSettings(_Section):
     name: str = "mf"
-    path: Path = BUNDLED_SCORER
+    path: Path | None = Field(None, description=f"a scorer file; unset: the bundled scorer of this name {sorted(BUNDLED_SCORERS)}")
+
+    def resolve_path(self) -> Path:
+        if self.path is not None:
+            return self.path
+        if self.name not in BUNDLED_SCORERS:
+            raise ConfigError(
+                f"scorers: {self.name!r} is not a bundled scorer ({sorted(BUNDLED_SCORERS)}); give its path"
+            )
+        return BUNDLED_SCORERS[self.name]
 
 
 class ModelSettings(_Section):

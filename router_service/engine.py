@@ -132,7 +132,7 @@ async def open_engine(settings: RouterSettings) -> AsyncIterator[RouteEngine]:
     async with AsyncExitStack() as stack:
         executor = ThreadPoolExecutor(max_workers=(os.cpu_count() or 1) + 2, thread_name_prefix="router-onnx")
         stack.callback(executor.shutdown, wait=False, cancel_futures=True)
-        scorers = {s.name: OnnxScorer(s.name, s.path) for s in settings.scorers}
+        scorers = {s.name: OnnxScorer(s.name, s.resolve_path()) for s in settings.scorers}
         embedder = open_embedder(settings.embedder, executor)
         stack.push_async_callback(embedder.aclose)
         await _check_dimension(embedder, scorers)

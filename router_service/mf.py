@@ -38,11 +38,13 @@ class MFWeights:
     P: np.ndarray  # [models, dim], normalised inside the score
     W: np.ndarray  # [dim, text_dim], torch Linear layout (out, in)
     w: np.ndarray  # [dim]
+    bias: np.ndarray | None = None  # [models]; RouteLLM's MF has none (zeros)
 
     def model_scores(self, embeddings: np.ndarray) -> np.ndarray:
         """The numpy reference: [batch, models] scores s_m(e)."""
         p_hat = self.P / np.linalg.norm(self.P, axis=1, keepdims=True)
-        return ((embeddings @ self.W.T) * self.w) @ p_hat.T
+        scores = ((embeddings @ self.W.T) * self.w) @ p_hat.T
+        return scores if self.bias is None else scores + self.bias
 
     def win_rate(self, embeddings: np.ndarray, a: str, b: str) -> np.ndarray:
         scores = self.model_scores(embeddings)
@@ -74,13 +76,17 @@ def export_onnx(weights: MFWeights, card: ScorerCard, out: Path) -> None:
         numpy_helper.from_array(np.ascontiguousarray(weights.W.T, np.float32), "projection"),
         numpy_helper.from_array(weights.w.astype(np.float32), "classifier"),
         numpy_helper.from_array(np.ascontiguousarray(p_hat.T), "model_vectors"),
+        numpy_helper.from_array(
+            (np.zeros(len(weights.models)) if weights.bias is None else weights.bias).astype(np.float32), "model_bias"
+        ),
         numpy_helper.from_array(np.array([strong], np.int64), "strong_index"),
         numpy_helper.from_array(np.array([weak], np.int64), "weak_index"),
     ]
     nodes = [
         helper.make_node("MatMul", ["embedding", "projection"], ["projected"]),
         helper.make_node("Mul", ["projected", "classifier"], ["weighted"]),
-        helper.make_node("MatMul", ["weighted", "model_vectors"], ["model_scores"]),
+        helper.make_node("MatMul", ["weighted", "model_vectors"], ["unbiased_scores"]),
+        helper.make_node("Add", ["unbiased_scores", "model_bias"], ["model_scores"]),
         helper.make_node("Gather", ["model_scores", "strong_index"], ["strong_score"], axis=1),
         helper.make_node("Gather", ["model_scores", "weak_index"], ["weak_score"], axis=1),
         helper.make_node("Sub", ["strong_score", "weak_score"], ["margin"]),

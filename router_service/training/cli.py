@@ -29,6 +29,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--data-dir", type=Path, default=None, help=data_help)
     train.add_argument("--out", type=Path, default=BUNDLED_SCORER, help="scorer file to write (default: the bundled one)")
     train.add_argument("--name", default="mf", help="scorer name stored in the file")
+    train.add_argument(
+        "--method", choices=("mf", "difficulty"), default="mf",
+        help="mf: RouteLLM's matrix factorisation; difficulty: ridge regression of prompt difficulty, "
+        "exported as a rank-1 MF (see router_service/training/difficulty.py)",
+    )
     train.add_argument("--strong", default=pipeline.REFERENCE_STRONG, help="reference strong model of the scorer")
     train.add_argument("--weak", default=pipeline.REFERENCE_WEAK, help="reference weak model of the scorer")
     train.add_argument("--dim", type=int, default=128, help="MF dimension")
@@ -86,6 +91,7 @@ def _train(args: argparse.Namespace, settings: RouterSettings) -> None:
         weak=args.weak,
         keep_ties=not args.no_ties,
         evaluate=not args.no_eval,
+        method=args.method,
     )
     print(json.dumps(card.training.get("eval", {}), indent=2))
     print(f"wrote {args.out} in {time.perf_counter() - started:.0f}s")

@@ -75,6 +75,7 @@ def train_and_export(
     weak: str,
     keep_ties: bool,
     evaluate: bool,
+    method: str = "mf",
 ) -> ScorerCard:
     files = train_files(data_dir)
     if not files:
@@ -90,19 +91,21 @@ def train_and_export(
     def log_epoch(epoch: int, loss: float) -> None:
         logger.info("epoch %d: loss %.4f", epoch + 1, loss)
 
-    weights = train_mf(
-        embeddings, battles.models, battles.prompt, battles.model_a, battles.model_b, battles.p_a, config,
-        on_epoch=log_epoch,
-    )
-    strong_i, weak_i = battles.models.index(strong), battles.models.index(weak)
-    scores = weights.model_scores(embeddings)
-    calibration = sigmoid(scores[:, strong_i] - scores[:, weak_i])
+    if method == "difficulty":
+        weights = _difficulty_weights(files, store, strong, weak)
+    else:
+        weights = train_mf(
+            embeddings, battles.models, battles.prompt, battles.model_a, battles.model_b, battles.p_a, config,
+            on_epoch=log_epoch,
+        )
+    calibration = weights.win_rate(embeddings, strong, weak)
     training: dict[str, Any] = {
         "data": [f.name for f in files],
         "battles": len(battles),
         "prompts": len(battles.prompts),
         "models": len(battles.models),
-        "config": config.as_dict(),
+        "method": method,
+        "config": config.as_dict() if method == "mf" else {"ridge": 10.0},
         "keep_ties": keep_ties,
         "calibrated_on": "training prompts",
         "trained": dt.date.today().isoformat(),
@@ -125,6 +128,32 @@ def train_and_export(
         card = ScorerCard(**{**card.__dict__, "training": training})
         export_onnx(weights, card, out)
     return card
+
+
+def _difficulty_weights(files: list[Path], store: EmbeddingStore, strong: str, weak: str) -> Any:
+    """Ridge regression of mean correctness on the correctness files, as a rank-1 MF.
+
+    The score ranks prompts by predicted difficulty (harder: more likely to need the
+    strong model); its scale is fixed (4 standard deviations span the sigmoid), so use
+    it with strong-call shares and calibration rather than absolute thresholds."""
+    from .difficulty import as_mf, fit_difficulty
+
+    prompts, accuracy = [], []
+    for path in files:
+        rows = list(read_jsonl(path))
+        if not rows or "scores" not in rows[0]:
+            continue
+        for row in rows:
+            values = [v for v in row["scores"].values() if v is not None]
+            if values:
+                prompts.append(row["prompt"])
+                accuracy.append(float(np.mean(values)))
+    if not prompts:
+        raise ConfigError("--method difficulty needs correctness (score) files in the training data")
+    embeddings = store.get(prompts)
+    u, c = fit_difficulty(embeddings, np.asarray(accuracy))
+    spread = float(np.std(embeddings @ u)) or 1.0
+    return as_mf(u, c, a=4.0 / spread, b=0.0, strong=strong, weak=weak)
 
 
 def _scorer(path: Path) -> OnnxScorer:

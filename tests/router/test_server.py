@@ -305,3 +305,26 @@ async def test_prometheus_metrics() -> None:
     assert "router_embedding_cache_hits_total 1.0" in text
     assert 'router_errors_total{code="INVALID_ARGUMENT"} 1.0' in text
     assert "router_embed_seconds_count 2.0" in text and "router_route_score_bucket" in text
+
+
+async def test_bundled_difficulty_scorer_can_be_chosen_per_request() -> None:
+    app = await build_router(router_settings(scorers=[{"name": "mf"}, {"name": "difficulty"}]))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+            stub = router_pb2_grpc.RouterServiceStub(channel)
+            hard = "Prove that every finite group of prime order is cyclic, then compute the number of Sylow 3-subgroups of S_4."
+            easy = "Say hello."
+            by_difficulty = [await stub.Route(RouteRequest(prompt=p, scorer="difficulty"), timeout=10) for p in (hard, easy)]
+            by_mf = await stub.Route(RouteRequest(prompt=hard), timeout=10)
+    finally:
+        await app.stop()
+    assert {r.scorer_name for r in by_difficulty} == {"difficulty"} and by_mf.scorer_name == "mf"
+    assert by_difficulty[0].score > by_difficulty[1].score  # the harder prompt needs the strong model more
+
+
+def test_unknown_bundled_scorer_is_a_config_error() -> None:
+    from router_service.config import ScorerSettings
+    from router_service.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="'gpt-router' is not a bundled scorer"):
+        ScorerSettings(name="gpt-router").resolve_path()
