@@ -30,7 +30,11 @@ class EmbeddingStore:
         self._rows: dict[bytes, np.ndarray] = {}
         if path.is_file():
             with np.load(path) as saved:
-                self._rows = dict(zip(saved["keys"].tolist(), saved["vectors"], strict=True))
+                keys = saved["keys"]
+                # Keys are 16 raw bytes a row. (Older files stored them as "S16", which drops
+                # trailing NUL bytes; padding restores them.)
+                names = [bytes(k) for k in keys] if keys.dtype == np.uint8 else [k.ljust(16, b"\0") for k in keys.tolist()]
+                self._rows = dict(zip(names, saved["vectors"], strict=True))
 
     def get(self, texts: Sequence[str], *, progress: bool = True) -> np.ndarray:
         keys = [_key(t) for t in texts]
@@ -55,6 +59,6 @@ class EmbeddingStore:
     def _save(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._path.with_name(self._path.name + ".tmp.npz")
-        keys = np.array(list(self._rows), dtype="S16")
+        keys = np.frombuffer(b"".join(self._rows), dtype=np.uint8).reshape(-1, 16)
         np.savez(tmp, keys=keys, vectors=np.stack(list(self._rows.values())).astype(np.float32))
         tmp.replace(self._path)

@@ -120,3 +120,21 @@ def test_calibrate_refuses_too_few_prompts(tmp_path: Path) -> None:
     prompts.write_text("one\ntwo\n")
     result = cli("calibrate", "--prompts", str(prompts), "--out", str(tmp_path / "x.onnx"), cache=tmp_path / "cache")
     assert result.returncode == 2 and "too few to calibrate" in result.stderr
+
+
+def test_embedding_store_round_trips_every_key(tmp_path: Path) -> None:
+    """Keys are raw digests; one that ends in a NUL byte must survive the file (it once did not)."""
+    from router_service.training.embeddings import EmbeddingStore, _key
+
+    texts = [f"prompt {i}" for i in range(3000)]
+    assert any(_key(t).endswith(b"\0") for t in texts)
+    calls: list[int] = []
+
+    def embed(batch: list[str]) -> np.ndarray:
+        calls.append(len(batch))
+        return np.array([[len(t), sum(map(ord, t))] for t in batch], np.float32)
+
+    first = EmbeddingStore(tmp_path / "cache.npz", embed).get(texts, progress=False)
+    again = EmbeddingStore(tmp_path / "cache.npz", embed).get(texts, progress=False)
+    assert sum(calls) == len(texts)  # the second store embedded nothing
+    np.testing.assert_array_equal(first, again)
