@@ -41,6 +41,9 @@ class ServerSettings(_Section):
     grace_s: float = Field(30.0, ge=0, description="how long in-flight streams may finish after SIGTERM")
     shutdown_delay_s: float = Field(0.0, ge=0, description="time between failing health checks and closing listeners")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    tls_cert: Path | None = Field(None, description="PEM certificate chain: serve HTTP and gRPC over TLS")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
+    tls_client_ca: Path | None = Field(None, description="PEM CA: require client certificates signed by it (mTLS)")
 
 
 class RouterClientSettings(_Section):
@@ -48,6 +51,10 @@ class RouterClientSettings(_Section):
     timeout_s: float = Field(0.5, gt=0, description="deadline of a Route call; past it the gateway fails open")
     token: SecretStr | None = Field(None, description="the router's auth.token, if it has one")
     token_env: str | None = Field(None, description="name of the env variable holding the router's token")
+    tls_ca: Path | None = Field(None, description="PEM CA of the router's certificate: call it over TLS")
+    tls_cert: Path | None = Field(None, description="PEM client certificate, for a router that requires mTLS")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
+    tls_server_name: str | None = Field(None, description="the name in the router's certificate, if not the address")
 
     def resolve_token(self) -> str | None:
         return secret_value(self.token, self.token_env)

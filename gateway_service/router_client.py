@@ -10,6 +10,8 @@ import grpc
 from routing_api.router.v1 import router_pb2, router_pb2_grpc
 
 from .config import RouterClientSettings
+from router_service.config import read_pem
+
 from .errors import InvalidRequest
 from .upstreams import Message
 
@@ -32,9 +34,18 @@ class RouterClient:
         self._settings = settings
         # round_robin: behind a headless Kubernetes Service the name resolves to every router
         # pod, and each call goes to the next one (HTTP/2 would otherwise pin one pod).
-        self._channel = grpc.aio.insecure_channel(
-            settings.address, options=[("grpc.lb_policy_name", "round_robin")]
-        )
+        options: list[tuple[str, str]] = [("grpc.lb_policy_name", "round_robin")]
+        if settings.tls_ca is None:
+            self._channel = grpc.aio.insecure_channel(settings.address, options=options)
+        else:
+            if settings.tls_server_name:
+                options.append(("grpc.ssl_target_name_override", settings.tls_server_name))
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=read_pem(settings.tls_ca, "router.tls_ca"),
+                private_key=read_pem(settings.tls_key, "router.tls_key"),
+                certificate_chain=read_pem(settings.tls_cert, "router.tls_cert"),
+            )
+            self._channel = grpc.aio.secure_channel(settings.address, credentials, options=options)
         self._stub = router_pb2_grpc.RouterServiceStub(self._channel)
         token = settings.resolve_token()
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()

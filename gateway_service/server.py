@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import socket
+import ssl
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
@@ -15,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from router_service.auth import BearerTokenInterceptor
+from router_service.config import server_credentials
 from router_service.errors import ConfigError, add_servicer
 from routing_api.gateway.v1 import gateway_pb2
 
@@ -96,8 +98,12 @@ async def build_gateway(settings: GatewaySettings) -> GatewayApp:
         health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
         reflection.enable_server_reflection((SERVICE_NAME, health_name, reflection.SERVICE_NAME), grpc_server)
         address = f"{settings.server.host}:{settings.server.grpc_port}"
+        credentials = server_credentials(settings.server, "server")
         try:
-            grpc_port = grpc_server.add_insecure_port(address)
+            if credentials is None:
+                grpc_port = grpc_server.add_insecure_port(address)
+            else:
+                grpc_port = grpc_server.add_secure_port(address, credentials)
         except RuntimeError as exc:
             raise ConfigError(f"cannot listen on {address} for gRPC ({exc}): change server.grpc_port") from exc
 
@@ -105,9 +111,14 @@ async def build_gateway(settings: GatewaySettings) -> GatewayApp:
         sock = _listen(settings.server.host, settings.server.http_port)
         stack.callback(sock.close)
         http_app = build_http_app(chat, ready=lambda: not draining.is_set(), keys=keys)
+        tls: dict[str, object] = {}
+        if credentials is not None:
+            tls = {"ssl_certfile": str(settings.server.tls_cert), "ssl_keyfile": str(settings.server.tls_key)}
+            if settings.server.tls_client_ca is not None:
+                tls |= {"ssl_ca_certs": str(settings.server.tls_client_ca), "ssl_cert_reqs": ssl.CERT_REQUIRED}
         config = uvicorn.Config(
             http_app, lifespan="off", log_level="warning", access_log=False,
-            timeout_graceful_shutdown=settings.server.grace_s, timeout_keep_alive=30,
+            timeout_graceful_shutdown=settings.server.grace_s, timeout_keep_alive=30, **tls,  # type: ignore[arg-type]
         )
         http_server = uvicorn.Server(config)
         http_server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # serve() owns signals

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+
+import grpc
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
@@ -44,6 +46,8 @@ __all__ = [
     "load_settings",
     "load_toml_settings",
     "secret_value",
+    "read_pem",
+    "server_credentials",
 ]
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -82,6 +86,34 @@ class ServerSettings(_Section):
     metrics_port: int | None = Field(
         None, ge=0, le=65535, description="serve Prometheus /metrics on this port (0: a free one); unset: off"
     )
+    tls_cert: Path | None = Field(None, description="PEM certificate chain: serve gRPC over TLS")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
+    tls_client_ca: Path | None = Field(None, description="PEM CA: require client certificates signed by it (mTLS)")
+
+
+def server_credentials(server: ServerSettings | Any, setting: str) -> grpc.ServerCredentials | None:
+    """TLS (and mTLS, with a client CA) credentials from PEM files; None: plaintext."""
+    if server.tls_cert is None and server.tls_key is None:
+        if server.tls_client_ca is not None:
+            raise ConfigError(f"{setting}.tls_client_ca needs {setting}.tls_cert and {setting}.tls_key")
+        return None
+    if server.tls_cert is None or server.tls_key is None:
+        raise ConfigError(f"set both {setting}.tls_cert and {setting}.tls_key for TLS")
+    ca = read_pem(server.tls_client_ca, f"{setting}.tls_client_ca")
+    return grpc.ssl_server_credentials(
+        [(read_pem(server.tls_key, f"{setting}.tls_key"), read_pem(server.tls_cert, f"{setting}.tls_cert"))],
+        root_certificates=ca,
+        require_client_auth=ca is not None,
+    )
+
+
+def read_pem(path: Path | None, setting: str) -> bytes | None:
+    """The bytes of a PEM file a setting names; None when unset."""
+    if path is None:
+        return None
+    if not path.is_file():
+        raise ConfigError(f"{setting}: {path} does not exist")
+    return path.read_bytes()
 
 
 class AuthSettings(_Section):

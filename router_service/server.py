@@ -17,7 +17,7 @@ from prometheus_client import start_http_server
 from routing_api.router.v1 import router_pb2
 
 from .auth import BearerTokenInterceptor
-from .config import RouterSettings
+from .config import RouterSettings, server_credentials
 from .engine import RouteEngine, open_engine
 from .errors import ConfigError, add_servicer
 from .servicer import RouterServicer
@@ -68,8 +68,9 @@ async def build_router(settings: RouterSettings) -> RouterApp:
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection((SERVICE_NAME, HEALTH_NAME, reflection.SERVICE_NAME), server)
         address = f"{settings.server.host}:{settings.server.port}"
+        credentials = server_credentials(settings.server, "server")
         try:
-            port = server.add_insecure_port(address)
+            port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
         except RuntimeError as exc:
             raise ConfigError(f"cannot listen on {address} ({exc}): change server.port or server.host") from exc
         metrics_port = None
