@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import logging
+
 import grpc
 
 from routing_api.router.v1 import router_pb2, router_pb2_grpc
@@ -10,6 +13,27 @@ from .engine import RouteEngine
 from .errors import InvalidRequest, grpc_errors
 
 __all__ = ["RouterServicer"]
+
+
+# One JSON line per call: the caller's request id (x-request-id metadata), decisions, timings.
+access_log = logging.getLogger("router_service.access")
+
+
+def _access_line(context: grpc.aio.ServicerContext, responses: list[router_pb2.RouteResponse]) -> str:
+    metadata = dict(context.invocation_metadata() or ())
+    first = responses[0]
+    record = {
+        "request_id": metadata.get("x-request-id", ""),
+        "routes": len(responses),
+        "models": [r.model for r in responses[:8]],
+        "score": round(first.score, 4),
+        "threshold": round(first.threshold, 4),
+        "cached": sum(r.embedding_cached for r in responses),
+        "embed_ms": round(first.timings.embed_ms, 2),
+        "score_ms": round(first.timings.score_ms, 2),
+        "total_ms": round(first.timings.total_ms, 2),
+    }
+    return json.dumps(record, separators=(",", ":"))
 
 
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):
@@ -22,6 +46,8 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     async def Route(self, request: router_pb2.RouteRequest, context: grpc.aio.ServicerContext) -> router_pb2.RouteResponse:
         plan = self._engine.policy.plan(request)
         (response,) = await self._engine.route_plans([plan], context.time_remaining())
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(_access_line(context, [response]))
         return response
 
     @grpc_errors
@@ -41,6 +67,8 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             except InvalidRequest as exc:
                 raise InvalidRequest(f"requests[{i}]: {exc}") from None
         responses = await self._engine.route_plans(plans, context.time_remaining())
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(_access_line(context, responses))
         return router_pb2.RouteBatchResponse(responses=responses)
 
     @grpc_errors

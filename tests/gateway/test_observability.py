@@ -137,3 +137,16 @@ async def test_limits_refuse_clearly(stack: Stack) -> None:
             assert again.status_code == 200  # slots were given back
     finally:
         await gateway.stop()
+
+
+async def test_request_id_reaches_the_router_log(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="router_service.access")
+    async with httpx.AsyncClient(timeout=20) as http:
+        response = await http.post(
+            f"{stack.base_url}/chat/completions", headers={"x-request-id": "req-trace-4711"},
+            json={"model": "router", "messages": [{"role": "user", "content": "trace me"}]},
+        )
+    assert response.status_code == 200 and response.headers["x-request-id"] == "req-trace-4711"
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "router_service.access"]
+    assert [line["request_id"] for line in lines] == ["req-trace-4711"]
+    assert lines[0]["models"] == [response.json()["model"]] and lines[0]["total_ms"] > 0
