@@ -106,3 +106,17 @@ def test_generated_protobuf_code_is_in_sync() -> None:
         [sys.executable, "protos/generate.py", "--check"], capture_output=True, text=True, cwd=ROOT, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_readme_config_examples_load(tmp_path: Path) -> None:
+    """The README's TOML examples are real configurations (extra keys are refused)."""
+    from gateway_service.config import load_settings as load_gateway
+
+    readme = (ROOT / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in readme.split("```toml\n")[1:]]
+    assert len(blocks) >= 2
+    for i, block in enumerate(blocks):
+        path = tmp_path / f"example-{i}.toml"
+        path.write_text(block)
+        settings = load_gateway(path) if "[[upstreams]]" in block else load_settings(path)
+        assert settings is not None
