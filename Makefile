@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 
 # llama.cpp's server for the end-to-end test; the first build takes ~15 minutes, then pip caches it.
 $(E2E_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet -e '.[dev,e2e,deploy]'
+	$(BIN)/pip install --quiet -e '.[dev,e2e,deploy,otel]'
 	touch $(E2E_STAMP)
 
 install: $(STAMP)

@@ -17,6 +17,7 @@ from pydantic_settings import SettingsConfigDict
 
 from router_service.config import TomlSettings, load_toml_settings, secret_value
 from router_service.errors import ConfigError
+from router_service.tracing import TracingSettings
 
 __all__ = [
     "AuthSettings",
@@ -142,6 +143,7 @@ class GatewaySettings(TomlSettings):
     policies: tuple[PolicySettings, ...] = DEFAULT_POLICIES
     auth: AuthSettings = AuthSettings()
     limits: LimitSettings = LimitSettings()
+    tracing: TracingSettings = TracingSettings()
     default_model: str = Field(
         "llama3.1:8b", min_length=1, description="answers when the router is down or slow (fail open)"
     )

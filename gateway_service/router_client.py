@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
@@ -30,13 +31,13 @@ class RouteDecision:
 
 
 class RouterClient:
-    def __init__(self, settings: RouterClientSettings) -> None:
+    def __init__(self, settings: RouterClientSettings, interceptors: list[Any] | None = None) -> None:
         self._settings = settings
         # round_robin: behind a headless Kubernetes Service the name resolves to every router
         # pod, and each call goes to the next one (HTTP/2 would otherwise pin one pod).
         options: list[tuple[str, str]] = [("grpc.lb_policy_name", "round_robin")]
         if settings.tls_ca is None:
-            self._channel = grpc.aio.insecure_channel(settings.address, options=options)
+            self._channel = grpc.aio.insecure_channel(settings.address, options=options, interceptors=interceptors)
         else:
             if settings.tls_server_name:
                 options.append(("grpc.ssl_target_name_override", settings.tls_server_name))
@@ -45,7 +46,7 @@ class RouterClient:
                 private_key=read_pem(settings.tls_key, "router.tls_key"),
                 certificate_chain=read_pem(settings.tls_cert, "router.tls_cert"),
             )
-            self._channel = grpc.aio.secure_channel(settings.address, credentials, options=options)
+            self._channel = grpc.aio.secure_channel(settings.address, credentials, options=options, interceptors=interceptors)
         self._stub = router_pb2_grpc.RouterServiceStub(self._channel)
         token = settings.resolve_token()
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()

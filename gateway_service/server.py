@@ -9,6 +9,7 @@ import socket
 import ssl
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import uvicorn
@@ -17,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from router_service.auth import BearerTokenInterceptor
 from router_service.config import server_credentials
+from router_service.tracing import grpc_client_interceptors, grpc_server_interceptors, tracer_provider
 from router_service.errors import ConfigError, add_servicer
 from routing_api.gateway.v1 import gateway_pb2
 
@@ -78,20 +80,25 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def build_gateway(settings: GatewaySettings) -> GatewayApp:
-    """Start both listeners; nothing is connected to at import time."""
+async def build_gateway(settings: GatewaySettings, tracing: Any | None = None) -> GatewayApp:
+    """Start both listeners; nothing is connected to at import time.
+
+    ``tracing``: an OpenTelemetry TracerProvider (tests); default: from settings.tracing."""
     stack = AsyncExitStack()
     try:
-        upstreams = {u.name: open_upstream(u) for u in settings.upstreams}
+        provider = tracing or tracer_provider(settings.tracing, "gateway")
+        if provider is not None and tracing is None:
+            stack.callback(provider.shutdown)
+        upstreams = {u.name: open_upstream(u, provider) for u in settings.upstreams}
         for upstream in upstreams.values():
             stack.push_async_callback(upstream.aclose)
-        router = RouterClient(settings.router)
+        router = RouterClient(settings.router, grpc_client_interceptors(provider))
         stack.push_async_callback(router.aclose)
         chat = ChatService(settings, router, upstreams)
         keys = settings.auth.resolve_keys()
         interceptors = [BearerTokenInterceptor(keys, SERVICE_NAME, "auth.api_keys / auth.api_keys_file")] if keys else []
 
-        grpc_server = grpc.aio.server(interceptors=interceptors)
+        grpc_server = grpc.aio.server(interceptors=[*grpc_server_interceptors(provider), *interceptors])
         add_servicer(grpc_server, GatewayServicer(chat), SERVICE)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
@@ -110,7 +117,11 @@ async def build_gateway(settings: GatewaySettings) -> GatewayApp:
         draining = asyncio.Event()
         sock = _listen(settings.server.host, settings.server.http_port)
         stack.callback(sock.close)
-        http_app = build_http_app(chat, ready=lambda: not draining.is_set(), keys=keys)
+        http_app: Any = build_http_app(chat, ready=lambda: not draining.is_set(), keys=keys)
+        if provider is not None:
+            from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+            http_app = OpenTelemetryMiddleware(http_app, tracer_provider=provider)
         tls: dict[str, object] = {}
         if credentials is not None:
             tls = {"ssl_certfile": str(settings.server.tls_cert), "ssl_keyfile": str(settings.server.tls_key)}

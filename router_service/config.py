@@ -27,6 +27,7 @@ from pydantic_settings import (
 )
 
 from .errors import ConfigError
+from .tracing import TracingSettings
 
 __all__ = [
     "AuthSettings",
@@ -246,6 +247,7 @@ class RouterSettings(TomlSettings):
     routing: RoutingSettings = RoutingSettings()
     limits: LimitSettings = LimitSettings()
     auth: AuthSettings = AuthSettings()
+    tracing: TracingSettings = TracingSettings()
 
     @model_validator(mode="after")
     def _unique_scorers(self) -> RouterSettings:

@@ -8,6 +8,7 @@ import logging
 import signal
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -18,6 +19,7 @@ from routing_api.router.v1 import router_pb2
 
 from .auth import BearerTokenInterceptor
 from .config import RouterSettings, server_credentials
+from .tracing import grpc_server_interceptors, tracer_provider
 from .engine import RouteEngine, open_engine
 from .errors import ConfigError, add_servicer
 from .servicer import RouterServicer
@@ -51,14 +53,21 @@ class RouterApp:
         await self.resources.aclose()
 
 
-async def build_router(settings: RouterSettings) -> RouterApp:
-    """Start a router on settings.server.host:port (port 0: a free one)."""
+async def build_router(settings: RouterSettings, tracing: Any | None = None) -> RouterApp:
+    """Start a router on settings.server.host:port (port 0: a free one).
+
+    ``tracing``: an OpenTelemetry TracerProvider (tests); default: from settings.tracing."""
     stack = AsyncExitStack()
     try:
         engine = await stack.enter_async_context(open_engine(settings))
         limit = settings.limits.max_message_bytes
         tokens = settings.auth.resolve_tokens("auth")
-        interceptors = [BearerTokenInterceptor(tokens, SERVICE_NAME, "auth.token / auth.token_env")] if tokens else []
+        provider = tracing or tracer_provider(settings.tracing, "router")
+        if provider is not None and tracing is None:
+            stack.callback(provider.shutdown)
+        interceptors = grpc_server_interceptors(provider)
+        if tokens:
+            interceptors.append(BearerTokenInterceptor(tokens, SERVICE_NAME, "auth.token / auth.token_env"))
         server = grpc.aio.server(
             options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
             interceptors=interceptors,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..config import UpstreamSettings
 
@@ -59,11 +59,17 @@ class Upstream(Protocol):
     async def aclose(self) -> None: ...
 
 
-def open_upstream(settings: UpstreamSettings) -> Upstream:
+def open_upstream(settings: UpstreamSettings, tracing: Any | None = None) -> Upstream:
     if settings.provider == "ollama":
         from .ollama import OllamaUpstream
 
-        return OllamaUpstream(settings)
-    from .openai import OpenAIUpstream
+        upstream: Any = OllamaUpstream(settings)
+    else:
+        from .openai import OpenAIUpstream
 
-    return OpenAIUpstream(settings)
+        upstream = OpenAIUpstream(settings)
+    if tracing is not None:
+        from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+        HTTPXClientInstrumentor.instrument_client(upstream._client, tracer_provider=tracing)
+    return upstream
