@@ -8,6 +8,7 @@ usage chunk in streams).
 
 from __future__ import annotations
 
+import importlib.util
 import socket
 import subprocess
 import sys
@@ -19,7 +20,9 @@ import httpx
 import openai
 import pytest
 
-pytest.importorskip("llama_cpp.server", reason="needs llama-cpp-python[server]; `make test` installs it")
+# Only look for it: importing llama_cpp here would open files it never closes; the server runs apart.
+if importlib.util.find_spec("llama_cpp") is None:
+    pytest.skip("needs llama-cpp-python[server]; `make test` installs it", allow_module_level=True)
 
 from gateway_service.server import GatewayApp, build_gateway  # noqa: E402
 from tests.e2e.tiny_gguf import write_tiny_gguf  # noqa: E402

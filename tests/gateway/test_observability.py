@@ -68,8 +68,10 @@ async def test_api_keys_guard_http_and_grpc(guarded: GatewayApp, caplog: pytest.
         assert denied.value.code() == grpc.StatusCode.UNAUTHENTICATED
         chunks = [c async for c in stub.Chat(request, timeout=10, metadata=(("authorization", f"Bearer {CLIENT_KEY}"),))]
         assert "".join(c.delta for c in chunks) == "Hello, world!"
-    # No secret in any log line or error message.
-    logged = caplog.text + str(info.value) + (denied.value.details() or "")
+    # No secret in any log line, error message or metric.
+    async with httpx.AsyncClient() as http:
+        metrics = (await http.get(f"http://127.0.0.1:{guarded.http_port}/metrics")).text
+    logged = caplog.text + str(info.value) + (denied.value.details() or "") + metrics
     for secret in (CLIENT_KEY, ROUTER_TOKEN, UPSTREAM_KEY):
         assert secret not in logged
 
