@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,16 +25,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench.router_bench import free_port
+from bench.stack import local_stack
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODEL = "llama3.1:8b"
-UPSTREAM_SCRIPT = """
-import asyncio, sys, uvicorn
-from tests.llm_servers import LLMServerState, llm_app
-state = LLMServerState(reply=tuple(f"tok{i} " for i in range(20)))
-uvicorn.run(llm_app(state), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
-"""
 
 
 def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 90) -> None:
@@ -153,24 +146,9 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=1000)
     args = parser.parse_args()
 
-    root = Path(__file__).resolve().parent.parent
-    upstream_port, http_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ROUTER_", "GATEWAY_"))}
-    upstream = subprocess.Popen([sys.executable, "-c", UPSTREAM_SCRIPT, str(upstream_port)], cwd=root, env=env)
-    config = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
-    config.write(
-        f'[server]\nhttp_port = {http_port}\ngrpc_port = {free_port()}\nlog_level = "WARNING"\n'
-        f'[[upstreams]]\nname = "ollama"\nprovider = "ollama"\nbase_url = "http://127.0.0.1:{upstream_port}"\n'
-        f'models = ["llama3.1:8b", "llama3.2:1b"]\nmax_concurrency = 2048\n'
-    )
-    config.close()
-    env.update(ROUTER_SERVER__PORT=str(free_port()), ROUTER_SERVER__LOG_LEVEL="WARNING")
-    gateway = subprocess.Popen([sys.executable, "-m", "gateway_service", "up", "--config", config.name], cwd=root, env=env)
-    try:
-        wait_http(f"http://127.0.0.1:{upstream_port}/", upstream)
-        wait_http(f"http://127.0.0.1:{http_port}/healthz", gateway)
-        direct_url = f"http://127.0.0.1:{upstream_port}/api/chat"
-        gateway_url = f"http://127.0.0.1:{http_port}/v1/chat/completions"
+    with tempfile.TemporaryDirectory() as tmp, local_stack(Path(tmp), reply_tokens=20) as stack:
+        direct_url = f"http://127.0.0.1:{stack.upstream_port}/api/chat"
+        gateway_url = stack.completions_url
         messages = [{"role": "user", "content": "What is the capital of France?"}]
         direct_body = {"model": MODEL, "messages": messages, "stream": True}
         concrete_body = {"model": MODEL, "messages": messages, "stream": True}
@@ -182,11 +160,6 @@ def main() -> None:
         loads = {c: asyncio.run(throughput(gateway_url, concrete_body, c, args.seconds)) for c in args.concurrency}
         direct_loads = {c: asyncio.run(throughput(direct_url, direct_body, c, args.seconds)) for c in args.concurrency}
         many = asyncio.run(burst(gateway_url, concrete_body, args.streams))
-    finally:
-        for process in (gateway, upstream):
-            process.terminate()
-            process.wait(timeout=30)
-        os.unlink(config.name)
 
     p50 = lambda xs: float(np.percentile(xs, 50))  # noqa: E731
     p99 = lambda xs: float(np.percentile(xs, 99))  # noqa: E731

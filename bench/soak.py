@@ -15,9 +15,6 @@ import argparse
 import asyncio
 import collections
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -26,16 +23,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench.router_bench import free_port
+from bench.stack import local_stack
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-UPSTREAM = """
-import sys, uvicorn
-from tests.llm_servers import LLMServerState, llm_app
-state = LLMServerState(reply=tuple(f"tok{i} " for i in range(10)), chaos=float(sys.argv[2]))
-uvicorn.run(llm_app(state), host="127.0.0.1", port=int(sys.argv[1]), log_level="critical", access_log=False)
-"""
 
 
 @dataclass
@@ -107,48 +98,18 @@ async def load(url: str, concurrency: int, seconds: float, result: SoakResult) -
 
 
 def run_soak(seconds: float, concurrency: int, chaos: float) -> SoakResult:
-    upstream_port, http_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ROUTER_", "GATEWAY_"))}
-    env.update(ROUTER_SERVER__PORT=str(free_port()), ROUTER_SERVER__LOG_LEVEL="ERROR")
-    with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "gateway.toml"
-        # The fallback (llama3.2:1b) lives on the same faulty upstream, so some requests
-        # fail twice and must end in a clear error, not a hang.
-        config.write_text(
-            f'[server]\nhttp_port = {http_port}\ngrpc_port = {free_port()}\nlog_level = "ERROR"\n'
-            f'[limits]\nmax_streams = {concurrency * 2}\nmax_streams_per_key = {concurrency * 2}\n'
-            f'[[upstreams]]\nname = "ollama"\nprovider = "ollama"\nbase_url = "http://127.0.0.1:{upstream_port}"\n'
-            f'models = ["llama3.1:8b", "llama3.2:1b"]\nmax_concurrency = {concurrency * 2}\n'
-        )
-        processes = [
-            subprocess.Popen([sys.executable, "-c", UPSTREAM, str(upstream_port), str(chaos)], cwd=ROOT, env=env),
-            subprocess.Popen([sys.executable, "-m", "gateway_service", "up", "--config", str(config)], cwd=ROOT, env=env,
-                             stderr=subprocess.DEVNULL),
-        ]
-        try:
-            deadline = time.time() + 90
-            while True:
-                try:
-                    httpx.get(f"http://127.0.0.1:{http_port}/healthz", timeout=1)
-                    httpx.get(f"http://127.0.0.1:{upstream_port}/", timeout=1)
-                    break
-                except httpx.HTTPError:
-                    if time.time() > deadline or any(p.poll() is not None for p in processes):
-                        raise RuntimeError("the soak stack did not start") from None
-                    time.sleep(0.2)
-            url = f"http://127.0.0.1:{http_port}/v1/chat/completions"
-            warm = SoakResult()
-            asyncio.run(load(url, min(concurrency, 50), 2.0, warm))  # warm-up: imports, pools, caches
-            result = SoakResult(rss_start_mb=rss_mb(processes[1].pid))
-            started = time.perf_counter()
-            asyncio.run(load(url, concurrency, seconds, result))
-            result.seconds = time.perf_counter() - started
-            result.rss_end_mb = rss_mb(processes[1].pid)
-            return result
-        finally:
-            for process in processes:
-                process.terminate()
-                process.wait(timeout=30)
+    # The fallback (llama3.2:1b) lives on the same faulty upstream, so some requests
+    # fail twice and must end in a clear error, not a hang.
+    limits = f"[limits]\nmax_streams = {concurrency * 2}\nmax_streams_per_key = {concurrency * 2}\n"
+    with tempfile.TemporaryDirectory() as tmp, local_stack(Path(tmp), reply_tokens=10, chaos=chaos, gateway_toml=limits) as stack:
+        url = stack.completions_url
+        asyncio.run(load(url, min(concurrency, 50), 2.0, SoakResult()))  # warm-up: imports, pools, caches
+        result = SoakResult(rss_start_mb=rss_mb(stack.gateway.pid))
+        started = time.perf_counter()
+        asyncio.run(load(url, concurrency, seconds, result))
+        result.seconds = time.perf_counter() - started
+        result.rss_end_mb = rss_mb(stack.gateway.pid)
+        return result
 
 
 def main() -> None:

@@ -34,7 +34,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from bench.gateway_bench import UPSTREAM_SCRIPT, ttft_series, wait_http
+from bench.gateway_bench import ttft_series, wait_http
+from bench.stack import UPSTREAM_SCRIPT
 from bench.router_bench import free_port, load, raw_embedder, start_router
 from router_service.adapters.scorer import OnnxScorer
 from router_service.config import BUNDLED_SCORER, RouterSettings
@@ -132,7 +133,7 @@ def server_overhead(python: Path, weights_path: Path, embed_port: int, env: dict
         f'[[upstreams]]\nname = "up"\nprovider = "openai"\nbase_url = "http://127.0.0.1:{upstream_port}/v1"\n'
         f'models = ["llama3.1:8b", "llama3.2:1b"]\n'
     )
-    processes = [subprocess.Popen([sys.executable, "-c", UPSTREAM_SCRIPT, str(upstream_port)], cwd=ROOT, env=env)]
+    processes = [subprocess.Popen([sys.executable, "-c", UPSTREAM_SCRIPT, str(upstream_port), "20", "0"], cwd=ROOT, env=env)]
     try:
         processes.append(subprocess.Popen(
             [python, "-m", "routellm.openai_server", "--routers", "mf", "--config", str(tmp / "routellm.yaml"),

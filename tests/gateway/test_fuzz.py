@@ -11,11 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import httpx
@@ -24,13 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from routing_api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from tests.conftest import ROOT
+from bench.stack import local_stack
 
-UPSTREAM = """
-import sys, uvicorn
-from tests.llm_servers import LLMServerState, llm_app
-uvicorn.run(llm_app(LLMServerState()), host="127.0.0.1", port=int(sys.argv[1]), log_level="error", access_log=False)
-"""
 MODELS = ["llama3.1:8b", "llama3.2:1b", "router", "router-mf-50", "router-mf-0.3", "router-mf-9", "nope", ""]
 ROLES = ["user", "system", "assistant", "tool", "developer", "User", "", "wizard", "\x00"]
 # 2,500 cases per test, 10,000 per run; FUZZ_EXAMPLES=25000 for the long run the README quotes.
@@ -38,51 +29,13 @@ EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "2500"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     tmp = tmp_path_factory.mktemp("fuzz")
-    upstream_port, http_port, grpc_port = free_port(), free_port(), free_port()
-    config = tmp / "gateway.toml"
-    config.write_text(
-        f'[server]\nhttp_port = {http_port}\ngrpc_port = {grpc_port}\nlog_level = "ERROR"\n'
-        f'[limits]\nmax_body_bytes = 65536\nmax_prompt_chars = 20000\n'
-        f'[[upstreams]]\nname = "ollama"\nprovider = "ollama"\nbase_url = "http://127.0.0.1:{upstream_port}"\n'
-        'models = ["llama3.1:8b", "llama3.2:1b"]\n'
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ROUTER_", "GATEWAY_"))}
-    env.update(ROUTER_SERVER__PORT=str(free_port()), ROUTER_SERVER__LOG_LEVEL="ERROR")
-    log = (tmp / "stack.log").open("wb")
-    processes = [
-        subprocess.Popen([sys.executable, "-c", UPSTREAM, str(upstream_port)], cwd=ROOT, env=env, stdout=log, stderr=log),
-        subprocess.Popen([sys.executable, "-m", "gateway_service", "up", "--config", str(config)], cwd=ROOT, env=env,
-                         stdout=log, stderr=log),
-    ]
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{http_port}/healthz", timeout=1)
-                httpx.get(f"http://127.0.0.1:{upstream_port}/", timeout=1)
-                break
-            except httpx.HTTPError:
-                if time.time() > deadline or any(p.poll() is not None for p in processes):
-                    raise RuntimeError(f"the fuzz stack did not start; see {log.name}") from None
-                time.sleep(0.2)
-        yield f"http://127.0.0.1:{http_port}/v1/chat/completions", f"127.0.0.1:{grpc_port}"
-    finally:
-        for process in processes:
-            process.terminate()
-            process.wait(timeout=30)
-        log.close()
-        assert "Traceback" not in Path(log.name).read_text(errors="replace"), "a traceback reached the log"
+    limits = "[limits]\nmax_body_bytes = 65536\nmax_prompt_chars = 20000\n"
+    with (tmp / "stack.log").open("wb") as log, local_stack(tmp, gateway_toml=limits, log=log) as running:
+        yield running.completions_url, f"127.0.0.1:{running.grpc_port}"
+    assert "Traceback" not in (tmp / "stack.log").read_text(errors="replace"), "a traceback reached the log"
 
 
 @pytest.fixture(scope="module")
