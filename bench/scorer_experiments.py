@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from router_service.config import RouterSettings
-from router_service.training.data import Battles, load_battles, read_jsonl
+from router_service.training.data import Battles, load_battles, mean_correctness, read_jsonl
+from router_service.training.difficulty import fit_difficulty
 from router_service.training.metrics import routing_curve
 from router_service.training.mf_train import TrainConfig, train_mf
 from router_service.training.pipeline import (
@@ -91,17 +92,12 @@ def main() -> None:
 
     def difficulty(kind: str) -> Scorer:
         """Baselines: predict how many models fail a prompt, from correctness files."""
-        prompts, accuracy = [], []
-        for name in ("routerbench_subset_scores", "routerdc_model7_scores", "llmrouter_dcrouter_scores"):
-            for row in read_jsonl(files[name]):
-                values = [v for v in row["scores"].values() if v is not None]
-                if values and row["prompt"] not in held_out:
-                    prompts.append(row["prompt"])
-                    accuracy.append(float(np.mean(values)))
-        x, y = store.get(prompts, progress=False), np.asarray(accuracy)
+        names = ("routerbench_subset_scores", "routerdc_model7_scores", "llmrouter_dcrouter_scores")
+        prompts, y = mean_correctness([files[n] for n in names], skip=held_out)
+        x = store.get(prompts, progress=False)
         if kind == "ridge":
-            w = np.linalg.solve(x.T @ x + 10.0 * np.eye(x.shape[1]), x.T @ (y - y.mean()))
-            return lambda e, _p: -(e @ w)
+            u, _ = fit_difficulty(x, y)  # the shipped `difficulty` scorer's regression
+            return lambda e, _p: -(e @ u)
         return lambda e, _p: -np.stack([y[np.argpartition(-(row @ x.T), 50)[:50]].mean() for row in e])
 
     rng = np.random.default_rng(0)

@@ -256,16 +256,13 @@ class ChatService:
         started = time.perf_counter()
         events = upstream.stream(route.model, params)
         try:
-            first = await events.__anext__()
-        except StopAsyncIteration:
-            error = UpstreamStreamError(f"model {route.model!r}: the upstream stream was empty")
-            self.metrics.upstream_errors.labels(upstream=upstream.name, kind=type(error).__name__).inc()
-            raise error from None
-        except GatewayError as exc:
-            self.metrics.upstream_errors.labels(upstream=upstream.name, kind=type(exc).__name__).inc()
-            await events.aclose()  # type: ignore[attr-defined]
-            raise
-        except BaseException:
+            try:
+                first = await events.__anext__()
+            except StopAsyncIteration:
+                raise UpstreamStreamError(f"model {route.model!r}: the upstream stream was empty") from None
+        except BaseException as exc:
+            if isinstance(exc, GatewayError):
+                self.metrics.upstream_errors.labels(upstream=upstream.name, kind=type(exc).__name__).inc()
             await events.aclose()  # type: ignore[attr-defined]
             raise
         ttft = time.perf_counter() - started

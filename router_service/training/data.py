@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ALIASES", "Battles", "canonical_model", "default_data_dir", "load_battles", "read_jsonl"]
+__all__ = [
+    "ALIASES", "Battles", "canonical_model", "default_data_dir", "load_battles", "mean_correctness", "read_jsonl",
+]
 
 # One name per model across sources, so their labels train the same vector.
 ALIASES = {
@@ -127,3 +129,21 @@ def load_battles(files: Iterable[Path], *, keep_ties: bool = True, anchored: boo
         source=np.asarray(columns[4], np.int16),
         sources=sources,
     )
+
+
+def mean_correctness(files: Iterable[Path], *, skip: Iterable[str] = ()) -> tuple[list[str], np.ndarray]:
+    """Each prompt of the score (correctness) files with the mean score of the models that answered it.
+
+    Pairwise files are passed over; prompts in ``skip`` (held out) are left out."""
+    held_out = set(skip)
+    prompts: list[str] = []
+    accuracy: list[float] = []
+    for path in files:
+        for row in read_jsonl(path):
+            if "scores" not in row:
+                break  # a pairwise file
+            values = [v for v in row["scores"].values() if v is not None]
+            if values and row["prompt"] not in held_out:
+                prompts.append(row["prompt"])
+                accuracy.append(float(np.mean(values)))
+    return prompts, np.asarray(accuracy)

@@ -18,8 +18,8 @@ from ..adapters import open_embedder
 from ..adapters.scorer import OnnxScorer
 from ..config import RouterSettings, default_cache_dir
 from ..errors import ConfigError
-from ..mf import ScorerCard, export_onnx, sigmoid
-from .data import canonical_model, default_data_dir, load_battles, read_jsonl
+from ..mf import MFWeights, ScorerCard, export_onnx, sigmoid
+from .data import canonical_model, default_data_dir, load_battles, mean_correctness, read_jsonl
 from .embeddings import EmbeddingStore
 from .metrics import routing_curve, thresholds_for_shares
 from .mf_train import TrainConfig, train_mf
@@ -130,7 +130,7 @@ def train_and_export(
     return card
 
 
-def _difficulty_weights(files: list[Path], store: EmbeddingStore, strong: str, weak: str) -> Any:
+def _difficulty_weights(files: list[Path], store: EmbeddingStore, strong: str, weak: str) -> MFWeights:
     """Ridge regression of mean correctness on the correctness files, as a rank-1 MF.
 
     The score ranks prompts by predicted difficulty (harder: more likely to need the
@@ -138,20 +138,11 @@ def _difficulty_weights(files: list[Path], store: EmbeddingStore, strong: str, w
     it with strong-call shares and calibration rather than absolute thresholds."""
     from .difficulty import as_mf, fit_difficulty
 
-    prompts, accuracy = [], []
-    for path in files:
-        rows = list(read_jsonl(path))
-        if not rows or "scores" not in rows[0]:
-            continue
-        for row in rows:
-            values = [v for v in row["scores"].values() if v is not None]
-            if values:
-                prompts.append(row["prompt"])
-                accuracy.append(float(np.mean(values)))
+    prompts, accuracy = mean_correctness(files)
     if not prompts:
         raise ConfigError("--method difficulty needs correctness (score) files in the training data")
     embeddings = store.get(prompts)
-    u, c = fit_difficulty(embeddings, np.asarray(accuracy))
+    u, c = fit_difficulty(embeddings, accuracy)
     spread = float(np.std(embeddings @ u)) or 1.0
     return as_mf(u, c, a=4.0 / spread, b=0.0, strong=strong, weak=weak)
 
