@@ -1,11 +1,12 @@
 """Router benchmark: Route latency and throughput against the raw embedder, in one run.
 
-    python -m bench.router_bench [--seconds 8] [--concurrency 1 16 64]
+    python -m bench.router_bench [--seconds 8] [--concurrency 1 16 64] [--embedder local|static]
 
 The router runs as its own process (``router-service serve``), as in production;
 this process is the load generator. The physical baseline is measured here, in the
 same run: the raw ONNX embedder on one prompt (latency) and on batches (throughput),
-with the router idle. Figures are printed and written to bench/results/router.{md,json}.
+with the router idle. Figures are printed and written to bench/results/router.{md,json}
+(router-static.* with ``--embedder static``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import grpc
 import numpy as np
 
 from router_service.adapters.local_embedder import LocalEmbedder
-from router_service.config import LocalEmbedderSettings
+from router_service.adapters.static_embedder import StaticEmbedder
+from router_service.config import LocalEmbedderSettings, StaticEmbedderSettings
 from router_service.training.data import default_data_dir, read_jsonl
 from routing_api.router.v1 import router_pb2, router_pb2_grpc
 
@@ -52,7 +54,7 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
-def raw_embedder(embedder: LocalEmbedder, prompts: list[str], seconds: float) -> dict[str, float]:
+def raw_embedder(embedder: LocalEmbedder | StaticEmbedder, prompts: list[str], seconds: float) -> dict[str, float]:
     for p in prompts[:20]:
         embedder.embed_sync([p])  # warm-up
     latencies, i = [], 0
@@ -119,10 +121,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_router(port: int) -> subprocess.Popen[bytes]:
+def start_router(port: int, backend: str) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_")}
     # Every prompt is new, as on real traffic: no cache hits flatter the figures.
-    env.update(ROUTER_SERVER__PORT=str(port), ROUTER_EMBEDDER__CACHE_SIZE="0", ROUTER_SERVER__LOG_LEVEL="WARNING")
+    env.update(
+        ROUTER_SERVER__PORT=str(port), ROUTER_EMBEDDER__CACHE_SIZE="0", ROUTER_SERVER__LOG_LEVEL="WARNING",
+        ROUTER_EMBEDDER__BACKEND=backend,
+    )
     process = subprocess.Popen([sys.executable, "-m", "router_service", "serve"], env=env)
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -164,16 +169,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="per measurement")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--embedder", choices=("local", "static"), default="local", help="the router's embedder backend")
     args = parser.parse_args()
 
-    embedder = LocalEmbedder(LocalEmbedderSettings(), ThreadPoolExecutor(1))
-    prompts = short_prompts(embedder, 20000)
-    tokens = statistics.mean(len(embedder._tokenizer.encode(p).ids) for p in prompts[:500])
+    local = LocalEmbedder(LocalEmbedderSettings(), ThreadPoolExecutor(1))
+    prompts = short_prompts(local, 20000)
+    tokens = statistics.mean(len(local._tokenizer.encode(p).ids) for p in prompts[:500])
+    embedder = local if args.embedder == "local" else StaticEmbedder(StaticEmbedderSettings(), ThreadPoolExecutor(1))
     raw = raw_embedder(embedder, prompts, args.seconds)
-    del embedder
+    del embedder, local
 
     port = free_port()
-    router = start_router(port)
+    router = start_router(port, args.embedder)
     try:
         address = f"127.0.0.1:{port}"
         routes = {c: asyncio.run(load(address, prompts, c, args.seconds)) for c in args.concurrency}
@@ -184,7 +191,8 @@ def main() -> None:
 
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     lines = [
-        f"Router benchmark ({time.strftime('%Y-%m-%d')}; {machine}); prompts of {tokens:.0f} tokens on average, no cache hits",
+        f"Router benchmark, {args.embedder} embedder ({time.strftime('%Y-%m-%d')}; {machine}); "
+        f"prompts of {tokens:.0f} tokens on average, no cache hits",
         "",
         "| what | p50 ms | p99 ms | per second |",
         "|---|---|---|---|",
@@ -204,9 +212,10 @@ def main() -> None:
     report = "\n".join(lines)
     print(report)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "router.md").write_text(report + "\n")
-    plot(raw, routes, RESULTS / "router.png")
-    (RESULTS / "router.json").write_text(
+    stem = "router" if args.embedder == "local" else f"router-{args.embedder}"
+    (RESULTS / f"{stem}.md").write_text(report + "\n")
+    plot(raw, routes, RESULTS / f"{stem}.png")
+    (RESULTS / f"{stem}.json").write_text(
         json.dumps({"machine": machine, "tokens": tokens, "raw": raw, "route": routes, "route_batch_per_s": batch_rate}, indent=2)
     )
 

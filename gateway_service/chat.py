@@ -142,8 +142,8 @@ class ChatService:
 
     def models(self) -> list[tuple[str, str, str]]:
         """(id, owned_by, description) for /v1/models and ListModels."""
-        out = [("router", "router", "MF router, the router's default policy")]
-        out += [(p.name, "router", p.description or "MF router policy") for p in self._settings.policies]
+        out = [("router", "router", "the router's default policy")]
+        out += [(p.name, "router", p.description or "router policy") for p in self._settings.policies]
         out += [(model, upstream.name, "") for model, upstream in self._by_model.items()]
         return out
 

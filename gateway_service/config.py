@@ -122,9 +122,9 @@ class PolicySettings(_Section):
 
 
 DEFAULT_POLICIES = (
-    PolicySettings(name="router-mf-20", strong_share=0.2, description="MF router, about 20% strong calls"),
-    PolicySettings(name="router-mf-50", strong_share=0.5, description="MF router, about 50% strong calls"),
-    PolicySettings(name="router-mf-80", strong_share=0.8, description="MF router, about 80% strong calls"),
+    PolicySettings(name="router-mf-20", strong_share=0.2, description="router, about 20% strong calls"),
+    PolicySettings(name="router-mf-50", strong_share=0.5, description="router, about 50% strong calls"),
+    PolicySettings(name="router-mf-80", strong_share=0.8, description="router, about 80% strong calls"),
 )
 
 DEFAULT_UPSTREAMS = (

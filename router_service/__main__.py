@@ -4,6 +4,7 @@
     router-service route "prompt" [--address HOST:PORT]
     router-service build-embedder
     router-service train | calibrate | eval   (see --help of each)
+    router-service distill-static             (rebuild the bundled static embedder; needs torch)
 """
 
 from __future__ import annotations

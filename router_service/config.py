@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-
-import grpc
 from typing import Any, Literal, TypeVar
 
+import grpc
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -38,6 +37,7 @@ __all__ = [
     "OllamaEmbedderSettings",
     "OpenAIEmbedderSettings",
     "RemoteEmbedderSettings",
+    "StaticEmbedderSettings",
     "RouterSettings",
     "RoutingSettings",
     "ScorerSettings",
@@ -52,9 +52,17 @@ __all__ = [
 ]
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-BUNDLED_SCORER = PACKAGE_DIR / "models" / "mf-minilm.onnx"
-# Scorers shipped in the package, by name: [[scorers]] name = "difficulty" needs no path.
-BUNDLED_SCORERS = {"mf": BUNDLED_SCORER, "difficulty": PACKAGE_DIR / "models" / "difficulty-minilm.onnx"}
+MODELS_DIR = PACKAGE_DIR / "models"
+BUNDLED_STATIC_EMBEDDER = MODELS_DIR / "static-minilm-m2v"
+# Scorers shipped in the package, by name, then by the embedder backend they were trained on:
+# [[scorers]] name = "difficulty" needs no path, and follows embedder.backend. The remote
+# backends get the MiniLM files (Ollama's all-minilm is the same model); a different
+# remote model fails the dimension check at start-up, naming the settings to change.
+BUNDLED_SCORERS = {
+    "difficulty": {"local": MODELS_DIR / "difficulty-minilm.onnx", "static": MODELS_DIR / "difficulty-static.onnx"},
+    "mf": {"local": MODELS_DIR / "mf-minilm.onnx"},
+}
+DEFAULT_SCORER = "difficulty"
 
 
 def default_cache_dir() -> Path:
@@ -141,6 +149,16 @@ class LocalEmbedderSettings(_Section):
     dim: int | None = Field(None, description="expected dimension; unset: read from the model")
 
 
+class StaticEmbedderSettings(_Section):
+    """A model2vec static embedder: a token-vector lookup and a mean, ~0.05 ms a prompt."""
+
+    model_path: Path = Field(
+        BUNDLED_STATIC_EMBEDDER, description="a model2vec model folder; default: the bundled one, distilled from MiniLM"
+    )
+    max_tokens: int = Field(512, ge=8, description="longer prompts are truncated")
+    max_batch: int = Field(256, ge=1, le=4096)
+
+
 class RemoteEmbedderSettings(_Section):
     base_url: str = Field(min_length=1)
     model: str = Field(min_length=1)
@@ -170,25 +188,36 @@ class OllamaEmbedderSettings(RemoteEmbedderSettings):
 
 
 class EmbedderSettings(_Section):
-    backend: Literal["local", "openai", "ollama"] = "local"
+    backend: Literal["local", "static", "openai", "ollama"] = "local"
     local: LocalEmbedderSettings = LocalEmbedderSettings()
+    static: StaticEmbedderSettings = StaticEmbedderSettings()
     openai: OpenAIEmbedderSettings = OpenAIEmbedderSettings()
     ollama: OllamaEmbedderSettings = OllamaEmbedderSettings()
     cache_size: int = Field(10_000, ge=0, description="LRU entries; 0 turns the cache off")
 
 
 class ScorerSettings(_Section):
-    name: str = "mf"
-    path: Path | None = Field(None, description=f"a scorer file; unset: the bundled scorer of this name {sorted(BUNDLED_SCORERS)}")
+    name: str = DEFAULT_SCORER
+    path: Path | None = Field(
+        None, description=f"a scorer file; unset: the bundled scorer of this name {sorted(BUNDLED_SCORERS)}"
+    )
 
-    def resolve_path(self) -> Path:
+    def resolve_path(self, backend: str = "local") -> Path:
+        """The scorer file; a bundled one is the file trained on the configured embedder backend."""
         if self.path is not None:
             return self.path
         if self.name not in BUNDLED_SCORERS:
             raise ConfigError(
                 f"scorers: {self.name!r} is not a bundled scorer ({sorted(BUNDLED_SCORERS)}); give its path"
             )
-        return BUNDLED_SCORERS[self.name]
+        by_backend = BUNDLED_SCORERS[self.name]
+        if backend == "static" and backend not in by_backend:
+            trained = sorted(name for name, files in BUNDLED_SCORERS.items() if "static" in files)
+            raise ConfigError(
+                f"scorers: the bundled {self.name!r} scorer is trained on MiniLM vectors, not the static embedder; "
+                f"with embedder.backend = \"static\" use {trained}, or give scorers.path"
+            )
+        return by_backend.get(backend, by_backend["local"])
 
 
 class ModelSettings(_Section):

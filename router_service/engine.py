@@ -132,7 +132,7 @@ async def open_engine(settings: RouterSettings) -> AsyncIterator[RouteEngine]:
     async with AsyncExitStack() as stack:
         executor = ThreadPoolExecutor(max_workers=(os.cpu_count() or 1) + 2, thread_name_prefix="router-onnx")
         stack.callback(executor.shutdown, wait=False, cancel_futures=True)
-        scorers = {s.name: OnnxScorer(s.name, s.resolve_path()) for s in settings.scorers}
+        scorers = {s.name: OnnxScorer(s.name, s.resolve_path(settings.embedder.backend)) for s in settings.scorers}
         embedder = open_embedder(settings.embedder, executor)
         stack.push_async_callback(embedder.aclose)
         await _check_dimension(embedder, scorers)
@@ -147,7 +147,7 @@ async def open_engine(settings: RouterSettings) -> AsyncIterator[RouteEngine]:
 
 def _workers(settings: RouterSettings, embedder: Embedder) -> int:
     """Embedding batches in flight: one for onnxruntime (it uses every core), more over HTTP."""
-    if embedder.backend == "local":
+    if embedder.backend in ("local", "static"):
         return 1
     remote = settings.embedder.openai if embedder.backend == "openai" else settings.embedder.ollama
     return remote.max_concurrency

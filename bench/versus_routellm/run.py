@@ -38,7 +38,7 @@ from bench.gateway_bench import ttft_series, wait_http
 from bench.stack import UPSTREAM_SCRIPT
 from bench.router_bench import free_port, load, raw_embedder, start_router
 from router_service.adapters.scorer import OnnxScorer
-from router_service.config import BUNDLED_SCORER, RouterSettings
+from router_service.config import BUNDLED_SCORERS, RouterSettings
 from router_service.engine import open_engine
 from router_service.mf import sigmoid
 from router_service.training.data import default_data_dir, read_jsonl
@@ -80,9 +80,9 @@ def ensure_venv() -> Path:
 
 def export_weights(path: Path) -> tuple[dict[str, np.ndarray], OnnxScorer]:
     """Our scorer's weights in RouteLLM's MFModel layout."""
-    model = onnx.load(str(BUNDLED_SCORER))
+    model = onnx.load(str(BUNDLED_SCORERS["mf"]["local"]))
     init = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    scorer = OnnxScorer("mf", BUNDLED_SCORER)
+    scorer = OnnxScorer("mf", BUNDLED_SCORERS["mf"]["local"])
     weights = {
         "P": np.ascontiguousarray(init["model_vectors"].T),  # unit rows; MFModel normalises again, a no-op
         "W": np.ascontiguousarray(init["projection"].T),  # Linear(text_dim, dim).weight is [dim, text_dim]
@@ -100,7 +100,7 @@ def prompts(count: int) -> list[str]:
 
 
 async def in_process(texts: list[str], concurrency: int, seconds: float) -> dict[str, float]:
-    settings = RouterSettings(embedder={"cache_size": 0})
+    settings = RouterSettings(embedder={"cache_size": 0}, scorers=[{"name": "mf"}])  # MF against MF
     latencies: list[float] = []
     counter = iter(range(10**9))
     async with open_engine(settings) as engine:
@@ -145,7 +145,8 @@ def server_overhead(python: Path, weights_path: Path, embed_port: int, env: dict
         ))
         processes.append(subprocess.Popen(
             [sys.executable, "-m", "gateway_service", "up", "--config", str(tmp / "gateway.toml")], cwd=ROOT,
-            env={**env, "ROUTER_SERVER__PORT": str(free_port()), "ROUTER_EMBEDDER__CACHE_SIZE": "0", "ROUTER_SERVER__LOG_LEVEL": "WARNING"},
+            env={**env, "ROUTER_SERVER__PORT": str(free_port()), "ROUTER_EMBEDDER__CACHE_SIZE": "0",
+                 "ROUTER_SERVER__LOG_LEVEL": "WARNING", "ROUTER_SCORERS": '[{"name": "mf"}]'},
         ))
         wait_http(f"http://127.0.0.1:{upstream_port}/", processes[0])
         wait_http(f"http://127.0.0.1:{routellm_port}/docs", processes[1], timeout=120)

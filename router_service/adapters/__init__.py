@@ -1,4 +1,4 @@
-"""Adapters behind small interfaces: embedders (local ONNX, OpenAI, Ollama) and the scorer."""
+"""Adapters behind small interfaces: embedders (local ONNX, static, OpenAI, Ollama) and the scorer."""
 
 from __future__ import annotations
 
@@ -31,6 +31,10 @@ def open_embedder(settings: EmbedderSettings, executor: ThreadPoolExecutor) -> E
         from .local_embedder import LocalEmbedder
 
         return LocalEmbedder(settings.local, executor)
+    if settings.backend == "static":
+        from .static_embedder import StaticEmbedder
+
+        return StaticEmbedder(settings.static, executor)
     from .remote_embedders import OllamaEmbedder, OpenAIEmbedder
 
     if settings.backend == "openai":

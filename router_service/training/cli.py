@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import BUNDLED_SCORER, RouterSettings
+from ..config import BUNDLED_SCORERS, BUNDLED_STATIC_EMBEDDER, RouterSettings, ScorerSettings
 from ..errors import ConfigError
 from . import pipeline
 
@@ -27,12 +27,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="train the MF scorer on ../shared/data/train and export ONNX")
     train.add_argument("--config", type=Path, help=config_help)
     train.add_argument("--data-dir", type=Path, default=None, help=data_help)
-    train.add_argument("--out", type=Path, default=BUNDLED_SCORER, help="scorer file to write (default: the bundled one)")
-    train.add_argument("--name", default="mf", help="scorer name stored in the file")
     train.add_argument(
-        "--method", choices=("mf", "difficulty"), default="mf",
-        help="mf: RouteLLM's matrix factorisation; difficulty: ridge regression of prompt difficulty, "
-        "exported as a rank-1 MF (see router_service/training/difficulty.py)",
+        "--out", type=Path, help="scorer file to write (default: the bundled one of this method and embedder backend)"
+    )
+    train.add_argument("--name", help="scorer name stored in the file (default: the method)")
+    train.add_argument(
+        "--method", choices=("difficulty", "mf"), default="difficulty",
+        help="difficulty (the default scorer): ridge regression of prompt difficulty, exported as a rank-1 MF "
+        "(see router_service/training/difficulty.py); mf: RouteLLM's matrix factorisation",
     )
     train.add_argument("--strong", default=pipeline.REFERENCE_STRONG, help="reference strong model of the scorer")
     train.add_argument("--weak", default=pipeline.REFERENCE_WEAK, help="reference weak model of the scorer")
@@ -48,23 +50,35 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     calibrate = sub.add_parser("calibrate", help="set a scorer's thresholds for target strong-call shares on your prompts")
     calibrate.add_argument("--config", type=Path, help=config_help)
     calibrate.add_argument("--prompts", type=Path, required=True, help="JSON lines with a 'prompt' field, or one prompt a line")
-    calibrate.add_argument("--scorer", type=Path, default=BUNDLED_SCORER, help="scorer file to calibrate")
+    calibrate.add_argument("--scorer", type=Path, help="scorer file to calibrate (default: the configured default scorer)")
     calibrate.add_argument("--out", type=Path, help="where to write the calibrated scorer (default: in place)")
+
+    distill = sub.add_parser(
+        "distill-static",
+        help="distill the static embedder from MiniLM (model2vec; needs torch: pip install -e '.[distill]')",
+    )
+    distill.add_argument("--out", type=Path, default=BUNDLED_STATIC_EMBEDDER, help="model folder to write")
+    distill.add_argument("--dims", type=int, default=256, help="PCA dimensions")
 
     evaluate = sub.add_parser("eval", help="APGR / CPT(50%%) / CPT(80%%) beside a random router, and a PNG plot")
     evaluate.add_argument("--config", type=Path, help=config_help)
     evaluate.add_argument("--data", type=Path, action="append", help="eval file (repeatable; default: every file in eval/)")
     evaluate.add_argument("--data-dir", type=Path, default=None, help=data_help)
-    evaluate.add_argument("--scorer", type=Path, default=BUNDLED_SCORER, help="scorer file to evaluate")
+    evaluate.add_argument("--scorer", type=Path, help="scorer file to evaluate (default: the configured default scorer)")
     evaluate.add_argument("--plot", type=Path, default=Path("eval-routing.png"), help="PNG to write")
     evaluate.add_argument("--json", action="store_true", help="end with one JSON line: apgr, cpt50, cpt80")
 
 
 def run(args: argparse.Namespace, settings: RouterSettings) -> int:
+    if args.command == "distill-static":
+        _distill_static(args.out, args.dims)
+        return 0
     try:
         import tqdm  # noqa: F401
     except ImportError:
         raise ConfigError("train, calibrate and eval need the training extras: pip install -e '.[train]'") from None
+    if getattr(args, "scorer", "unset") is None:
+        args.scorer = settings.scorers[0].resolve_path(settings.embedder.backend)
     if args.command == "train":
         _train(args, settings)
     elif args.command == "calibrate":
@@ -78,6 +92,10 @@ def _train(args: argparse.Namespace, settings: RouterSettings) -> None:
     from .mf_train import TrainConfig
 
     started = time.perf_counter()
+    if args.out is None:
+        if args.method not in BUNDLED_SCORERS or settings.embedder.backend not in BUNDLED_SCORERS[args.method]:
+            raise ConfigError(f"train --method {args.method} on the {settings.embedder.backend} embedder: give --out")
+        args.out = ScorerSettings(name=args.method).resolve_path(settings.embedder.backend)
     config = TrainConfig(
         dim=args.dim, epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay, noise=args.noise, seed=args.seed
     )
@@ -86,7 +104,7 @@ def _train(args: argparse.Namespace, settings: RouterSettings) -> None:
         data_dir=args.data_dir,
         out=args.out,
         config=config,
-        name=args.name,
+        name=args.name or args.method,
         strong=args.strong,
         weak=args.weak,
         keep_ties=not args.no_ties,
@@ -95,6 +113,35 @@ def _train(args: argparse.Namespace, settings: RouterSettings) -> None:
     )
     print(json.dumps(card.training.get("eval", {}), indent=2))
     print(f"wrote {args.out} in {time.perf_counter() - started:.0f}s")
+
+
+def _distill_static(out: Path, dims: int) -> None:
+    """model2vec's distillation of the MiniLM the local embedder is built from, int8 weights.
+
+    Offline, once: the result is committed (7.6 MB) and served with numpy only."""
+    try:
+        from model2vec import quantize_model
+        from model2vec.distill import distill
+    except ImportError:
+        raise ConfigError(
+            "distill-static needs model2vec's distillation extras (torch, transformers<5.4), best in a "
+            "separate venv: pip install -e '.[distill]'"
+        ) from None
+    from ..adapters.local_embedder import source_model_dir
+
+    model = quantize_model(distill(model_name=str(source_model_dir()), pca_dims=dims), quantize_to="int8")
+    model.save_pretrained(str(out))
+    # Name the source model, not this machine's path to it; the card is models/README.md.
+    config_file = out / "config.json"
+    config = json.loads(config_file.read_text())
+    config["tokenizer_name"] = "sentence-transformers/all-MiniLM-L6-v2"
+    config_file.write_text(json.dumps(config, indent=4) + "\n")
+    (out / "README.md").write_text(
+        "---\nlicense: apache-2.0\nlibrary_name: model2vec\nbase_model: sentence-transformers/all-MiniLM-L6-v2\n---\n"
+        "# static-minilm-m2v\n\nmodel2vec static embedder distilled from all-MiniLM-L6-v2 (Apache-2.0) by\n"
+        "`router-service distill-static`. Model card: ../README.md.\n"
+    )
+    print(f"wrote {out}: {model.embedding.shape[0]} tokens x {model.dim} dims, {model.embedding.dtype}")
 
 
 def _calibrate(args: argparse.Namespace, settings: RouterSettings) -> None:
@@ -108,15 +155,15 @@ def _evaluate(args: argparse.Namespace, settings: RouterSettings) -> None:
     results = pipeline.evaluate(settings, args.scorer, files, plot=args.plot)
     print(f"{'benchmark':<18} {'router':<8} {'APGR':>6} {'CPT(50%)':>9} {'CPT(80%)':>9}")
     for name, result in results.items():
-        for router in ("mf", "random"):
+        for router in ("scorer", "random"):
             r = result[router]
             print(f"{name:<18} {router:<8} {r['apgr']:6.3f} {r['cpt50']:9.2%} {r['cpt80']:9.2%}")
     print(f"plot: {args.plot}")
     if args.json:
         summary: dict[str, Any] = (
-            dict(next(iter(results.values()))["mf"])
+            dict(next(iter(results.values()))["scorer"])
             if len(results) == 1
-            else {k: float(np.mean([r["mf"][k] for r in results.values()])) for k in ("apgr", "cpt50", "cpt80")}
+            else {k: float(np.mean([r["scorer"][k] for r in results.values()])) for k in ("apgr", "cpt50", "cpt80")}
         )
         summary["benchmarks"] = results
         print(json.dumps(summary))

@@ -122,7 +122,7 @@ def train_and_export(
     export_onnx(weights, card, out)
     if evaluate:
         training["eval"] = {
-            bench: {k: round(v, 4) for k, v in result["mf"].items()}
+            bench: {k: round(v, 4) for k, v in result["scorer"].items()}
             for bench, result in _evaluate_scorer(out, settings, store, eval_files(data_dir)).items()
         }
         card = ScorerCard(**{**card.__dict__, "training": training})
@@ -201,7 +201,7 @@ def _evaluate_scorer(
         rng = np.random.default_rng(0)
         randoms = [routing_curve(rng.random(len(gain)), gain) for _ in range(RANDOM_SEEDS)]
         results[path.name.split(".")[0]] = {
-            "mf": _metrics(curve),
+            "scorer": _metrics(curve),
             "random": {k: float(np.mean([_metrics(r)[k] for r in randoms])) for k in ("apgr", "cpt50", "cpt80")},
             "curve": curve,
         }
@@ -233,7 +233,7 @@ def _plot(results: dict[str, dict[str, Any]], out: Path) -> None:
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4.2), squeeze=False)
     for ax, (name, result) in zip(axes[0], results.items(), strict=True):
         curve = result["curve"]
-        ax.plot(curve.shares * 100, curve.pgr * 100, label=f"MF router (APGR {result['mf']['apgr']:.3f})")
+        ax.plot(curve.shares * 100, curve.pgr * 100, label=f"router (APGR {result['scorer']['apgr']:.3f})")
         ax.plot([0, 100], [0, 100], "--", color="grey", label=f"random (APGR {result['random']['apgr']:.3f})")
         ax.set_title(name)
         ax.set_xlabel("calls to the strong model (%)")

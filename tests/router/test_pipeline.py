@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from router_service.adapters.scorer import OnnxScorer
-from router_service.config import BUNDLED_SCORER
+from router_service.config import BUNDLED_SCORERS
 from router_service.errors import EmbedderUnavailable
 from router_service.pipeline import MicroBatcher, ScoringPipeline
 
@@ -37,7 +37,7 @@ class CountingEmbedder:
 
 @pytest.fixture(scope="module")
 def scorer() -> OnnxScorer:
-    return OnnxScorer("mf", BUNDLED_SCORER)
+    return OnnxScorer("mf", BUNDLED_SCORERS["mf"]["local"])
 
 
 def pipeline_for(embedder, scorer: OnnxScorer, executor: ThreadPoolExecutor, cache_size: int) -> ScoringPipeline:  # type: ignore[no-untyped-def]

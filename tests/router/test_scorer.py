@@ -98,12 +98,20 @@ def test_a_file_that_is_not_a_scorer_is_a_config_error(tmp_path: Path) -> None:
         OnnxScorer("x", garbage)
 
 
-def test_bundled_scorer_loads_and_names_its_embedder() -> None:
-    from router_service.config import BUNDLED_SCORER
+@pytest.mark.parametrize(
+    ("name", "backend", "embedder", "dim"),
+    [
+        ("difficulty", "local", "local:all-MiniLM-L6-v2", 384),
+        ("difficulty", "static", "static:static-minilm-m2v", 256),
+        ("mf", "local", "local:all-MiniLM-L6-v2", 384),
+    ],
+)
+def test_bundled_scorers_load_and_name_their_embedder(name: str, backend: str, embedder: str, dim: int) -> None:
+    from router_service.config import BUNDLED_SCORERS
 
-    scorer = OnnxScorer("mf", BUNDLED_SCORER)
-    assert scorer.embedder == "local:all-MiniLM-L6-v2"
-    assert scorer.embedding_dim == 384
+    scorer = OnnxScorer(name, BUNDLED_SCORERS[name][backend])
+    assert scorer.embedder == embedder
+    assert scorer.embedding_dim == dim
     assert scorer.strong_model in scorer.models and scorer.weak_model in scorer.models
     # Calibrated: a higher strong share needs a lower threshold.
     assert scorer.threshold_for_share(0.2) > scorer.threshold_for_share(0.5) > scorer.threshold_for_share(0.8)

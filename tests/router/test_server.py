@@ -38,7 +38,7 @@ async def test_route_returns_a_decision(stub) -> None:  # type: ignore[no-untype
     assert 0.0 < response.score < 1.0
     assert response.routed_strong == (response.score >= response.threshold)
     assert response.model == ("llama3.1:8b" if response.routed_strong else "llama3.2:1b")
-    assert response.scorer_name == "mf" and response.scorer_version
+    assert response.scorer_name == "difficulty" and response.scorer_version
     assert response.timings.embed_ms > 0 and response.timings.total_ms >= response.timings.embed_ms
     assert not response.embedding_cached
     again = await stub.Route(RouteRequest(prompt="Prove that there are infinitely many primes."), timeout=10)
@@ -79,7 +79,19 @@ async def test_route_batch_matches_single_routes(stub) -> None:  # type: ignore[
     assert [r.score for r in batch.responses] == pytest.approx([r.score for r in singles], abs=1e-6)
 
 
-async def test_candidates_pick_the_cheapest_good_enough(stub) -> None:  # type: ignore[no-untyped-def]
+@pytest.fixture
+async def mf_stub() -> AsyncIterator[router_pb2_grpc.RouterServiceStub]:
+    """A router whose default scorer is the MF: it scores 138 models, so candidates can be any of them."""
+    app = await build_router(router_settings(scorers=[{"name": "mf"}, {"name": "difficulty"}]))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+            yield router_pb2_grpc.RouterServiceStub(channel)
+    finally:
+        await app.stop()
+
+
+async def test_candidates_pick_the_cheapest_good_enough(mf_stub) -> None:  # type: ignore[no-untyped-def]
+    stub = mf_stub
     described = await stub.Describe(router_pb2.DescribeRequest(), timeout=10)
     scorer = described.scorers[0]
     candidates = [
@@ -105,7 +117,7 @@ async def test_candidates_pick_the_cheapest_good_enough(stub) -> None:  # type: 
 
 async def test_describe_reports_scorers_and_mapping(stub) -> None:  # type: ignore[no-untyped-def]
     described = await stub.Describe(router_pb2.DescribeRequest(), timeout=10)
-    assert described.default_scorer == "mf"
+    assert described.default_scorer == "difficulty"
     assert described.embedder_backend == "local"
     (scorer,) = described.scorers
     assert scorer.embedder == "local:all-MiniLM-L6-v2" and scorer.embedding_dim == 384
@@ -167,7 +179,7 @@ async def test_bad_batch_names_the_index(stub) -> None:  # type: ignore[no-untyp
 
 async def test_unknown_scorer_is_not_found(stub) -> None:  # type: ignore[no-untyped-def]
     code, details = await status_of(stub.Route(RouteRequest(prompt="hi", scorer="gpt-router"), timeout=10))
-    assert code == grpc.StatusCode.NOT_FOUND and "scorer 'gpt-router' is not configured; available: ['mf']" in details
+    assert code == grpc.StatusCode.NOT_FOUND and "scorer 'gpt-router' is not configured; available: ['difficulty']" in details
 
 
 async def remote_router(backend: str, base_url: str, **embedder: Any) -> Any:
@@ -300,26 +312,48 @@ async def test_prometheus_metrics() -> None:
             text = (await client.get(f"http://127.0.0.1:{app.metrics_port}/metrics")).text
     finally:
         await app.stop()
-    assert 'router_route_decisions_total{model="llama3.1:8b",scorer="mf"} 2.0' in text
-    assert 'router_route_decisions_total{model="other",scorer="mf"} 1.0' in text  # request-chosen names stay bounded
+    assert 'router_route_decisions_total{model="llama3.1:8b",scorer="difficulty"} 2.0' in text
+    assert 'router_route_decisions_total{model="other",scorer="difficulty"} 1.0' in text  # request-chosen names stay bounded
     assert "router_embedding_cache_hits_total 1.0" in text
     assert 'router_errors_total{code="INVALID_ARGUMENT"} 1.0' in text
     assert "router_embed_seconds_count 2.0" in text and "router_route_score_bucket" in text
 
 
-async def test_bundled_difficulty_scorer_can_be_chosen_per_request() -> None:
-    app = await build_router(router_settings(scorers=[{"name": "mf"}, {"name": "difficulty"}]))
+HARD = "Prove that every finite group of prime order is cyclic, then compute the number of Sylow 3-subgroups of S_4."
+EASY = "Say hello."
+
+
+async def test_bundled_scorers_can_be_chosen_per_request(mf_stub) -> None:  # type: ignore[no-untyped-def]
+    by_difficulty = [await mf_stub.Route(RouteRequest(prompt=p, scorer="difficulty"), timeout=10) for p in (HARD, EASY)]
+    by_mf = await mf_stub.Route(RouteRequest(prompt=HARD), timeout=10)
+    assert {r.scorer_name for r in by_difficulty} == {"difficulty"} and by_mf.scorer_name == "mf"
+    assert by_difficulty[0].score > by_difficulty[1].score  # the harder prompt needs the strong model more
+
+
+async def test_static_embedder_serves_with_its_own_difficulty_scorer() -> None:
+    app = await build_router(router_settings(embedder={"backend": "static"}))
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
             stub = router_pb2_grpc.RouterServiceStub(channel)
-            hard = "Prove that every finite group of prime order is cyclic, then compute the number of Sylow 3-subgroups of S_4."
-            easy = "Say hello."
-            by_difficulty = [await stub.Route(RouteRequest(prompt=p, scorer="difficulty"), timeout=10) for p in (hard, easy)]
-            by_mf = await stub.Route(RouteRequest(prompt=hard), timeout=10)
+            described = await stub.Describe(router_pb2.DescribeRequest(), timeout=10)
+            hard, easy = [await stub.Route(RouteRequest(prompt=p), timeout=10) for p in (HARD, EASY)]
     finally:
         await app.stop()
-    assert {r.scorer_name for r in by_difficulty} == {"difficulty"} and by_mf.scorer_name == "mf"
-    assert by_difficulty[0].score > by_difficulty[1].score  # the harder prompt needs the strong model more
+    (scorer,) = described.scorers
+    assert described.embedder_backend == "static" and scorer.name == "difficulty"
+    assert scorer.embedder == "static:static-minilm-m2v" and scorer.embedding_dim == 256
+    assert hard.score > easy.score and hard.model == "llama3.1:8b"
+
+
+def test_bundled_scorer_follows_the_embedder_backend() -> None:
+    from router_service.config import ScorerSettings
+    from router_service.errors import ConfigError
+
+    assert ScorerSettings().resolve_path("static").name == "difficulty-static.onnx"
+    assert ScorerSettings().resolve_path("local").name == "difficulty-minilm.onnx"
+    assert ScorerSettings().resolve_path("ollama").name == "difficulty-minilm.onnx"  # all-minilm: the same model
+    with pytest.raises(ConfigError, match=r"trained on MiniLM vectors.*use \['difficulty'\]"):
+        ScorerSettings(name="mf").resolve_path("static")
 
 
 def test_unknown_bundled_scorer_is_a_config_error() -> None:
