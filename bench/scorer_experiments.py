@@ -1,6 +1,6 @@
 """Scorer experiments: MF variants against simple baselines, on held-out data only.
 
-    python -m bench.scorer_experiments [--quick]
+    python -m bench.scorer_experiments [--quick] [--only TEXT ...]
 
 Every router is scored by APGR (the RouteLLM paper's metric) for the pair
 gpt-4-1106-preview vs Mixtral-8x7B on:
@@ -59,6 +59,7 @@ def apgr(scores: np.ndarray, gain: np.ndarray) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer epochs, for a smoke run")
+    parser.add_argument("--only", nargs="+", metavar="TEXT", help="run only the routers whose label contains TEXT")
     args = parser.parse_args()
     epochs = 3 if args.quick else 12
 
@@ -83,10 +84,15 @@ def main() -> None:
         table = battles(
             names, keep_ties=bool(config.pop("keep_ties", True)), anchored=bool(config.pop("anchored", False))
         )
+        weight = None
+        if config.pop("balance_sources", False):  # each source file weighs the same in the loss
+            counts = np.bincount(table.source, minlength=len(table.sources)).astype(np.float32)
+            weight = (len(table) / (np.count_nonzero(counts) * counts))[table.source]
         embeddings = store.get(table.prompts, progress=False)
         weights = train_mf(
             embeddings, table.models, table.prompt, table.model_a, table.model_b, table.p_a,
             TrainConfig(**{"epochs": epochs, **config}),  # type: ignore[arg-type]
+            weight=weight,
         )
         return lambda e, _p: weights.win_rate(e, REFERENCE_STRONG, REFERENCE_WEAK)
 
@@ -115,6 +121,9 @@ def main() -> None:
         ),
         "MF, all data, dim 32": lambda: mf(all_files, dim=32),
         "MF, all data, embedding noise 0.1": lambda: mf(all_files, dim=128, noise=0.1),
+        "MF, all data, each source weighted the same": lambda: mf(all_files, dim=128, balance_sources=True),
+        "MF, all data, weight decay 1e-3": lambda: mf(all_files, dim=128, weight_decay=1e-3),
+        "MF, all data, 24 epochs": lambda: mf(all_files, dim=128, epochs=24 if epochs == 12 else epochs),
         "MF, correctness files only": lambda: mf(
             ["routerbench_subset_scores", "routerdc_model7_scores", "llmrouter_dcrouter_scores"], dim=128
         ),
@@ -128,6 +137,8 @@ def main() -> None:
     names = list(sets)
     lines = ["| router | " + " | ".join(names) + " | seconds |", "|---|" + "---|" * (len(names) + 1)]
     for label, make in routers.items():
+        if args.only and not any(text in label for text in args.only):
+            continue
         started = time.perf_counter()
         scorer = make()
         if scorer == "random":
