@@ -134,7 +134,8 @@ def _difficulty_weights(files: list[Path], store: EmbeddingStore, strong: str, w
     """Ridge regression of mean correctness on the correctness files, as a rank-1 MF.
 
     The score ranks prompts by predicted difficulty (harder: more likely to need the
-    strong model); its scale is fixed (4 standard deviations span the sigmoid), so use
+    strong model); its scale is fixed (the sigmoid of the standardised prediction: a typical
+    prompt scores 0.5, one a standard deviation harder 0.73), so use
     it with strong-call shares and calibration rather than absolute thresholds."""
     from .difficulty import as_mf, fit_difficulty
 
@@ -143,8 +144,10 @@ def _difficulty_weights(files: list[Path], store: EmbeddingStore, strong: str, w
         raise ConfigError("--method difficulty needs correctness (score) files in the training data")
     embeddings = store.get(prompts)
     u, c = fit_difficulty(embeddings, accuracy)
-    spread = float(np.std(embeddings @ u)) or 1.0
-    return as_mf(u, c, a=4.0 / spread, b=0.0, strong=strong, weak=weak)
+    projected = embeddings @ u
+    scale = 1.0 / (float(np.std(projected)) or 1.0)
+    # Standardise on the training prompts, so scores and thresholds read as a spread around 0.5.
+    return as_mf(u, c, a=scale, b=scale * (c + float(np.mean(projected))), strong=strong, weak=weak)
 
 
 def _scorer(path: Path) -> OnnxScorer:

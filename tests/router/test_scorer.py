@@ -115,6 +115,8 @@ def test_bundled_scorers_load_and_name_their_embedder(name: str, backend: str, e
     assert scorer.strong_model in scorer.models and scorer.weak_model in scorer.models
     # Calibrated: a higher strong share needs a lower threshold.
     assert scorer.threshold_for_share(0.2) > scorer.threshold_for_share(0.5) > scorer.threshold_for_share(0.8)
+    # Scores spread over (0, 1) rather than crowding at one end, so thresholds stay readable.
+    assert 0.05 < scorer.threshold_for_share(0.8) and scorer.threshold_for_share(0.2) < 0.98
 
 
 def test_analytic_gradients_match_finite_differences() -> None:
