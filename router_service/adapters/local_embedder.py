@@ -7,7 +7,6 @@ build-embedder`` builds it ahead of time, e.g. in a container image.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +19,7 @@ from tokenizers import Tokenizer
 from ..config import LocalEmbedderSettings
 from ..errors import ConfigError
 from .bert_onnx import build_bert_onnx
+from .threaded import ThreadedEmbedder
 
 __all__ = ["LocalEmbedder", "ensure_local_model", "source_model_dir"]
 
@@ -62,12 +62,13 @@ def ensure_local_model(settings: LocalEmbedderSettings) -> tuple[Path, Path]:
     return model, source / "tokenizer.json"
 
 
-class LocalEmbedder:
+class LocalEmbedder(ThreadedEmbedder):
     """Sentence embeddings from an ONNX BERT; batches run in a worker thread."""
 
     backend = "local"
 
     def __init__(self, settings: LocalEmbedderSettings, executor: ThreadPoolExecutor) -> None:
+        super().__init__(executor)
         model_path, tokenizer_path = ensure_local_model(settings)
         self._tokenizer = Tokenizer.from_file(str(tokenizer_path))
         # The shipped tokenizer pads every input to 128: pad per batch instead.
@@ -85,11 +86,6 @@ class LocalEmbedder:
         self.name = f"local:{meta.get('embedder.name', model_path.stem)}"
         self.dim = int(self._session.get_outputs()[0].shape[1])
         self.max_batch = settings.max_batch
-        self._executor = executor
-
-    async def embed(self, texts: list[str]) -> np.ndarray:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.embed_sync, texts)
 
     def embed_sync(self, texts: list[str]) -> np.ndarray:
         """Embed in sub-batches of similar length, so short prompts pad little."""
@@ -107,6 +103,3 @@ class LocalEmbedder:
                 mask[row, :n] = 1
             out[chunk] = self._session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
         return out
-
-    async def aclose(self) -> None:
-        return None

@@ -8,23 +8,24 @@ router_service/models/README.md). Inference is numpy and tokenizers; no torch.
 
 from __future__ import annotations
 
-import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from ..config import StaticEmbedderSettings
 from ..errors import ConfigError
+from .threaded import ThreadedEmbedder
 
 __all__ = ["StaticEmbedder"]
 
 
-class StaticEmbedder:
+class StaticEmbedder(ThreadedEmbedder):
     backend = "static"
 
     def __init__(self, settings: StaticEmbedderSettings, executor: ThreadPoolExecutor) -> None:
         from model2vec import StaticModel
 
+        super().__init__(executor)
         if not (settings.model_path / "model.safetensors").is_file():
             raise ConfigError(
                 f"embedder.static.model_path: {settings.model_path} is not a model2vec folder (no model.safetensors)"
@@ -34,16 +35,8 @@ class StaticEmbedder:
         self.name = f"static:{settings.model_path.name}"
         self.dim = int(self._model.dim)
         self.max_batch = settings.max_batch
-        self._executor = executor
-
-    async def embed(self, texts: list[str]) -> np.ndarray:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.embed_sync, texts)
 
     def embed_sync(self, texts: list[str]) -> np.ndarray:
         # No worker processes: batches here are small, and a fork per call would cost more.
         vectors = self._model.encode(texts, max_length=self._max_tokens, use_multiprocessing=False)
         return np.ascontiguousarray(vectors, dtype=np.float32)
-
-    async def aclose(self) -> None:
-        return None
