@@ -73,3 +73,11 @@ def test_long_prompts_truncate_at_max_tokens() -> None:
 def test_a_folder_without_a_model_names_the_setting(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"embedder\.static\.model_path: .* is not a model2vec folder"):
         StaticEmbedder(StaticEmbedderSettings(model_path=tmp_path), ThreadPoolExecutor(max_workers=1))
+
+
+def test_prompts_without_a_known_token_embed_to_zero_not_nan(static_embedder: StaticEmbedder) -> None:
+    """Emoji, control characters and over-long words are unknown tokens, which model2vec drops."""
+    vectors = static_embedder.embed_sync(["🙂🙂", "\x00", "a" * 10_000, "ꙮ x"])
+    assert np.isfinite(vectors).all()
+    np.testing.assert_array_equal(vectors[:3], 0.0)
+    assert np.linalg.norm(vectors[3]) == pytest.approx(1.0, abs=1e-5)
