@@ -153,11 +153,13 @@ def _calibrate(args: argparse.Namespace, settings: RouterSettings) -> None:
 def _evaluate(args: argparse.Namespace, settings: RouterSettings) -> None:
     files = args.data or pipeline.eval_files(args.data_dir)
     results = pipeline.evaluate(settings, args.scorer, files, plot=args.plot)
-    print(f"{'benchmark':<18} {'router':<8} {'APGR':>6} {'CPT(50%)':>9} {'CPT(80%)':>9}")
+    labels = {"scorer": args.scorer.stem, "random": "random"}
+    width = max(8, len(args.scorer.stem))
+    print(f"{'benchmark':<18} {'router':<{width}} {'APGR':>6} {'CPT(50%)':>9} {'CPT(80%)':>9}")
     for name, result in results.items():
-        for router in ("scorer", "random"):
+        for router, label in labels.items():
             r = result[router]
-            print(f"{name:<18} {router:<8} {r['apgr']:6.3f} {r['cpt50']:9.2%} {r['cpt80']:9.2%}")
+            print(f"{name:<18} {label:<{width}} {r['apgr']:6.3f} {r['cpt50']:9.2%} {r['cpt80']:9.2%}")
     print(f"plot: {args.plot}")
     if args.json:
         summary: dict[str, Any] = (
