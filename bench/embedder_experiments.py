@@ -147,6 +147,7 @@ def compare(mpnet_dir: Path | None) -> None:
         "|---|---|---|" + "---|" * len(eval_names),
     ]
     latency_lines = ["| embedder | p50 per short prompt, one at a time (ms) |", "|---|---|"]
+    ridge_scores: dict[str, dict[str, np.ndarray]] = {}  # embedder -> set -> the shipped recipe's scores
     for label, (embed, latency, subsampled_only) in embedders.items():
         latency_lines.append(f"| {label} | {latency:.2f} |")
         for sample in ([True] if subsampled_only else [False, True]):
@@ -156,6 +157,8 @@ def compare(mpnet_dir: Path | None) -> None:
                 vectors[name] = embed(name, [prompts[i] for i in keep])
                 gains[name] = values[keep]
             for router, score in routers(vectors["train"], gains["train"]).items():
+                if not sample and router.startswith("ridge"):
+                    ridge_scores[label] = {n: score(vectors[n]) for n in eval_names}
                 cells = [f"{routing_curve(score(vectors[n]), gains[n]).apgr:.3f}" for n in eval_names]
                 lines.append(f"| {label} | {router} | {'subsample' if sample else 'all'} | " + " | ".join(cells) + " |")
                 print(lines[-1], flush=True)
@@ -163,10 +166,32 @@ def compare(mpnet_dir: Path | None) -> None:
     report = "\n".join([
         "APGR (random = 0.5) of difficulty routers on each embedder. `subsample`: seeded subsets "
         f"({sizes}; the rest whole), the same prompts for every embedder.", "",
-        *lines, "", *latency_lines,
+        *lines, "", *latency_lines, "", *paired_bootstrap(ridge_scores, {n: sets[n][1] for n in eval_names}),
     ])
     (RESULTS / "embedder_experiments.md").write_text(report + "\n")
     print(report)
+
+
+def paired_bootstrap(
+    scores: dict[str, dict[str, np.ndarray]], gains: dict[str, np.ndarray], resamples: int = 300
+) -> list[str]:
+    """95% intervals for the default embedder's APGR and its difference to each other one,
+    resampling prompts (the same resample for both embedders)."""
+    from router_service.training.metrics import routing_curve
+
+    base, *others = scores
+    lines = [
+        f"Ridge router, paired bootstrap over prompts ({resamples} resamples, 95% intervals):", "",
+        "| set | " + " | ".join([f"APGR, {base}"] + [f"{base} minus {o}" for o in others]) + " |",
+        "|---|" + "---|" * (1 + len(others)),
+    ]
+    rng = np.random.default_rng(0)
+    for name, gain in gains.items():
+        draws = [rng.integers(0, len(gain), len(gain)) for _ in range(resamples)]
+        apgr = {e: np.array([routing_curve(scores[e][name][i], gain[i]).apgr for i in draws]) for e in scores}
+        cells = [np.percentile(apgr[base], [2.5, 97.5])] + [np.percentile(apgr[base] - apgr[o], [2.5, 97.5]) for o in others]
+        lines.append(f"| {name} | " + " | ".join(f"[{lo:+.3f}, {hi:+.3f}]" for lo, hi in cells) + " |")
+    return lines
 
 
 def main() -> None:
