@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import itertools
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
-    "ALIASES", "Battles", "canonical_model", "default_data_dir", "load_battles", "mean_correctness", "read_jsonl",
+    "ALIASES", "Battles", "HeldOut", "canonical_model", "default_data_dir", "load_battles", "mean_correctness",
+    "read_jsonl",
 ]
 
 # One name per model across sources, so their labels train the same vector.
@@ -46,6 +48,31 @@ def read_jsonl(path: Path) -> Iterator[dict]:
         for line in lines:
             if line.strip():
                 yield json.loads(line)
+
+
+_NOT_WORD = re.compile(r"\W+")
+
+
+class HeldOut:
+    """Prompts training must not see (eval/, a validation split), matched after lower-casing and
+    collapsing punctuation and whitespace, so a re-formatted copy is caught too."""
+
+    def __init__(self, prompts: Iterable[str] = ()) -> None:
+        self._keys = {self.key(p) for p in prompts}
+        self.dropped = 0
+
+    @staticmethod
+    def key(prompt: str) -> str:
+        return _NOT_WORD.sub(" ", prompt.lower()).strip()
+
+    def __contains__(self, prompt: object) -> bool:
+        return isinstance(prompt, str) and self.key(prompt) in self._keys
+
+    def keep(self, prompt: str) -> bool:
+        if prompt in self:
+            self.dropped += 1
+            return False
+        return True
 
 
 @dataclass
@@ -96,8 +123,11 @@ def _scores(rows: Iterable[dict]) -> Iterator[tuple[str, str, str, float]]:
                 yield row["prompt"], a, b, 1.0 if sa > sb else 0.0
 
 
-def load_battles(files: Iterable[Path], *, keep_ties: bool = True, anchored: bool = False) -> Battles:
-    """Read pairwise and score files into one table of battles."""
+def load_battles(
+    files: Iterable[Path], *, keep_ties: bool = True, anchored: bool = False, held_out: HeldOut | None = None
+) -> Battles:
+    """Read pairwise and score files into one table of battles, without ``held_out`` prompts."""
+    held_out = held_out or HeldOut()
     prompt_ids: dict[str, int] = {}
     model_ids: dict[str, int] = {}
     sources: list[str] = []
@@ -110,9 +140,14 @@ def load_battles(files: Iterable[Path], *, keep_ties: bool = True, anchored: boo
             battles = _anchored(rows) if anchored else _scores(rows)
         else:
             battles = _pairwise(rows)
+        kept: dict[str, bool] = {}
         for prompt, a, b, p_a in battles:
             a, b = canonical_model(a), canonical_model(b)
             if a == b or (p_a == 0.5 and not keep_ties and b != ANCHOR):
+                continue
+            if prompt not in kept:
+                kept[prompt] = held_out.keep(prompt)
+            if not kept[prompt]:
                 continue
             columns[0].append(prompt_ids.setdefault(prompt, len(prompt_ids)))
             columns[1].append(model_ids.setdefault(a, len(model_ids)))
@@ -131,11 +166,11 @@ def load_battles(files: Iterable[Path], *, keep_ties: bool = True, anchored: boo
     )
 
 
-def mean_correctness(files: Iterable[Path], *, skip: Iterable[str] = ()) -> tuple[list[str], np.ndarray]:
+def mean_correctness(files: Iterable[Path], *, skip: Iterable[str] | HeldOut = ()) -> tuple[list[str], np.ndarray]:
     """Each prompt of the score (correctness) files with the mean score of the models that answered it.
 
     Pairwise files are passed over; prompts in ``skip`` (held out) are left out."""
-    held_out = set(skip)
+    held_out = skip if isinstance(skip, HeldOut) else HeldOut(skip)
     prompts: list[str] = []
     accuracy: list[float] = []
     for path in files:
@@ -143,7 +178,7 @@ def mean_correctness(files: Iterable[Path], *, skip: Iterable[str] = ()) -> tupl
             if "scores" not in row:
                 break  # a pairwise file
             values = [v for v in row["scores"].values() if v is not None]
-            if values and row["prompt"] not in held_out:
+            if values and held_out.keep(row["prompt"]):
                 prompts.append(row["prompt"])
                 accuracy.append(float(np.mean(values)))
     return prompts, np.asarray(accuracy)

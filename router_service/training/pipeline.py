@@ -19,7 +19,7 @@ from ..adapters.scorer import OnnxScorer
 from ..config import RouterSettings, default_cache_dir
 from ..errors import ConfigError
 from ..mf import MFWeights, ScorerCard, export_onnx, sigmoid
-from .data import canonical_model, default_data_dir, load_battles, mean_correctness, read_jsonl
+from .data import HeldOut, canonical_model, default_data_dir, load_battles, mean_correctness, read_jsonl
 from .embeddings import EmbeddingStore
 from .metrics import routing_curve, thresholds_for_shares
 from .mf_train import TrainConfig, train_mf
@@ -80,19 +80,24 @@ def train_and_export(
     files = train_files(data_dir)
     if not files:
         raise ConfigError(f"no training files under {(data_dir or default_data_dir()) / 'train'}: give --data-dir")
-    battles = load_battles(files, keep_ties=keep_ties)
+    # eval/ is never trained on: the data is decontaminated upstream, and this guard drops any
+    # training prompt that still matches an eval prompt (case and punctuation aside).
+    held_out = HeldOut(row["prompt"] for path in eval_files(data_dir) for row in read_jsonl(path))
+    battles = load_battles(files, keep_ties=keep_ties, held_out=held_out)
     for model in (strong, weak):
         if model not in battles.models:
             raise ConfigError(f"--strong/--weak: {model!r} is not in the training data")
     embedder_name, store = embedding_store(settings)
     embeddings = store.get(battles.prompts)
+    if held_out.dropped:
+        logger.warning("left %d training prompts out: they match eval/ prompts", held_out.dropped)
     logger.info("training on %d battles, %d prompts, %d models", len(battles), len(battles.prompts), len(battles.models))
 
     def log_epoch(epoch: int, loss: float) -> None:
         logger.info("epoch %d: loss %.4f", epoch + 1, loss)
 
     if method == "difficulty":
-        weights = _difficulty_weights(files, store, strong, weak)
+        weights = _difficulty_weights(files, store, strong, weak, held_out)
     else:
         weights = train_mf(
             embeddings, battles.models, battles.prompt, battles.model_a, battles.model_b, battles.p_a, config,
@@ -107,6 +112,7 @@ def train_and_export(
         "method": method,
         "config": config.as_dict() if method == "mf" else {"ridge": 10.0},
         "keep_ties": keep_ties,
+        "eval_prompts_dropped": held_out.dropped,
         "calibrated_on": "training prompts",
         "trained": dt.date.today().isoformat(),
     }
@@ -130,7 +136,9 @@ def train_and_export(
     return card
 
 
-def _difficulty_weights(files: list[Path], store: EmbeddingStore, strong: str, weak: str) -> MFWeights:
+def _difficulty_weights(
+    files: list[Path], store: EmbeddingStore, strong: str, weak: str, held_out: HeldOut
+) -> MFWeights:
     """Ridge regression of mean correctness on the correctness files, as a rank-1 MF.
 
     The score ranks prompts by predicted difficulty (harder: more likely to need the
@@ -139,7 +147,7 @@ def _difficulty_weights(files: list[Path], store: EmbeddingStore, strong: str, w
     it with strong-call shares and calibration rather than absolute thresholds."""
     from .difficulty import as_mf, fit_difficulty
 
-    prompts, accuracy = mean_correctness(files)
+    prompts, accuracy = mean_correctness(files, skip=held_out)
     if not prompts:
         raise ConfigError("--method difficulty needs correctness (score) files in the training data")
     embeddings = store.get(prompts)

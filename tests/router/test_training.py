@@ -15,7 +15,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from router_service.training.data import ANCHOR, load_battles
+from router_service.training.data import ANCHOR, HeldOut, load_battles, mean_correctness
 from router_service.training.metrics import routing_curve, thresholds_for_shares
 from tests.conftest import ROOT, SHARED_DATA
 
@@ -67,6 +67,25 @@ def test_battles_from_pairwise_and_score_files(tmp_path: Path) -> None:
     assert sum(anchored.models[b] == ANCHOR for b in anchored.model_b) == 3
 
 
+def test_held_out_prompts_never_reach_training_even_reformatted(tmp_path: Path) -> None:
+    eval_question = "Find the degree of Q(sqrt(2), sqrt(3)) over Q.\nA. 2\nB. 4\nAnswer:"
+    write_jsonl(tmp_path / "pairs.jsonl.gz", [
+        {"prompt": "FIND the degree of Q(sqrt(2),  sqrt(3)) over Q?  A) 2  B) 4  Answer", "model_a": "a", "model_b": "b",
+         "winner": "model_a", "p_a": 1.0},
+        {"prompt": "Write a poem.", "model_a": "a", "model_b": "b", "winner": "model_b", "p_a": 0.0},
+    ])
+    write_jsonl(tmp_path / "scores.jsonl.gz", [
+        {"prompt": eval_question, "scores": {"a": 1.0, "b": 0.0}},
+        {"prompt": "What is 7 x 6?", "scores": {"a": 1.0, "b": 1.0}},
+    ])
+    files = sorted(tmp_path.glob("*.gz"))
+    held_out = HeldOut([eval_question])
+    battles = load_battles(files, held_out=held_out)
+    assert battles.prompts == ["Write a poem."] and held_out.dropped == 2
+    prompts, accuracy = mean_correctness(files, skip=held_out)
+    assert prompts == ["What is 7 x 6?"] and accuracy.tolist() == [1.0]
+
+
 @pytest.fixture(scope="module")
 def data_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The first lines of every shared data file: real data, small enough for CI."""
@@ -90,11 +109,14 @@ def cli(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
 
 def test_train_calibrate_eval_round_trip(data_slice: Path, tmp_path: Path) -> None:
     cache, scorer = tmp_path / "cache", tmp_path / "scorer.onnx"
-    trained = cli("train", "--data-dir", str(data_slice), "--out", str(scorer), "--epochs", "2", "--dim", "16", cache=cache)
+    mf = ("--method", "mf", "--epochs", "2", "--dim", "16")
+    trained = cli("train", "--data-dir", str(data_slice), "--out", str(scorer), *mf, cache=cache)
     assert trained.returncode == 0, trained.stderr
     assert "embedding prompts" in trained.stderr  # a progress bar on the long step
+    card = json.loads({p.key: p.value for p in onnx.load(str(scorer)).metadata_props}["scorer.training"])
+    assert card["method"] == "mf" and card["eval_prompts_dropped"] == 0  # the shared data is decontaminated
     again = tmp_path / "again.onnx"
-    cli("train", "--data-dir", str(data_slice), "--out", str(again), "--epochs", "2", "--dim", "16", cache=cache)
+    cli("train", "--data-dir", str(data_slice), "--out", str(again), *mf, cache=cache)
     # Reproducible from the seed, up to float rounding (BLAS sums may differ in the last bits).
     first, second = onnx.load(str(scorer)), onnx.load(str(again))
     for a, b in zip(first.graph.initializer, second.graph.initializer, strict=True):
@@ -113,6 +135,18 @@ def test_train_calibrate_eval_round_trip(data_slice: Path, tmp_path: Path) -> No
     assert {"apgr", "cpt50", "cpt80"} <= summary.keys()
     assert set(summary["benchmarks"]) == {"routellm_gsm8k", "routellm_mmlu"}
     assert "random" in evaluated.stdout and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_train_defaults_to_the_difficulty_scorer(data_slice: Path, tmp_path: Path) -> None:
+    from router_service.adapters.scorer import OnnxScorer
+
+    out = tmp_path / "difficulty.onnx"
+    trained = cli("train", "--data-dir", str(data_slice), "--out", str(out), "--no-eval", cache=tmp_path / "cache")
+    assert trained.returncode == 0, trained.stderr
+    scorer = OnnxScorer("difficulty", out)
+    assert scorer.models == ("gpt-4-1106-preview", "mixtral-8x7b-instruct-v0.1")
+    # Standardised on the training prompts: half of them score above ~0.5.
+    assert 0.35 < scorer.threshold_for_share(0.5) < 0.65
 
 
 def test_calibrate_refuses_too_few_prompts(tmp_path: Path) -> None:
