@@ -85,18 +85,25 @@ def embed_mpnet(model_dir: Path, out: Path) -> None:
 
 def routers(x: np.ndarray, y: np.ndarray) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     """Difficulty routers fitted on (embedding, mean correctness); each scores 'route strong'."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsRegressor
+    from sklearn.neural_network import MLPRegressor
 
     from router_service.training.difficulty import fit_difficulty
 
     u, _ = fit_difficulty(x, y)
     hard = LogisticRegression(C=1.0, max_iter=2000).fit(x, y < 0.5)
     knn = KNeighborsRegressor(n_neighbors=50, metric="cosine").fit(x, y)
+    # Non-linear regressors of the same target: does the linear ridge leave anything behind?
+    trees = HistGradientBoostingRegressor(max_iter=300, learning_rate=0.05, random_state=0).fit(x, y)
+    mlp = MLPRegressor(hidden_layer_sizes=(64,), alpha=1e-2, early_stopping=True, random_state=0).fit(x, y)
     return {
         "ridge regression of difficulty (the shipped recipe)": lambda e: -(e @ u),
         "logistic regression: P(most models fail)": lambda e: hard.predict_proba(e)[:, 1],
         "kNN (k = 50) difficulty": lambda e: -knn.predict(e),
+        "gradient-boosted trees, difficulty": lambda e: -trees.predict(e),
+        "MLP (64 hidden), difficulty": lambda e: -mlp.predict(e),
     }
 
 
