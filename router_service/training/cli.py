@@ -24,7 +24,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     config_help = "TOML config file: the embedder used for training is the configured one"
     data_help = "routing data folder (default: ../shared/data beside the project)"
 
-    train = sub.add_parser("train", help="train the MF scorer on ../shared/data/train and export ONNX")
+    train = sub.add_parser(
+        "train", help="train a scorer (difficulty by default, or the MF) on ../shared/data/train and export ONNX"
+    )
     train.add_argument("--config", type=Path, help=config_help)
     train.add_argument("--data-dir", type=Path, default=None, help=data_help)
     train.add_argument(
@@ -77,7 +79,7 @@ def run(args: argparse.Namespace, settings: RouterSettings) -> int:
         import tqdm  # noqa: F401
     except ImportError:
         raise ConfigError("train, calibrate and eval need the training extras: pip install -e '.[train]'") from None
-    if getattr(args, "scorer", "unset") is None:
+    if args.command in ("calibrate", "eval") and args.scorer is None:  # the scorer the router would use
         args.scorer = settings.scorers[0].resolve_path(settings.embedder.backend)
     if args.command == "train":
         _train(args, settings)
