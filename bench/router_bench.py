@@ -121,13 +121,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_router(port: int, backend: str) -> subprocess.Popen[bytes]:
+def start_router(port: int, backend: str = "local", scorer: str | None = None) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_")}
     # Every prompt is new, as on real traffic: no cache hits flatter the figures.
     env.update(
         ROUTER_SERVER__PORT=str(port), ROUTER_EMBEDDER__CACHE_SIZE="0", ROUTER_SERVER__LOG_LEVEL="WARNING",
         ROUTER_EMBEDDER__BACKEND=backend,
     )
+    if scorer:
+        env["ROUTER_SCORERS"] = json.dumps([{"name": scorer}])
     process = subprocess.Popen([sys.executable, "-m", "router_service", "serve"], env=env)
     deadline = time.time() + 60
     while time.time() < deadline:

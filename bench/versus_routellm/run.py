@@ -235,7 +235,7 @@ def main() -> None:
     raw = raw_embedder(embedder, texts, args.seconds)
     del embedder
 
-    router = start_router(router_port)
+    router = start_router(router_port, scorer="mf")  # MF against MF
     try:
         route_grpc = {str(c): asyncio.run(load(f"127.0.0.1:{router_port}", texts, c, args.seconds)) for c in args.concurrency}
     finally:
