@@ -139,6 +139,9 @@ class ChatService:
         self._policies = {p.name: p for p in settings.policies}
         self._in_flight = 0
         self._per_key: dict[str, int] = {}
+        # A bearer token is an identity only when auth checks it; without auth, one per-key
+        # budget shared by every anonymous (or dummy-keyed) client would cap the whole gateway.
+        self._keys_checked = bool(settings.auth.api_keys or settings.auth.api_keys_file)
 
     def models(self) -> list[tuple[str, str, str]]:
         """(id, owned_by, description) for /v1/models and ListModels."""
@@ -180,26 +183,28 @@ class ChatService:
         return stream
 
     def _admit(self, client_key: str | None) -> Callable[[], None]:
-        """Take a stream slot, overall and per key, or refuse now with Retry-After."""
+        """Take a stream slot, overall and (with auth on) per key, or refuse now with Retry-After."""
         limits = self._settings.limits
-        key = client_key or ""
+        key = client_key if self._keys_checked else None
         if self._in_flight >= limits.max_streams:
             raise TooManyStreams(
                 f"{self._in_flight} completions in flight, the limit (limits.max_streams); retry shortly", retry_after="1"
             )
-        if self._per_key.get(key, 0) >= limits.max_streams_per_key:
+        if key is not None and self._per_key.get(key, 0) >= limits.max_streams_per_key:
             raise TooManyStreams(
                 f"this API key has {self._per_key[key]} completions in flight, the limit (limits.max_streams_per_key)",
                 retry_after="1",
             )
         self._in_flight += 1
-        self._per_key[key] = self._per_key.get(key, 0) + 1
+        if key is not None:
+            self._per_key[key] = self._per_key.get(key, 0) + 1
 
         def release() -> None:
             self._in_flight -= 1
-            self._per_key[key] -= 1
-            if not self._per_key[key]:
-                del self._per_key[key]
+            if key is not None:
+                self._per_key[key] -= 1
+                if not self._per_key[key]:
+                    del self._per_key[key]
 
         return release
 

@@ -68,7 +68,9 @@ class LimitSettings(_Section):
     max_messages: int = Field(500, ge=1)
     max_prompt_chars: int = Field(1_000_000, ge=1, description="all message contents together")
     max_streams: int = Field(2048, ge=1, description="completions in flight at once; more: 429 / RESOURCE_EXHAUSTED")
-    max_streams_per_key: int = Field(256, ge=1, description="completions in flight per client API key")
+    max_streams_per_key: int = Field(
+        256, ge=1, description="completions in flight per client API key (with auth.api_keys set; else max_streams only)"
+    )
 
 
 class AuthSettings(_Section):

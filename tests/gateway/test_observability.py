@@ -102,14 +102,17 @@ async def test_metrics_and_one_log_line_per_request(stack: Stack, caplog: pytest
 async def test_limits_refuse_clearly(stack: Stack) -> None:
     from gateway_service.server import build_gateway
 
-    settings = stack.gateway.settings.model_copy(update={"limits": type(stack.gateway.settings.limits)(
-        max_body_bytes=2048, max_messages=3, max_prompt_chars=100, max_streams=2, max_streams_per_key=1,
-    )})
+    settings = stack.gateway.settings.model_copy(update={
+        "limits": type(stack.gateway.settings.limits)(
+            max_body_bytes=2048, max_messages=3, max_prompt_chars=100, max_streams=2, max_streams_per_key=1,
+        ),
+        "auth": type(stack.gateway.settings.auth)(api_keys=("key-a", "key-b", "key-c")),
+    })
     gateway = await build_gateway(settings)
     url = f"http://127.0.0.1:{gateway.http_port}/v1/chat/completions"
     say = [{"role": "user", "content": "hi"}]
     try:
-        async with httpx.AsyncClient(timeout=20) as http:
+        async with httpx.AsyncClient(timeout=20, headers={"authorization": "Bearer key-c"}) as http:
             big = await http.post(url, json={"model": WEAK, "messages": [{"role": "user", "content": "x" * 4000}]})
             assert big.status_code == 413 and "limits.max_body_bytes=2048" in big.json()["error"]["message"]
             many = await http.post(url, json={"model": WEAK, "messages": say * 4})
@@ -137,6 +140,37 @@ async def test_limits_refuse_clearly(stack: Stack) -> None:
                     pass
             again = await http.post(url, json={"model": WEAK, "messages": say}, headers={"authorization": "Bearer key-a"})
             assert again.status_code == 200  # slots were given back
+    finally:
+        await gateway.stop()
+
+
+async def test_without_auth_only_the_overall_stream_limit_applies(stack: Stack) -> None:
+    """Tokens are not identities when auth is off: anonymous clients (and ones sending the same
+    dummy key, as SDKs do) must not share one per-key budget that caps the whole gateway."""
+    from gateway_service.server import build_gateway
+
+    settings = stack.gateway.settings.model_copy(update={"limits": type(stack.gateway.settings.limits)(
+        max_streams=2, max_streams_per_key=1,
+    )})
+    gateway = await build_gateway(settings)
+    url = f"http://127.0.0.1:{gateway.http_port}/v1/chat/completions"
+    body = {"model": WEAK, "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    stack.ollama.reply = tuple(f"t{i} " for i in range(40))
+    stack.ollama.chunk_delay_s = 0.02
+    try:
+        async with httpx.AsyncClient(timeout=20) as http, \
+                http.stream("POST", url, json=body) as first, \
+                http.stream("POST", url, json=body, headers={"authorization": "Bearer sk-dummy"}) as second:
+            assert first.status_code == second.status_code == 200
+            lines = [first.aiter_lines(), second.aiter_lines()]
+            for stream_lines in lines:
+                await anext(stream_lines)  # both hold a slot now
+            third = await http.post(url, json=body, headers={"authorization": "Bearer sk-dummy"})
+            assert third.status_code == 429 and "limits.max_streams" in third.json()["error"]["message"]
+            assert "max_streams_per_key" not in third.json()["error"]["message"]
+            for stream_lines in lines:
+                async for _ in stream_lines:
+                    pass
     finally:
         await gateway.stop()
 
