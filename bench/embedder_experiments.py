@@ -107,8 +107,9 @@ def routers(x: np.ndarray, y: np.ndarray) -> dict[str, Callable[[np.ndarray], np
     }
 
 
-def write_prompts() -> dict[str, tuple[list[str], np.ndarray | None]]:
-    """Every prompt set with its gain for the reference pair (None for training prompts)."""
+def write_prompts() -> dict[str, tuple[list[str], np.ndarray]]:
+    """Every prompt set with its labels: mean correctness for training, the reference pair's
+    gain (+1 / -1 / 0) for the others. The prompts also go to a file for the embed-mpnet step."""
     from bench.scorer_experiments import validation_set
     from router_service.training.data import mean_correctness
     from router_service.training.pipeline import _eval_battles, eval_files, train_files
