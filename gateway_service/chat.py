@@ -129,6 +129,8 @@ class ChatService:
         router: RouterClient,
         upstreams: dict[str, Upstream],
         metrics: GatewayMetrics | None = None,
+        *,
+        keys_checked: bool = False,
     ) -> None:
         self.metrics = metrics or GatewayMetrics()
         self._settings = settings
@@ -141,7 +143,7 @@ class ChatService:
         self._per_key: dict[str, int] = {}
         # A bearer token is an identity only when auth checks it; without auth, one per-key
         # budget shared by every anonymous (or dummy-keyed) client would cap the whole gateway.
-        self._keys_checked = bool(settings.auth.api_keys or settings.auth.api_keys_file)
+        self._keys_checked = keys_checked
 
     def models(self) -> list[tuple[str, str, str]]:
         """(id, owned_by, description) for /v1/models and ListModels."""

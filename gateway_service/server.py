@@ -94,8 +94,8 @@ async def build_gateway(settings: GatewaySettings, tracing: Any | None = None) -
             stack.push_async_callback(upstream.aclose)
         router = RouterClient(settings.router, grpc_client_interceptors(provider))
         stack.push_async_callback(router.aclose)
-        chat = ChatService(settings, router, upstreams)
         keys = settings.auth.resolve_keys()
+        chat = ChatService(settings, router, upstreams, keys_checked=bool(keys))
         interceptors = [BearerTokenInterceptor(keys, SERVICE_NAME, "auth.api_keys / auth.api_keys_file")] if keys else []
 
         grpc_server = grpc.aio.server(interceptors=[*grpc_server_interceptors(provider), *interceptors])
