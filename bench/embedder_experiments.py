@@ -110,20 +110,15 @@ def routers(x: np.ndarray, y: np.ndarray) -> dict[str, Callable[[np.ndarray], np
 def write_prompts() -> dict[str, tuple[list[str], np.ndarray]]:
     """Every prompt set with its labels: mean correctness for training, the reference pair's
     gain (+1 / -1 / 0) for the others. The prompts also go to a file for the embed-mpnet step."""
-    from bench.scorer_experiments import validation_set
+    from bench.scorer_experiments import labelled_sets
     from router_service.training.data import mean_correctness
-    from router_service.training.pipeline import _eval_battles, eval_files, train_files
+    from router_service.training.pipeline import train_files
 
-    held_out_prompts, held_out_gain = validation_set()
+    labelled = labelled_sets()
     files = {p.name.split(".")[0]: p for p in train_files(None)}
     names = ("routerbench_subset_scores", "routerdc_model7_scores", "llmrouter_dcrouter_scores")
-    train_prompts, accuracy = mean_correctness([files[n] for n in names], skip=set(held_out_prompts))
-    sets: dict[str, tuple[list[str], np.ndarray]] = {
-        "train": (train_prompts, accuracy), "validation": (held_out_prompts, held_out_gain),
-    }
-    for path in eval_files(None):
-        prompts, gain, _, _ = _eval_battles(path)
-        sets[path.name.split(".")[0]] = (prompts, gain)
+    train_prompts, accuracy = mean_correctness([files[n] for n in names], skip=set(labelled["validation"][0]))
+    sets = {"train": (train_prompts, accuracy), **labelled}
     RESULTS.mkdir(exist_ok=True)
     PROMPTS.write_text(json.dumps({name: prompts for name, (prompts, _) in sets.items()}))
     return sets

@@ -52,6 +52,16 @@ def validation_set() -> tuple[list[str], np.ndarray]:
     return prompts, np.asarray(gain)
 
 
+def labelled_sets() -> dict[str, tuple[list[str], np.ndarray]]:
+    """The held-out sets every experiment reports on: validation, then each eval/ file, with
+    the reference pair's gain per prompt."""
+    sets = {"validation": validation_set()}
+    for path in eval_files(None):
+        prompts, gain, _, _ = _eval_battles(path)
+        sets[path.name.split(".")[0]] = (prompts, gain)
+    return sets
+
+
 def apgr(scores: np.ndarray, gain: np.ndarray) -> float:
     return routing_curve(scores, gain).apgr
 
@@ -64,14 +74,9 @@ def main() -> None:
     epochs = 3 if args.quick else 12
 
     _, store = embedding_store(RouterSettings())
-    held_out_prompts, held_out_gain = validation_set()
-    held_out = set(held_out_prompts)
-    sets: dict[str, tuple[np.ndarray, list[str], np.ndarray]] = {
-        "validation (RouterBench test)": (store.get(held_out_prompts, progress=False), held_out_prompts, held_out_gain)
-    }
-    for path in eval_files(None):
-        prompts, gain, _, _ = _eval_battles(path)
-        sets[path.name.split(".")[0]] = (store.get(prompts, progress=False), prompts, gain)
+    labelled = labelled_sets()
+    held_out = set(labelled["validation"][0])
+    sets = {name: (store.get(prompts, progress=False), prompts, gain) for name, (prompts, gain) in labelled.items()}
 
     files = {p.name.split(".")[0]: p for p in train_files(None)}
 
