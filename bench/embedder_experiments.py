@@ -125,10 +125,9 @@ def write_prompts() -> dict[str, tuple[list[str], np.ndarray]]:
 
 
 def compare(mpnet_dir: Path | None) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
     from router_service.adapters import open_embedder
     from router_service.config import RouterSettings
+    from router_service.training.embeddings import EmbeddingStore
     from router_service.training.metrics import routing_curve
     from router_service.training.pipeline import embedding_store
 
@@ -137,9 +136,15 @@ def compare(mpnet_dir: Path | None) -> None:
     embedders: dict[str, tuple[Callable[[str, list[str]], np.ndarray], float, bool]] = {}
     for backend, label in (("local", "local: all-MiniLM-L6-v2 (default)"), ("static", "static: model2vec from MiniLM")):
         settings = RouterSettings(embedder={"backend": backend})
-        _, store = embedding_store(settings)  # vectors cached on disk, per embedder
-        embed_sync = open_embedder(settings.embedder, ThreadPoolExecutor(max_workers=1)).embed_sync  # type: ignore[attr-defined]
-        embedders[label] = (lambda _n, p, store=store: store.get(p, progress=False), p50_ms(embed_sync), False)
+        with embedding_store(settings) as (_, store):  # vectors cached on disk, per embedder; in-process: nothing to close
+            pass
+        embedder = open_embedder(settings.embedder)
+        assert embedder.runs == "in_process"
+        embed_sync = embedder.embed_sync
+        def from_store(_name: str, prompts: list[str], store: EmbeddingStore = store) -> np.ndarray:
+            return store.get(prompts, progress=False)
+
+        embedders[label] = (from_store, p50_ms(embed_sync), False)
     if mpnet_dir is not None:
         latency = json.loads((mpnet_dir / "latency.json").read_text())["p50_ms"]
         embedders["mpnet (all-mpnet-base-v2, torch)"] = (lambda n, _p: np.load(mpnet_dir / f"{n}.npy"), latency, True)

@@ -35,7 +35,7 @@ def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 90) -
     deadline = time.time() + timeout
     while time.time() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"{process.args} exited")
+            raise SystemExit(f"{process.args!r} exited")
         try:
             httpx.get(url, timeout=1)
             return

@@ -21,7 +21,6 @@ import statistics
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -174,10 +173,10 @@ def main() -> None:
     parser.add_argument("--embedder", choices=("local", "static"), default="local", help="the router's embedder backend")
     args = parser.parse_args()
 
-    local = LocalEmbedder(LocalEmbedderSettings(), ThreadPoolExecutor(1))
+    local = LocalEmbedder(LocalEmbedderSettings())
     prompts = short_prompts(local, 20000)
     tokens = statistics.mean(len(local._tokenizer.encode(p).ids) for p in prompts[:500])
-    embedder = local if args.embedder == "local" else StaticEmbedder(StaticEmbedderSettings(), ThreadPoolExecutor(1))
+    embedder = local if args.embedder == "local" else StaticEmbedder(StaticEmbedderSettings())
     raw = raw_embedder(embedder, prompts, args.seconds)
     del embedder, local
 

@@ -17,6 +17,7 @@ import argparse
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -73,7 +74,9 @@ def main() -> None:
     args = parser.parse_args()
     epochs = 3 if args.quick else 12
 
-    _, store = embedding_store(RouterSettings())
+    # The default (in-process) embedder: nothing to close, so the store may outlive the with.
+    with embedding_store(RouterSettings()) as (_, store):
+        pass
     labelled = labelled_sets()
     held_out = set(labelled["validation"][0])
     sets = {name: (store.get(prompts, progress=False), prompts, gain) for name, (prompts, gain) in labelled.items()}
@@ -145,7 +148,7 @@ def main() -> None:
         if args.only and not any(text in label for text in args.only):
             continue
         started = time.perf_counter()
-        scorer = make()
+        scorer: Any = make()
         if scorer == "random":
             cells = [f"{np.mean([apgr(rng.random(len(g)), g) for _ in range(20)]):.3f}" for _, _, g in sets.values()]
         else:
@@ -153,8 +156,7 @@ def main() -> None:
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {time.perf_counter() - started:.0f} |")
         print(lines[-1], flush=True)
     report = "\n".join(
-        ["APGR (higher is better; random = 0.5). Validation prompts are held out of every training set here.", ""]
-        + lines
+        ["APGR (higher is better; random = 0.5). Validation prompts are held out of every training set here.", "", *lines]
     )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "scorer_experiments.md").write_text(report + "\n")

@@ -14,13 +14,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
 
 from bench.router_bench import free_port
 
-__all__ = ["LocalStack", "UPSTREAM_SCRIPT", "local_stack"]
+__all__ = ["UPSTREAM_SCRIPT", "LocalStack", "local_stack"]
 
 ROOT = Path(__file__).resolve().parent.parent
 # argv: port, reply tokens (0: "Hello, world!"), share of requests that fail at random
@@ -38,8 +38,8 @@ class LocalStack:
     upstream_port: int
     http_port: int
     grpc_port: int
-    gateway: subprocess.Popen[bytes]
-    upstream: subprocess.Popen[bytes]
+    gateway: subprocess.Popen[Any]
+    upstream: subprocess.Popen[Any]
 
     @property
     def completions_url(self) -> str:
@@ -61,19 +61,16 @@ def local_stack(
 
     Free ports are found by binding and releasing them, so another process can take one
     in between: a start that fails that way is tried again once, on new ports."""
-    for attempt in (1, 2):
-        stack = _start(folder, reply_tokens, chaos, gateway_toml, log)
-        if stack is not None:
-            break
-        if attempt == 2:
-            raise RuntimeError("the local stack did not start (twice); see its log")
+    stack = _start(folder, reply_tokens, chaos, gateway_toml, log) or _start(folder, reply_tokens, chaos, gateway_toml, log)
+    if stack is None:
+        raise RuntimeError("the local stack did not start (twice); see its log")
     try:
         yield stack
     finally:
         _stop(stack.gateway, stack.upstream)
 
 
-def _stop(*processes: subprocess.Popen[bytes]) -> None:
+def _stop(*processes: subprocess.Popen[Any]) -> None:
     for process in processes:
         process.terminate()
         process.wait(timeout=30)
@@ -91,10 +88,10 @@ def _start(folder: Path, reply_tokens: int, chaos: float, gateway_toml: str, log
     output = {"stdout": log, "stderr": log} if log is not None else {"stderr": subprocess.DEVNULL}
     upstream = subprocess.Popen(
         [sys.executable, "-c", UPSTREAM_SCRIPT, str(upstream_port), str(reply_tokens), str(chaos)],
-        cwd=ROOT, env=env, **output,  # type: ignore[arg-type]
+        cwd=ROOT, env=env, **output,
     )
     gateway = subprocess.Popen(
-        [sys.executable, "-m", "gateway_service", "up", "--config", str(config)], cwd=ROOT, env=env, **output,  # type: ignore[arg-type]
+        [sys.executable, "-m", "gateway_service", "up", "--config", str(config)], cwd=ROOT, env=env, **output,
     )
     deadline = time.time() + 90
     while time.time() < deadline:

@@ -10,12 +10,22 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import httpx
-from router_service.errors import run_cli
+
+from service_core.cli import run_cli
+from service_core.errors import ConfigError
+from service_core.grpc_client import add_client_arguments, client_from_args, health_command
+from service_core.grpc_server import wait_for_signal
+from service_core.settings import with_section
 
 from .config import GatewaySettings, load_settings
+from .domain import Message
+from .server import GatewayApp, build_gateway, serve
 
 __all__ = ["main"]
 
@@ -37,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     health = sub.add_parser("health", help="exit 0 if the gateway at --address is SERVING (container health checks)")
     health.add_argument("--config", type=Path, help=CONFIG_HELP)
     health.add_argument("--address", help="HOST:PORT of the gateway's gRPC port (default: 127.0.0.1 and server.grpc_port)")
+    add_client_arguments(health)
     up = sub.add_parser("up", help="run router and gateway together in one process, for local use")
     up.add_argument("--config", type=Path, help=CONFIG_HELP)
     up.add_argument("--router-config", type=Path, help="the router's TOML config (default: $ROUTER_CONFIG)")
@@ -44,18 +55,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _sample(settings: GatewaySettings, http_port: int, prompt: str) -> None:
+async def _sample(gateway: GatewayApp, prompt: str) -> None:
     """Show the stack working: the routing decision, then a completion or the error naming what to start."""
-    from router_service.client import route_remote
-    from routing_api.router.v1 import router_pb2
-
-    decision = await route_remote(settings.router.address, router_pb2.RouteRequest(prompt=prompt))
-    logger.info(
-        "sample prompt %r routed to %s (score %.4f, threshold %.4f)",
-        prompt, decision["model"], decision["score"], decision["threshold"],
+    settings = gateway.settings
+    decision = await gateway.router.route(
+        (Message("user", prompt),), threshold=None, strong_share=None,
+        default_model=settings.default_model, request_id="sample",
     )
+    if decision.degraded:
+        logger.warning("sample prompt %r: %s", prompt, decision.reason)
+    else:
+        logger.info(
+            "sample prompt %r routed to %s (score %.4f, threshold %.4f)",
+            prompt, decision.model, decision.score, decision.threshold,
+        )
     host = "127.0.0.1" if settings.server.host in ("0.0.0.0", "::", "") else settings.server.host
-    url = f"http://{host}:{http_port}/v1/chat/completions"
+    url = f"http://{host}:{gateway.http_port}/v1/chat/completions"
     body = {"model": "router", "messages": [{"role": "user", "content": prompt}], "max_tokens": 64}
     async with httpx.AsyncClient(timeout=120) as client:
         response = await client.post(url, json=body)
@@ -67,31 +82,38 @@ async def _sample(settings: GatewaySettings, http_port: int, prompt: str) -> Non
         logger.warning("sample completion failed (HTTP %d): %s", response.status_code, message)
 
 
-async def _up(settings: GatewaySettings, router_config: Path | None, sample: str | None) -> None:
-    from router_service.config import load_settings as load_router_settings
-    from router_service.server import build_router
+LocalRouter = Callable[[Path | None], AbstractAsyncContextManager[str]]
 
-    from .server import build_gateway, wait_for_signal
 
-    router_settings = load_router_settings(router_config)
-    router = await build_router(router_settings)
+def _local_router() -> LocalRouter:
+    """The router's in-process entry point, if the router is installed beside the gateway."""
+    found = list(entry_points(group="routestack.local_router"))
+    hint = "gateway-service up runs the router in this process: install it (pip install '.[router]'), " \
+        "or run the router on its own and start the gateway with `gateway-service serve`"
+    if not found:
+        raise ConfigError(hint)
     try:
-        router_address = f"127.0.0.1:{router.port}"
-        settings = settings.model_copy(update={"router": settings.router.model_copy(update={"address": router_address})})
+        start: LocalRouter = found[0].load()
+    except ImportError as exc:
+        raise ConfigError(f"{hint} ({exc})") from None
+    return start
+
+
+async def _up(settings: GatewaySettings, router_config: Path | None, sample: str | None) -> None:
+    async with _local_router()(router_config) as router_address:
+        settings = with_section(settings, "router", address=router_address)
         gateway = await build_gateway(settings)
-        host = settings.server.host
-        logger.info(
-            "up: router gRPC on %s:%d, gateway OpenAI HTTP on http://%s:%d/v1, gateway gRPC on %s:%d",
-            router_settings.server.host, router.port, host, gateway.http_port, host, gateway.grpc_port,
-        )
         try:
+            host = settings.server.host
+            logger.info(
+                "up: router gRPC on %s, gateway OpenAI HTTP on http://%s:%d/v1, gateway gRPC on %s:%d",
+                router_address, host, gateway.http_port, host, gateway.grpc_port,
+            )
             if sample:
-                await _sample(settings, gateway.http_port, sample)
+                await _sample(gateway, sample)
             await wait_for_signal()
         finally:
             await gateway.stop()
-    finally:
-        await router.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,12 +130,8 @@ def _run(args: argparse.Namespace) -> int:
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
     if args.command == "health":
-        from router_service.client import health_command
-
-        return health_command(args.address or f"127.0.0.1:{settings.server.grpc_port}")
+        return health_command(client_from_args(args.address or f"127.0.0.1:{settings.server.grpc_port}", args, 3.0))
     if args.command == "serve":
-        from .server import serve
-
         asyncio.run(serve(settings))
     else:
         asyncio.run(_up(settings, args.router_config, args.sample))

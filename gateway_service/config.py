@@ -12,17 +12,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from router_service.config import TomlSettings, load_toml_settings, secret_value
-from router_service.errors import ConfigError
-from router_service.tracing import TracingSettings
+from service_core.errors import ConfigError
+from service_core.settings import (
+    GrpcClientSettings,
+    Section,
+    TlsServerSettings,
+    TomlSettings,
+    load_toml_settings,
+    secret_value,
+)
+from service_core.tracing import TracingSettings
 
 __all__ = [
     "AuthSettings",
-    "LimitSettings",
     "GatewaySettings",
+    "LimitSettings",
     "PolicySettings",
     "RouterClientSettings",
     "ServerSettings",
@@ -31,37 +38,23 @@ __all__ = [
 ]
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class ServerSettings(_Section):
+class ServerSettings(TlsServerSettings):
     host: str = "127.0.0.1"
     http_port: int = Field(8000, ge=0, le=65535, description="OpenAI-compatible HTTP; 0 picks a free port")
     grpc_port: int = Field(50052, ge=0, le=65535, description="gateway.v1.GatewayService; 0 picks a free port")
     grace_s: float = Field(30.0, ge=0, description="how long in-flight streams may finish after SIGTERM")
     shutdown_delay_s: float = Field(0.0, ge=0, description="time between failing health checks and closing listeners")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    tls_cert: Path | None = Field(None, description="PEM certificate chain: serve HTTP and gRPC over TLS")
-    tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
-    tls_client_ca: Path | None = Field(None, description="PEM CA: require client certificates signed by it (mTLS)")
 
 
-class RouterClientSettings(_Section):
+class RouterClientSettings(GrpcClientSettings):
+    """The router this gateway asks; past ``timeout_s`` it fails open to ``default_model``."""
+
     address: str = Field("127.0.0.1:50051", description="host:port of router.v1.RouterService")
     timeout_s: float = Field(0.5, gt=0, description="deadline of a Route call; past it the gateway fails open")
-    token: SecretStr | None = Field(None, description="the router's auth.token, if it has one")
-    token_env: str | None = Field(None, description="name of the env variable holding the router's token")
-    tls_ca: Path | None = Field(None, description="PEM CA of the router's certificate: call it over TLS")
-    tls_cert: Path | None = Field(None, description="PEM client certificate, for a router that requires mTLS")
-    tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
-    tls_server_name: str | None = Field(None, description="the name in the router's certificate, if not the address")
-
-    def resolve_token(self) -> str | None:
-        return secret_value(self.token, self.token_env)
 
 
-class LimitSettings(_Section):
+class LimitSettings(Section):
     """Every limit refuses with a clear error; nothing waits in an unbounded queue."""
 
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="HTTP request bodies larger than this: 413")
@@ -73,7 +66,7 @@ class LimitSettings(_Section):
     )
 
 
-class AuthSettings(_Section):
+class AuthSettings(Section):
     """Client API keys; none configured (the default) means no auth, for local use."""
 
     api_keys: tuple[SecretStr, ...] = ()
@@ -91,7 +84,7 @@ class AuthSettings(_Section):
         return tuple(keys)
 
 
-class UpstreamSettings(_Section):
+class UpstreamSettings(Section):
     """One LLM server and the models it serves."""
 
     name: str = Field(min_length=1)
@@ -108,7 +101,7 @@ class UpstreamSettings(_Section):
         return secret_value(self.api_key, self.api_key_env)
 
 
-class PolicySettings(_Section):
+class PolicySettings(Section):
     """A friendly router pseudo-model, e.g. ``router-mf-50`` for a 50% strong share."""
 
     name: str = Field(min_length=1)
@@ -161,9 +154,12 @@ class GatewaySettings(TomlSettings):
                 if model in served:
                     raise ValueError(f"model {model!r} is listed by upstreams {served[model]!r} and {upstream.name!r}")
                 served[model] = upstream.name
-        for setting, model in (("default_model", self.default_model), ("fallback_model", self.fallback_model)):
-            if model is not None and model not in served:
-                raise ValueError(f"{setting} {model!r} is not served by any upstream; add it to an upstream's models")
+        required: tuple[tuple[str, str | None], ...] = (
+            ("default_model", self.default_model), ("fallback_model", self.fallback_model)
+        )
+        for setting, wanted in required:
+            if wanted is not None and wanted not in served:
+                raise ValueError(f"{setting} {wanted!r} is not served by any upstream; add it to an upstream's models")
         names = [u.name for u in self.upstreams]
         if len(set(names)) != len(names):
             raise ValueError(f"upstreams: names must be unique, got {names}")

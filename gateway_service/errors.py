@@ -1,8 +1,11 @@
-"""Gateway errors and the one table that maps them to HTTP and gRPC statuses."""
+"""The gateway's domain errors, each with the HTTP status and OpenAI error type a client sees.
+
+They carry no gRPC code; ``grpc_status.py`` maps them for the gRPC API.
+"""
 
 from __future__ import annotations
 
-import grpc
+from service_core.errors import ServiceError
 
 __all__ = [
     "GatewayError",
@@ -18,29 +21,22 @@ __all__ = [
 ]
 
 
-class GatewayError(Exception):
-    """An error a client sees: HTTP status, OpenAI error type, gRPC status."""
+class GatewayError(ServiceError):
+    """An error a client sees: HTTP status and OpenAI error type (and code, where OpenAI has one)."""
 
     http_status = 500
     error_type = "server_error"
-    grpc_status = grpc.StatusCode.INTERNAL
     code: str | None = None
-
-    def __init__(self, message: str, *, retry_after: str | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 class InvalidRequest(GatewayError):
     http_status = 400
     error_type = "invalid_request_error"
-    grpc_status = grpc.StatusCode.INVALID_ARGUMENT
 
 
 class TooLarge(GatewayError):
     http_status = 413
     error_type = "invalid_request_error"
-    grpc_status = grpc.StatusCode.INVALID_ARGUMENT
 
 
 class TooManyStreams(GatewayError):
@@ -48,14 +44,12 @@ class TooManyStreams(GatewayError):
 
     http_status = 429
     error_type = "rate_limit_error"
-    grpc_status = grpc.StatusCode.RESOURCE_EXHAUSTED
     code = "too_many_streams"
 
 
 class ModelNotFound(GatewayError):
     http_status = 404
     error_type = "invalid_request_error"
-    grpc_status = grpc.StatusCode.NOT_FOUND
     code = "model_not_found"
 
 
@@ -64,26 +58,21 @@ class UpstreamUnreachable(GatewayError):
 
     http_status = 502
     error_type = "upstream_error"
-    grpc_status = grpc.StatusCode.UNAVAILABLE
 
 
 class UpstreamTimeout(GatewayError):
     http_status = 504
     error_type = "upstream_error"
-    grpc_status = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
 class UpstreamBusy(GatewayError):
     """429 or 503 from the upstream: passed on with its Retry-After."""
 
     error_type = "upstream_error"
-    grpc_status = grpc.StatusCode.RESOURCE_EXHAUSTED
 
     def __init__(self, message: str, *, status: int, retry_after: str | None = None) -> None:
         super().__init__(message, retry_after=retry_after)
         self.http_status = status
-        if status == 503:
-            self.grpc_status = grpc.StatusCode.UNAVAILABLE
 
 
 class UpstreamError(GatewayError):
@@ -91,7 +80,6 @@ class UpstreamError(GatewayError):
 
     http_status = 502
     error_type = "upstream_error"
-    grpc_status = grpc.StatusCode.UNAVAILABLE
 
 
 class UpstreamStreamError(GatewayError):
@@ -99,4 +87,3 @@ class UpstreamStreamError(GatewayError):
 
     http_status = 502
     error_type = "upstream_error"
-    grpc_status = grpc.StatusCode.UNAVAILABLE

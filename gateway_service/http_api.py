@@ -22,11 +22,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from router_service.auth import bearer_matches
+from service_core.auth import bearer_matches, bearer_token
 
-from .chat import ChatService, ChatStream, RouteInfo
+from .chat import ChatService
+from .domain import ChatParams, Delta, Finish, Message, RouteDecision
 from .errors import GatewayError, InvalidRequest, TooLarge
-from .upstreams import ChatParams, Delta, Finish, Message
+from .stream import ChatStream
 
 __all__ = ["build_http_app", "error_body"]
 
@@ -94,7 +95,7 @@ def _error_response(exc: GatewayError, request_id: str) -> JSONResponse:
     return JSONResponse(error_body(str(exc), exc.error_type, exc.code), status_code=exc.http_status, headers=headers)
 
 
-def _route_headers(route: RouteInfo, request_id: str) -> dict[str, str]:
+def _route_headers(route: RouteDecision, request_id: str) -> dict[str, str]:
     return {
         "x-request-id": request_id,
         "x-route-model": route.model,
@@ -120,11 +121,6 @@ def _unauthorized(keys: tuple[str, ...], request: Request) -> JSONResponse | Non
     )
 
 
-def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    return header[len("Bearer ") :] if header.startswith("Bearer ") else None
-
-
 class _Completions:
     def __init__(self, chat: ChatService, keys: tuple[str, ...]) -> None:
         self._chat = chat
@@ -148,7 +144,7 @@ class _Completions:
                 body = ChatCompletionRequest.model_validate_json(raw)
             except ValidationError as exc:
                 raise InvalidRequest(_describe(exc)) from None
-            stream = await self._chat.open(body.model, body.params(), request_id, _bearer(request))
+            stream = await self._chat.open(body.model, body.params(), request_id, bearer_token(request.headers.get("authorization")))
         except GatewayError as exc:
             self._chat.metrics.requests.labels(api="http", outcome=type(exc).__name__).inc()
             return _error_response(exc, request_id)
@@ -170,31 +166,33 @@ class _Completions:
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
             return _sse({**base, "choices": [choice], **extra})
 
-        yield chunk({"role": "assistant", "content": ""})
-        try:
-            async for event in stream.events():
-                if isinstance(event, Delta):
-                    yield chunk({"content": event.text})
-                else:
-                    yield chunk({}, event.reason)
-                    if include_usage:
-                        yield _sse({**base, "choices": [], "usage": _usage(event)})
-                    yield b"data: [DONE]\n\n"
-        except GatewayError as exc:
-            logger.warning("stream %s broke after it started: %s", completion_id, exc)
-            yield _sse(error_body(str(exc), exc.error_type, exc.code))
+        async with stream:
+            yield chunk({"role": "assistant", "content": ""})
+            try:
+                async for event in stream.events():
+                    if isinstance(event, Delta):
+                        yield chunk({"content": event.text})
+                    else:
+                        yield chunk({}, event.reason)
+                        if include_usage:
+                            yield _sse({**base, "choices": [], "usage": _usage(event)})
+                        yield b"data: [DONE]\n\n"
+            except GatewayError as exc:
+                logger.warning("stream %s broke after it started: %s", completion_id, exc)
+                yield _sse(error_body(str(exc), exc.error_type, exc.code))
 
     async def _whole(self, stream: ChatStream, completion_id: str, headers: dict[str, str], request_id: str) -> Response:
         parts: list[str] = []
         finish: Finish | None = None
-        try:
-            async for event in stream.events():
-                if isinstance(event, Delta):
-                    parts.append(event.text)
-                else:
-                    finish = event
-        except GatewayError as exc:
-            return _error_response(exc, request_id)
+        async with stream:
+            try:
+                async for event in stream.events():
+                    if isinstance(event, Delta):
+                        parts.append(event.text)
+                    else:
+                        finish = event
+            except GatewayError as exc:
+                return _error_response(exc, request_id)
         assert finish is not None  # upstreams end with exactly one Finish
         return JSONResponse(
             {

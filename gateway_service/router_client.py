@@ -3,31 +3,20 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
 from routing_api.router.v1 import router_pb2, router_pb2_grpc
+from service_core.grpc_client import call_metadata, open_channel
 
 from .config import RouterClientSettings
-from router_service.config import read_pem
-
+from .domain import Message, RouteDecision
 from .errors import InvalidRequest
-from .upstreams import Message
 
-__all__ = ["RouteDecision", "RouterClient"]
+__all__ = ["RouterClient"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RouteDecision:
-    model: str
-    score: float = 0.0
-    threshold: float = 0.0
-    degraded: bool = False
-    reason: str = ""
 
 
 class RouterClient:
@@ -35,21 +24,11 @@ class RouterClient:
         self._settings = settings
         # round_robin: behind a headless Kubernetes Service the name resolves to every router
         # pod, and each call goes to the next one (HTTP/2 would otherwise pin one pod).
-        options: list[tuple[str, str]] = [("grpc.lb_policy_name", "round_robin")]
-        if settings.tls_ca is None:
-            self._channel = grpc.aio.insecure_channel(settings.address, options=options, interceptors=interceptors)
-        else:
-            if settings.tls_server_name:
-                options.append(("grpc.ssl_target_name_override", settings.tls_server_name))
-            credentials = grpc.ssl_channel_credentials(
-                root_certificates=read_pem(settings.tls_ca, "router.tls_ca"),
-                private_key=read_pem(settings.tls_key, "router.tls_key"),
-                certificate_chain=read_pem(settings.tls_cert, "router.tls_cert"),
-            )
-            self._channel = grpc.aio.secure_channel(settings.address, credentials, options=options, interceptors=interceptors)
+        self._channel = open_channel(
+            settings, "router", options=[("grpc.lb_policy_name", "round_robin")], interceptors=interceptors
+        )
         self._stub = router_pb2_grpc.RouterServiceStub(self._channel)
-        token = settings.resolve_token()
-        self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
+        self._metadata = call_metadata(settings)
 
     async def route(
         self,
@@ -80,7 +59,7 @@ class RouterClient:
             return RouteDecision(default_model, degraded=True, reason=reason)
         side = "strong" if response.routed_strong else "weak"
         reason = f"router chose the {side} model: score {response.score:.4f} vs threshold {response.threshold:.4f}"
-        return RouteDecision(response.model, response.score, response.threshold, reason=reason)
+        return RouteDecision(response.model, routed=True, score=response.score, threshold=response.threshold, reason=reason)
 
     async def aclose(self) -> None:
         await self._channel.close()

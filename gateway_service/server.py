@@ -3,24 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import signal
+import math
 import socket
-import ssl
+from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
 import uvicorn
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
-from router_service.auth import BearerTokenInterceptor
-from router_service.config import server_credentials
-from router_service.tracing import grpc_client_interceptors, grpc_server_interceptors, tracer_provider
-from router_service.errors import ConfigError, add_servicer
 from routing_api.gateway.v1 import gateway_pb2
+from service_core.auth import BearerTokenInterceptor
+from service_core.errors import ConfigError
+from service_core.grpc_server import GrpcServer, build_grpc_server, wait_for_signal
+from service_core.tls import http_ssl_options
+from service_core.tracing import grpc_client_interceptors, grpc_server_interceptors, tracer_provider
 
 from .chat import ChatService
 from .config import GatewaySettings
@@ -29,7 +28,7 @@ from .router_client import RouterClient
 from .servicer import GatewayServicer
 from .upstreams import open_upstream
 
-__all__ = ["GatewayApp", "SERVICE_NAME", "build_gateway", "serve"]
+__all__ = ["SERVICE_NAME", "GatewayApp", "build_gateway", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,26 +41,34 @@ class GatewayApp:
     """A started gateway; ports are the ones actually bound (tests pass 0)."""
 
     http_port: int
-    grpc_port: int
+    grpc: GrpcServer
     chat: ChatService
     router: RouterClient
     settings: GatewaySettings
-    grpc_server: grpc.aio.Server
-    health: health.aio.HealthServicer
     http_server: uvicorn.Server
     http_task: asyncio.Task[None]
     resources: AsyncExitStack
     draining: asyncio.Event = field(default_factory=asyncio.Event)
 
+    @property
+    def grpc_port(self) -> int:
+        return self.grpc.port
+
     async def stop(self) -> None:
         """Fail readiness and health first, drain in-flight streams, then close clients."""
         self.draining.set()
-        await self.health.enter_graceful_shutdown()
-        if self.settings.server.shutdown_delay_s:
-            await asyncio.sleep(self.settings.server.shutdown_delay_s)
+        await self.grpc.drain(self.settings.server.shutdown_delay_s)
         self.http_server.should_exit = True
-        await asyncio.gather(self.grpc_server.stop(self.settings.server.grace_s), self.http_task)
+        await asyncio.gather(self.grpc.stop(self.settings.server.grace_s), self.http_task)
         await self.resources.aclose()
+
+
+class _HttpServer(uvicorn.Server):
+    """uvicorn without its own signal handlers: serve() owns SIGTERM and SIGINT for both servers."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -80,6 +87,22 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+async def _start_http(app: Any, sock: socket.socket, settings: GatewaySettings) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+    config = uvicorn.Config(
+        app, lifespan="off", log_level="warning", access_log=False, timeout_keep_alive=30,
+        timeout_graceful_shutdown=math.ceil(settings.server.grace_s),  # uvicorn takes whole seconds
+        **http_ssl_options(settings.server, "server"),
+    )
+    server = _HttpServer(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="gateway-http")
+    while not server.started:
+        if task.done():
+            task.result()
+            raise ConfigError("the HTTP server stopped during start-up")
+        await asyncio.sleep(0.01)
+    return server, task
+
+
 async def build_gateway(settings: GatewaySettings, tracing: Any | None = None) -> GatewayApp:
     """Start both listeners; nothing is connected to at import time.
 
@@ -96,24 +119,13 @@ async def build_gateway(settings: GatewaySettings, tracing: Any | None = None) -
         stack.push_async_callback(router.aclose)
         keys = settings.auth.resolve_keys()
         chat = ChatService(settings, router, upstreams, keys_checked=bool(keys))
-        interceptors = [BearerTokenInterceptor(keys, SERVICE_NAME, "auth.api_keys / auth.api_keys_file")] if keys else []
-
-        grpc_server = grpc.aio.server(interceptors=[*grpc_server_interceptors(provider), *interceptors])
-        add_servicer(grpc_server, GatewayServicer(chat), SERVICE)
-        health_servicer = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
-        health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-        reflection.enable_server_reflection((SERVICE_NAME, health_name, reflection.SERVICE_NAME), grpc_server)
-        address = f"{settings.server.host}:{settings.server.grpc_port}"
-        credentials = server_credentials(settings.server, "server")
-        try:
-            if credentials is None:
-                grpc_port = grpc_server.add_insecure_port(address)
-            else:
-                grpc_port = grpc_server.add_secure_port(address, credentials)
-        except RuntimeError as exc:
-            raise ConfigError(f"cannot listen on {address} for gRPC ({exc}): change server.grpc_port") from exc
-
+        interceptors = grpc_server_interceptors(provider)
+        if keys:
+            interceptors.append(BearerTokenInterceptor(keys, SERVICE_NAME, "auth.api_keys / auth.api_keys_file"))
+        grpc_server = build_grpc_server(
+            SERVICE, GatewayServicer(chat), host=settings.server.host, port=settings.server.grpc_port,
+            tls=settings.server, port_setting="server.grpc_port", interceptors=interceptors,
+        )
         draining = asyncio.Event()
         sock = _listen(settings.server.host, settings.server.http_port)
         stack.callback(sock.close)
@@ -122,41 +134,13 @@ async def build_gateway(settings: GatewaySettings, tracing: Any | None = None) -
             from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
             http_app = OpenTelemetryMiddleware(http_app, tracer_provider=provider)
-        tls: dict[str, object] = {}
-        if credentials is not None:
-            tls = {"ssl_certfile": str(settings.server.tls_cert), "ssl_keyfile": str(settings.server.tls_key)}
-            if settings.server.tls_client_ca is not None:
-                tls |= {"ssl_ca_certs": str(settings.server.tls_client_ca), "ssl_cert_reqs": ssl.CERT_REQUIRED}
-        config = uvicorn.Config(
-            http_app, lifespan="off", log_level="warning", access_log=False,
-            timeout_graceful_shutdown=settings.server.grace_s, timeout_keep_alive=30, **tls,  # type: ignore[arg-type]
-        )
-        http_server = uvicorn.Server(config)
-        http_server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # serve() owns signals
-        http_task = asyncio.create_task(http_server.serve(sockets=[sock]), name="gateway-http")
-        while not http_server.started:
-            if http_task.done():
-                http_task.result()
-                raise ConfigError("the HTTP server stopped during start-up")
-            await asyncio.sleep(0.01)
+        http_server, http_task = await _start_http(http_app, sock, settings)
         await grpc_server.start()
-        for service in ("", SERVICE_NAME):
-            await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     except BaseException:
         await stack.aclose()
         raise
     http_port = sock.getsockname()[1]
-    return GatewayApp(
-        http_port, grpc_port, chat, router, settings, grpc_server, health_servicer, http_server, http_task, stack, draining
-    )
-
-
-async def wait_for_signal() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    return GatewayApp(http_port, grpc_server, chat, router, settings, http_server, http_task, stack, draining)
 
 
 async def serve(settings: GatewaySettings) -> None:

@@ -1,4 +1,4 @@
-"""gateway.v1.GatewayService: the same chat core as HTTP, over gRPC."""
+"""gateway.v1.GatewayService: the same chat core as HTTP, over gRPC (gateway_pb2 stays here)."""
 
 from __future__ import annotations
 
@@ -6,21 +6,21 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 
-import grpc
-
 from routing_api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from router_service.errors import MalformedRequest
+from service_core.auth import bearer_token
+from service_core.grpc_handlers import Context, MalformedRequest
 
-from .chat import ChatService, RouteInfo
+from .chat import ChatService
+from .domain import ChatParams, Delta, Message, RouteDecision
 from .errors import GatewayError, InvalidRequest
-from .upstreams import ChatParams, Delta, Message
+from .grpc_status import grpc_status
 
 __all__ = ["GatewayServicer"]
 
 logger = logging.getLogger(__name__)
 
 
-def _route_info(route: RouteInfo) -> gateway_pb2.RouteInfo:
+def _route_info(route: RouteDecision) -> gateway_pb2.RouteInfo:
     return gateway_pb2.RouteInfo(
         model=route.model, routed=route.routed, score=route.score, threshold=route.threshold,
         degraded=route.degraded, fallback=route.fallback, reason=route.reason,
@@ -43,43 +43,44 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self._chat = chat
 
     async def Chat(
-        self, request: gateway_pb2.ChatRequest, context: grpc.aio.ServicerContext
+        self, request: gateway_pb2.ChatRequest | MalformedRequest, context: Context
     ) -> AsyncIterator[gateway_pb2.ChatChunk]:
         metadata = dict(context.invocation_metadata() or ())
         request_id = str(metadata.get("x-request-id") or uuid.uuid4().hex)
         try:
             if isinstance(request, MalformedRequest):
                 raise InvalidRequest(request.message)
-            bearer = str(metadata.get("authorization") or "")
-            client_key = bearer[len("Bearer ") :] if bearer.startswith("Bearer ") else None
+            authorization = metadata.get("authorization")
+            client_key = bearer_token(authorization if isinstance(authorization, str) else None)
             stream = await self._chat.open(request.model, _params(request), request_id, client_key)
             self._chat.metrics.requests.labels(api="grpc", outcome="started").inc()
             chunk_id = f"chatcmpl-{request_id}"
             model = stream.route.model
-            async for event in stream.events():
-                if isinstance(event, Delta):
-                    yield gateway_pb2.ChatChunk(id=chunk_id, delta=event.text, model=model)
-                else:
-                    usage = event.usage
-                    yield gateway_pb2.ChatChunk(
-                        id=chunk_id,
-                        model=model,
-                        finish_reason=event.reason,
-                        usage=gateway_pb2.Usage(
-                            prompt_tokens=usage.prompt_tokens if usage else 0,
-                            completion_tokens=usage.completion_tokens if usage else 0,
-                            total_tokens=usage.total_tokens if usage else 0,
-                        ),
-                        route=_route_info(stream.route),
-                    )
+            async with stream:
+                async for event in stream.events():
+                    if isinstance(event, Delta):
+                        yield gateway_pb2.ChatChunk(id=chunk_id, delta=event.text, model=model)
+                    else:
+                        usage = event.usage
+                        yield gateway_pb2.ChatChunk(
+                            id=chunk_id,
+                            model=model,
+                            finish_reason=event.reason,
+                            usage=gateway_pb2.Usage(
+                                prompt_tokens=usage.prompt_tokens if usage else 0,
+                                completion_tokens=usage.completion_tokens if usage else 0,
+                                total_tokens=usage.total_tokens if usage else 0,
+                            ),
+                            route=_route_info(stream.route),
+                        )
         except GatewayError as exc:
             self._chat.metrics.requests.labels(api="grpc", outcome=type(exc).__name__).inc()
             # Before the first chunk this is the call's status; after it, a terminal status
             # ends the stream: the client sees the error, never a fake final chunk.
-            await context.abort(exc.grpc_status, str(exc))
+            await context.abort(grpc_status(exc), str(exc))
 
     async def ListModels(
-        self, request: gateway_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+        self, request: gateway_pb2.ListModelsRequest, context: Context
     ) -> gateway_pb2.ListModelsResponse:
         return gateway_pb2.ListModelsResponse(
             models=[gateway_pb2.ModelInfo(id=i, owned_by=o, description=d) for i, o, d in self._chat.models()]

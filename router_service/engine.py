@@ -1,7 +1,7 @@
 """The router's core, free of gRPC: plan, embed, score, choose.
 
-The servicer wraps it for the network; ``router-service route`` and the
-benchmarks use it in-process.
+It takes and returns the domain types of ``domain.py``; the servicer wraps it
+for the network, and ``router-service route`` and the benchmarks use it in-process.
 """
 
 from __future__ import annotations
@@ -16,14 +16,13 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import numpy as np
 
-from routing_api.router.v1 import router_pb2
-
-from .adapters import Embedder, open_embedder
+from .adapters import AsyncEmbedder, open_embedder
 from .adapters.scorer import OnnxScorer
 from .config import RouterSettings
+from .domain import CandidateScore, Decision, Description, ModelMapping, RouteQuery, ScorerDescription, Timings
+from .errors import ConfigError, DeadlineExceeded, RouterError
 from .metrics import RouterMetrics
 from .pipeline import ScoringPipeline
-from .errors import ConfigError, DeadlineExceeded, RouterError
 from .routing import Plan, RoutingPolicy
 
 __all__ = ["RouteEngine", "open_engine"]
@@ -37,14 +36,12 @@ class RouteEngine:
         self.pipeline = pipeline
         self.metrics = RouterMetrics(set(policy.models), set(policy.scorers))
 
-    async def route(
-        self, requests: Sequence[router_pb2.RouteRequest], timeout: float | None = None
-    ) -> list[router_pb2.RouteResponse]:
-        """Validate and route requests within ``timeout`` seconds (None: no limit)."""
-        plans = [self.policy.plan(request) for request in requests]
+    async def route(self, queries: Sequence[RouteQuery], timeout: float | None = None) -> list[Decision]:
+        """Validate and route queries within ``timeout`` seconds (None: no limit)."""
+        plans = [self.policy.plan(query) for query in queries]
         return await self.route_plans(plans, timeout)
 
-    async def route_plans(self, plans: Sequence[Plan], timeout: float | None = None) -> list[router_pb2.RouteResponse]:
+    async def route_plans(self, plans: Sequence[Plan], timeout: float | None = None) -> list[Decision]:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(timeout):
@@ -54,32 +51,34 @@ class RouteEngine:
                 f"the call's deadline passed after {(time.perf_counter() - started) * 1e3:.1f} ms "
                 f"while embedding ({self.pipeline.embedder.name})"
             ) from None
-        timings = router_pb2.Timings(
-            embed_ms=stages.embed_ms, score_ms=stages.score_ms, total_ms=(time.perf_counter() - started) * 1e3
-        )
-        responses = [
-            self._response(plan, row[self.pipeline.columns[plan.scorer.name]], hit, timings)
+        timings = Timings(stages.embed_ms, stages.score_ms, (time.perf_counter() - started) * 1e3)
+        decisions = [
+            self._decide(plan, row[self.pipeline.columns[plan.scorer.name]], hit, timings)
             for plan, row, hit in zip(plans, rows, cached, strict=True)
         ]
-        for response in responses:
+        for decision in decisions:
             self.metrics.decided(
-                response.model, response.scorer_name, response.score, response.embedding_cached,
+                decision.model, decision.scorer_name, decision.score, decision.embedding_cached,
                 timings.embed_ms, timings.score_ms,
             )
         if logger.isEnabledFor(logging.DEBUG):
-            for response in responses:
+            for decision in decisions:
                 logger.debug(
                     "routed to %s score=%.4f threshold=%.4f cached=%s embed_ms=%.2f score_ms=%.2f",
-                    response.model, response.score, response.threshold, response.embedding_cached,
+                    decision.model, decision.score, decision.threshold, decision.embedding_cached,
                     timings.embed_ms, timings.score_ms,
                 )
-        return responses
+        return decisions
 
-    def _response(
-        self, plan: Plan, model_scores: np.ndarray, cached: bool, timings: router_pb2.Timings
-    ) -> router_pb2.RouteResponse:
+    def _decide(self, plan: Plan, model_scores: np.ndarray, cached: bool, timings: Timings) -> Decision:
         choice = self.policy.choose(plan, model_scores)
-        response = router_pb2.RouteResponse(
+        candidates: tuple[CandidateScore, ...] = ()
+        if plan.explicit_candidates:
+            candidates = tuple(
+                CandidateScore(c.model, c.scorer_model, c.cost, rate)
+                for c, rate in zip(plan.candidates, choice.strongest_win_rates, strict=True)
+            )
+        return Decision(
             model=choice.model,
             score=choice.score,
             threshold=choice.threshold,
@@ -88,22 +87,15 @@ class RouteEngine:
             scorer_version=plan.scorer.version,
             timings=timings,
             embedding_cached=cached,
+            candidates=candidates,
         )
-        if plan.explicit_candidates:
-            response.candidates.extend(
-                router_pb2.CandidateScore(
-                    model=c.model, scorer_model=c.scorer_model, cost=c.cost, strongest_win_rate=rate
-                )
-                for c, rate in zip(plan.candidates, choice.strongest_win_rates, strict=True)
-            )
-        return response
 
-    def describe(self) -> router_pb2.DescribeResponse:
+    def describe(self) -> Description:
         policy = self.policy
-        return router_pb2.DescribeResponse(
+        return Description(
             default_scorer=policy.default_scorer,
-            scorers=[
-                router_pb2.ScorerInfo(
+            scorers=tuple(
+                ScorerDescription(
                     name=s.name,
                     version=s.version,
                     models=s.models,
@@ -114,11 +106,10 @@ class RouteEngine:
                     thresholds={f"{share * 100:g}": t for share, t in s.thresholds.items()},
                 )
                 for s in policy.scorers.values()
-            ],
-            models=[
-                router_pb2.ModelMapping(model=name, scorer_model=scorer_model, cost=cost)
-                for name, (scorer_model, cost) in policy.models.items()
-            ],
+            ),
+            models=tuple(
+                ModelMapping(name, scorer_model, cost) for name, (scorer_model, cost) in policy.models.items()
+            ),
             strong_model=policy.strong_model,
             weak_model=policy.weak_model,
             default_threshold=policy.default_threshold(),
@@ -133,47 +124,41 @@ async def open_engine(settings: RouterSettings) -> AsyncIterator[RouteEngine]:
         executor = ThreadPoolExecutor(max_workers=(os.cpu_count() or 1) + 2, thread_name_prefix="router-onnx")
         stack.callback(executor.shutdown, wait=False, cancel_futures=True)
         scorers = {s.name: OnnxScorer(s.name, s.resolve_path(settings.embedder.backend)) for s in settings.scorers}
-        embedder = open_embedder(settings.embedder, executor)
-        stack.push_async_callback(embedder.aclose)
-        await _check_dimension(embedder, scorers)
+        embedder = open_embedder(settings.embedder)
+        if embedder.runs == "async":
+            stack.push_async_callback(embedder.aclose)
+            await _probe_dimension(embedder)
+        _check_dimension(embedder.backend, embedder.name, embedder.dim, scorers)
         policy = RoutingPolicy(settings.routing, settings.limits, scorers)
-        pipeline = ScoringPipeline(
-            embedder, list(scorers.values()), executor,
-            cache_size=settings.embedder.cache_size, workers=_workers(settings, embedder),
-        )
+        pipeline = ScoringPipeline(embedder, list(scorers.values()), executor, cache_size=settings.embedder.cache_size)
         stack.push_async_callback(pipeline.aclose)
         yield RouteEngine(policy, pipeline)
 
 
-def _workers(settings: RouterSettings, embedder: Embedder) -> int:
-    """Embedding batches in flight: one for onnxruntime (it uses every core), more over HTTP."""
-    if embedder.backend in ("local", "static"):
-        return 1
-    remote = settings.embedder.openai if embedder.backend == "openai" else settings.embedder.ollama
-    return remote.max_concurrency
+async def _probe_dimension(embedder: AsyncEmbedder) -> None:
+    if embedder.dim:
+        return
+    try:
+        embedder.dim = int((await embedder.embed(["dimension probe"])).shape[1])
+    except RouterError as exc:
+        raise ConfigError(
+            f"could not probe the embedding dimension: {exc}. Start that server, "
+            f"or set embedder.{embedder.backend}.dim to start without probing"
+        ) from exc
 
 
-async def _check_dimension(embedder: Embedder, scorers: dict[str, OnnxScorer]) -> None:
-    backend = embedder.backend
-    if not embedder.dim:
-        try:
-            embedder.dim = int((await embedder.embed(["dimension probe"])).shape[1])
-        except RouterError as exc:
-            raise ConfigError(
-                f"could not probe the embedding dimension: {exc}. Start that server, "
-                f"or set embedder.{backend}.dim to start without probing"
-            ) from exc
+def _check_dimension(backend: str, name: str, dim: int, scorers: dict[str, OnnxScorer]) -> None:
     for scorer in scorers.values():
-        if embedder.dim != scorer.embedding_dim:
+        if dim != scorer.embedding_dim:
             raise ConfigError(
-                f"embedding dimension mismatch: the {backend} embedder ({embedder.name}) gives {embedder.dim}, "
+                f"embedding dimension mismatch: the {backend} embedder ({name}) gives {dim}, "
                 f"scorer {scorer.name!r} ({scorer.embedder}) expects {scorer.embedding_dim}. "
                 f"Set embedder.{backend}.model to the scorer's embedding model, or scorers.path to a scorer "
-                f"trained on {embedder.name}"
+                f"trained on {name}"
             )
-        if embedder.name != scorer.embedder:
+        if name != scorer.embedder:
             logger.warning(
                 "scorer %r was trained on %s but the router embeds with %s: same dimension, "
                 "but routing quality is only known for the former",
-                scorer.name, scorer.embedder, embedder.name,
+                scorer.name, scorer.embedder, name,
             )

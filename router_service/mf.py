@@ -29,7 +29,7 @@ FORMAT_VERSION = "1"
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+    return np.asarray(1.0 / (1.0 + np.exp(-x)))
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class MFWeights:
         """The numpy reference: [batch, models] scores s_m(e)."""
         p_hat = self.P / np.linalg.norm(self.P, axis=1, keepdims=True)
         scores = ((embeddings @ self.W.T) * self.w) @ p_hat.T
-        return scores if self.bias is None else scores + self.bias
+        return np.asarray(scores if self.bias is None else scores + self.bias)
 
     def win_rate(self, embeddings: np.ndarray, a: str, b: str) -> np.ndarray:
         scores = self.model_scores(embeddings)

@@ -90,7 +90,7 @@ class MicroBatcher(Generic[Item, Meta]):
         items = [item for pending in batch for item in pending.items]
         try:
             rows, meta = await self._fn(items)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every waiter gets the batch's failure, whatever it is
             for pending in batch:
                 if not pending.future.done():
                     pending.future.set_exception(exc)
@@ -123,7 +123,7 @@ class ScoringPipeline:
         executor: ThreadPoolExecutor,
         *,
         cache_size: int,
-        workers: int = 1,
+        workers: int | None = None,
     ) -> None:
         self.embedder = embedder
         self._scorers = list(scorers)
@@ -136,6 +136,9 @@ class ScoringPipeline:
         self._cache: LRUCache[str, np.ndarray] | None = LRUCache(cache_size) if cache_size else None
         self._inflight: dict[str, asyncio.Future[tuple[np.ndarray, StageTimes]]] = {}
         self._fills: set[asyncio.Task[None]] = set()
+        # Batches in flight: one for in-process work (onnxruntime uses every core), more over HTTP.
+        if workers is None:
+            workers = 1 if embedder.runs == "in_process" else embedder.max_concurrency
         self._batcher: MicroBatcher[str, StageTimes] = MicroBatcher(self._compute, embedder.max_batch, workers)
 
     async def scores(self, texts: Sequence[str]) -> tuple[np.ndarray, list[bool], StageTimes]:
@@ -169,12 +172,12 @@ class ScoringPipeline:
         return np.stack(rows), cached, times  # type: ignore[arg-type]
 
     async def _compute(self, texts: list[str]) -> tuple[np.ndarray, StageTimes]:
-        embed_sync = getattr(self.embedder, "embed_sync", None)
         loop = asyncio.get_running_loop()
-        if embed_sync is not None:
-            return await loop.run_in_executor(self._executor, self._embed_and_score, embed_sync, texts)
+        embedder = self.embedder
+        if embedder.runs == "in_process":  # one worker job: embed and score together
+            return await loop.run_in_executor(self._executor, self._embed_and_score, embedder.embed_sync, texts)
         started = time.perf_counter()
-        embeddings = await self.embedder.embed(texts)
+        embeddings = await embedder.embed(texts)
         embedded = time.perf_counter()
         rows = await loop.run_in_executor(self._executor, self._score_sync, embeddings)
         return rows, StageTimes((embedded - started) * 1e3, (time.perf_counter() - embedded) * 1e3)
@@ -196,7 +199,7 @@ class ScoringPipeline:
         futures = [self._inflight[text] for text in texts]
         try:
             matrix, times = await self._batcher.submit(texts)
-        except Exception as exc:  # every waiter sees it; nothing is cached
+        except Exception as exc:  # noqa: BLE001 - every waiter sees it; nothing is cached
             for future in futures:
                 if not future.done():
                     future.set_exception(exc)

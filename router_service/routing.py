@@ -20,10 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from routing_api.router.v1 import router_pb2
-
 from .adapters.scorer import OnnxScorer
 from .config import LimitSettings, RoutingSettings
+from .domain import CandidateRequest, RouteQuery
 from .errors import ConfigError, InvalidRequest, UnknownScorer
 from .mf import sigmoid
 
@@ -90,18 +89,18 @@ class RoutingPolicy:
     def weak_model(self) -> str:
         return self._routing.weak_model
 
-    def plan(self, request: router_pb2.RouteRequest) -> Plan:
-        scorer = self._scorer(request.scorer)
-        text = self._text(request)
-        threshold = self._threshold(request, scorer)
-        if request.candidates:
-            candidates = self._candidates(request.candidates, scorer)
+    def plan(self, query: RouteQuery) -> Plan:
+        scorer = self._scorer(query.scorer)
+        text = self._text(query)
+        threshold = self._threshold(query, scorer)
+        if query.candidates:
+            candidates = self._candidates(query.candidates, scorer)
         else:
             candidates = (
                 self._candidate(self._routing.weak_model, "weak", self._routing.weak_cost, scorer),
                 self._candidate(self._routing.strong_model, "strong", self._routing.strong_cost, scorer),
             )
-        return Plan(text, scorer, threshold, candidates, bool(request.candidates))
+        return Plan(text, scorer, threshold, candidates, bool(query.candidates))
 
     def choose(self, plan: Plan, model_scores: np.ndarray) -> Choice:
         """Pick the cheapest candidate the strongest is not predicted to beat."""
@@ -111,9 +110,9 @@ class RoutingPolicy:
         )
         for candidate, rate in zip(plan.candidates, rates, strict=False):
             if rate < plan.threshold:
-                return Choice(candidate.model, rate, plan.threshold, False, rates + (0.5,))
+                return Choice(candidate.model, rate, plan.threshold, False, (*rates, 0.5))
         # The strongest wins: report its closest contender's win rate.
-        return Choice(strongest.model, min(rates), plan.threshold, True, rates + (0.5,))
+        return Choice(strongest.model, min(rates), plan.threshold, True, (*rates, 0.5))
 
     # -- validation -----------------------------------------------------------------
 
@@ -123,13 +122,12 @@ class RoutingPolicy:
         except KeyError:
             raise UnknownScorer(f"scorer {name!r} is not configured; available: {sorted(self.scorers)}") from None
 
-    def _text(self, request: router_pb2.RouteRequest) -> str:
-        which = request.WhichOneof("input")
-        if which == "prompt":
-            text = request.prompt
+    def _text(self, query: RouteQuery) -> str:
+        if query.prompt is not None:
+            text = query.prompt
             where = "prompt"
-        elif which == "chat":
-            messages = request.chat.messages
+        elif query.messages is not None:
+            messages = query.messages
             if len(messages) > self._limits.max_messages:
                 raise InvalidRequest(
                     f"chat has {len(messages)} messages, more than limits.max_messages={self._limits.max_messages}"
@@ -152,15 +150,14 @@ class RoutingPolicy:
             )
         return text
 
-    def _threshold(self, request: router_pb2.RouteRequest, scorer: OnnxScorer) -> float:
-        which = request.WhichOneof("policy")
-        if which == "threshold":
-            value = request.threshold
+    def _threshold(self, query: RouteQuery, scorer: OnnxScorer) -> float:
+        if query.threshold is not None:
+            value = query.threshold
             if not (math.isfinite(value) and 0.0 <= value <= 1.0):
                 raise InvalidRequest(f"threshold must be within [0, 1], got {value}")
             return value
-        if which == "strong_share":
-            share = request.strong_share
+        if query.strong_share is not None:
+            share = query.strong_share
             if not (math.isfinite(share) and 0.0 <= share <= 1.0):
                 raise InvalidRequest(f"strong_share must be within [0, 1], got {share}")
             return scorer.threshold_for_share(share)
@@ -172,10 +169,10 @@ class RoutingPolicy:
             return self._routing.threshold
         return (scorer or self.scorers[self.default_scorer]).threshold_for_share(self._routing.strong_share)
 
-    def _candidates(self, given: object, scorer: OnnxScorer) -> tuple[Candidate, ...]:
+    def _candidates(self, given: tuple[CandidateRequest, ...], scorer: OnnxScorer) -> tuple[Candidate, ...]:
         resolved: list[Candidate] = []
         seen: set[str] = set()
-        for i, item in enumerate(given):  # type: ignore[attr-defined]
+        for i, item in enumerate(given):
             if not item.model:
                 raise InvalidRequest(f"candidates[{i}].model is empty")
             if item.model in seen:
@@ -188,7 +185,7 @@ class RoutingPolicy:
                     f"candidates[{i}]: model {item.model!r} is not configured in routing.models; "
                     f"give its scorer_model (one of {list(scorer.models)}, 'strong' or 'weak')"
                 )
-            cost = item.cost if item.HasField("cost") else (configured[1] if configured else math.nan)
+            cost = item.cost if item.cost is not None else (configured[1] if configured else math.nan)
             candidate = self._candidate(item.model, scorer_model, cost, scorer, f"candidates[{i}]")
             if not (math.isfinite(cost) and cost >= 0):
                 raise InvalidRequest(

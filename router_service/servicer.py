@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import logging
 
-import grpc
-
 from routing_api.router.v1 import router_pb2, router_pb2_grpc
+from service_core.grpc_handlers import Context
 
+from .domain import Decision
 from .engine import RouteEngine
-from .errors import InvalidRequest, grpc_errors
+from .errors import InvalidRequest
+from .grpc_status import grpc_errors
+from .proto import decision_to_pb, description_to_pb, query_from_pb
 
 __all__ = ["RouterServicer"]
 
@@ -19,16 +21,16 @@ __all__ = ["RouterServicer"]
 access_log = logging.getLogger("router_service.access")
 
 
-def _access_line(context: grpc.aio.ServicerContext, responses: list[router_pb2.RouteResponse]) -> str:
+def _access_line(context: Context, decisions: list[Decision]) -> str:
     metadata = dict(context.invocation_metadata() or ())
-    first = responses[0]
+    first = decisions[0]
     record = {
         "request_id": metadata.get("x-request-id", ""),
-        "routes": len(responses),
-        "models": [r.model for r in responses[:8]],
+        "routes": len(decisions),
+        "models": [d.model for d in decisions[:8]],
         "score": round(first.score, 4),
         "threshold": round(first.threshold, 4),
-        "cached": sum(r.embedding_cached for r in responses),
+        "cached": sum(d.embedding_cached for d in decisions),
         "embed_ms": round(first.timings.embed_ms, 2),
         "score_ms": round(first.timings.score_ms, 2),
         "total_ms": round(first.timings.total_ms, 2),
@@ -43,16 +45,18 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         self.metrics = engine.metrics  # grpc_errors counts errors here
 
     @grpc_errors
-    async def Route(self, request: router_pb2.RouteRequest, context: grpc.aio.ServicerContext) -> router_pb2.RouteResponse:
-        plan = self._engine.policy.plan(request)
-        (response,) = await self._engine.route_plans([plan], context.time_remaining())
+    async def Route(
+        self, request: router_pb2.RouteRequest, context: Context
+    ) -> router_pb2.RouteResponse:
+        plan = self._engine.policy.plan(query_from_pb(request))
+        (decision,) = await self._engine.route_plans([plan], context.time_remaining())
         if access_log.isEnabledFor(logging.INFO):
-            access_log.info(_access_line(context, [response]))
-        return response
+            access_log.info(_access_line(context, [decision]))
+        return decision_to_pb(decision)
 
     @grpc_errors
     async def RouteBatch(
-        self, request: router_pb2.RouteBatchRequest, context: grpc.aio.ServicerContext
+        self, request: router_pb2.RouteBatchRequest, context: Context
     ) -> router_pb2.RouteBatchResponse:
         if not request.requests:
             raise InvalidRequest("requests is empty")
@@ -63,16 +67,16 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         plans = []
         for i, item in enumerate(request.requests):
             try:
-                plans.append(self._engine.policy.plan(item))
+                plans.append(self._engine.policy.plan(query_from_pb(item)))
             except InvalidRequest as exc:
                 raise InvalidRequest(f"requests[{i}]: {exc}") from None
-        responses = await self._engine.route_plans(plans, context.time_remaining())
+        decisions = await self._engine.route_plans(plans, context.time_remaining())
         if access_log.isEnabledFor(logging.INFO):
-            access_log.info(_access_line(context, responses))
-        return router_pb2.RouteBatchResponse(responses=responses)
+            access_log.info(_access_line(context, decisions))
+        return router_pb2.RouteBatchResponse(responses=[decision_to_pb(d) for d in decisions])
 
     @grpc_errors
     async def Describe(
-        self, request: router_pb2.DescribeRequest, context: grpc.aio.ServicerContext
+        self, request: router_pb2.DescribeRequest, context: Context
     ) -> router_pb2.DescribeResponse:
-        return self._engine.describe()
+        return description_to_pb(self._engine.describe())

@@ -7,6 +7,7 @@ import socket
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,7 @@ def _no_router_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def router_settings(**sections: object) -> RouterSettings:
     """Settings on a free port with the local embedder cached where the CLI caches it."""
-    values: dict[str, object] = {"server": {"host": "127.0.0.1", "port": 0, "grace_s": 5}}
+    values: dict[str, Any] = {"server": {"host": "127.0.0.1", "port": 0, "grace_s": 5}}
     values.update(sections)
     return RouterSettings(**values)
 
@@ -38,10 +39,10 @@ def executor() -> Iterator[ThreadPoolExecutor]:
 
 
 @pytest.fixture(scope="session")
-def local_embedder(executor: ThreadPoolExecutor):  # type: ignore[no-untyped-def]
+def local_embedder():
     from router_service.adapters.local_embedder import LocalEmbedder
 
-    return LocalEmbedder(LocalEmbedderSettings(cache_dir=default_cache_dir()), executor)
+    return LocalEmbedder(LocalEmbedderSettings(cache_dir=default_cache_dir()))
 
 
 @pytest.fixture

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,15 +25,46 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 
-@asynccontextmanager
-async def serve_app(app: Any) -> AsyncIterator[str]:
-    """Run ``app`` on 127.0.0.1 with a port the OS picks; yield its base URL."""
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handlers: the test runner owns signals."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _loopback_socket() -> tuple[socket.socket, int]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY on accept
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False))
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # the test runner owns signals
+    return sock, sock.getsockname()[1]
+
+
+@contextmanager
+def serve_app_in_thread(app: Any) -> Iterator[str]:
+    """``serve_app`` for synchronous tests: the server runs its own event loop in a thread."""
+    sock, port = _loopback_socket()
+    server = _QuietServer(uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@asynccontextmanager
+async def serve_app(app: Any) -> AsyncIterator[str]:
+    """Run ``app`` on 127.0.0.1 with a port the OS picks; yield its base URL."""
+    sock, port = _loopback_socket()
+    server = _QuietServer(uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         if task.done():

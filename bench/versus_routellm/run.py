@@ -35,14 +35,14 @@ import onnx
 from onnx import numpy_helper
 
 from bench.gateway_bench import ttft_series, wait_http
-from bench.stack import UPSTREAM_SCRIPT
 from bench.router_bench import free_port, load, raw_embedder, start_router
+from bench.stack import UPSTREAM_SCRIPT
 from router_service.adapters.scorer import OnnxScorer
 from router_service.config import BUNDLED_SCORERS, RouterSettings
+from router_service.domain import RouteQuery
 from router_service.engine import open_engine
 from router_service.mf import sigmoid
 from router_service.training.data import default_data_dir, read_jsonl
-from routing_api.router.v1 import router_pb2
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -56,11 +56,10 @@ ROUTELLM_DEPS = [
 ]
 EMBEDDING_SERVER = """
 import sys, uvicorn
-from concurrent.futures import ThreadPoolExecutor
 from router_service.adapters.local_embedder import LocalEmbedder
 from router_service.config import LocalEmbedderSettings
 from tests.http_servers import EmbeddingServerState, embedding_app
-embedder = LocalEmbedder(LocalEmbedderSettings(), ThreadPoolExecutor(1))
+embedder = LocalEmbedder(LocalEmbedderSettings())
 state = EmbeddingServerState(embed=embedder.embed_sync, model="text-embedding-3-small")
 uvicorn.run(embedding_app(state), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
 """
@@ -90,7 +89,7 @@ def export_weights(path: Path) -> tuple[dict[str, np.ndarray], OnnxScorer]:
         "strong": np.array(scorer.strong_index),
         "weak": np.array(scorer.weak_index),
     }
-    np.savez(path, **weights)
+    np.savez(path, **weights)  # type: ignore[arg-type]  # numpy's stub lets **kwargs reach allow_pickle
     return weights, scorer
 
 
@@ -104,12 +103,12 @@ async def in_process(texts: list[str], concurrency: int, seconds: float) -> dict
     latencies: list[float] = []
     counter = iter(range(10**9))
     async with open_engine(settings) as engine:
-        await engine.route([router_pb2.RouteRequest(prompt="warm up")])
+        await engine.route([RouteQuery(prompt="warm up")])
         deadline = time.perf_counter() + seconds
 
         async def worker() -> None:
             while time.perf_counter() < deadline:
-                request = router_pb2.RouteRequest(prompt=texts[next(counter) % len(texts)])
+                request = RouteQuery(prompt=texts[next(counter) % len(texts)])
                 started = time.perf_counter()
                 await engine.route([request])
                 latencies.append((time.perf_counter() - started) * 1e3)
@@ -204,7 +203,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         weights_path, prompts_path, out_path = Path(tmp, "w.npz"), Path(tmp, "p.json"), Path(tmp, "out.json")
-        weights, scorer = export_weights(weights_path)
+        _weights, scorer = export_weights(weights_path)
         prompts_path.write_text(json.dumps(texts))
         embed_port, router_port = free_port(), free_port()
         server = subprocess.Popen([sys.executable, "-c", EMBEDDING_SERVER, str(embed_port)], cwd=ROOT, env=env)
@@ -223,12 +222,10 @@ def main() -> None:
         routellm = json.loads(out_path.read_text())
 
     # Quality: our ONNX scorer on the same embeddings gives the same win rates.
-    from concurrent.futures import ThreadPoolExecutor
-
     from router_service.adapters.local_embedder import LocalEmbedder
     from router_service.config import LocalEmbedderSettings
 
-    embedder = LocalEmbedder(LocalEmbedderSettings(), ThreadPoolExecutor(1))
+    embedder = LocalEmbedder(LocalEmbedderSettings())
     scores = scorer.model_scores_sync(embedder.embed_sync(texts[:200]))
     ours = sigmoid(scores[:, scorer.strong_index] - scores[:, scorer.weak_index])
     max_diff = float(np.max(np.abs(ours - np.asarray(routellm["scores"]))))

@@ -2,74 +2,39 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator
 from typing import Any, Protocol
 
 from ..config import UpstreamSettings
+from ..domain import ChatParams, Delta, Finish
 
-__all__ = ["ChatParams", "Delta", "Finish", "Message", "Upstream", "Usage", "open_upstream"]
-
-
-@dataclass(frozen=True)
-class Message:
-    role: str
-    content: str
-
-
-@dataclass(frozen=True)
-class ChatParams:
-    messages: tuple[Message, ...]
-    temperature: float | None = None
-    top_p: float | None = None
-    max_tokens: int | None = None
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-
-
-@dataclass(frozen=True)
-class Usage:
-    prompt_tokens: int
-    completion_tokens: int
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-
-@dataclass(frozen=True)
-class Delta:
-    text: str
-
-
-@dataclass(frozen=True)
-class Finish:
-    reason: str
-    usage: Usage | None  # None: the upstream sent no usage (llama.cpp's server, for one)
+__all__ = ["Upstream", "open_upstream"]
 
 
 class Upstream(Protocol):
     name: str
     url: str
 
-    def stream(self, model: str, params: ChatParams) -> AsyncIterator[Delta | Finish]:
-        """Deltas, then exactly one Finish; raises a GatewayError on failure."""
+    def stream(self, model: str, params: ChatParams) -> AsyncGenerator[Delta | Finish, None]:
+        """Deltas, then exactly one Finish; raises a GatewayError on failure. ``aclose()`` ends the request."""
         ...
 
     async def aclose(self) -> None: ...
 
 
 def open_upstream(settings: UpstreamSettings, tracing: Any | None = None) -> Upstream:
+    """One pooled client for ``settings``; ``tracing``: an OpenTelemetry TracerProvider, or None."""
+    from .http import HttpUpstream
+
+    upstream: HttpUpstream
     if settings.provider == "ollama":
         from .ollama import OllamaUpstream
 
-        upstream: Any = OllamaUpstream(settings)
+        upstream = OllamaUpstream(settings)
     else:
         from .openai import OpenAIUpstream
 
         upstream = OpenAIUpstream(settings)
     if tracing is not None:
-        from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
-
-        HTTPXClientInstrumentor.instrument_client(upstream._client, tracer_provider=tracing)
+        upstream.instrument(tracing)
     return upstream

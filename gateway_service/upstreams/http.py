@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from router_service.http_errors import error_detail
+from service_core.upstream_errors import error_detail
 
 from ..config import UpstreamSettings
 from ..errors import (
@@ -80,6 +80,12 @@ class HttpUpstream:
         if status == 404:
             return UpstreamError(f"{where}; check upstreams[{self.name}].base_url and that it serves {model!r}")
         return UpstreamError(where)
+
+    def instrument(self, tracer_provider: Any) -> None:
+        """Trace this upstream's requests (OpenTelemetry), on this client only, never by global patching."""
+        from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+        HTTPXClientInstrumentor.instrument_client(self._client, tracer_provider=tracer_provider)
 
     async def aclose(self) -> None:
         await self._client.aclose()

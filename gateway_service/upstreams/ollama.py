@@ -8,11 +8,11 @@ error mid-stream arrives as a line ``{"error": "..."}``.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
+from ..domain import ChatParams, Delta, Finish, Usage
 from ..errors import UpstreamStreamError
-from . import ChatParams, Delta, Finish, Usage
 from .http import HttpUpstream
 
 __all__ = ["OllamaUpstream", "ollama_body"]
@@ -44,7 +44,7 @@ def ollama_body(model: str, params: ChatParams) -> dict[str, Any]:
 class OllamaUpstream(HttpUpstream):
     path = "/api/chat"
 
-    async def stream(self, model: str, params: ChatParams) -> AsyncIterator[Delta | Finish]:
+    async def stream(self, model: str, params: ChatParams) -> AsyncGenerator[Delta | Finish, None]:
         async with self.post(model, ollama_body(model, params)) as response:
             async for line in response.aiter_lines():
                 if not line.strip():

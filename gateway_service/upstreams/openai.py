@@ -9,13 +9,13 @@ as ``data: {"error": {...}}``.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from httpx_sse import EventSource
 
+from ..domain import ChatParams, Delta, Finish, Usage
 from ..errors import UpstreamStreamError
-from . import ChatParams, Delta, Finish, Usage
 from .http import HttpUpstream
 
 __all__ = ["OpenAIUpstream", "openai_body"]
@@ -40,7 +40,7 @@ def openai_body(model: str, params: ChatParams) -> dict[str, Any]:
 class OpenAIUpstream(HttpUpstream):
     path = "/chat/completions"
 
-    async def stream(self, model: str, params: ChatParams) -> AsyncIterator[Delta | Finish]:
+    async def stream(self, model: str, params: ChatParams) -> AsyncGenerator[Delta | Finish, None]:
         finish_reason: str | None = None
         usage: Usage | None = None
         async with self.post(model, openai_body(model, params)) as response:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import onnxruntime as ort
@@ -19,7 +19,6 @@ from tokenizers import Tokenizer
 from ..config import LocalEmbedderSettings
 from ..errors import ConfigError
 from .bert_onnx import build_bert_onnx
-from .threaded import ThreadedEmbedder
 
 __all__ = ["LocalEmbedder", "ensure_local_model", "source_model_dir"]
 
@@ -62,13 +61,13 @@ def ensure_local_model(settings: LocalEmbedderSettings) -> tuple[Path, Path]:
     return model, source / "tokenizer.json"
 
 
-class LocalEmbedder(ThreadedEmbedder):
-    """Sentence embeddings from an ONNX BERT; batches run in a worker thread."""
+class LocalEmbedder:
+    """Sentence embeddings from an ONNX BERT (an in-process embedder: callers pick the thread)."""
 
+    runs: Literal["in_process"] = "in_process"
     backend = "local"
 
-    def __init__(self, settings: LocalEmbedderSettings, executor: ThreadPoolExecutor) -> None:
-        super().__init__(executor)
+    def __init__(self, settings: LocalEmbedderSettings) -> None:
         model_path, tokenizer_path = ensure_local_model(settings)
         self._tokenizer = Tokenizer.from_file(str(tokenizer_path))
         # The shipped tokenizer pads every input to 128: pad per batch instead.

@@ -8,14 +8,15 @@ to fix, and tell a refused key from a wrong URL from a wrong model.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import numpy as np
 
+from service_core.upstream_errors import error_detail
+
 from ..config import RemoteEmbedderSettings
 from ..errors import EmbedderMisconfigured, EmbedderUnavailable
-from ..http_errors import error_detail
 
 __all__ = ["OllamaEmbedder", "OpenAIEmbedder", "RemoteEmbedder"]
 
@@ -23,6 +24,7 @@ __all__ = ["OllamaEmbedder", "OpenAIEmbedder", "RemoteEmbedder"]
 class RemoteEmbedder:
     """Shared HTTP plumbing; subclasses say where to post and how to read the answer."""
 
+    runs: Literal["async"] = "async"
     backend = ""
     path = ""
 
@@ -32,6 +34,7 @@ class RemoteEmbedder:
         self.name = f"{self.backend}:{settings.model}"
         self.dim = settings.dim or 0
         self.max_batch = settings.max_batch
+        self.max_concurrency = settings.max_concurrency
         headers = {"Accept": "application/json"}
         key = settings.resolve_api_key()
         if key:
@@ -76,7 +79,7 @@ class RemoteEmbedder:
             )
         # Scorers are trained on unit vectors; not every server normalises.
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-        return matrix / np.maximum(norms, 1e-12)
+        return np.asarray(matrix / np.maximum(norms, 1e-12), dtype=np.float32)
 
     async def _post(self, texts: list[str]) -> httpx.Response:
         try:

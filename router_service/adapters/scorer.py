@@ -43,7 +43,7 @@ class OnnxScorer:
 
     def model_scores_sync(self, embeddings: np.ndarray) -> np.ndarray:
         """[batch, models] scores; microseconds, so callers batch it with the embedding job."""
-        return self._session.run(["model_scores"], {"embedding": embeddings})[0]
+        return np.asarray(self._session.run(["model_scores"], {"embedding": embeddings})[0])
 
     def threshold_for_share(self, share: float) -> float:
         """The threshold that sent ``share`` of the calibration prompts to the strong model.

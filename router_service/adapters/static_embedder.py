@@ -8,24 +8,25 @@ router_service/models/README.md). Inference is numpy and tokenizers; no torch.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
 
 import numpy as np
 
 from ..config import StaticEmbedderSettings
 from ..errors import ConfigError
-from .threaded import ThreadedEmbedder
 
 __all__ = ["StaticEmbedder"]
 
 
-class StaticEmbedder(ThreadedEmbedder):
+class StaticEmbedder:
+    """An in-process embedder: callers pick the thread."""
+
+    runs: Literal["in_process"] = "in_process"
     backend = "static"
 
-    def __init__(self, settings: StaticEmbedderSettings, executor: ThreadPoolExecutor) -> None:
+    def __init__(self, settings: StaticEmbedderSettings) -> None:
         from model2vec import StaticModel
 
-        super().__init__(executor)
         if not (settings.model_path / "model.safetensors").is_file():
             raise ConfigError(
                 f"embedder.static.model_path: {settings.model_path} is not a model2vec folder (no model.safetensors)"

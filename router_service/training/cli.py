@@ -20,7 +20,7 @@ __all__ = ["add_commands", "run"]
 logger = logging.getLogger(__name__)
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     config_help = "TOML config file: the embedder used for training is the configured one"
     data_help = "routing data folder (default: ../shared/data beside the project)"
 

@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +43,7 @@ def default_data_dir() -> Path:
     return Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
-def read_jsonl(path: Path) -> Iterator[dict]:
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as lines:
         for line in lines:
@@ -98,7 +99,7 @@ class Battles:
         )
 
 
-def _pairwise(rows: Iterable[dict]) -> Iterator[tuple[str, str, str, float]]:
+def _pairwise(rows: Iterable[dict[str, Any]]) -> Iterator[tuple[str, str, str, float]]:
     for row in rows:
         yield row["prompt"], row["model_a"], row["model_b"], float(row["p_a"])
 
@@ -108,14 +109,14 @@ def _pairwise(rows: Iterable[dict]) -> Iterator[tuple[str, str, str, float]]:
 ANCHOR = "__correct__"
 
 
-def _anchored(rows: Iterable[dict]) -> Iterator[tuple[str, str, str, float]]:
+def _anchored(rows: Iterable[dict[str, Any]]) -> Iterator[tuple[str, str, str, float]]:
     for row in rows:
         for model, score in sorted(row["scores"].items()):
             if score is not None:
                 yield row["prompt"], model, ANCHOR, float(score)
 
 
-def _scores(rows: Iterable[dict]) -> Iterator[tuple[str, str, str, float]]:
+def _scores(rows: Iterable[dict[str, Any]]) -> Iterator[tuple[str, str, str, float]]:
     for row in rows:
         scored = sorted((m, s) for m, s in row["scores"].items() if s is not None)  # None: not evaluated
         for (a, sa), (b, sb) in itertools.combinations(scored, 2):

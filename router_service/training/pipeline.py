@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import logging
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 
-from ..adapters import open_embedder
+from ..adapters import blocking_embedder
 from ..adapters.scorer import OnnxScorer
 from ..config import RouterSettings, default_cache_dir
 from ..errors import ConfigError
@@ -43,17 +42,12 @@ def eval_files(data_dir: Path | None) -> list[Path]:
     return sorted(((data_dir or default_data_dir()) / "eval").glob("*.jsonl.gz"))
 
 
-def embedding_store(settings: RouterSettings) -> tuple[str, EmbeddingStore]:
-    """The configured embedder, run synchronously, behind an on-disk cache."""
-    executor = ThreadPoolExecutor(max_workers=1)
-    embedder = open_embedder(settings.embedder, executor)
-    embed_sync = getattr(embedder, "embed_sync", None)
-    if embed_sync is None:
-        def embed_sync(texts: list[str]) -> np.ndarray:
-            return asyncio.run(embedder.embed(texts))
-
-    cache = default_cache_dir() / "embeddings" / (embedder.name.replace(":", "-").replace("/", "_") + ".npz")
-    return embedder.name, EmbeddingStore(cache, embed_sync)
+@contextmanager
+def embedding_store(settings: RouterSettings) -> Iterator[tuple[str, EmbeddingStore]]:
+    """The configured embedder, run synchronously, behind an on-disk cache; closed on exit."""
+    with blocking_embedder(settings.embedder) as (name, embed):
+        cache = default_cache_dir() / "embeddings" / (name.replace(":", "-").replace("/", "_") + ".npz")
+        yield name, EmbeddingStore(cache, embed)
 
 
 def _read_prompts(path: Path) -> list[str]:
@@ -87,53 +81,53 @@ def train_and_export(
     for model in (strong, weak):
         if model not in battles.models:
             raise ConfigError(f"--strong/--weak: {model!r} is not in the training data")
-    embedder_name, store = embedding_store(settings)
-    embeddings = store.get(battles.prompts)
-    if held_out.dropped:
-        logger.warning("left %d training prompts out: they match eval/ prompts", held_out.dropped)
-    logger.info("training on %d battles, %d prompts, %d models", len(battles), len(battles.prompts), len(battles.models))
+    with embedding_store(settings) as (embedder_name, store):
+        embeddings = store.get(battles.prompts)
+        if held_out.dropped:
+            logger.warning("left %d training prompts out: they match eval/ prompts", held_out.dropped)
+        logger.info("training on %d battles, %d prompts, %d models", len(battles), len(battles.prompts), len(battles.models))
 
-    def log_epoch(epoch: int, loss: float) -> None:
-        logger.info("epoch %d: loss %.4f", epoch + 1, loss)
+        def log_epoch(epoch: int, loss: float) -> None:
+            logger.info("epoch %d: loss %.4f", epoch + 1, loss)
 
-    if method == "difficulty":
-        weights = _difficulty_weights(files, store, strong, weak, held_out)
-    else:
-        weights = train_mf(
-            embeddings, battles.models, battles.prompt, battles.model_a, battles.model_b, battles.p_a, config,
-            on_epoch=log_epoch,
-        )
-    calibration = weights.win_rate(embeddings, strong, weak)
-    training: dict[str, Any] = {
-        "data": [f.name for f in files],
-        "battles": len(battles),
-        "prompts": len(battles.prompts),
-        "models": len(battles.models),
-        "method": method,
-        "config": config.as_dict() if method == "mf" else {"ridge": 10.0},
-        "keep_ties": keep_ties,
-        "eval_prompts_dropped": held_out.dropped,
-        "calibrated_on": "training prompts",
-        "trained": dt.date.today().isoformat(),
-    }
-    card = ScorerCard(
-        name=name,
-        version=f"{dt.date.today():%Y%m%d}-seed{config.seed}",
-        strong_model=strong,
-        weak_model=weak,
-        embedder=embedder_name,
-        thresholds=thresholds_for_shares(calibration, SHARES),
-        training=training,
-    )
-    export_onnx(weights, card, out)
-    if evaluate:
-        training["eval"] = {
-            bench: {k: round(v, 4) for k, v in result["scorer"].items()}
-            for bench, result in _evaluate_scorer(out, settings, store, eval_files(data_dir)).items()
+        if method == "difficulty":
+            weights = _difficulty_weights(files, store, strong, weak, held_out)
+        else:
+            weights = train_mf(
+                embeddings, battles.models, battles.prompt, battles.model_a, battles.model_b, battles.p_a, config,
+                on_epoch=log_epoch,
+            )
+        calibration = weights.win_rate(embeddings, strong, weak)
+        training: dict[str, Any] = {
+            "data": [f.name for f in files],
+            "battles": len(battles),
+            "prompts": len(battles.prompts),
+            "models": len(battles.models),
+            "method": method,
+            "config": config.as_dict() if method == "mf" else {"ridge": 10.0},
+            "keep_ties": keep_ties,
+            "eval_prompts_dropped": held_out.dropped,
+            "calibrated_on": "training prompts",
+            "trained": dt.date.today().isoformat(),
         }
-        card = ScorerCard(**{**card.__dict__, "training": training})
+        card = ScorerCard(
+            name=name,
+            version=f"{dt.date.today():%Y%m%d}-seed{config.seed}",
+            strong_model=strong,
+            weak_model=weak,
+            embedder=embedder_name,
+            thresholds=thresholds_for_shares(calibration, SHARES),
+            training=training,
+        )
         export_onnx(weights, card, out)
-    return card
+        if evaluate:
+            training["eval"] = {
+                bench: {k: round(v, 4) for k, v in result["scorer"].items()}
+                for bench, result in _evaluate_scorer(out, settings, store, eval_files(data_dir)).items()
+            }
+            card = ScorerCard(**{**card.__dict__, "training": training})
+            export_onnx(weights, card, out)
+        return card
 
 
 def _difficulty_weights(
@@ -168,8 +162,8 @@ def calibrate(settings: RouterSettings, scorer_path: Path, prompts_path: Path, o
     prompts = _read_prompts(prompts_path)
     if len(prompts) < 20:
         raise ConfigError(f"--prompts: {len(prompts)} prompts is too few to calibrate; give at least 20")
-    _, store = embedding_store(settings)
-    scores = scorer.model_scores_sync(store.get(prompts))
+    with embedding_store(settings) as (_, store):
+        scores = scorer.model_scores_sync(store.get(prompts))
     win_rate = sigmoid(scores[:, scorer.strong_index] - scores[:, scorer.weak_index])
     thresholds = thresholds_for_shares(win_rate, SHARES)
     model = onnx.load(str(scorer_path))
@@ -226,8 +220,8 @@ def _metrics(curve: Any) -> dict[str, float]:
 def evaluate(
     settings: RouterSettings, scorer_path: Path, files: Iterable[Path], *, plot: Path | None
 ) -> dict[str, dict[str, Any]]:
-    _, store = embedding_store(settings)
-    results = _evaluate_scorer(scorer_path, settings, store, files)
+    with embedding_store(settings) as (_, store):
+        results = _evaluate_scorer(scorer_path, settings, store, files)
     if plot is not None:
         _plot(results, plot)
     for result in results.values():

@@ -106,7 +106,7 @@ async def wait_until_up(url: str, process: subprocess.Popen[bytes], timeout: flo
     async with httpx.AsyncClient(timeout=1) as client:
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise RuntimeError(f"{process.args} exited with {process.returncode}")
+                raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
             try:
                 if (await client.get(url)).status_code < 500:
                     return
@@ -120,7 +120,7 @@ async def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: fl
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{process.args} exited with {process.returncode}")
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
         try:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.close()
@@ -174,6 +174,7 @@ async def topology(tmp_path: Path) -> AsyncIterator[Topology]:
                 tmp=tmp_path, h1=replicas[0].http_port, h2=replicas[1].http_port,
                 g1=replicas[0].grpc_port, g2=replicas[1].grpc_port, lb_http=lb_http, lb_grpc=lb_grpc,
             ))
+            assert NGINX is not None  # the test is skipped without it
             nginx = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(tmp_path), "-g", "daemon off;"])
             processes.append(nginx)
             await wait_for_port(router_port, router)

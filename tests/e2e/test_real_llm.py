@@ -23,9 +23,9 @@ import pytest
 if importlib.util.find_spec("llama_cpp") is None:
     pytest.skip("needs llama-cpp-python[server]; `make test` installs it", allow_module_level=True)
 
-from gateway_service.server import GatewayApp, build_gateway  # noqa: E402
-from tests.e2e.tiny_gguf import write_tiny_gguf  # noqa: E402
-from tests.gateway.conftest import STRONG, WEAK, gateway_settings  # noqa: E402
+from gateway_service.server import GatewayApp, build_gateway
+from tests.e2e.tiny_gguf import write_tiny_gguf
+from tests.gateway.conftest import STRONG, WEAK, gateway_settings
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
 
 
 @pytest.fixture
-async def gateway(router_app, llama_server) -> AsyncIterator[GatewayApp]:  # type: ignore[no-untyped-def]
+async def gateway(router_app, llama_server) -> AsyncIterator[GatewayApp]:
     url, _ = llama_server
     settings = gateway_settings(
         router_app.port, url, url,
@@ -75,7 +75,7 @@ async def gateway(router_app, llama_server) -> AsyncIterator[GatewayApp]:  # typ
         await app.stop()
 
 
-async def test_sdk_streams_a_real_completion_through_the_router(gateway, llama_server) -> None:  # type: ignore[no-untyped-def]
+async def test_sdk_streams_a_real_completion_through_the_router(gateway, llama_server) -> None:
     _, reply = llama_server
     async with openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{gateway.http_port}/v1", api_key="x", max_retries=0) as sdk:
         stream = await sdk.chat.completions.create(

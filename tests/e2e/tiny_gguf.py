@@ -11,6 +11,7 @@ the last token of ChatML's assistant header ("\\n") starts the chain.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,7 @@ def write_tiny_gguf(path: Path) -> str:
     byte_tokens = _byte_tokens()
     # llama.cpp insists on at least one merge: join two NUL bytes, which no test text contains.
     merge = f"{byte_tokens[0]} {byte_tokens[0]}"
-    tokens = byte_tokens + ["<|im_start|>", "<|im_end|>", byte_tokens[0] * 2]
+    tokens = [*byte_tokens, "<|im_start|>", "<|im_end|>", byte_tokens[0] * 2]
     im_start, im_end = 256, 257
     n_vocab, n_embd, n_head, n_ff = len(tokens), 264, 4, 32  # one-hot embeddings need n_embd >= n_vocab
     token_types = [gguf.TokenType.NORMAL] * 256 + [gguf.TokenType.CONTROL] * 2 + [gguf.TokenType.NORMAL]
@@ -51,8 +52,8 @@ def write_tiny_gguf(path: Path) -> str:
     embeddings[np.arange(n_vocab), np.arange(n_vocab)] = 1.0
     # output[next, current] = 1: after RMS norm, the logit of the next token is ~sqrt(n_embd).
     output = np.zeros((n_vocab, n_embd), np.float32)
-    chain = [ord("\n")] + list(REPLY.encode()) + [im_end]
-    for current, following in zip(chain, chain[1:], strict=False):
+    chain = [ord("\n"), *list(REPLY.encode()), im_end]
+    for current, following in itertools.pairwise(chain):
         output[following, current] = 10.0
 
     writer = gguf.GGUFWriter(str(path), "llama")

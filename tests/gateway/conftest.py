@@ -49,7 +49,7 @@ def gateway_settings(router_port: int, ollama_url: str, openai_url: str, **overr
 
 
 @pytest.fixture
-async def stack(router_app) -> AsyncIterator[Stack]:  # type: ignore[no-untyped-def]
+async def stack(router_app) -> AsyncIterator[Stack]:
     ollama, openai = LLMServerState(), LLMServerState()
     async with serve_app(llm_app(ollama)) as ollama_url, serve_app(llm_app(openai)) as openai_url:
         gateway = await build_gateway(gateway_settings(router_app.port, ollama_url, openai_url))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -54,14 +55,14 @@ def text_of(lines: list[str]) -> str:
     return out
 
 
-BEFORE_FIRST_TOKEN = {
+BEFORE_FIRST_TOKEN: dict[str, tuple[dict[str, Any], str]] = {
     "refused connection": ({}, "UpstreamUnreachable"),
     "HTTP 500": ({"fail_status": 500}, "UpstreamError"),
     "429 with Retry-After": ({"fail_status": 429, "retry_after": "3"}, "UpstreamBusy"),
     "stall before the first byte": ({"stall_s": 1.0}, "UpstreamTimeout"),
     "malformed first chunk": ({"malformed_after": 0}, "UpstreamStreamError"),
 }
-AFTER_FIRST_TOKEN = {
+AFTER_FIRST_TOKEN: dict[str, tuple[dict[str, Any], str]] = {
     "stall mid-stream": ({"stall_after": 2, "stall_s": 1.0}, "UpstreamTimeout"),
     "cut after 2 chunks": ({"cut_after": 2}, "UpstreamStreamError"),
     "malformed chunk mid-stream": ({"malformed_after": 2}, "UpstreamStreamError"),
@@ -88,8 +89,8 @@ async def metric(gateway: GatewayApp) -> str:
 async def test_faults_before_the_first_token_fall_back(stack: Stack, faulty: GatewayApp, fault: str) -> None:
     knobs, kind = BEFORE_FIRST_TOKEN[fault]
     if fault == "refused connection":
-        upstream = faulty.chat._by_model[STRONG]
-        upstream.url = f"http://127.0.0.1:{closed_port()}/api/chat"  # type: ignore[attr-defined]
+        upstream = faulty.chat.dispatch.by_model[STRONG]
+        upstream.url = f"http://127.0.0.1:{closed_port()}/api/chat"
     for key, value in knobs.items():
         setattr(stack.ollama, key, value)
     tasks_before = len(asyncio.all_tasks())

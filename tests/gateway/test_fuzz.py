@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from routing_api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from bench.stack import local_stack
+from routing_api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
 MODELS = ["llama3.1:8b", "llama3.2:1b", "router", "router-mf-50", "router-mf-0.3", "router-mf-9", "nope", ""]
 ROLES = ["user", "system", "assistant", "tool", "developer", "User", "", "wizard", "\x00"]
@@ -117,7 +117,7 @@ ALLOWED = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}
     max_tokens=st.none() | st.integers(min_value=-(2**31), max_value=2**31 - 1),
     temperature=st.none() | st.floats(allow_nan=True, allow_infinity=True),
 )
-def test_grpc_chat_requests(grpc_stub, model, messages, max_tokens, temperature) -> None:  # type: ignore[no-untyped-def]
+def test_grpc_chat_requests(grpc_stub, model, messages, max_tokens, temperature) -> None:
     stub, _ = grpc_stub
     request = gateway_pb2.ChatRequest(model=model, messages=[gateway_pb2.ChatMessage(role=r, content=c) for r, c in messages])
     if max_tokens is not None:
@@ -135,7 +135,7 @@ def test_grpc_chat_requests(grpc_stub, model, messages, max_tokens, temperature)
 
 @FUZZ
 @given(raw=st.binary(max_size=200))
-def test_grpc_raw_bytes(grpc_stub, raw: bytes) -> None:  # type: ignore[no-untyped-def]
+def test_grpc_raw_bytes(grpc_stub, raw: bytes) -> None:
     _, channel = grpc_stub
     call = channel.unary_stream("/gateway.v1.GatewayService/Chat", request_serializer=lambda b: b, response_deserializer=lambda b: b)
     try:

@@ -24,7 +24,7 @@ def chat(model: str, text: str = "Say hello.", **fields: object) -> gateway_pb2.
     )
 
 
-async def test_chat_streams_deltas_then_a_final_chunk_with_the_route(stub, stack: Stack) -> None:  # type: ignore[no-untyped-def]
+async def test_chat_streams_deltas_then_a_final_chunk_with_the_route(stub, stack: Stack) -> None:
     chunks = [c async for c in stub.Chat(chat("router-mf-50", max_tokens=9), timeout=20)]
     assert "".join(c.delta for c in chunks) == "Hello, world!"
     last = chunks[-1]
@@ -36,7 +36,7 @@ async def test_chat_streams_deltas_then_a_final_chunk_with_the_route(stub, stack
     assert stack.ollama.requests[-1]["body"]["options"] == {"num_predict": 9}
 
 
-async def test_cut_stream_ends_with_an_error_status_after_the_deltas(stub, stack: Stack) -> None:  # type: ignore[no-untyped-def]
+async def test_cut_stream_ends_with_an_error_status_after_the_deltas(stub, stack: Stack) -> None:
     stack.ollama.cut_after = 2
     received = []
     with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -56,7 +56,7 @@ async def test_cut_stream_ends_with_an_error_status_after_the_deltas(stub, stack
         (chat("router-mf-2"), grpc.StatusCode.INVALID_ARGUMENT, "within [0, 1]"),
     ],
 )
-async def test_bad_requests(stub, request_, code, message) -> None:  # type: ignore[no-untyped-def]
+async def test_bad_requests(stub, request_, code, message) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         async for _ in stub.Chat(request_, timeout=10):
             pass
@@ -74,7 +74,7 @@ async def test_undecodable_bytes_are_invalid_argument(stack: Stack) -> None:
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-async def test_list_models_and_health(stub, stack: Stack) -> None:  # type: ignore[no-untyped-def]
+async def test_list_models_and_health(stub, stack: Stack) -> None:
     listed = await stub.ListModels(gateway_pb2.ListModelsRequest(), timeout=5)
     owners = {m.id: m.owned_by for m in listed.models}
     assert owners["router-mf-50"] == "router" and owners[STRONG] == "ollama" and owners["gpt-4o-mini"] == "openai"
@@ -85,7 +85,7 @@ async def test_list_models_and_health(stub, stack: Stack) -> None:  # type: igno
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-async def test_cancelled_call_closes_the_upstream_request(stub, stack: Stack) -> None:  # type: ignore[no-untyped-def]
+async def test_cancelled_call_closes_the_upstream_request(stub, stack: Stack) -> None:
     import asyncio
 
     stack.ollama.reply = tuple(f"token{i} " for i in range(200))

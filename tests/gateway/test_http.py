@@ -69,7 +69,7 @@ async def test_sdk_whole_response_with_route_headers(stack: Stack, sdk: openai.A
     completion = raw.parse()
     assert completion.choices[0].message.content == HELLO
     assert completion.choices[0].finish_reason == "stop"
-    assert completion.usage.completion_tokens == 4
+    assert completion.usage is not None and completion.usage.completion_tokens == 4
     assert raw.headers["x-route-model"] == completion.model
     assert raw.headers["x-route-routed"] == "true" and raw.headers["x-route-degraded"] == "false"
     assert float(raw.headers["x-route-threshold"]) == pytest.approx(0.11593)
@@ -87,7 +87,7 @@ async def test_concrete_model_bypasses_routing_and_openai_upstream_gets_its_own_
 
     settings = next(u for u in stack.gateway.settings.upstreams if u.name == "openai")
     upstream = open_upstream(settings)
-    stack.gateway.chat._by_model["gpt-4o-mini"] = upstream
+    stack.gateway.chat.dispatch.by_model["gpt-4o-mini"] = upstream
     try:
         raw = await sdk.chat.completions.with_raw_response.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=7, stop=["\n"], seed=3,

@@ -85,7 +85,8 @@ async def test_mtls_router_and_tls_gateway(stack: Stack, tmp_path: Path) -> None
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
         # The gateway, with its client certificate, routes over mTLS; clients reach it over TLS.
         async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=pki["ca"])) as http, openai.AsyncOpenAI(
-            base_url=f"https://localhost:{gateway.http_port}/v1", api_key="x", max_retries=0, http_client=http
+            base_url=f"https://localhost:{gateway.http_port}/v1", api_key="x", max_retries=0,
+            http_client=http,  # type: ignore[arg-type]  # the SDK types its own httpx fork; a plain httpx client works
         ) as sdk:
             raw = await sdk.chat.completions.with_raw_response.create(
                 model="router-mf-50", messages=[{"role": "user", "content": "hello over TLS"}]

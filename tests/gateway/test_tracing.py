@@ -7,14 +7,14 @@ import pytest
 
 pytest.importorskip("opentelemetry.sdk", reason="needs the otel extra; `make test` installs it")
 
-from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from gateway_service.server import build_gateway  # noqa: E402
-from router_service.server import build_router  # noqa: E402
-from tests.conftest import router_settings  # noqa: E402
-from tests.gateway.conftest import Stack, gateway_settings  # noqa: E402
+from gateway_service.server import build_gateway
+from router_service.server import build_router
+from tests.conftest import router_settings
+from tests.gateway.conftest import Stack, gateway_settings
 
 
 async def test_one_trace_spans_gateway_router_and_upstream(stack: Stack) -> None:
@@ -42,4 +42,5 @@ async def test_one_trace_spans_gateway_router_and_upstream(stack: Stack) -> None
     upstream = next(s for s in spans if s.kind.name == "CLIENT" and s.name.startswith("POST"))
     trace_ids = {s.context.trace_id for s in (route_server, route_client, http_server, upstream)}
     assert len(trace_ids) == 1  # one request, one trace, across both services
+    assert route_server.parent is not None and route_client.context is not None
     assert route_server.parent.span_id == route_client.context.span_id  # context crossed the gRPC call

@@ -35,7 +35,7 @@ def test_toml_file_with_env_overrides(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def test_missing_config_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="nope.toml not found"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.toml not found"):
         load_settings(tmp_path / "nope.toml")
 
 
@@ -48,7 +48,7 @@ def test_openai_variables_do_not_configure_the_router(monkeypatch: pytest.Monkey
     assert settings.embedder.openai.resolve_api_key() is None
 
 
-async def test_dimension_mismatch_stops_start_up_naming_both_values(local_embedder) -> None:  # type: ignore[no-untyped-def]
+async def test_dimension_mismatch_stops_start_up_naming_both_values(local_embedder) -> None:
     state = EmbeddingServerState(embed=local_embedder.embed_sync, dim=256)  # "another model"
     async with serve_app(embedding_app(state)) as url:
         settings = router_settings(embedder={"backend": "openai", "openai": {"base_url": f"{url}/v1", "model": "all-minilm"}})
@@ -120,3 +120,9 @@ def test_readme_config_examples_load(tmp_path: Path) -> None:
         path.write_text(block)
         settings = load_gateway(path) if "[[upstreams]]" in block else load_settings(path)
         assert settings is not None
+
+
+def test_command_line_overrides_are_validated_like_the_file() -> None:
+    result = run_cli("serve", "--port", "70000")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "server.port" in result.stderr and "65535" in result.stderr and "command line" in result.stderr

@@ -17,9 +17,11 @@ from router_service.pipeline import MicroBatcher, ScoringPipeline
 class CountingEmbedder:
     """The real local embedder behind the async (remote-style) interface, recording each batch."""
 
+    runs = "async"
     backend = "test"
+    max_concurrency = 1
 
-    def __init__(self, inner, fail: bool = False) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, inner, fail: bool = False) -> None:
         self._inner = inner
         self.name, self.dim, self.max_batch = inner.name, inner.dim, 32
         self.batches: list[list[str]] = []
@@ -29,7 +31,7 @@ class CountingEmbedder:
         self.batches.append(list(texts))
         if self.fail:
             raise EmbedderUnavailable("embedding backend at http://embedder.test is unreachable")
-        return await self._inner.embed(texts)
+        return self._inner.embed_sync(texts)
 
     async def aclose(self) -> None:
         return None
@@ -40,11 +42,11 @@ def scorer() -> OnnxScorer:
     return OnnxScorer("mf", BUNDLED_SCORERS["mf"]["local"])
 
 
-def pipeline_for(embedder, scorer: OnnxScorer, executor: ThreadPoolExecutor, cache_size: int) -> ScoringPipeline:  # type: ignore[no-untyped-def]
+def pipeline_for(embedder, scorer: OnnxScorer, executor: ThreadPoolExecutor, cache_size: int) -> ScoringPipeline:
     return ScoringPipeline(embedder, [scorer], executor, cache_size=cache_size)
 
 
-async def test_rows_are_the_scorers_model_scores(local_embedder, scorer, executor) -> None:  # type: ignore[no-untyped-def]
+async def test_rows_are_the_scorers_model_scores(local_embedder, scorer, executor) -> None:
     prompts = ["What is an eigenvector?", "Tell me a joke."]
     for embedder in (local_embedder, CountingEmbedder(local_embedder)):  # one-job and two-stage paths
         pipeline = pipeline_for(embedder, scorer, executor, cache_size=0)
@@ -57,7 +59,7 @@ async def test_rows_are_the_scorers_model_scores(local_embedder, scorer, executo
         assert cached == [False, False] and times.embed_ms > 0 and times.score_ms > 0
 
 
-async def test_identical_concurrent_prompts_share_one_call(local_embedder, scorer, executor) -> None:  # type: ignore[no-untyped-def]
+async def test_identical_concurrent_prompts_share_one_call(local_embedder, scorer, executor) -> None:
     counting = CountingEmbedder(local_embedder)
     pipeline = pipeline_for(counting, scorer, executor, cache_size=100)
     try:
@@ -71,7 +73,7 @@ async def test_identical_concurrent_prompts_share_one_call(local_embedder, score
         assert cached == [False]
 
 
-async def test_concurrent_different_prompts_are_batched(local_embedder, scorer, executor) -> None:  # type: ignore[no-untyped-def]
+async def test_concurrent_different_prompts_are_batched(local_embedder, scorer, executor) -> None:
     counting = CountingEmbedder(local_embedder)
     pipeline = pipeline_for(counting, scorer, executor, cache_size=0)
     prompts = [f"prompt number {i}" for i in range(24)]
@@ -86,7 +88,7 @@ async def test_concurrent_different_prompts_are_batched(local_embedder, scorer, 
         np.testing.assert_allclose(rows[0], row, atol=1e-5)
 
 
-async def test_cache_hits_are_flagged_and_skip_the_embedder(local_embedder, scorer, executor) -> None:  # type: ignore[no-untyped-def]
+async def test_cache_hits_are_flagged_and_skip_the_embedder(local_embedder, scorer, executor) -> None:
     counting = CountingEmbedder(local_embedder)
     pipeline = pipeline_for(counting, scorer, executor, cache_size=2)
     try:
@@ -101,7 +103,7 @@ async def test_cache_hits_are_flagged_and_skip_the_embedder(local_embedder, scor
     assert times.embed_ms == 0 and times.score_ms == 0
 
 
-async def test_failures_reach_every_waiter_and_are_not_cached(local_embedder, scorer, executor) -> None:  # type: ignore[no-untyped-def]
+async def test_failures_reach_every_waiter_and_are_not_cached(local_embedder, scorer, executor) -> None:
     counting = CountingEmbedder(local_embedder, fail=True)
     pipeline = pipeline_for(counting, scorer, executor, cache_size=10)
     try:
@@ -115,7 +117,7 @@ async def test_failures_reach_every_waiter_and_are_not_cached(local_embedder, sc
     assert len(counting.batches) == 2
 
 
-async def test_one_cancelled_caller_does_not_fail_the_others(local_embedder, scorer, executor) -> None:  # type: ignore[no-untyped-def]
+async def test_one_cancelled_caller_does_not_fail_the_others(local_embedder, scorer, executor) -> None:
     pipeline = pipeline_for(CountingEmbedder(local_embedder), scorer, executor, cache_size=10)
     try:
         first = asyncio.create_task(pipeline.scores(["shared prompt"]))

@@ -15,13 +15,13 @@ from tests.http_servers import EmbeddingServerState, embedding_app, serve_app
 
 
 @pytest.fixture
-async def server(local_embedder) -> AsyncIterator[tuple[str, EmbeddingServerState]]:  # type: ignore[no-untyped-def]
+async def server(local_embedder) -> AsyncIterator[tuple[str, EmbeddingServerState]]:
     state = EmbeddingServerState(embed=local_embedder.embed_sync)
     async with serve_app(embedding_app(state)) as url:
         yield url, state
 
 
-async def test_openai_backend_speaks_v1_embeddings(server, local_embedder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+async def test_openai_backend_speaks_v1_embeddings(server, local_embedder, monkeypatch) -> None:
     url, state = server
     monkeypatch.setenv("EMBED_KEY", "sk-test-123")
     embedder = OpenAIEmbedder(OpenAIEmbedderSettings(base_url=f"{url}/v1", model="all-minilm", api_key_env="EMBED_KEY"))
@@ -36,7 +36,7 @@ async def test_openai_backend_speaks_v1_embeddings(server, local_embedder, monke
     assert seen["headers"]["authorization"] == "Bearer sk-test-123"
 
 
-async def test_ollama_backend_speaks_api_embed(server, local_embedder) -> None:  # type: ignore[no-untyped-def]
+async def test_ollama_backend_speaks_api_embed(server, local_embedder) -> None:
     url, state = server
     embedder = OllamaEmbedder(OllamaEmbedderSettings(base_url=url, model="all-minilm"))
     try:
@@ -50,7 +50,7 @@ async def test_ollama_backend_speaks_api_embed(server, local_embedder) -> None: 
     assert "authorization" not in seen["headers"]
 
 
-async def test_ambient_openai_variables_are_never_read(server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+async def test_ambient_openai_variables_are_never_read(server, monkeypatch) -> None:
     """The seed's complaint: OPENAI_API_KEY / OPENAI_BASE_URL must change nothing unless named."""
     url, state = server
     monkeypatch.setenv("OPENAI_API_KEY", "sk-ambient-should-not-leak")
@@ -64,7 +64,7 @@ async def test_ambient_openai_variables_are_never_read(server, monkeypatch) -> N
     assert "authorization" not in seen["headers"]
 
 
-async def test_refused_key_names_the_key_setting(server) -> None:  # type: ignore[no-untyped-def]
+async def test_refused_key_names_the_key_setting(server) -> None:
     url, state = server
     state.required_key = "sk-right"
     embedder = OpenAIEmbedder(OpenAIEmbedderSettings(base_url=f"{url}/v1", model="all-minilm", api_key="sk-wrong"))
@@ -75,7 +75,7 @@ async def test_refused_key_names_the_key_setting(server) -> None:  # type: ignor
         await embedder.aclose()
 
 
-async def test_unknown_model_names_the_model_setting_not_the_key(server) -> None:  # type: ignore[no-untyped-def]
+async def test_unknown_model_names_the_model_setting_not_the_key(server) -> None:
     url, _ = server
     embedder = OllamaEmbedder(OllamaEmbedderSettings(base_url=url, model="nomic-embed-text"))
     try:
@@ -85,7 +85,7 @@ async def test_unknown_model_names_the_model_setting_not_the_key(server) -> None
         await embedder.aclose()
 
 
-async def test_wrong_base_url_path_is_reported_as_such(server) -> None:  # type: ignore[no-untyped-def]
+async def test_wrong_base_url_path_is_reported_as_such(server) -> None:
     url, _ = server
     embedder = OpenAIEmbedder(OpenAIEmbedderSettings(base_url=url, model="all-minilm"))  # missing /v1
     try:
@@ -105,7 +105,7 @@ async def test_unreachable_backend_is_unavailable_and_names_the_url() -> None:
         await embedder.aclose()
 
 
-async def test_overload_is_unavailable_with_retry_after(server) -> None:  # type: ignore[no-untyped-def]
+async def test_overload_is_unavailable_with_retry_after(server) -> None:
     url, state = server
     state.fail_status, state.retry_after = 429, "7"
     embedder = OpenAIEmbedder(OpenAIEmbedderSettings(base_url=f"{url}/v1", model="all-minilm"))
@@ -116,7 +116,7 @@ async def test_overload_is_unavailable_with_retry_after(server) -> None:  # type
         await embedder.aclose()
 
 
-async def test_slow_backend_times_out_naming_the_timeout_setting(server) -> None:  # type: ignore[no-untyped-def]
+async def test_slow_backend_times_out_naming_the_timeout_setting(server) -> None:
     url, state = server
     state.delay_s = 1.0
     embedder = OllamaEmbedder(OllamaEmbedderSettings(base_url=url, model="all-minilm", timeout_s=0.2))
@@ -127,7 +127,7 @@ async def test_slow_backend_times_out_naming_the_timeout_setting(server) -> None
         await embedder.aclose()
 
 
-async def test_dimension_change_is_caught(server) -> None:  # type: ignore[no-untyped-def]
+async def test_dimension_change_is_caught(server) -> None:
     url, state = server
     state.dim = 256
     embedder = OllamaEmbedder(OllamaEmbedderSettings(base_url=url, model="all-minilm", dim=384))

@@ -11,6 +11,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
+from router_service.domain import RouteQuery
 from router_service.server import build_router
 from routing_api.router.v1 import router_pb2, router_pb2_grpc
 from tests.conftest import closed_port, router_settings
@@ -21,7 +22,7 @@ Chat, ChatMessage = router_pb2.Chat, router_pb2.ChatMessage
 
 
 @pytest.fixture
-async def stub(router_app) -> AsyncIterator[router_pb2_grpc.RouterServiceStub]:  # type: ignore[no-untyped-def]
+async def stub(router_app) -> AsyncIterator[router_pb2_grpc.RouterServiceStub]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{router_app.port}") as channel:
         yield router_pb2_grpc.RouterServiceStub(channel)
 
@@ -32,7 +33,7 @@ async def status_of(call: Any) -> tuple[grpc.StatusCode, str]:
     return info.value.code(), info.value.details() or ""
 
 
-async def test_route_returns_a_decision(stub) -> None:  # type: ignore[no-untyped-def]
+async def test_route_returns_a_decision(stub) -> None:
     response = await stub.Route(RouteRequest(prompt="Prove that there are infinitely many primes."), timeout=10)
     assert response.model in ("llama3.1:8b", "llama3.2:1b")
     assert 0.0 < response.score < 1.0
@@ -45,7 +46,7 @@ async def test_route_returns_a_decision(stub) -> None:  # type: ignore[no-untype
     assert again.embedding_cached and again.score == response.score
 
 
-async def test_thresholds_and_shares_steer_the_choice(stub) -> None:  # type: ignore[no-untyped-def]
+async def test_thresholds_and_shares_steer_the_choice(stub) -> None:
     prompt = "Summarise this paragraph in one line."
     always_strong = await stub.Route(RouteRequest(prompt=prompt, threshold=0.0), timeout=10)
     never_strong = await stub.Route(RouteRequest(prompt=prompt, threshold=1.0), timeout=10)
@@ -56,7 +57,7 @@ async def test_thresholds_and_shares_steer_the_choice(stub) -> None:  # type: ig
     assert (all_strong.routed_strong, none_strong.routed_strong) == (True, False)
 
 
-async def test_chat_embeds_only_the_last_user_message(stub) -> None:  # type: ignore[no-untyped-def]
+async def test_chat_embeds_only_the_last_user_message(stub) -> None:
     question = "What is the derivative of x^3 sin(x)?"
     chat = Chat(messages=[
         ChatMessage(role="system", content="You are a terse assistant who answers in French."),
@@ -71,7 +72,7 @@ async def test_chat_embeds_only_the_last_user_message(stub) -> None:  # type: ig
     assert from_chat.score == from_prompt.score
 
 
-async def test_route_batch_matches_single_routes(stub) -> None:  # type: ignore[no-untyped-def]
+async def test_route_batch_matches_single_routes(stub) -> None:
     prompts = ["Write a haiku about autumn.", "Solve 3x + 5 = 20.", "Translate 'good morning' to German."]
     batch = await stub.RouteBatch(router_pb2.RouteBatchRequest(requests=[RouteRequest(prompt=p) for p in prompts]), timeout=10)
     singles = [await stub.Route(RouteRequest(prompt=p), timeout=10) for p in prompts]
@@ -90,7 +91,7 @@ async def mf_stub() -> AsyncIterator[router_pb2_grpc.RouterServiceStub]:
         await app.stop()
 
 
-async def test_candidates_pick_the_cheapest_good_enough(mf_stub) -> None:  # type: ignore[no-untyped-def]
+async def test_candidates_pick_the_cheapest_good_enough(mf_stub) -> None:
     stub = mf_stub
     described = await stub.Describe(router_pb2.DescribeRequest(), timeout=10)
     scorer = described.scorers[0]
@@ -115,7 +116,7 @@ async def test_candidates_pick_the_cheapest_good_enough(mf_stub) -> None:  # typ
     assert middle.model == expected
 
 
-async def test_describe_reports_scorers_and_mapping(stub) -> None:  # type: ignore[no-untyped-def]
+async def test_describe_reports_scorers_and_mapping(stub) -> None:
     described = await stub.Describe(router_pb2.DescribeRequest(), timeout=10)
     assert described.default_scorer == "difficulty"
     assert described.embedder_backend == "local"
@@ -126,7 +127,7 @@ async def test_describe_reports_scorers_and_mapping(stub) -> None:  # type: igno
     assert described.default_threshold == pytest.approx(scorer.thresholds["50"])
 
 
-async def test_health_and_reflection(router_app) -> None:  # type: ignore[no-untyped-def]
+async def test_health_and_reflection(router_app) -> None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{router_app.port}") as channel:
         health = health_pb2_grpc.HealthStub(channel)
         for service in ("", "router.v1.RouterService"):
@@ -162,13 +163,13 @@ async def test_health_and_reflection(router_app) -> None:  # type: ignore[no-unt
         (RouteRequest(prompt="hi", candidates=[router_pb2.Candidate(model="a", scorer_model="nope")]), "scorer_model 'nope'"),
     ],
 )
-async def test_bad_requests_are_invalid_argument(stub, request_, expected) -> None:  # type: ignore[no-untyped-def]
+async def test_bad_requests_are_invalid_argument(stub, request_, expected) -> None:
     code, details = await status_of(stub.Route(request_, timeout=10))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert expected in details
 
 
-async def test_bad_batch_names_the_index(stub) -> None:  # type: ignore[no-untyped-def]
+async def test_bad_batch_names_the_index(stub) -> None:
     batch = router_pb2.RouteBatchRequest(requests=[RouteRequest(prompt="fine"), RouteRequest(prompt="")])
     code, details = await status_of(stub.RouteBatch(batch, timeout=10))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("requests[1]: prompt is empty")
@@ -177,7 +178,7 @@ async def test_bad_batch_names_the_index(stub) -> None:  # type: ignore[no-untyp
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "limits.max_batch=1024" in details
 
 
-async def test_unknown_scorer_is_not_found(stub) -> None:  # type: ignore[no-untyped-def]
+async def test_unknown_scorer_is_not_found(stub) -> None:
     code, details = await status_of(stub.Route(RouteRequest(prompt="hi", scorer="gpt-router"), timeout=10))
     assert code == grpc.StatusCode.NOT_FOUND and "scorer 'gpt-router' is not configured; available: ['difficulty']" in details
 
@@ -200,7 +201,7 @@ async def test_unreachable_embedder_is_unavailable_naming_the_url() -> None:
     assert f"{url}/api/embed is unreachable" in details and "embedder.ollama.base_url" in details
 
 
-async def test_routes_through_a_remote_embedder_like_the_local_one(local_embedder, router_app) -> None:  # type: ignore[no-untyped-def]
+async def test_routes_through_a_remote_embedder_like_the_local_one(local_embedder, router_app) -> None:
     state = EmbeddingServerState(embed=local_embedder.embed_sync)
     prompt = "Design a lock-free queue in C++."
     async with serve_app(embedding_app(state)) as url:
@@ -216,7 +217,7 @@ async def test_routes_through_a_remote_embedder_like_the_local_one(local_embedde
     assert state.requests[-1]["body"]["input"] == [prompt]
 
 
-async def test_deadline_exceeded_while_embedding(local_embedder) -> None:  # type: ignore[no-untyped-def]
+async def test_deadline_exceeded_while_embedding(local_embedder) -> None:
     state = EmbeddingServerState(embed=local_embedder.embed_sync, delay_s=3.0)
     async with serve_app(embedding_app(state)) as url:
         app = await remote_router("ollama", url)
@@ -227,7 +228,7 @@ async def test_deadline_exceeded_while_embedding(local_embedder) -> None:  # typ
                 # The server gives up too, saying where the time went.
                 engine_error = None
                 try:
-                    await app.engine.route([RouteRequest(prompt="hello")], timeout=0.2)
+                    await app.engine.route([RouteQuery(prompt="hello")], timeout=0.2)
                 except Exception as exc:  # noqa: BLE001 - inspected below
                     engine_error = exc
         finally:
@@ -239,7 +240,7 @@ async def test_deadline_exceeded_while_embedding(local_embedder) -> None:  # typ
     assert isinstance(engine_error, DeadlineExceeded) and "while embedding (ollama:all-minilm)" in str(engine_error)
 
 
-async def test_sigterm_path_fails_health_then_drains_in_flight_calls(local_embedder) -> None:  # type: ignore[no-untyped-def]
+async def test_sigterm_path_fails_health_then_drains_in_flight_calls(local_embedder) -> None:
     """What serve() does on SIGTERM: NOT_SERVING, a delay for load balancers, drain, exit."""
     state = EmbeddingServerState(embed=local_embedder.embed_sync, delay_s=0.6)
     async with serve_app(embedding_app(state)) as url:
@@ -266,7 +267,7 @@ async def test_sigterm_path_fails_health_then_drains_in_flight_calls(local_embed
 
 
 @pytest.mark.parametrize(("payload", "reason"), [(b"\x0a\x02\xff\xfe", "bad UTF-8"), (b"\xff\xff\xff", "corrupt")])
-async def test_undecodable_requests_are_invalid_argument(router_app, payload, reason) -> None:  # type: ignore[no-untyped-def]
+async def test_undecodable_requests_are_invalid_argument(router_app, payload, reason) -> None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{router_app.port}") as channel:
         raw = channel.unary_unary(
             "/router.v1.RouterService/Route", request_serializer=lambda b: b, response_deserializer=lambda b: b
@@ -323,7 +324,7 @@ HARD = "Prove that every finite group of prime order is cyclic, then compute the
 EASY = "Say hello."
 
 
-async def test_bundled_scorers_can_be_chosen_per_request(mf_stub) -> None:  # type: ignore[no-untyped-def]
+async def test_bundled_scorers_can_be_chosen_per_request(mf_stub) -> None:
     by_difficulty = [await mf_stub.Route(RouteRequest(prompt=p, scorer="difficulty"), timeout=10) for p in (HARD, EASY)]
     by_mf = await mf_stub.Route(RouteRequest(prompt=HARD), timeout=10)
     assert {r.scorer_name for r in by_difficulty} == {"difficulty"} and by_mf.scorer_name == "mf"

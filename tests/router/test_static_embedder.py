@@ -29,7 +29,7 @@ TOPICS = [
 
 @pytest.fixture(scope="module")
 def static_embedder() -> StaticEmbedder:
-    return StaticEmbedder(StaticEmbedderSettings(), ThreadPoolExecutor(max_workers=1))
+    return StaticEmbedder(StaticEmbedderSettings())
 
 
 def test_unit_length_and_independent_of_batching(static_embedder: StaticEmbedder) -> None:
@@ -40,16 +40,19 @@ def test_unit_length_and_independent_of_batching(static_embedder: StaticEmbedder
     np.testing.assert_allclose(together, alone, atol=1e-6)
 
 
-async def test_async_embed_matches_sync(static_embedder: StaticEmbedder) -> None:
-    np.testing.assert_array_equal(await static_embedder.embed(PROMPTS[:3]), static_embedder.embed_sync(PROMPTS[:3]))
+async def test_async_embed_matches_sync(static_embedder: StaticEmbedder, executor: ThreadPoolExecutor) -> None:
+    from router_service.adapters import embed_async
+
+    vectors = await embed_async(static_embedder, PROMPTS[:3], executor)
+    np.testing.assert_array_equal(vectors, static_embedder.embed_sync(PROMPTS[:3]))
 
 
-def test_keeps_the_similarity_structure_of_minilm(static_embedder: StaticEmbedder, local_embedder) -> None:  # type: ignore[no-untyped-def]
+def test_keeps_the_similarity_structure_of_minilm(static_embedder: StaticEmbedder, local_embedder) -> None:
     """Distilled from MiniLM: which prompts are near each other mostly agrees with MiniLM."""
     static, minilm = static_embedder.embed_sync(TOPICS), local_embedder.embed_sync(TOPICS)
     upper = np.triu_indices(len(TOPICS), k=1)
     ranks = [np.argsort(np.argsort((v @ v.T)[upper])) for v in (static, minilm)]
-    assert np.corrcoef(*ranks)[0, 1] > 0.4  # 0.56 for the bundled model; unrelated vectors give ~0
+    assert np.corrcoef(ranks[0], ranks[1])[0, 1] > 0.4  # 0.56 for the bundled model; unrelated vectors give ~0
     topic = np.repeat(np.arange(4), 4)
     same = topic[upper[0]] == topic[upper[1]]
     similarity = (static @ static.T)[upper]
@@ -64,7 +67,7 @@ def test_similar_prompts_are_closer_than_unrelated_ones(static_embedder: StaticE
 
 
 def test_long_prompts_truncate_at_max_tokens() -> None:
-    embedder = StaticEmbedder(StaticEmbedderSettings(max_tokens=16), ThreadPoolExecutor(max_workers=1))
+    embedder = StaticEmbedder(StaticEmbedderSettings(max_tokens=16))
     base = "Explain the difference between a process and a thread. " * 4
     a, b = embedder.embed_sync([base, base + " Also mention fibers and coroutines in detail."])
     np.testing.assert_allclose(a, b, atol=1e-6)
@@ -72,7 +75,7 @@ def test_long_prompts_truncate_at_max_tokens() -> None:
 
 def test_a_folder_without_a_model_names_the_setting(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"embedder\.static\.model_path: .* is not a model2vec folder"):
-        StaticEmbedder(StaticEmbedderSettings(model_path=tmp_path), ThreadPoolExecutor(max_workers=1))
+        StaticEmbedder(StaticEmbedderSettings(model_path=tmp_path))
 
 
 def test_prompts_without_a_known_token_embed_to_zero_not_nan(static_embedder: StaticEmbedder) -> None:

@@ -133,7 +133,7 @@ def test_train_calibrate_eval_round_trip(data_slice: Path, tmp_path: Path) -> No
     assert evaluated.returncode == 0, evaluated.stderr
     summary = json.loads(evaluated.stdout.strip().splitlines()[-1])
     assert {"apgr", "cpt50", "cpt80"} <= summary.keys()
-    assert set(summary["benchmarks"]) == {"routellm_gsm8k", "routellm_mmlu"}
+    assert set(summary["benchmarks"]) == {"routellm_gsm8k", "routellm_mmlu", "routellm_mtbench"}
     assert "random" in evaluated.stdout and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -172,3 +172,22 @@ def test_embedding_store_round_trips_every_key(tmp_path: Path) -> None:
     again = EmbeddingStore(tmp_path / "cache.npz", embed).get(texts, progress=False)
     assert sum(calls) == len(texts)  # the second store embedded nothing
     np.testing.assert_array_equal(first, again)
+
+
+def test_training_embeds_many_chunks_through_a_remote_embedder(local_embedder, tmp_path: Path, monkeypatch) -> None:
+    """train/calibrate/eval with the openai backend: one event loop for the whole run, not one per
+    256-prompt chunk (the second chunk once failed with "Event loop is closed")."""
+    from router_service.config import RouterSettings
+    from router_service.training.pipeline import embedding_store
+    from tests.http_servers import EmbeddingServerState, embedding_app, serve_app_in_thread
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # the test's own embedding cache
+    state = EmbeddingServerState(embed=local_embedder.embed_sync)
+    prompts = [f"Question {i}: what is {i} times {i + 1}?" for i in range(600)]
+    with serve_app_in_thread(embedding_app(state)) as url:
+        settings = RouterSettings(embedder={"backend": "openai", "openai": {"base_url": f"{url}/v1", "model": "all-minilm"}})
+        with embedding_store(settings) as (name, store):
+            vectors = store.get(prompts, progress=False)
+    assert name == "openai:all-minilm" and vectors.shape == (600, 384)
+    assert [len(r["body"]["input"]) for r in state.requests] == [256, 256, 88]
+    np.testing.assert_allclose(vectors[:3], local_embedder.embed_sync(prompts[:3]), atol=1e-5)

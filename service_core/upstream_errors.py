@@ -1,4 +1,4 @@
-"""The upstream's own error message, from OpenAI's or Ollama's error JSON (both services use it)."""
+"""The upstream's own error message, from OpenAI's or Ollama's error JSON (embedders and LLM upstreams)."""
 
 from __future__ import annotations
 

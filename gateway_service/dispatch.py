@@ -1,0 +1,98 @@
+"""Dispatch: which model answers (router, fail-open or concrete), which upstream serves it, and fallback.
+
+The upstream stream is opened up to its first event before anything is sent to
+the client, so a failure before the first token can still switch to the
+fallback model, and the response headers can say which model answered.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import replace
+
+from .config import GatewaySettings
+from .domain import ChatParams, Delta, Finish, ModelSpec, RouteDecision
+from .errors import GatewayError, InvalidRequest, UpstreamStreamError
+from .metrics import GatewayMetrics
+from .router_client import RouterClient
+from .stream import Opened
+from .upstreams import Upstream
+
+__all__ = ["Dispatcher", "FirstEvent"]
+
+logger = logging.getLogger(__name__)
+
+FirstEvent = tuple[Opened, Delta | Finish, AsyncGenerator[Delta | Finish, None]]
+
+
+class Dispatcher:
+    def __init__(
+        self, settings: GatewaySettings, router: RouterClient, upstreams: dict[str, Upstream], metrics: GatewayMetrics
+    ) -> None:
+        self._settings = settings
+        self._router = router
+        self.by_model = {model: upstreams[u.name] for u in settings.upstreams for model in u.models}
+        self._metrics = metrics
+
+    async def open(self, spec: ModelSpec, params: ChatParams, request_id: str) -> FirstEvent:
+        """Route, then open the chosen model's stream up to its first event (or the fallback's)."""
+        started = time.perf_counter()
+        route = await self._route(spec, params, request_id)
+        route_ms = (time.perf_counter() - started) * 1e3
+        if not spec.concrete:
+            self._metrics.router_overhead.observe(route_ms / 1e3)
+        if route.degraded:
+            self._metrics.fail_open.inc()
+        try:
+            upstream, ttft_ms, first, rest = await self._first_event(route.model, params)
+        except GatewayError as exc:
+            fallback = self._settings.fallback_model
+            if isinstance(exc, InvalidRequest) or not fallback or fallback == route.model:
+                raise
+            logger.warning("request %s: %s; falling back to %s", request_id, exc, fallback)
+            route = replace(route, model=fallback, fallback=True, reason=f"{route.reason}; fallback after: {exc}")
+            upstream, ttft_ms, first, rest = await self._first_event(route.model, params)
+        self._metrics.decisions.labels(
+            model=route.model, routed=str(route.routed).lower(), degraded=str(route.degraded).lower(),
+            fallback=str(route.fallback).lower(),
+        ).inc()
+        return Opened(request_id, spec.name, upstream, route, route_ms, ttft_ms), first, rest
+
+    async def _route(self, spec: ModelSpec, params: ChatParams, request_id: str) -> RouteDecision:
+        if spec.concrete:
+            return RouteDecision(spec.name, reason="a concrete model was requested: no routing")
+        decision = await self._router.route(
+            params.messages,
+            threshold=spec.threshold,
+            strong_share=spec.strong_share,
+            default_model=self._settings.default_model,
+            request_id=request_id,
+        )
+        if decision.model not in self.by_model:
+            raise GatewayError(
+                f"the router chose {decision.model!r}, which no upstream serves: make routing.strong_model/weak_model "
+                "in the router's config match models listed in the gateway's upstreams"
+            )
+        return decision
+
+    async def _first_event(
+        self, model: str, params: ChatParams
+    ) -> tuple[str, float, Delta | Finish, AsyncGenerator[Delta | Finish, None]]:
+        upstream = self.by_model[model]
+        started = time.perf_counter()
+        events = upstream.stream(model, params)
+        try:
+            try:
+                first = await events.__anext__()
+            except StopAsyncIteration:
+                raise UpstreamStreamError(f"model {model!r}: the upstream stream was empty") from None
+        except BaseException as exc:
+            if isinstance(exc, GatewayError):
+                self._metrics.upstream_errors.labels(upstream=upstream.name, kind=type(exc).__name__).inc()
+            await events.aclose()
+            raise
+        ttft = time.perf_counter() - started
+        self._metrics.ttft.labels(upstream=upstream.name).observe(ttft)
+        return upstream.name, ttft * 1e3, first, events

@@ -1,0 +1,71 @@
+"""The gateway's own types: a chat request, its stream of events, and how its model was chosen.
+
+HTTP and gRPC handlers translate to and from these; the chat core, the
+dispatcher and the upstreams see nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["ChatParams", "Delta", "Finish", "Message", "ModelSpec", "RouteDecision", "Usage"]
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class ChatParams:
+    messages: tuple[Message, ...]
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class Delta:
+    text: str
+
+
+@dataclass(frozen=True)
+class Finish:
+    reason: str
+    usage: Usage | None  # None: the upstream sent no usage (llama.cpp's server, for one)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the request's ``model`` means: a concrete model, or a routing policy."""
+
+    name: str
+    concrete: bool
+    threshold: float | None = None
+    strong_share: float | None = None
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    """Which model answers and why: from the router, fail-open, a concrete request, or a fallback."""
+
+    model: str
+    routed: bool = False  # the router decided (not a concrete model, not failed open)
+    score: float = 0.0
+    threshold: float = 0.0
+    degraded: bool = False  # the router was down or slow: the default model answers
+    fallback: bool = False  # the chosen model failed before its first token
+    reason: str = ""

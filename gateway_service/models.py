@@ -1,0 +1,48 @@
+"""What a request's ``model`` means: a served model, ``router``, a policy alias, or ``router-mf-<threshold>``."""
+
+from __future__ import annotations
+
+import re
+
+from .config import GatewaySettings
+from .domain import ModelSpec
+from .errors import InvalidRequest, ModelNotFound
+
+__all__ = ["ModelCatalog"]
+
+ROUTELLM_SPEC = re.compile(r"^router-mf-(?P<threshold>[0-9]*\.?[0-9]+)$")
+
+
+class ModelCatalog:
+    def __init__(self, settings: GatewaySettings) -> None:
+        self._served = {model: u.name for u in settings.upstreams for model in u.models}  # model -> upstream name
+        self._policies = {p.name: p for p in settings.policies}
+
+    def upstream_of(self, model: str) -> str | None:
+        return self._served.get(model)
+
+    def listing(self) -> list[tuple[str, str, str]]:
+        """(id, owned_by, description) for /v1/models and ListModels."""
+        out = [("router", "router", "the router's default policy")]
+        out += [(p.name, "router", p.description or "router policy") for p in self._policies.values()]
+        out += [(model, upstream, "") for model, upstream in self._served.items()]
+        return out
+
+    def resolve(self, model: str) -> ModelSpec:
+        if not model:
+            raise InvalidRequest("model is required: a served model or a router spec such as 'router-mf-50'")
+        if model in self._served:
+            return ModelSpec(model, concrete=True)
+        if model == "router":
+            return ModelSpec(model, concrete=False)
+        if model in self._policies:
+            policy = self._policies[model]
+            return ModelSpec(model, False, threshold=policy.threshold, strong_share=policy.strong_share)
+        match = ROUTELLM_SPEC.match(model)
+        if match:
+            threshold = float(match["threshold"])
+            if not 0.0 <= threshold <= 1.0:
+                raise InvalidRequest(f"model {model!r}: the threshold in router-mf-<threshold> must be within [0, 1]")
+            return ModelSpec(model, False, threshold=threshold)
+        known = ", ".join([*sorted(self._served), "router", *self._policies])
+        raise ModelNotFound(f"model {model!r} is not served here; available: {known}")

@@ -1,0 +1,146 @@
+"""An opened completion as an async context manager: its slot, its upstream request, its access line.
+
+``async with stream:`` owns everything the stream holds; leaving the block, on
+any path (done, error, client gone, cancelled), closes the upstream request,
+gives the admission slot back and logs one access line, built once from how
+the stream was opened and how it ended.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from .domain import Delta, Finish, RouteDecision
+from .errors import GatewayError
+from .metrics import GatewayMetrics
+
+__all__ = ["ChatStream", "Opened"]
+
+# One JSON line per request: id, route, latencies, usage, outcome. Never prompts or keys.
+access_log = logging.getLogger("gateway_service.access")
+
+
+@dataclass(frozen=True)
+class Opened:
+    """How a stream was opened: the request, the route, and the time to get there."""
+
+    request_id: str
+    requested: str
+    upstream: str
+    route: RouteDecision
+    route_ms: float
+    ttft_ms: float
+
+
+@dataclass
+class _Progress:
+    """How far the events got (updated as they pass)."""
+
+    chunks: int = 0
+    outcome: str = "cancelled"
+    finish: Finish | None = None
+
+
+def access_record(opened: Opened, progress: _Progress, stream_ms: float) -> dict[str, Any]:
+    route = opened.route
+    record: dict[str, Any] = {
+        "request_id": opened.request_id,
+        "upstream": opened.upstream,
+        "model": route.model,
+        "requested": opened.requested,
+        "routed": route.routed,
+        "degraded": route.degraded,
+        "fallback": route.fallback,
+        "score": round(route.score, 4),
+        "threshold": round(route.threshold, 4),
+        "route_ms": round(opened.route_ms, 2),
+        "ttft_ms": round(opened.ttft_ms, 2),
+        "outcome": progress.outcome,
+        "chunks": progress.chunks,
+        "stream_ms": round(stream_ms, 2),
+    }
+    finish = progress.finish
+    if finish is not None:
+        if finish.usage:
+            usage = finish.usage
+            record["usage"] = {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens}
+        record["finish_reason"] = finish.reason
+    return record
+
+
+class ChatStream:
+    """The route, then the events: deltas and exactly one finish (or a GatewayError)."""
+
+    def __init__(
+        self,
+        opened: Opened,
+        first: Delta | Finish,
+        rest: AsyncGenerator[Delta | Finish, None],
+        resources: ExitStack,
+        metrics: GatewayMetrics,
+    ) -> None:
+        self.opened = opened
+        self.route = opened.route
+        self._first: Delta | Finish | None = first
+        self._rest = rest
+        self._resources = resources
+        self._metrics = metrics
+        self._progress = _Progress()
+        self._started = time.perf_counter()
+        self._closed = False
+        metrics.inflight.inc()
+
+    async def __aenter__(self) -> ChatStream:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def events(self) -> AsyncIterator[Delta | Finish]:
+        progress = self._progress
+        try:
+            if self._first is not None:
+                first, self._first = self._first, None
+                yield self._passed(first)
+                if isinstance(first, Finish):
+                    return
+            async for event in self._rest:
+                yield self._passed(event)
+        except GatewayError as exc:
+            progress.outcome = f"error:{type(exc).__name__}"
+            self._metrics.upstream_errors.labels(upstream=self.opened.upstream, kind=type(exc).__name__).inc()
+            raise
+
+    def _passed(self, event: Delta | Finish) -> Delta | Finish:
+        progress = self._progress
+        if isinstance(event, Delta):
+            progress.chunks += 1
+            return event
+        progress.finish, progress.outcome = event, "ok"
+        tokens = event.usage.completion_tokens if event.usage else progress.chunks
+        elapsed = time.perf_counter() - self._started
+        if tokens > 1 and elapsed > 0:
+            self._metrics.tokens_per_second.labels(upstream=self.opened.upstream).observe((tokens - 1) / elapsed)
+        return event
+
+    async def aclose(self) -> None:
+        """Close the upstream request, free the slot, log the access line; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._rest.aclose()
+        finally:
+            self._resources.close()
+            self._metrics.inflight.dec()
+            stream_ms = (time.perf_counter() - self._started) * 1e3
+            access_log.info(json.dumps(access_record(self.opened, self._progress, stream_ms), separators=(",", ":")))

@@ -1,0 +1,108 @@
+"""The router's own types: what a caller asks, what the router decides, what it can describe.
+
+The engine and the routing policy speak only these; the servicer and the clients
+translate them to and from ``router_pb2`` at the edge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "CandidateRequest",
+    "CandidateScore",
+    "ChatMessage",
+    "Decision",
+    "Description",
+    "ModelMapping",
+    "RouteQuery",
+    "ScorerDescription",
+    "Timings",
+]
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class CandidateRequest:
+    """A model the caller may be routed to; unset fields come from ``routing.models``."""
+
+    model: str
+    scorer_model: str = ""
+    cost: float | None = None
+
+
+@dataclass(frozen=True)
+class RouteQuery:
+    """One routing question: a prompt or a chat (exactly one, else the policy says which is missing)."""
+
+    prompt: str | None = None
+    messages: tuple[ChatMessage, ...] | None = None
+    threshold: float | None = None  # wins over strong_share, as the proto's oneof allows only one
+    strong_share: float | None = None
+    candidates: tuple[CandidateRequest, ...] = ()
+    scorer: str = ""
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Milliseconds of the batch a request rode in (zero for embed and score on a cache hit)."""
+
+    embed_ms: float = 0.0
+    score_ms: float = 0.0
+    total_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class CandidateScore:
+    model: str
+    scorer_model: str
+    cost: float
+    strongest_win_rate: float
+
+
+@dataclass(frozen=True)
+class Decision:
+    model: str
+    score: float
+    threshold: float
+    routed_strong: bool
+    scorer_name: str
+    scorer_version: str
+    timings: Timings
+    embedding_cached: bool
+    candidates: tuple[CandidateScore, ...] = ()  # only when the caller gave candidates
+
+
+@dataclass(frozen=True)
+class ScorerDescription:
+    name: str
+    version: str
+    models: tuple[str, ...]
+    strong_model: str
+    weak_model: str
+    embedder: str
+    embedding_dim: int
+    thresholds: dict[str, float]  # strong share in percent -> calibrated threshold
+
+
+@dataclass(frozen=True)
+class ModelMapping:
+    model: str
+    scorer_model: str
+    cost: float
+
+
+@dataclass(frozen=True)
+class Description:
+    default_scorer: str
+    scorers: tuple[ScorerDescription, ...]
+    models: tuple[ModelMapping, ...]
+    strong_model: str
+    weak_model: str
+    default_threshold: float
+    embedder_backend: str

@@ -1,0 +1,92 @@
+"""The edge: router_pb2 messages to and from the domain types (servicer and clients only)."""
+
+from __future__ import annotations
+
+from routing_api.router.v1 import router_pb2
+
+from .domain import CandidateRequest, ChatMessage, Decision, Description, RouteQuery
+
+__all__ = ["decision_to_pb", "description_to_pb", "query_from_pb", "query_to_pb"]
+
+
+def query_from_pb(request: router_pb2.RouteRequest) -> RouteQuery:
+    """Which oneof fields were set carries meaning (an explicitly empty prompt is "empty", not "missing")."""
+    which_input = request.WhichOneof("input")
+    which_policy = request.WhichOneof("policy")
+    return RouteQuery(
+        prompt=request.prompt if which_input == "prompt" else None,
+        messages=(
+            tuple(ChatMessage(m.role, m.content) for m in request.chat.messages) if which_input == "chat" else None
+        ),
+        threshold=request.threshold if which_policy == "threshold" else None,
+        strong_share=request.strong_share if which_policy == "strong_share" else None,
+        candidates=tuple(
+            CandidateRequest(c.model, c.scorer_model, c.cost if c.HasField("cost") else None)
+            for c in request.candidates
+        ),
+        scorer=request.scorer,
+    )
+
+
+def query_to_pb(query: RouteQuery) -> router_pb2.RouteRequest:
+    request = router_pb2.RouteRequest(scorer=query.scorer)
+    if query.prompt is not None:
+        request.prompt = query.prompt
+    elif query.messages is not None:
+        request.chat.messages.extend(router_pb2.ChatMessage(role=m.role, content=m.content) for m in query.messages)
+    if query.threshold is not None:
+        request.threshold = query.threshold
+    elif query.strong_share is not None:
+        request.strong_share = query.strong_share
+    for c in query.candidates:
+        candidate = request.candidates.add(model=c.model, scorer_model=c.scorer_model)
+        if c.cost is not None:
+            candidate.cost = c.cost
+    return request
+
+
+def decision_to_pb(decision: Decision) -> router_pb2.RouteResponse:
+    t = decision.timings
+    return router_pb2.RouteResponse(
+        model=decision.model,
+        score=decision.score,
+        threshold=decision.threshold,
+        routed_strong=decision.routed_strong,
+        scorer_name=decision.scorer_name,
+        scorer_version=decision.scorer_version,
+        timings=router_pb2.Timings(embed_ms=t.embed_ms, score_ms=t.score_ms, total_ms=t.total_ms),
+        embedding_cached=decision.embedding_cached,
+        candidates=[
+            router_pb2.CandidateScore(
+                model=c.model, scorer_model=c.scorer_model, cost=c.cost, strongest_win_rate=c.strongest_win_rate
+            )
+            for c in decision.candidates
+        ],
+    )
+
+
+def description_to_pb(description: Description) -> router_pb2.DescribeResponse:
+    return router_pb2.DescribeResponse(
+        default_scorer=description.default_scorer,
+        scorers=[
+            router_pb2.ScorerInfo(
+                name=s.name,
+                version=s.version,
+                models=s.models,
+                strong_model=s.strong_model,
+                weak_model=s.weak_model,
+                embedder=s.embedder,
+                embedding_dim=s.embedding_dim,
+                thresholds=s.thresholds,
+            )
+            for s in description.scorers
+        ],
+        models=[
+            router_pb2.ModelMapping(model=m.model, scorer_model=m.scorer_model, cost=m.cost)
+            for m in description.models
+        ],
+        strong_model=description.strong_model,
+        weak_model=description.weak_model,
+        default_threshold=description.default_threshold,
+        embedder_backend=description.embedder_backend,
+    )

@@ -1,0 +1,84 @@
+"""A gRPC server as both services run one: servicer, health, reflection, TLS, drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from .errors import ConfigError
+from .grpc_handlers import add_servicer
+from .settings import TlsServerSettings
+from .tls import server_credentials
+
+__all__ = ["GrpcServer", "build_grpc_server", "wait_for_signal"]
+
+HEALTH_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+
+@dataclass
+class GrpcServer:
+    """A bound, not yet started server. ``port`` is the one actually bound (tests pass port 0)."""
+
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    service_name: str
+
+    async def start(self) -> None:
+        await self.server.start()
+        for service in ("", self.service_name):
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+
+    async def drain(self, delay_s: float) -> None:
+        """Health NOT_SERVING first, so load balancers stop sending, then ``delay_s`` for them to notice."""
+        await self.health.enter_graceful_shutdown()
+        if delay_s:
+            await asyncio.sleep(delay_s)
+
+    async def stop(self, grace_s: float) -> None:
+        """Refuse new calls; in-flight ones may finish within ``grace_s``."""
+        await self.server.stop(grace_s)
+
+
+def build_grpc_server(
+    service: ServiceDescriptor,
+    servicer: object,
+    *,
+    host: str,
+    port: int,
+    tls: TlsServerSettings,
+    port_setting: str,
+    interceptors: Sequence[Any] = (),
+    options: Sequence[tuple[str, Any]] = (),
+) -> GrpcServer:
+    """Register ``servicer``, health and reflection, and bind ``host:port`` (port 0: a free one)."""
+    server = grpc.aio.server(options=list(options), interceptors=list(interceptors))
+    add_servicer(server, servicer, service)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((service.full_name, HEALTH_NAME, reflection.SERVICE_NAME), server)
+    address = f"{host}:{port}"
+    credentials = server_credentials(tls, "server")
+    try:
+        bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise ConfigError(f"cannot listen on {address} for gRPC ({exc}): change {port_setting} or server.host") from exc
+    return GrpcServer(server, bound, health_servicer, service.full_name)
+
+
+async def wait_for_signal() -> None:
+    """Return at the first SIGTERM or SIGINT. The handlers stay: a second signal while
+    draining must not kill the process (as the default action would) and cut the streams."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
