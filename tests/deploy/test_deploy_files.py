@@ -89,9 +89,9 @@ def env_entries() -> list[tuple[str, str, str]]:
             for container in doc.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
                 for item in container.get("env", []):
                     entries.append((f"k8s/{overlay}:{doc['metadata']['name']}", item["name"], item.get("value", "")))
-    dockerfile = (DEPLOY / "Dockerfile").read_text()
-    for key, value in re.findall(r"\b((?:ROUTER|GATEWAY)_[A-Z_]+)=(\S+)", dockerfile):
-        entries.append(("Dockerfile", key, value))
+    for dockerfile in sorted(DEPLOY.glob("*.Dockerfile")):
+        for key, value in re.findall(r"\b((?:ROUTER|GATEWAY)_[A-Z_]+)=(\S+)", dockerfile.read_text()):
+            entries.append((dockerfile.name, key, value))
     return [e for e in entries if e[1].startswith(("ROUTER_", "GATEWAY_"))]
 
 
@@ -112,9 +112,11 @@ def test_commands_images_and_ports_agree_with_the_code() -> None:
     router = load_router_settings(DEPLOY / "compose" / "router.toml")
     gateway = load_gateway_settings(DEPLOY / "compose" / "gateway.toml")
     services = compose()["services"]
-    for name in ("router", "gateway"):
+    for name in ("router", "gateway"):  # one image per service, built from its own Dockerfile
         service = services[name]
-        assert service["image"] == f"routestack:{version}"
+        assert service["image"] == f"routestack-{name}:{version}"
+        assert service["build"]["dockerfile"] == f"deploy/{name}.Dockerfile"
+        assert (ROOT / service["build"]["dockerfile"]).is_file()
         assert service["command"][0] in scripts
     assert services["router"]["expose"] == [str(router.server.port)]
     assert services["gateway"]["expose"] == [str(gateway.server.http_port), str(gateway.server.grpc_port)]
@@ -122,12 +124,20 @@ def test_commands_images_and_ports_agree_with_the_code() -> None:
     assert gateway.router.address == f"router:{router.server.port}"
     nginx = (DEPLOY / "compose" / "nginx.conf").read_text()
     assert f"server gateway:{gateway.server.http_port}" in nginx and f"server gateway:{gateway.server.grpc_port}" in nginx
-    exposed = re.search(r"^EXPOSE (.+)$", (DEPLOY / "Dockerfile").read_text(), re.M)
-    assert exposed and set(exposed[1].split()) == {str(router.server.port), str(gateway.server.http_port), str(gateway.server.grpc_port)}
+    for name, listens in (
+        ("router", {router.server.port}), ("gateway", {gateway.server.http_port, gateway.server.grpc_port})
+    ):
+        dockerfile = (DEPLOY / f"{name}.Dockerfile").read_text()
+        exposed = re.search(r"^EXPOSE (.+)$", dockerfile, re.M)
+        assert exposed and set(exposed[1].split()) == {str(p) for p in listens}
+        assert re.search(rf'^CMD \["{name}-service", "serve"\]$', dockerfile, re.M)
+        assert re.search(rf'^HEALTHCHECK .* CMD \["{name}-service", "health"\]$', dockerfile, re.M)
     for overlay in OVERLAYS:
         docs = rendered(overlay)
         kustomization = yaml.safe_load((DEPLOY / "k8s" / "base" / "kustomization.yaml").read_text())
-        assert kustomization["images"][0]["newTag"] == version
+        assert {(i["name"], i["newTag"]) for i in kustomization["images"]} == {
+            ("routestack-router", version), ("routestack-gateway", version)
+        }
         ports = {
             (doc["metadata"]["name"], p["containerPort"])
             for doc in docs if doc["kind"] == "Deployment"
@@ -138,7 +148,7 @@ def test_commands_images_and_ports_agree_with_the_code() -> None:
         for doc in docs:
             if doc["kind"] == "Deployment" and doc["metadata"]["name"] in ("router", "gateway"):
                 container = doc["spec"]["template"]["spec"]["containers"][0]
-                assert container["image"] == f"routestack:{version}"
+                assert container["image"] == f"routestack-{doc['metadata']['name']}:{version}"
                 assert container["command"][0] in scripts
 
 
