@@ -6,6 +6,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 E2E_STAMP := $(VENV)/.installed-e2e
+# Two sample prompts: a trivial one (routed weak) and a proof (routed strong).
+SAMPLE_WEAK ?= hi
 SAMPLE ?= Prove that there are infinitely many prime numbers.
 
 .PHONY: install run test protos bench clean
@@ -19,7 +21,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/router-service build-embedder
 	touch $(STAMP)
 
-# llama.cpp's server for the end-to-end test; the first build takes ~15 minutes, then pip caches it.
+# llama.cpp's server for the end-to-end test; the first build takes ~5-15 minutes, then pip caches it.
 $(E2E_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,e2e,deploy,otel]'
 	touch $(E2E_STAMP)
@@ -27,7 +29,7 @@ $(E2E_STAMP): $(STAMP)
 install: $(STAMP)
 
 run: install
-	$(BIN)/gateway-service up --sample "$(SAMPLE)"
+	$(BIN)/gateway-service up --sample "$(SAMPLE_WEAK)" --sample "$(SAMPLE)"
 
 test: $(E2E_STAMP)
 	$(BIN)/python -m pytest

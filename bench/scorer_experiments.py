@@ -24,12 +24,12 @@ import numpy as np
 from router_service.config import RouterSettings
 from router_service.training.data import Battles, load_battles, mean_correctness, read_jsonl
 from router_service.training.difficulty import fit_difficulty
+from router_service.training.evaluation import eval_battles
 from router_service.training.metrics import routing_curve
 from router_service.training.mf_train import TrainConfig, train_mf
 from router_service.training.pipeline import (
     REFERENCE_STRONG,
     REFERENCE_WEAK,
-    _eval_battles,
     embedding_store,
     eval_files,
     train_files,
@@ -58,7 +58,7 @@ def labelled_sets() -> dict[str, tuple[list[str], np.ndarray]]:
     the reference pair's gain per prompt."""
     sets = {"validation": validation_set()}
     for path in eval_files(None):
-        prompts, gain, _, _ = _eval_battles(path)
+        prompts, gain, _, _ = eval_battles(path)
         sets[path.name.split(".")[0]] = (prompts, gain)
     return sets
 

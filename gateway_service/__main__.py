@@ -1,7 +1,7 @@
 """gateway-service: OpenAI-compatible HTTP and gRPC chat, routed by the router service.
 
     gateway-service serve [--config FILE]          the gateway alone (router elsewhere)
-    gateway-service up [--sample PROMPT]           router + gateway in one process, for local use
+    gateway-service up [--sample PROMPT ...]       router + gateway in one process, for local use
 """
 
 from __future__ import annotations
@@ -51,24 +51,29 @@ def _parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run router and gateway together in one process, for local use")
     up.add_argument("--config", type=Path, help=CONFIG_HELP)
     up.add_argument("--router-config", type=Path, help="the router's TOML config (default: $ROUTER_CONFIG)")
-    up.add_argument("--sample", metavar="PROMPT", help="once up, route PROMPT and try a short completion")
+    up.add_argument(
+        "--sample", metavar="PROMPT", action="append",
+        help="once up, route PROMPT (repeatable) and try a short completion of the last one",
+    )
     return parser
 
 
-async def _sample(gateway: GatewayApp, prompt: str) -> None:
-    """Show the stack working: the routing decision, then a completion or the error naming what to start."""
+async def _sample(gateway: GatewayApp, prompts: list[str]) -> None:
+    """Show the stack working: each routing decision, then a completion or the error naming what to start."""
     settings = gateway.settings
-    decision = await gateway.router.route(
-        (Message("user", prompt),), threshold=None, strong_share=None,
-        default_model=settings.default_model, request_id="sample",
-    )
-    if decision.degraded:
-        logger.warning("sample prompt %r: %s", prompt, decision.reason)
-    else:
-        logger.info(
-            "sample prompt %r routed to %s (score %.4f, threshold %.4f)",
-            prompt, decision.model, decision.score, decision.threshold,
+    for prompt in prompts:
+        decision = await gateway.router.route(
+            (Message("user", prompt),), threshold=None, strong_share=None,
+            default_model=settings.default_model, request_id="sample",
         )
+        if decision.degraded:
+            logger.warning("sample prompt %r: %s", prompt, decision.reason)
+        else:
+            logger.info(
+                "sample prompt %r routed to %s (score %.4f, threshold %.4f)",
+                prompt, decision.model, decision.score, decision.threshold,
+            )
+    prompt = prompts[-1]
     host = "127.0.0.1" if settings.server.host in ("0.0.0.0", "::", "") else settings.server.host
     url = f"http://{host}:{gateway.http_port}/v1/chat/completions"
     body = {"model": "router", "messages": [{"role": "user", "content": prompt}], "max_tokens": 64}
@@ -99,7 +104,7 @@ def _local_router() -> LocalRouter:
     return start
 
 
-async def _up(settings: GatewaySettings, router_config: Path | None, sample: str | None) -> None:
+async def _up(settings: GatewaySettings, router_config: Path | None, samples: list[str] | None) -> None:
     async with _local_router()(router_config) as router_address:
         settings = with_section(settings, "router", address=router_address)
         gateway = await build_gateway(settings)
@@ -109,8 +114,8 @@ async def _up(settings: GatewaySettings, router_config: Path | None, sample: str
                 "up: router gRPC on %s, gateway OpenAI HTTP on http://%s:%d/v1, gateway gRPC on %s:%d",
                 router_address, host, gateway.http_port, host, gateway.grpc_port,
             )
-            if sample:
-                await _sample(gateway, sample)
+            if samples:
+                await _sample(gateway, samples)
             await wait_for_signal()
         finally:
             await gateway.stop()

@@ -9,11 +9,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..config import BUNDLED_SCORERS, BUNDLED_STATIC_EMBEDDER, RouterSettings, ScorerSettings
 from ..errors import ConfigError
 from . import pipeline
+from .evaluation import summary
 
 __all__ = ["add_commands", "run"]
 
@@ -62,13 +61,19 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     distill.add_argument("--out", type=Path, default=BUNDLED_STATIC_EMBEDDER, help="model folder to write")
     distill.add_argument("--dims", type=int, default=256, help="PCA dimensions")
 
-    evaluate = sub.add_parser("eval", help="APGR / CPT(50%%) / CPT(80%%) beside a random router, and a PNG plot")
+    evaluate = sub.add_parser(
+        "eval",
+        help="APGR / CPT(50%%) / CPT(80%%) on eval/, ROC-AUC and weak share at 50%% on sanity/, beside a random "
+        "router, and a PNG plot",
+    )
     evaluate.add_argument("--config", type=Path, help=config_help)
-    evaluate.add_argument("--data", type=Path, action="append", help="eval file (repeatable; default: every file in eval/)")
+    evaluate.add_argument(
+        "--data", type=Path, action="append", help="eval or sanity file (repeatable; default: every file in eval/ and sanity/)"
+    )
     evaluate.add_argument("--data-dir", type=Path, default=None, help=data_help)
     evaluate.add_argument("--scorer", type=Path, help="scorer file to evaluate (default: the configured default scorer)")
     evaluate.add_argument("--plot", type=Path, default=Path("eval-routing.png"), help="PNG to write")
-    evaluate.add_argument("--json", action="store_true", help="end with one JSON line: apgr, cpt50, cpt80")
+    evaluate.add_argument("--json", action="store_true", help="end with one JSON line: mean apgr, cpt50, cpt80, and every file under benchmarks")
 
 
 def run(args: argparse.Namespace, settings: RouterSettings) -> int:
@@ -153,21 +158,20 @@ def _calibrate(args: argparse.Namespace, settings: RouterSettings) -> None:
 
 
 def _evaluate(args: argparse.Namespace, settings: RouterSettings) -> None:
-    files = args.data or pipeline.eval_files(args.data_dir)
+    files = args.data or pipeline.eval_files(args.data_dir) + pipeline.sanity_files(args.data_dir)
     results = pipeline.evaluate(settings, args.scorer, files, plot=args.plot)
     labels = {"scorer": args.scorer.stem, "random": "random"}
     width = max(8, len(args.scorer.stem))
-    print(f"{'benchmark':<18} {'router':<{width}} {'APGR':>6} {'CPT(50%)':>9} {'CPT(80%)':>9}")
+    print(f"{'benchmark':<18} {'router':<{width}} {'APGR':>6} {'CPT(50%)':>9} {'CPT(80%)':>9} {'AUC':>6} {'weak@50%':>9}")
     for name, result in results.items():
         for router, label in labels.items():
             r = result[router]
-            print(f"{name:<18} {label:<{width}} {r['apgr']:6.3f} {r['cpt50']:9.2%} {r['cpt80']:9.2%}")
+            if "apgr" in r:
+                cells = f"{r['apgr']:6.3f} {r['cpt50']:9.2%} {r['cpt80']:9.2%} {'-':>6} {'-':>9}"
+            else:
+                cells = f"{'-':>6} {'-':>9} {'-':>9} {r['auc']:6.3f} {r['weak_share_at_50']:9.2%}"
+            print(f"{name:<18} {label:<{width}} {cells}")
     print(f"plot: {args.plot}")
     if args.json:
-        summary: dict[str, Any] = (
-            dict(next(iter(results.values()))["scorer"])
-            if len(results) == 1
-            else {k: float(np.mean([r["scorer"][k] for r in results.values()])) for k in ("apgr", "cpt50", "cpt80")}
-        )
-        summary["benchmarks"] = results
-        print(json.dumps(summary))
+        line: dict[str, Any] = {**summary(results), "benchmarks": results}
+        print(json.dumps(line))

@@ -1,21 +1,24 @@
-"""A difficulty scorer in the MF file format: how likely the weak model is to fail this prompt.
+"""A difficulty scorer in the MF file format: how much this prompt needs the strong model.
 
-Two stages, both closed-form:
-1. ridge regression of prompt difficulty (the mean correctness of every model that
-   answered the prompt, from the correctness files) on the embedding: d(e) = u.e + c;
-2. a logistic link fitted on the battles between the scorer's strong and weak
-   models: P(strong beats weak | e) = sigmoid(-a d(e) + b).
-The result is exported as a rank-1 MF (two models, P^ = +1 / -1, a bias), so the
-router, thresholds and calibration treat it like any scorer.
+One weighted ridge regression (closed form) on the embedding, over sources that each say
+it differently, every target standardised within its source:
+- benchmark difficulty: 1 - the mean correctness of every model that answered the prompt
+  (the correctness files);
+- task type: the prompts written for this project, 0 where a small model is enough and 1
+  where the strong one is needed (training/written.py).
+The prediction, standardised on chat-like prompts, is exported as a rank-1 MF (two models,
+P^ = +1 / -1, a bias), so the router, thresholds and calibration treat it like any scorer.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..mf import MFWeights, sigmoid
 
-__all__ = ["fit_difficulty", "fit_link"]
+__all__ = ["Source", "as_mf", "fit_difficulty", "fit_link", "fit_need"]
 
 
 def fit_difficulty(embeddings: np.ndarray, accuracy: np.ndarray, ridge: float = 10.0) -> tuple[np.ndarray, float]:
@@ -23,6 +26,30 @@ def fit_difficulty(embeddings: np.ndarray, accuracy: np.ndarray, ridge: float = 
     mean = float(accuracy.mean())
     u = np.linalg.solve(embeddings.T @ embeddings + ridge * np.eye(embeddings.shape[1]), embeddings.T @ (accuracy - mean))
     return u.astype(np.float32), mean
+
+
+@dataclass(frozen=True)
+class Source:
+    """One kind of label: embeddings, a need-for-strong target (higher: needs it more), and a relative weight."""
+
+    name: str
+    embeddings: np.ndarray
+    target: np.ndarray
+    weight: float = 1.0
+
+
+def fit_need(sources: list[Source], ridge: float = 10.0) -> tuple[np.ndarray, float]:
+    """u, c of need(e) = u.e + c: ridge regression of each source's standardised target.
+
+    A source's weight is its share against the first source, whatever its size: 305 written
+    prompts at weight 2 count twice as much as 21,000 benchmark prompts at weight 1."""
+    base = len(sources[0].target)
+    x = np.vstack([s.embeddings for s in sources]).astype(np.float64)
+    x = np.hstack([x, np.ones((len(x), 1))])
+    y = np.concatenate([(s.target - s.target.mean()) / (s.target.std() or 1.0) for s in sources])
+    w = np.concatenate([np.full(len(s.target), s.weight * base / len(s.target)) for s in sources])
+    coef = np.linalg.solve(x.T @ (x * w[:, None]) + ridge * np.eye(x.shape[1]), (x * w[:, None]).T @ y)
+    return coef[:-1].astype(np.float32), float(coef[-1])
 
 
 def fit_link(difficulty: np.ndarray, p_strong: np.ndarray, steps: int = 50) -> tuple[float, float]:

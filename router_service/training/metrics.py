@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["RoutingCurve", "routing_curve", "thresholds_for_shares"]
+__all__ = ["RoutingCurve", "roc_auc", "routing_curve", "thresholds_for_shares"]
 
 
 @dataclass(frozen=True)
@@ -57,3 +57,20 @@ def thresholds_for_shares(scores: np.ndarray, shares: np.ndarray) -> dict[str, f
         # Route strong when score >= threshold: the (1 - s) quantile does that.
         out[f"{share:.2f}"] = float(np.quantile(scores, 1.0 - share, method="higher"))
     return out
+
+
+def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """P(a random positive scores above a random negative), ties counting half (Mann-Whitney U)."""
+    positive = np.asarray(positive, bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if not n_pos or not n_neg:
+        raise ValueError("ROC-AUC needs both positive and negative examples")
+    order = np.argsort(scores, kind="stable")
+    ranks = np.empty(len(scores))
+    sorted_scores = np.asarray(scores)[order]
+    # Average ranks over runs of equal scores.
+    starts = np.concatenate([[0], np.nonzero(np.diff(sorted_scores))[0] + 1])
+    ends = np.append(starts[1:], len(scores))
+    for start, end in zip(starts, ends, strict=True):
+        ranks[order[start:end]] = (start + end + 1) / 2
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

@@ -18,12 +18,16 @@ from ..adapters.scorer import OnnxScorer
 from ..config import RouterSettings, default_cache_dir
 from ..errors import ConfigError
 from ..mf import MFWeights, ScorerCard, export_onnx, sigmoid
-from .data import HeldOut, canonical_model, default_data_dir, load_battles, mean_correctness, read_jsonl
+from .data import HeldOut, default_data_dir, load_battles, mean_correctness, read_jsonl
 from .embeddings import EmbeddingStore
-from .metrics import routing_curve, thresholds_for_shares
+from .evaluation import evaluate_scorer, plot_results
+from .metrics import thresholds_for_shares
 from .mf_train import TrainConfig, train_mf
 
-__all__ = ["REFERENCE_STRONG", "REFERENCE_WEAK", "calibrate", "eval_files", "evaluate", "train_and_export"]
+__all__ = [
+    "REFERENCE_STRONG", "REFERENCE_WEAK", "calibrate", "eval_files", "evaluate", "held_out", "sanity_files",
+    "train_and_export",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +35,6 @@ logger = logging.getLogger(__name__)
 REFERENCE_STRONG = "gpt-4-1106-preview"
 REFERENCE_WEAK = "mixtral-8x7b-instruct-v0.1"
 SHARES = np.round(np.arange(0.05, 1.0, 0.05), 2)
-RANDOM_SEEDS = 20
 
 
 def train_files(data_dir: Path | None) -> list[Path]:
@@ -40,6 +43,15 @@ def train_files(data_dir: Path | None) -> list[Path]:
 
 def eval_files(data_dir: Path | None) -> list[Path]:
     return sorted(((data_dir or default_data_dir()) / "eval").glob("*.jsonl.gz"))
+
+
+def sanity_files(data_dir: Path | None) -> list[Path]:
+    return sorted(((data_dir or default_data_dir()) / "sanity").glob("*.jsonl.gz"))
+
+
+def held_out(data_dir: Path | None) -> HeldOut:
+    """Every eval/ and sanity/ prompt: training never sees them (case, punctuation and spacing aside)."""
+    return HeldOut(row["prompt"] for path in eval_files(data_dir) + sanity_files(data_dir) for row in read_jsonl(path))
 
 
 @contextmanager
@@ -74,40 +86,43 @@ def train_and_export(
     files = train_files(data_dir)
     if not files:
         raise ConfigError(f"no training files under {(data_dir or default_data_dir()) / 'train'}: give --data-dir")
-    # eval/ is never trained on: the data is decontaminated upstream, and this guard drops any
-    # training prompt that still matches an eval prompt (case and punctuation aside).
-    held_out = HeldOut(row["prompt"] for path in eval_files(data_dir) for row in read_jsonl(path))
-    battles = load_battles(files, keep_ties=keep_ties, held_out=held_out)
+    # eval/ and sanity/ are never trained on: the data is decontaminated upstream, and this guard
+    # drops any training prompt that still matches one of their prompts (case and punctuation aside).
+    held = held_out(data_dir)
+    battles = load_battles(files, keep_ties=keep_ties, held_out=held)
     for model in (strong, weak):
         if model not in battles.models:
             raise ConfigError(f"--strong/--weak: {model!r} is not in the training data")
     with embedding_store(settings) as (embedder_name, store):
         embeddings = store.get(battles.prompts)
-        if held_out.dropped:
-            logger.warning("left %d training prompts out: they match eval/ prompts", held_out.dropped)
+        if held.dropped:
+            logger.warning("left %d training prompts out: they match eval/ or sanity/ prompts", held.dropped)
         logger.info("training on %d battles, %d prompts, %d models", len(battles), len(battles.prompts), len(battles.models))
 
         def log_epoch(epoch: int, loss: float) -> None:
             logger.info("epoch %d: loss %.4f", epoch + 1, loss)
 
+        calibrated_on = "training prompts"
         if method == "difficulty":
-            weights = _difficulty_weights(files, store, strong, weak, held_out)
+            weights, calibration_prompts = _difficulty_weights(files, store, strong, weak, held)
+            calibration = weights.win_rate(store.get(calibration_prompts), strong, weak)
+            calibrated_on = f"chat-like prompts of {', '.join(CHAT_TRAFFIC)} ({len(calibration_prompts)})"
         else:
             weights = train_mf(
                 embeddings, battles.models, battles.prompt, battles.model_a, battles.model_b, battles.p_a, config,
                 on_epoch=log_epoch,
             )
-        calibration = weights.win_rate(embeddings, strong, weak)
+            calibration = weights.win_rate(embeddings, strong, weak)
         training: dict[str, Any] = {
             "data": [f.name for f in files],
             "battles": len(battles),
             "prompts": len(battles.prompts),
             "models": len(battles.models),
             "method": method,
-            "config": config.as_dict() if method == "mf" else {"ridge": 10.0},
+            "config": config.as_dict() if method == "mf" else {"ridge": 10.0, "written_weight": WRITTEN_WEIGHT},
             "keep_ties": keep_ties,
-            "eval_prompts_dropped": held_out.dropped,
-            "calibrated_on": "training prompts",
+            "eval_prompts_dropped": held.dropped,
+            "calibrated_on": calibrated_on,
             "trained": dt.date.today().isoformat(),
         }
         card = ScorerCard(
@@ -121,35 +136,53 @@ def train_and_export(
         )
         export_onnx(weights, card, out)
         if evaluate:
+            results = evaluate_scorer(out, store, eval_files(data_dir) + sanity_files(data_dir))
             training["eval"] = {
-                bench: {k: round(v, 4) for k, v in result["scorer"].items()}
-                for bench, result in _evaluate_scorer(out, settings, store, eval_files(data_dir)).items()
+                bench: {k: round(v, 4) for k, v in result["scorer"].items()} for bench, result in results.items()
             }
             card = ScorerCard(**{**card.__dict__, "training": training})
             export_onnx(weights, card, out)
         return card
 
 
+# Real user prompts (OpenAssistant, Vicuna-80, self-instruct): what chat traffic looks like.
+# The difficulty scorer is standardised and calibrated on them, so "a 50% strong share"
+# means half of chat-like traffic, not half of a benchmark.
+CHAT_TRAFFIC = ("qlora_oa_battles", "qlora_vicuna80_battles", "tulu1_human_battles")
+WRITTEN_WEIGHT = 2.0  # the task-type labels against all the benchmark difficulty labels (model card)
+
+
+def chat_prompts(files: list[Path], held: HeldOut) -> list[str]:
+    """The prompts of the chat-traffic files among ``files`` (held-out prompts left out)."""
+    prompts = (row["prompt"] for f in files if f.name.split(".")[0] in CHAT_TRAFFIC for row in read_jsonl(f))
+    return [p for p in dict.fromkeys(prompts) if p not in held]
+
+
 def _difficulty_weights(
-    files: list[Path], store: EmbeddingStore, strong: str, weak: str, held_out: HeldOut
-) -> MFWeights:
-    """Ridge regression of mean correctness on the correctness files, as a rank-1 MF.
+    files: list[Path], store: EmbeddingStore, strong: str, weak: str, held: HeldOut
+) -> tuple[MFWeights, list[str]]:
+    """The difficulty scorer (difficulty.py) as a rank-1 MF, and the prompts it is calibrated on.
 
-    The score ranks prompts by predicted difficulty (harder: more likely to need the
-    strong model); its scale is fixed (the sigmoid of the standardised prediction: a typical
-    prompt scores 0.5, one a standard deviation harder 0.73), so use
-    it with strong-call shares and calibration rather than absolute thresholds."""
-    from .difficulty import as_mf, fit_difficulty
+    Its score is a ranking: the sigmoid of the need for the strong model, standardised on
+    chat-like prompts (a typical one scores 0.5), so use it with strong-call shares and
+    calibration rather than absolute thresholds."""
+    from .difficulty import Source, as_mf, fit_need
+    from .written import written_prompts
 
-    prompts, accuracy = mean_correctness(files, skip=held_out)
+    prompts, accuracy = mean_correctness(files, skip=held)
     if not prompts:
         raise ConfigError("--method difficulty needs correctness (score) files in the training data")
-    embeddings = store.get(prompts)
-    u, c = fit_difficulty(embeddings, accuracy)
-    projected = embeddings @ u
+    written, need = written_prompts()
+    sources = [
+        Source("benchmark difficulty", store.get(prompts), 1.0 - accuracy),
+        Source("task type (written)", store.get(written), np.asarray(need), WRITTEN_WEIGHT),
+    ]
+    u, c = fit_need(sources)
+    calibration = chat_prompts(files, held) or prompts
+    projected = store.get(calibration) @ u + c
     scale = 1.0 / (float(np.std(projected)) or 1.0)
-    # Standardise on the training prompts, so scores and thresholds read as a spread around 0.5.
-    return as_mf(u, c, a=scale, b=scale * (c + float(np.mean(projected))), strong=strong, weak=weak)
+    # as_mf scores -a (u'.e + c') + b: u' = -u and c' = -c turn it into a (need - mean) / std.
+    return as_mf(-u, -c, a=scale, b=-scale * float(np.mean(projected)), strong=strong, weak=weak), calibration
 
 
 def _scorer(path: Path) -> OnnxScorer:
@@ -177,75 +210,15 @@ def calibrate(settings: RouterSettings, scorer_path: Path, prompts_path: Path, o
     return thresholds
 
 
-def _eval_battles(path: Path) -> tuple[list[str], np.ndarray, str, str]:
-    """Prompts and per-prompt gain (+1 strong-only right, -1 weak-only, 0 tie)."""
-    prompts, gain, pairs = [], [], set()
-    for row in read_jsonl(path):
-        prompts.append(row["prompt"])
-        gain.append({"model_a": 1.0, "model_b": -1.0}.get(row["winner"], 0.0))
-        pairs.add((canonical_model(row["model_a"]), canonical_model(row["model_b"])))
-    if len(pairs) != 1:
-        raise ConfigError(f"--data: {path} mixes model pairs {sorted(pairs)}; one strong/weak pair per file")
-    (strong, weak), = pairs
-    return prompts, np.asarray(gain), strong, weak
-
-
-def _evaluate_scorer(
-    scorer_path: Path, settings: RouterSettings, store: EmbeddingStore, files: Iterable[Path]
-) -> dict[str, dict[str, Any]]:
-    scorer = _scorer(scorer_path)
-    results: dict[str, dict[str, Any]] = {}
-    for path in files:
-        prompts, gain, strong, weak = _eval_battles(path)
-        if strong not in scorer.models or weak not in scorer.models:
-            logger.warning("%s: pair %s/%s unknown to the scorer; using its default pair", path.name, strong, weak)
-            strong, weak = scorer.strong_model, scorer.weak_model
-        scores = scorer.model_scores_sync(store.get(prompts))
-        win_rate = sigmoid(scores[:, scorer.models.index(strong)] - scores[:, scorer.models.index(weak)])
-        curve = routing_curve(win_rate, gain)
-        rng = np.random.default_rng(0)
-        randoms = [routing_curve(rng.random(len(gain)), gain) for _ in range(RANDOM_SEEDS)]
-        results[path.name.split(".")[0]] = {
-            "scorer": _metrics(curve),
-            "random": {k: float(np.mean([_metrics(r)[k] for r in randoms])) for k in ("apgr", "cpt50", "cpt80")},
-            "curve": curve,
-        }
-    return results
-
-
-def _metrics(curve: Any) -> dict[str, float]:
-    return {"apgr": curve.apgr, "cpt50": curve.cpt(0.5), "cpt80": curve.cpt(0.8)}
-
-
 def evaluate(
     settings: RouterSettings, scorer_path: Path, files: Iterable[Path], *, plot: Path | None
 ) -> dict[str, dict[str, Any]]:
+    """Metrics per file (battle files: APGR, CPT; sanity files: AUC, weak share at 50%), and a PNG."""
     with embedding_store(settings) as (_, store):
-        results = _evaluate_scorer(scorer_path, settings, store, files)
+        results = evaluate_scorer(scorer_path, store, files)
     if plot is not None:
-        _plot(results, plot)
+        plot_results(results, plot)
     for result in results.values():
-        result.pop("curve")
+        result.pop("curve", None)
+        result.pop("scores", None)
     return results
-
-
-def _plot(results: dict[str, dict[str, Any]], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4.2), squeeze=False)
-    for ax, (name, result) in zip(axes[0], results.items(), strict=True):
-        curve = result["curve"]
-        ax.plot(curve.shares * 100, curve.pgr * 100, label=f"router (APGR {result['scorer']['apgr']:.3f})")
-        ax.plot([0, 100], [0, 100], "--", color="grey", label=f"random (APGR {result['random']['apgr']:.3f})")
-        ax.set_title(name)
-        ax.set_xlabel("calls to the strong model (%)")
-        ax.set_ylabel("performance gap recovered (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower right")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)

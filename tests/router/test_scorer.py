@@ -161,3 +161,25 @@ def test_training_recovers_a_planted_preference() -> None:
         TrainConfig(dim=8, epochs=15, batch_size=256, lr=1e-2, seed=0),
     )
     np.testing.assert_array_equal(weights.W, again.W)  # reproducible from the seed
+
+
+# Written for this test (not from ../shared/data/sanity): everyday chat against tasks that need the strong model.
+CHAT_WEAK = ["hi", "thanks a lot!", "What is the capital of Italy?", "good night, talk tomorrow"]
+CHAT_STRONG = [
+    "Prove that there are infinitely many prime numbers.",
+    "Implement a thread-safe LRU cache in Java and prove that get and put are O(1).",
+    "Derive the Black-Scholes equation from a delta-hedged portfolio and state every assumption.",
+]
+
+
+@pytest.mark.parametrize("backend", ["local", "static"])
+async def test_default_scorer_sends_chit_chat_weak_and_proofs_strong(backend: str) -> None:
+    """At the default 50% strong share, with each tier's own bundled difficulty scorer."""
+    from router_service.config import RouterSettings
+    from router_service.domain import RouteQuery
+    from router_service.engine import open_engine
+
+    async with open_engine(RouterSettings(embedder={"backend": backend})) as engine:
+        decisions = await engine.route([RouteQuery(prompt=p) for p in CHAT_WEAK + CHAT_STRONG])
+    routed = {p: d.routed_strong for p, d in zip(CHAT_WEAK + CHAT_STRONG, decisions, strict=True)}
+    assert routed == {**dict.fromkeys(CHAT_WEAK, False), **dict.fromkeys(CHAT_STRONG, True)}

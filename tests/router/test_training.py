@@ -133,7 +133,10 @@ def test_train_calibrate_eval_round_trip(data_slice: Path, tmp_path: Path) -> No
     assert evaluated.returncode == 0, evaluated.stderr
     summary = json.loads(evaluated.stdout.strip().splitlines()[-1])
     assert {"apgr", "cpt50", "cpt80"} <= summary.keys()
-    assert set(summary["benchmarks"]) == {"routellm_gsm8k", "routellm_mmlu", "routellm_mtbench"}
+    assert set(summary["benchmarks"]) == {"routellm_gsm8k", "routellm_mmlu", "routellm_mtbench", "sanity_chat"}
+    sanity = summary["benchmarks"]["sanity_chat"]["scorer"]
+    assert 0 <= sanity["auc"] <= 1 and 0 <= sanity["weak_share_at_50"] <= 1
+    assert "weak@50%" in evaluated.stdout and "sanity_chat" in evaluated.stdout
     assert "random" in evaluated.stdout and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -191,3 +194,22 @@ def test_training_embeds_many_chunks_through_a_remote_embedder(local_embedder, t
     assert name == "openai:all-minilm" and vectors.shape == (600, 384)
     assert [len(r["body"]["input"]) for r in state.requests] == [256, 256, 88]
     np.testing.assert_allclose(vectors[:3], local_embedder.embed_sync(prompts[:3]), atol=1e-5)
+
+
+def test_roc_auc_counts_ties_as_half() -> None:
+    from router_service.training.metrics import roc_auc
+
+    assert roc_auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == 0.75
+    assert roc_auc(np.array([0.5, 0.5, 0.2]), np.array([0, 1, 0])) == 0.75
+    with pytest.raises(ValueError, match="both positive and negative"):
+        roc_auc(np.array([0.1, 0.2]), np.array([1, 1]))
+
+
+def test_training_never_sees_eval_or_sanity_prompts(data_slice: Path) -> None:
+    from router_service.training.data import read_jsonl
+    from router_service.training.pipeline import held_out
+
+    held = held_out(data_slice)
+    sanity = next(read_jsonl(data_slice / "sanity" / "sanity_chat.jsonl.gz"))["prompt"]
+    mtbench = next(read_jsonl(data_slice / "eval" / "routellm_mtbench.jsonl.gz"))["prompt"]
+    assert sanity in held and mtbench in held and f"  {sanity.upper()}!! " in held
