@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="gateway-service",
         description="LLM gateway: asks the router which model should answer, then streams the completion "
         "from Ollama or an OpenAI-compatible server, to OpenAI SDK (HTTP) and gRPC clients.",
-        epilog="Configuration: README.md, section Gateway. Every setting also reads from GATEWAY_<SECTION>__<KEY>.",
+        epilog="Configuration: README.md, section 'The gateway'. Every setting also reads from GATEWAY_<SECTION>__<KEY>.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = sub.add_parser("serve", help="run the gateway until SIGTERM (the router runs elsewhere)")

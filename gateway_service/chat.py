@@ -70,6 +70,11 @@ def validate(params: ChatParams, limits: LimitSettings) -> None:
     if chars > limits.max_prompt_chars:
         raise TooLarge(f"the messages hold {chars} characters, more than limits.max_prompt_chars={limits.max_prompt_chars}")
     for i, message in enumerate(params.messages):
+        if len(message.content) > limits.max_message_chars:
+            raise TooLarge(
+                f"messages[{i}].content has {len(message.content)} characters, "
+                f"more than limits.max_message_chars={limits.max_message_chars}"
+            )
         if message.role not in ROLES:
             raise InvalidRequest(f"messages[{i}].role {message.role!r} is not one of {sorted(ROLES)}")
     if params.max_tokens is not None and params.max_tokens < 1:

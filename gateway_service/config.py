@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from service_core.errors import ConfigError
+from service_core.redact import Redactor
 from service_core.settings import (
     GrpcClientSettings,
     Section,
@@ -35,6 +36,7 @@ __all__ = [
     "ServerSettings",
     "UpstreamSettings",
     "load_settings",
+    "secrets_of",
 ]
 
 
@@ -60,6 +62,9 @@ class LimitSettings(Section):
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="HTTP request bodies larger than this: 413")
     max_messages: int = Field(500, ge=1)
     max_prompt_chars: int = Field(1_000_000, ge=1, description="all message contents together")
+    max_message_chars: int = Field(
+        100_000, ge=1, description="any one message; the router's limits.max_prompt_chars, so routed and concrete agree"
+    )
     max_streams: int = Field(2048, ge=1, description="completions in flight at once; more: 429 / RESOURCE_EXHAUSTED")
     max_streams_per_key: int = Field(
         256, ge=1, description="completions in flight per client API key (with auth.api_keys set; else max_streams only)"
@@ -96,6 +101,9 @@ class UpstreamSettings(Section):
     connect_timeout_s: float = Field(5.0, gt=0)
     read_timeout_s: float = Field(120.0, gt=0, description="longest silence between two chunks")
     max_concurrency: int = Field(64, ge=1, description="requests in flight to this upstream")
+    queue_timeout_s: float = Field(
+        2.0, ge=0, description="longest wait for a free slot past max_concurrency; then 429 (or the fallback model)"
+    )
 
     def resolve_api_key(self) -> str | None:
         return secret_value(self.api_key, self.api_key_env)
@@ -164,6 +172,13 @@ class GatewaySettings(TomlSettings):
         if len(set(names)) != len(names):
             raise ValueError(f"upstreams: names must be unique, got {names}")
         return self
+
+
+def secrets_of(settings: GatewaySettings) -> Redactor:
+    """A redactor for every secret this configuration holds: upstream keys, the router token, client keys."""
+    return Redactor([
+        *(u.resolve_api_key() for u in settings.upstreams), settings.router.resolve_token(), *settings.auth.resolve_keys()
+    ])
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> GatewaySettings:

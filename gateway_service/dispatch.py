@@ -52,8 +52,15 @@ class Dispatcher:
             if isinstance(exc, InvalidRequest) or not fallback or fallback == route.model:
                 raise
             logger.warning("request %s: %s; falling back to %s", request_id, exc, fallback)
+            first_model = route.model
             route = replace(route, model=fallback, fallback=True, reason=f"{route.reason}; fallback after: {exc}")
-            upstream, ttft_ms, first, rest = await self._first_event(route.model, params)
+            try:
+                upstream, ttft_ms, first, rest = await self._first_event(route.model, params)
+            except GatewayError as second:
+                # Both attempts, in the client's message and the log: one id, the whole story.
+                second.args = (f"{second} (fallback model {fallback!r}, after {first_model!r} failed: {exc})",)
+                logger.warning("request %s: the fallback failed too: %s", request_id, second)
+                raise
         self._metrics.decisions.labels(
             model=route.model, routed=str(route.routed).lower(), degraded=str(route.degraded).lower(),
             fallback=str(route.fallback).lower(),

@@ -42,7 +42,12 @@ class ModelCatalog:
         if match:
             threshold = float(match["threshold"])
             if not 0.0 <= threshold <= 1.0:
-                raise InvalidRequest(f"model {model!r}: the threshold in router-mf-<threshold> must be within [0, 1]")
+                aliases = ", ".join(sorted(self._policies)) or "none configured"
+                raise InvalidRequest(
+                    f"model {model!r}: router-mf-<threshold> takes RouteLLM's threshold within [0, 1] (e.g. "
+                    f"router-mf-0.11593); for a share of strong calls use a configured alias ({aliases}), or add "
+                    "one under [[policies]]"
+                )
             return ModelSpec(model, False, threshold=threshold)
         known = ", ".join([*sorted(self._served), "router", *self._policies])
         raise ModelNotFound(f"model {model!r} is not served here; available: {known}")

@@ -61,5 +61,30 @@ class RouterClient:
         reason = f"router chose the {side} model: score {response.score:.4f} vs threshold {response.threshold:.4f}"
         return RouteDecision(response.model, routed=True, score=response.score, threshold=response.threshold, reason=reason)
 
+    async def routed_models(self) -> set[str]:
+        """Every model the router may answer with (its strong/weak pair and routing.models)."""
+        reply = await self._stub.Describe(
+            router_pb2.DescribeRequest(), timeout=max(self._settings.timeout_s, 5.0), metadata=self._metadata
+        )
+        return {reply.strong_model, reply.weak_model, *(m.model for m in reply.models)}
+
+    async def check_models(self, served: set[str]) -> None:
+        """Warn at start when the router may choose a model no upstream serves (each such request would fail)."""
+        try:
+            routed = await self.routed_models()
+        except grpc.aio.AioRpcError as exc:
+            logger.warning(
+                "could not ask the router at %s which models it routes to (%s: %s); requests fail open until it answers",
+                self._settings.address, exc.code().name, exc.details(),
+            )
+            return
+        missing = sorted(routed - served)
+        if missing:
+            logger.warning(
+                "the router at %s may choose %s, which no upstream serves: add them to an upstream's models, "
+                "or change routing.strong_model / weak_model / models in the router's config",
+                self._settings.address, missing,
+            )
+
     async def aclose(self) -> None:
         await self._channel.close()

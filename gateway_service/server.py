@@ -22,7 +22,7 @@ from service_core.tls import http_ssl_options
 from service_core.tracing import grpc_client_interceptors, grpc_server_interceptors, tracer_provider
 
 from .chat import ChatService
-from .config import GatewaySettings
+from .config import GatewaySettings, secrets_of
 from .http_api import build_http_app
 from .router_client import RouterClient
 from .servicer import GatewayServicer
@@ -71,6 +71,11 @@ class _HttpServer(uvicorn.Server):
         yield
 
 
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
 def _listen(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto must say TCP: asyncio sets TCP_NODELAY on accepted connections only then, and
@@ -112,7 +117,7 @@ async def build_gateway(settings: GatewaySettings, tracing: Any | None = None) -
         provider = tracing or tracer_provider(settings.tracing, "gateway")
         if provider is not None and tracing is None:
             stack.callback(provider.shutdown)
-        upstreams = {u.name: open_upstream(u, provider) for u in settings.upstreams}
+        upstreams = {u.name: open_upstream(u, provider, secrets_of(settings)) for u in settings.upstreams}
         for upstream in upstreams.values():
             stack.push_async_callback(upstream.aclose)
         router = RouterClient(settings.router, grpc_client_interceptors(provider))
@@ -136,6 +141,9 @@ async def build_gateway(settings: GatewaySettings, tracing: Any | None = None) -
             http_app = OpenTelemetryMiddleware(http_app, tracer_provider=provider)
         http_server, http_task = await _start_http(http_app, sock, settings)
         await grpc_server.start()
+        served = {model for u in settings.upstreams for model in u.models}
+        check = asyncio.create_task(router.check_models(served), name="gateway-router-check")
+        stack.push_async_callback(_cancel, check)
     except BaseException:
         await stack.aclose()
         raise

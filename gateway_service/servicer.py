@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
+
+import grpc
 
 from routing_api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from service_core.auth import bearer_token
 from service_core.grpc_handlers import Context, MalformedRequest
+from service_core.request_ids import accept_request_id
 
 from .chat import ChatService
 from .domain import ChatParams, Delta, Message, RouteDecision
 from .errors import GatewayError, InvalidRequest
 from .grpc_status import grpc_status
+from .stream import access_log
 
 __all__ = ["GatewayServicer"]
 
@@ -38,6 +44,17 @@ def _params(request: gateway_pb2.ChatRequest) -> ChatParams:
     )
 
 
+def _log_error(
+    request_id: str, request: object, status: grpc.StatusCode, outcome: str, message: str, started: float
+) -> None:
+    """The access line of a call that ended in an error (streams log their own)."""
+    record = {
+        "request_id": request_id, "api": "grpc", "requested": getattr(request, "model", ""), "status": status.name,
+        "outcome": outcome, "error": message[:500], "total_ms": round((time.perf_counter() - started) * 1e3, 2),
+    }
+    access_log.info(json.dumps(record, separators=(",", ":")))
+
+
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     def __init__(self, chat: ChatService) -> None:
         self._chat = chat
@@ -46,7 +63,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: gateway_pb2.ChatRequest | MalformedRequest, context: Context
     ) -> AsyncIterator[gateway_pb2.ChatChunk]:
         metadata = dict(context.invocation_metadata() or ())
-        request_id = str(metadata.get("x-request-id") or uuid.uuid4().hex)
+        given = metadata.get("x-request-id")
+        request_id, _ = accept_request_id(given if isinstance(given, str) else None)
+        started = time.perf_counter()
         try:
             if isinstance(request, MalformedRequest):
                 raise InvalidRequest(request.message)
@@ -75,9 +94,16 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                         )
         except GatewayError as exc:
             self._chat.metrics.requests.labels(api="grpc", outcome=type(exc).__name__).inc()
+            _log_error(request_id, request, grpc_status(exc), type(exc).__name__, str(exc), started)
             # Before the first chunk this is the call's status; after it, a terminal status
             # ends the stream: the client sees the error, never a fake final chunk.
             await context.abort(grpc_status(exc), str(exc))
+        except Exception:
+            error_id = uuid.uuid4().hex[:12]
+            logger.exception("internal error %s in request %s", error_id, request_id)
+            message = f"internal error (id {error_id}); see the gateway log"
+            _log_error(request_id, request, grpc.StatusCode.INTERNAL, "internal_error", message, started)
+            await context.abort(grpc.StatusCode.INTERNAL, message)
 
     async def ListModels(
         self, request: gateway_pb2.ListModelsRequest, context: Context

@@ -7,6 +7,7 @@ import logging
 
 from routing_api.router.v1 import router_pb2, router_pb2_grpc
 from service_core.grpc_handlers import Context
+from service_core.request_ids import accept_request_id
 
 from .domain import Decision
 from .engine import RouteEngine
@@ -23,9 +24,10 @@ access_log = logging.getLogger("router_service.access")
 
 def _access_line(context: Context, decisions: list[Decision]) -> str:
     metadata = dict(context.invocation_metadata() or ())
+    given = metadata.get("x-request-id")
     first = decisions[0]
     record = {
-        "request_id": metadata.get("x-request-id", ""),
+        "request_id": accept_request_id(given if isinstance(given, str) else None)[0],
         "routes": len(decisions),
         "models": [d.model for d in decisions[:8]],
         "score": round(first.score, 4),

@@ -60,7 +60,9 @@ def build_grpc_server(
     options: Sequence[tuple[str, Any]] = (),
 ) -> GrpcServer:
     """Register ``servicer``, health and reflection, and bind ``host:port`` (port 0: a free one)."""
-    server = grpc.aio.server(options=list(options), interceptors=list(interceptors))
+    # grpc shares a port with another process by default (SO_REUSEPORT): a second router on
+    # the same port would start and split the traffic. Refuse instead.
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0), *options], interceptors=list(interceptors))
     add_servicer(server, servicer, service)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

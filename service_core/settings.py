@@ -9,7 +9,9 @@ other ambient variable is read, except one that a setting names explicitly
 
 from __future__ import annotations
 
+import logging
 import os
+import tomllib
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,6 +24,8 @@ from pydantic_settings import (
 )
 
 from .errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "GrpcClientSettings",
@@ -99,12 +103,41 @@ def load_toml_settings(cls: type[Settings], config_file: Path | None, env_var: s
     file argument."""
     env_path = os.environ.get(env_var)
     path = config_file or (Path(env_path) if env_path else None)
+    warn_unknown_env(cls, env_var)
     if path is None:
         return cls(**overrides)
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} not found (given by --config or {env_var})")
+    try:
+        tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     from_file: type[Settings] = type(f"{cls.__name__}FromFile", (cls,), {"model_config": SettingsConfigDict(toml_file=path)})
     return from_file(**overrides)
+
+
+def warn_unknown_env(cls: type[TomlSettings], config_var: str) -> None:
+    """Warn about variables with the settings' prefix that name no setting (a typo is otherwise silent)."""
+    prefix = str(cls.model_config.get("env_prefix") or "")
+    delimiter = str(cls.model_config.get("env_nested_delimiter") or "__")
+    if not prefix:
+        return
+    for name in sorted(os.environ):
+        if not name.startswith(prefix) or name == config_var:
+            continue
+        model: Any = cls
+        for part in name[len(prefix) :].lower().split(delimiter):
+            fields = getattr(model, "model_fields", None)
+            if fields is None or part not in fields:
+                logger.warning("%s names no setting (no %r here); it is ignored: check its spelling", name, part)
+                break
+            model = _section_type(fields[part].annotation)
+
+
+def _section_type(annotation: Any) -> Any:
+    """The settings section inside an annotation (``X | None`` -> X); None for plain values."""
+    candidates = [annotation, *getattr(annotation, "__args__", ())]
+    return next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
 
 
 Model = TypeVar("Model", bound=BaseModel)

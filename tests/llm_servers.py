@@ -42,6 +42,7 @@ class LLMServerState:
     stall_after: int | None = None  # go silent for stall_s after this many content chunks
     huge_chunk_bytes: int = 0  # one extra content chunk this large
     chaos: float = 0.0  # share of requests that fail at random: HTTP 500, or a cut after one chunk
+    echo_key_status: int | None = None  # refuse with this status, echoing the Authorization it got (a careless server)
     requests: list[dict[str, Any]] = field(default_factory=list)
     open_streams: int = 0
     closed_early: int = 0  # streams whose client went away before the end
@@ -132,6 +133,13 @@ def llm_app(state: LLMServerState) -> Starlette:
     async def openai_chat(request: Request) -> Response:
         body = await record(request)
         model = body.get("model", "")
+        if state.echo_key_status:
+            given = request.headers.get("authorization", "")
+            return JSONResponse(
+                {"error": {"message": f"Incorrect API key provided: {given}", "type": "invalid_request_error",
+                           "param": None, "code": "invalid_api_key"}},
+                status_code=state.echo_key_status,
+            )
         if state.fail_status:
             headers = {"retry-after": state.retry_after} if state.retry_after else None
             return JSONResponse(

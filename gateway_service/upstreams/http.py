@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from service_core.redact import Redactor
 from service_core.upstream_errors import error_detail
 
 from ..config import UpstreamSettings
@@ -27,7 +28,7 @@ __all__ = ["HttpUpstream"]
 class HttpUpstream:
     path = ""
 
-    def __init__(self, settings: UpstreamSettings) -> None:
+    def __init__(self, settings: UpstreamSettings, redact: Redactor | None = None) -> None:
         self.name = settings.name
         self.url = settings.base_url.rstrip("/") + self.path
         self._settings = settings
@@ -35,6 +36,8 @@ class HttpUpstream:
         key = settings.resolve_api_key()
         if key:
             headers["Authorization"] = f"Bearer {key}"
+        # Upstream text (error bodies, broken chunks) is shown to clients and logged: never with a secret in it.
+        self.redact = redact or Redactor([key])
         self._client = httpx.AsyncClient(
             headers=headers,
             timeout=httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s),
@@ -48,8 +51,12 @@ class HttpUpstream:
 
     @asynccontextmanager
     async def post(self, model: str, body: dict[str, Any]) -> AsyncIterator[httpx.Response]:
-        """POST and stream the response; HTTP and connection failures become GatewayErrors."""
-        async with self._slots:
+        """POST and stream the response; HTTP and connection failures become GatewayErrors.
+
+        Past max_concurrency a request waits at most queue_timeout_s for a slot, then is
+        refused as busy (429, which falls back to the fallback model before the first token)."""
+        await self._take_slot(model)
+        try:
             try:
                 async with self._client.stream("POST", self.url, json=body) as response:
                     if response.status_code >= 400:
@@ -67,11 +74,27 @@ class HttpUpstream:
                     f"see upstreams[{self.name}].read_timeout_s / connect_timeout_s"
                 ) from exc
             except httpx.HTTPError as exc:
-                raise UpstreamStreamError(f"{self.where(model)} broke the connection: {type(exc).__name__}: {exc}") from exc
+                raise UpstreamStreamError(
+                    f"{self.where(model)} broke the connection: {type(exc).__name__}: {self.redact(str(exc))}"
+                ) from exc
+        finally:
+            self._slots.release()
+
+    async def _take_slot(self, model: str) -> None:
+        settings = self._settings
+        try:
+            async with asyncio.timeout(settings.queue_timeout_s):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise UpstreamBusy(
+                f"{self.where(model)} has {settings.max_concurrency} requests in flight and none finished within "
+                f"{settings.queue_timeout_s:g}s (upstreams[{self.name}].max_concurrency / queue_timeout_s)",
+                status=429, retry_after="1",
+            ) from None
 
     def _status_error(self, model: str, response: httpx.Response) -> GatewayError:
         status = response.status_code
-        detail = error_detail(response)
+        detail = self.redact(error_detail(response))
         where = f"{self.where(model)} answered HTTP {status}: {detail}"
         if status in (429, 503):
             return UpstreamBusy(where, status=status, retry_after=response.headers.get("retry-after"))

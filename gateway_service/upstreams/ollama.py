@@ -52,11 +52,13 @@ class OllamaUpstream(HttpUpstream):
                 try:
                     chunk = json.loads(line)
                     if "error" in chunk:
-                        raise UpstreamStreamError(f"{self.where(model)} failed mid-stream: {chunk['error']}")
+                        raise UpstreamStreamError(f"{self.where(model)} failed mid-stream: {self.redact(str(chunk['error']))}")
                     content = chunk.get("message", {}).get("content", "")
                     done = bool(chunk["done"])
                 except (json.JSONDecodeError, KeyError, AttributeError, TypeError) as exc:
-                    raise UpstreamStreamError(f"{self.where(model)} sent a malformed chunk: {line[:200]!r}") from exc
+                    raise UpstreamStreamError(
+                        f"{self.where(model)} sent a malformed chunk: {self.redact(line[:200])!r}"
+                    ) from exc
                 if content:
                     yield Delta(content)
                 if done:

@@ -55,7 +55,7 @@ class OpenAIUpstream(HttpUpstream):
                     if chunk.get("error"):
                         error = chunk["error"]
                         message = error.get("message", error) if isinstance(error, dict) else error
-                        raise UpstreamStreamError(f"{self.where(model)} failed mid-stream: {message}")
+                        raise UpstreamStreamError(f"{self.where(model)} failed mid-stream: {self.redact(str(message))}")
                     if chunk.get("usage"):
                         u = chunk["usage"]
                         usage = Usage(int(u.get("prompt_tokens", 0)), int(u.get("completion_tokens", 0)))
@@ -66,5 +66,7 @@ class OpenAIUpstream(HttpUpstream):
                         if choice.get("finish_reason"):
                             finish_reason = choice["finish_reason"]
                 except (json.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
-                    raise UpstreamStreamError(f"{self.where(model)} sent a malformed chunk: {event.data[:200]!r}") from exc
+                    raise UpstreamStreamError(
+                        f"{self.where(model)} sent a malformed chunk: {self.redact(event.data[:200])!r}"
+                    ) from exc
         raise UpstreamStreamError(f"{self.where(model)} ended the stream before data: [DONE]")

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import httpx
 import numpy as np
 
+from service_core.redact import Redactor
 from service_core.upstream_errors import error_detail
 
 from ..config import RemoteEmbedderSettings
@@ -39,6 +40,7 @@ class RemoteEmbedder:
         key = settings.resolve_api_key()
         if key:
             headers["Authorization"] = f"Bearer {key}"
+        self._redact = Redactor([key])  # an echoing server must not put the key into errors or logs
         self._client = httpx.AsyncClient(
             headers=headers,
             timeout=httpx.Timeout(settings.timeout_s),
@@ -100,7 +102,7 @@ class RemoteEmbedder:
 
     def _status_error(self, response: httpx.Response) -> Exception:
         status = response.status_code
-        detail = error_detail(response)
+        detail = self._redact(error_detail(response))
         where = f"embedding backend at {self.url} answered HTTP {status}"
         if status in (401, 403):
             return EmbedderMisconfigured(

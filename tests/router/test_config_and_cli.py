@@ -126,3 +126,31 @@ def test_command_line_overrides_are_validated_like_the_file() -> None:
     result = run_cli("serve", "--port", "70000")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "server.port" in result.stderr and "65535" in result.stderr and "command line" in result.stderr
+
+
+def test_a_toml_syntax_error_names_the_file_line_and_column(tmp_path: Path) -> None:
+    config = tmp_path / "router.toml"
+    config.write_text('[server]\nport = 50051\nhost = "0.0.0.0\n')
+    result = run_cli("route", "hi", "--config", str(config))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert str(config) in result.stderr and "line 3" in result.stderr and "column" in result.stderr
+
+
+def test_a_mistyped_env_variable_is_named_at_start() -> None:
+    """A typo in the section name was silently ignored (pydantic-settings never sees it); now it is named."""
+    result = run_cli("route", "hi", env={"ROUTER_EMBEDER__BACKEND": "static"})
+    assert result.returncode == 0, result.stderr
+    assert "ROUTER_EMBEDER__BACKEND names no setting" in result.stderr
+    nested = run_cli("route", "hi", env={"ROUTER_SERVER__PORTT": "1"})  # inside a section: refused outright
+    assert nested.returncode == 2 and "ROUTER_SERVER__PORTT names no setting" in nested.stderr
+
+
+async def test_a_port_held_by_another_router_is_refused() -> None:
+    from router_service.server import build_router
+
+    first = await build_router(router_settings())
+    try:
+        with pytest.raises(ConfigError, match=rf"cannot listen on 127\.0\.0\.1:{first.port} for gRPC.*server\.port"):
+            await build_router(router_settings(server={"host": "127.0.0.1", "port": first.port}))
+    finally:
+        await first.stop()
