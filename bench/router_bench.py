@@ -120,8 +120,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_router(port: int, backend: str = "local", scorer: str | None = None) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_")}
+def start_router(
+    port: int, backend: str = "local", scorer: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    extra = env or {}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_")} | extra
     # Every prompt is new, as on real traffic: no cache hits flatter the figures.
     env.update(
         ROUTER_SERVER__PORT=str(port), ROUTER_EMBEDDER__CACHE_SIZE="0", ROUTER_SERVER__LOG_LEVEL="WARNING",

@@ -194,6 +194,10 @@ class LimitSettings(Section):
     max_messages: int = Field(1_000, ge=1)
     max_batch: int = Field(1_024, ge=1, description="requests per RouteBatch call")
     max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    max_queued_prompts: int = Field(
+        1_024, ge=1, description="prompts waiting to be embedded; more: RESOURCE_EXHAUSTED at once, never a longer queue"
+    )
+    max_concurrent_rpcs: int = Field(4_096, ge=1, description="calls in progress at once; more: RESOURCE_EXHAUSTED")
 
 
 class RouterSettings(TomlSettings):

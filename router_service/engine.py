@@ -43,9 +43,10 @@ class RouteEngine:
 
     async def route_plans(self, plans: Sequence[Plan], timeout: float | None = None) -> list[Decision]:
         started = time.perf_counter()
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         try:
             async with asyncio.timeout(timeout):
-                rows, cached, stages = await self.pipeline.scores([plan.text for plan in plans])
+                rows, cached, stages = await self.pipeline.scores([plan.text for plan in plans], deadline)
         except TimeoutError:
             raise DeadlineExceeded(
                 f"the call's deadline passed after {(time.perf_counter() - started) * 1e3:.1f} ms "
@@ -130,7 +131,10 @@ async def open_engine(settings: RouterSettings) -> AsyncIterator[RouteEngine]:
             await _probe_dimension(embedder)
         _check_dimension(embedder.backend, embedder.name, embedder.dim, scorers)
         policy = RoutingPolicy(settings.routing, settings.limits, scorers)
-        pipeline = ScoringPipeline(embedder, list(scorers.values()), executor, cache_size=settings.embedder.cache_size)
+        pipeline = ScoringPipeline(
+            embedder, list(scorers.values()), executor,
+            cache_size=settings.embedder.cache_size, max_queued=settings.limits.max_queued_prompts,
+        )
         stack.push_async_callback(pipeline.aclose)
         yield RouteEngine(policy, pipeline)
 

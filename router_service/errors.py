@@ -13,6 +13,7 @@ __all__ = [
     "EmbedderMisconfigured",
     "EmbedderUnavailable",
     "InvalidRequest",
+    "Overloaded",
     "RouterError",
     "UnknownScorer",
 ]
@@ -36,6 +37,10 @@ class EmbedderUnavailable(RouterError):
 
 class EmbedderMisconfigured(RouterError):
     """The embedding backend answered, but the router's settings for it are wrong."""
+
+
+class Overloaded(RouterError):
+    """Too much work is queued: refused at once, so callers can go elsewhere (fail open) instead of waiting."""
 
 
 class DeadlineExceeded(RouterError):

@@ -14,6 +14,7 @@ from .errors import (
     EmbedderMisconfigured,
     EmbedderUnavailable,
     InvalidRequest,
+    Overloaded,
     UnknownScorer,
 )
 
@@ -25,6 +26,7 @@ STATUS: dict[type[ServiceError], grpc.StatusCode] = {
     EmbedderUnavailable: grpc.StatusCode.UNAVAILABLE,
     EmbedderMisconfigured: grpc.StatusCode.FAILED_PRECONDITION,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 

@@ -22,6 +22,7 @@ from cachetools import LRUCache
 
 from .adapters import Embedder
 from .adapters.scorer import OnnxScorer
+from .errors import Overloaded
 
 __all__ = ["MicroBatcher", "ScoringPipeline", "StageTimes"]
 
@@ -60,19 +61,42 @@ class MicroBatcher(Generic[Item, Meta]):
     """
 
     def __init__(
-        self, fn: Callable[[list[Item]], Awaitable[tuple[np.ndarray, Meta]]], max_batch: int, workers: int = 1
+        self,
+        fn: Callable[[list[Item]], Awaitable[tuple[np.ndarray, Meta]]],
+        max_batch: int,
+        workers: int = 1,
+        max_queued: int | None = None,
     ) -> None:
         self._fn = fn
         self._max_batch = max_batch
         self._workers = workers
+        self._max_queued = max_queued
+        self.queued = 0  # items waiting, not yet in a batch
+        self._rate: float | None = None  # items a second one worker gets through (moving average)
         self._queue: asyncio.Queue[_Pending[Item, Meta]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def submit(self, items: Sequence[Item]) -> tuple[np.ndarray, Meta]:
+    async def submit(self, items: Sequence[Item], deadline: float | None = None) -> tuple[np.ndarray, Meta]:
+        """The rows for ``items``; Overloaded at once when the queue is full, or when the work queued
+        ahead would outlast ``deadline`` (loop time). Cancelling the caller drops its queued items."""
+        if self._max_queued is not None and self.queued + len(items) > self._max_queued:
+            raise Overloaded(
+                f"the router is overloaded: {self.queued} prompts are waiting to be embedded "
+                f"(limits.max_queued_prompts={self._max_queued}); retry shortly or add router replicas"
+            )
+        if deadline is not None and self._rate:
+            wait = (self.queued + len(items)) / (self._rate * self._workers)
+            left = deadline - asyncio.get_running_loop().time()
+            if wait > left:
+                raise Overloaded(
+                    f"the router is overloaded: about {wait * 1e3:.0f} ms of work is queued ahead, more than the "
+                    f"{max(left, 0) * 1e3:.0f} ms left of this call's deadline; retry shortly or add router replicas"
+                )
         if not self._tasks:
             self._tasks = [asyncio.create_task(self._work(), name=f"batcher-{i}") for i in range(self._workers)]
         pending: _Pending[Item, Meta] = _Pending(items)
         self._queue.put_nowait(pending)
+        self.queued += len(items)
         return await pending.future
 
     async def _work(self) -> None:
@@ -82,12 +106,14 @@ class MicroBatcher(Generic[Item, Meta]):
             while size < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
                 size += len(batch[-1].items)
+            self.queued -= size
             live = [p for p in batch if not p.future.done()]  # drop callers that gave up
             if live:
                 await self._run(live)
 
     async def _run(self, batch: list[_Pending[Item, Meta]]) -> None:
         items = [item for pending in batch for item in pending.items]
+        started = time.perf_counter()
         try:
             rows, meta = await self._fn(items)
         except Exception as exc:  # noqa: BLE001 - every waiter gets the batch's failure, whatever it is
@@ -95,6 +121,8 @@ class MicroBatcher(Generic[Item, Meta]):
                 if not pending.future.done():
                     pending.future.set_exception(exc)
             return
+        rate = len(items) / max(time.perf_counter() - started, 1e-6)
+        self._rate = rate if self._rate is None else 0.8 * self._rate + 0.2 * rate
         start = 0
         for pending in batch:
             end = start + len(pending.items)
@@ -107,6 +135,17 @@ class MicroBatcher(Generic[Item, Meta]):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+
+
+class _Flight:
+    """One text being computed: its result, and how many callers wait for it."""
+
+    def __init__(self) -> None:
+        self.future: asyncio.Future[tuple[np.ndarray, StageTimes]] = asyncio.get_running_loop().create_future()
+        # Nobody may await a failed shared future; mark its error as seen.
+        self.future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self.waiters = 0
+        self.fill: asyncio.Task[None] | None = None  # the task computing it, with the other texts of its call
 
 
 class ScoringPipeline:
@@ -124,6 +163,7 @@ class ScoringPipeline:
         *,
         cache_size: int,
         workers: int | None = None,
+        max_queued: int | None = None,
     ) -> None:
         self.embedder = embedder
         self._scorers = list(scorers)
@@ -134,42 +174,67 @@ class ScoringPipeline:
             self.columns[scorer.name] = slice(start, start + len(scorer.models))
             start += len(scorer.models)
         self._cache: LRUCache[str, np.ndarray] | None = LRUCache(cache_size) if cache_size else None
-        self._inflight: dict[str, asyncio.Future[tuple[np.ndarray, StageTimes]]] = {}
-        self._fills: set[asyncio.Task[None]] = set()
+        self._inflight: dict[str, _Flight] = {}
+        self._fills: dict[asyncio.Task[None], list[_Flight]] = {}  # each fill and the texts it computes
         # Batches in flight: one for in-process work (onnxruntime uses every core), more over HTTP.
         if workers is None:
             workers = 1 if embedder.runs == "in_process" else embedder.max_concurrency
-        self._batcher: MicroBatcher[str, StageTimes] = MicroBatcher(self._compute, embedder.max_batch, workers)
+        self._batcher: MicroBatcher[str, StageTimes] = MicroBatcher(
+            self._compute, embedder.max_batch, workers, max_queued
+        )
 
-    async def scores(self, texts: Sequence[str]) -> tuple[np.ndarray, list[bool], StageTimes]:
-        """Rows for ``texts``, whether each came from the cache, and the slowest batch's stage times."""
+    async def scores(
+        self, texts: Sequence[str], deadline: float | None = None
+    ) -> tuple[np.ndarray, list[bool], StageTimes]:
+        """Rows for ``texts``, whether each came from the cache, and the slowest batch's stage times.
+
+        A caller that gives up (its deadline, a cancelled call) stops waiting; work nobody waits
+        for any more is dropped while it is still queued."""
         rows: list[np.ndarray | None] = [None] * len(texts)
         cached = [False] * len(texts)
-        waits: dict[int, asyncio.Future[tuple[np.ndarray, StageTimes]]] = {}
+        waits: dict[int, _Flight] = {}
         missing: list[str] = []
         for i, text in enumerate(texts):
             hit = self._cache.get(text) if self._cache is not None else None
             if hit is not None:
                 rows[i], cached[i] = hit, True
                 continue
-            future = self._inflight.get(text)
-            if future is None:
-                future = asyncio.get_running_loop().create_future()
-                # Nobody may await a failed shared future; mark its error as seen.
-                future.add_done_callback(lambda f: f.cancelled() or f.exception())
-                self._inflight[text] = future
+            flight = self._inflight.get(text)
+            if flight is None:
+                flight = self._inflight[text] = _Flight()
                 missing.append(text)
-            waits[i] = future
+            waits[i] = flight
         if missing:
-            task = asyncio.create_task(self._fill(missing))
-            self._fills.add(task)
-            task.add_done_callback(self._fills.discard)
-        times = CACHED
-        for i, future in waits.items():
-            # shield: one caller's cancellation must not fail the others sharing it.
-            rows[i], batch_times = await asyncio.shield(future)
-            times = max(times, batch_times, key=lambda t: t.embed_ms + t.score_ms)
+            task = asyncio.create_task(self._fill(missing, deadline))
+            self._fills[task] = [self._inflight[text] for text in missing]
+            for flight in self._fills[task]:
+                flight.fill = task
+            task.add_done_callback(self._fills.pop)
+        mine = list({id(f): f for f in waits.values()}.values())
+        for flight in mine:
+            flight.waiters += 1
+        try:
+            times = CACHED
+            for i, flight in waits.items():
+                # shield: one caller's cancellation must not fail the others sharing it.
+                rows[i], batch_times = await asyncio.shield(flight.future)
+                times = max(times, batch_times, key=lambda t: t.embed_ms + t.score_ms)
+        finally:
+            for flight in mine:
+                flight.waiters -= 1
+            self._drop_abandoned({f.fill for f in mine if not f.waiters and f.fill is not None})
         return np.stack(rows), cached, times  # type: ignore[arg-type]
+
+    def _drop_abandoned(self, fills: set[asyncio.Task[None]]) -> None:
+        """Cancel each of ``fills`` none of whose texts anyone waits for (its queued batch is skipped)."""
+        for task in fills:
+            flights = self._fills.get(task, [])
+            if task.done() or any(f.waiters for f in flights):
+                continue
+            for text, flight in list(self._inflight.items()):
+                if flight in flights:  # a later caller of the same text starts afresh
+                    del self._inflight[text]
+            task.cancel()
 
     async def _compute(self, texts: list[str]) -> tuple[np.ndarray, StageTimes]:
         loop = asyncio.get_running_loop()
@@ -195,10 +260,10 @@ class ScoringPipeline:
         embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
         return np.hstack([scorer.model_scores_sync(embeddings) for scorer in self._scorers])
 
-    async def _fill(self, texts: list[str]) -> None:
-        futures = [self._inflight[text] for text in texts]
+    async def _fill(self, texts: list[str], deadline: float | None) -> None:
+        futures = [self._inflight[text].future for text in texts]
         try:
-            matrix, times = await self._batcher.submit(texts)
+            matrix, times = await self._batcher.submit(texts, deadline)
         except Exception as exc:  # noqa: BLE001 - every waiter sees it; nothing is cached
             for future in futures:
                 if not future.done():
@@ -217,7 +282,8 @@ class ScoringPipeline:
                     future.set_result((row, times))
         finally:
             for text, future in zip(texts, futures, strict=True):
-                if self._inflight.get(text) is future:
+                flight = self._inflight.get(text)
+                if flight is not None and flight.future is future:
                     del self._inflight[text]
 
     async def aclose(self) -> None:

@@ -73,6 +73,7 @@ async def build_router(settings: RouterSettings, tracing: Any | None = None) -> 
             port_setting="server.port",
             interceptors=interceptors,
             options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
+            maximum_concurrent_rpcs=settings.limits.max_concurrent_rpcs,
         )
         metrics_port = None
         if settings.server.metrics_port is not None:

@@ -7,11 +7,12 @@ error id that is also logged, never a traceback on the wire.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf import message, symbol_database
@@ -67,6 +68,18 @@ def add_servicer(server: grpc.aio.Server, servicer: object, service: ServiceDesc
     server.add_registered_method_handlers(service.full_name, handlers)
 
 
+async def _abort(context: Context, status: grpc.StatusCode, message: str) -> NoReturn:
+    """End the call with ``status``; when it has already ended (its deadline passed, the client
+    left), there is nobody to tell: finish quietly instead of a traceback from grpc's core."""
+    try:
+        await context.abort(status, message)
+    except grpc.aio.AbortError:  # the normal way out of abort()
+        raise
+    except Exception:  # noqa: BLE001 - grpc's core refuses to send on a finished call (ExecuteBatchError)
+        logger.debug("call already finished; not sending %s: %s", status.name, message)
+        raise asyncio.CancelledError from None
+
+
 def status_lookup(table: Mapping[type[ServiceError], grpc.StatusCode]) -> Callable[[ServiceError], grpc.StatusCode]:
     """A function giving an error the status of its nearest class in ``table``; INTERNAL for any other."""
 
@@ -108,13 +121,13 @@ def mapped_errors(
                 status = status_of(exc)
                 if count is not None:
                     count(self, status)
-                await context.abort(status, str(exc))
+                await _abort(context, status, str(exc))
             except Exception:
                 error_id = uuid.uuid4().hex[:12]
                 logger.exception("internal error %s in %s", error_id, handler.__name__)
                 if count is not None:
                     count(self, grpc.StatusCode.INTERNAL)
-                await context.abort(grpc.StatusCode.INTERNAL, f"internal error (id {error_id}); see the {log_name} log")
+                await _abort(context, grpc.StatusCode.INTERNAL, f"internal error (id {error_id}); see the {log_name} log")
 
         return wrapper
 

@@ -58,11 +58,16 @@ def build_grpc_server(
     port_setting: str,
     interceptors: Sequence[Any] = (),
     options: Sequence[tuple[str, Any]] = (),
+    maximum_concurrent_rpcs: int | None = None,
 ) -> GrpcServer:
     """Register ``servicer``, health and reflection, and bind ``host:port`` (port 0: a free one)."""
     # grpc shares a port with another process by default (SO_REUSEPORT): a second router on
     # the same port would start and split the traffic. Refuse instead.
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0), *options], interceptors=list(interceptors))
+    server = grpc.aio.server(
+        options=[("grpc.so_reuseport", 0), *options],
+        interceptors=list(interceptors),
+        maximum_concurrent_rpcs=maximum_concurrent_rpcs,  # past it: RESOURCE_EXHAUSTED at once
+    )
     add_servicer(server, servicer, service)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

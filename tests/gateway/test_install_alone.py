@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, closed_port
+from tests.conftest import ROOT
 from tests.http_servers import serve_app
 from tests.llm_servers import LLMServerState, llm_app
 
@@ -64,11 +64,10 @@ async def test_gateway_alone_serves_a_routed_completion(gateway_venv: Path, rout
     )
     assert probe.stdout.strip() == "[]", probe.stdout + probe.stderr  # none of the router's dependencies here
 
-    http_port, grpc_port = closed_port(), closed_port()
     async with serve_app(llm_app(LLMServerState())) as ollama_url:
         config = tmp_path / "gateway.toml"
-        config.write_text(
-            f'[server]\nhttp_port = {http_port}\ngrpc_port = {grpc_port}\n'
+        config.write_text(  # ports 0: the gateway says in its log which ones it bound
+            '[server]\nhttp_port = 0\ngrpc_port = 0\n'
             f'[router]\naddress = "127.0.0.1:{router_app.port}"\ntimeout_s = 5\n'
             f'[[upstreams]]\nname = "ollama"\nprovider = "ollama"\nbase_url = "{ollama_url}"\n'
             'models = ["llama3.1:8b", "llama3.2:1b"]\n'
@@ -78,14 +77,15 @@ async def test_gateway_alone_serves_a_routed_completion(gateway_venv: Path, rout
             str(gateway_venv / "bin" / "gateway-service"), "serve", "--config", str(config),
             cwd=tmp_path, env=env, stderr=asyncio.subprocess.PIPE,
         )
+        assert gateway.stderr is not None
+        log = b""
         try:
+            while b"/v1 and gRPC" not in log:  # "gateway serving OpenAI HTTP on http://127.0.0.1:PORT/v1 and gRPC ..."
+                line = await asyncio.wait_for(gateway.stderr.readline(), timeout=60)
+                assert line, f"the gateway exited: {log.decode()}"
+                log += line
+            http_port = int(log.split(b"http://127.0.0.1:")[1].split(b"/v1")[0])
             async with httpx.AsyncClient(timeout=10) as http:
-                for _ in range(200):
-                    try:
-                        if (await http.get(f"http://127.0.0.1:{http_port}/readyz")).status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        await asyncio.sleep(0.1)
                 answer = await http.post(
                     f"http://127.0.0.1:{http_port}/v1/chat/completions",
                     json={"model": "router", "messages": [{"role": "user", "content": "Say hello."}]},
@@ -93,6 +93,7 @@ async def test_gateway_alone_serves_a_routed_completion(gateway_venv: Path, rout
         finally:
             gateway.terminate()
             _, stderr = await gateway.communicate()
+            stderr = log + stderr
     assert answer.status_code == 200, answer.text + stderr.decode()
     assert answer.json()["choices"][0]["message"]["content"] == "Hello, world!"
     assert answer.headers["x-route-routed"] == "true" and answer.headers["x-route-degraded"] == "false"

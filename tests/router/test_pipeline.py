@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from router_service.pipeline import MicroBatcher, ScoringPipeline
 class CountingEmbedder:
     """The real local embedder behind the async (remote-style) interface, recording each batch."""
 
-    runs = "async"
+    runs: Literal["async"] = "async"
     backend = "test"
     max_concurrency = 1
 
@@ -149,3 +150,50 @@ async def test_micro_batcher_returns_each_caller_its_rows() -> None:
         np.testing.assert_array_equal(rows, [2.0 * i, 2.0 * i + 1.0])
         assert 1 <= batch_number <= len(calls)
     assert all(n <= 8 for n in calls[1:]) and len(calls) < 10
+
+
+class SlowEmbedder(CountingEmbedder):
+    """One text a batch, 0.2 s each: a backlog builds at once."""
+
+    def __init__(self, inner) -> None:
+        super().__init__(inner)
+        self.max_batch = 1
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        await asyncio.sleep(0.2)
+        return await super().embed(texts)
+
+
+async def test_work_for_callers_that_gave_up_is_dropped(local_embedder, scorer, executor) -> None:
+    """40 callers with 100 ms deadlines: once they have gone, their queued prompts are not embedded."""
+    slow = SlowEmbedder(local_embedder)
+    pipeline = ScoringPipeline(slow, [scorer], executor, cache_size=0, workers=1)
+
+    async def caller(i: int) -> None:
+        async with asyncio.timeout(0.1):
+            await pipeline.scores([f"prompt {i}"])
+
+    try:
+        results = await asyncio.gather(*(caller(i) for i in range(40)), return_exceptions=True)
+        await asyncio.sleep(0.6)  # time for three more batches, were any still queued
+    finally:
+        await pipeline.aclose()
+    assert all(isinstance(r, TimeoutError) for r in results)
+    assert len(slow.batches) <= 2  # the batch already running when they gave up, at most one more
+
+
+async def test_a_full_queue_refuses_at_once(local_embedder, scorer, executor) -> None:
+    from router_service.errors import Overloaded
+
+    slow = SlowEmbedder(local_embedder)
+    pipeline = ScoringPipeline(slow, [scorer], executor, cache_size=0, workers=1, max_queued=3)
+    try:
+        started = asyncio.get_running_loop().time()
+        results = await asyncio.gather(*(pipeline.scores([f"p{i}"]) for i in range(8)), return_exceptions=True)
+    finally:
+        await pipeline.aclose()
+    refused = [r for r in results if isinstance(r, Overloaded)]
+    # All eight arrive before the first batch starts: three fit in the queue, five are refused.
+    assert len(refused) == 5 and "limits.max_queued_prompts=3" in str(refused[0])
+    assert sum(isinstance(r, tuple) for r in results) == 3
+    assert asyncio.get_running_loop().time() - started < 1.5  # the refused ones did not wait their turn
