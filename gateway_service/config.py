@@ -47,6 +47,9 @@ class ServerSettings(TlsServerSettings):
     grace_s: float = Field(30.0, ge=0, description="how long in-flight streams may finish after SIGTERM")
     shutdown_delay_s: float = Field(0.0, ge=0, description="time between failing health checks and closing listeners")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    header_timeout_s: float = Field(10.0, gt=0, description="a request's headers must arrive within this; then 408")
+    body_timeout_s: float = Field(30.0, gt=0, description="a request's body must arrive within this; then 408")
+    max_connections: int = Field(4096, ge=1, description="HTTP connections and requests at once; more: 503")
 
 
 class RouterClientSettings(GrpcClientSettings):

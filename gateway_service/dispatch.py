@@ -48,6 +48,7 @@ class Dispatcher:
         try:
             upstream, ttft_ms, first, rest = await self._first_event(route.model, params)
         except GatewayError as exc:
+            exc.route = route  # the error answer still says how the model was chosen (x-route-* headers)
             fallback = self._settings.fallback_model
             if isinstance(exc, InvalidRequest) or not fallback or fallback == route.model:
                 raise
@@ -59,6 +60,7 @@ class Dispatcher:
             except GatewayError as second:
                 # Both attempts, in the client's message and the log: one id, the whole story.
                 second.args = (f"{second} (fallback model {fallback!r}, after {first_model!r} failed: {exc})",)
+                second.route = route
                 logger.warning("request %s: the fallback failed too: %s", request_id, second)
                 raise
         self._metrics.decisions.labels(

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from service_core.errors import ServiceError
 
+from .domain import RouteDecision
+
 __all__ = [
     "GatewayError",
     "InvalidRequest",
@@ -22,11 +24,14 @@ __all__ = [
 
 
 class GatewayError(ServiceError):
-    """An error a client sees: HTTP status and OpenAI error type (and code, where OpenAI has one)."""
+    """An error a client sees: HTTP status and OpenAI error type (and code, where OpenAI has one).
+
+    ``route``: how the model was chosen, when the error came after routing."""
 
     http_status = 500
     error_type = "server_error"
     code: str | None = None
+    route: RouteDecision | None = None
 
 
 class InvalidRequest(GatewayError):

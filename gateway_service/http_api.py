@@ -108,7 +108,7 @@ class _Completions:
     def _refuse(self, exc: GatewayError, ids: dict[str, str], requested: str, started: float) -> JSONResponse:
         """An error answer before the stream started: OpenAI's error JSON, and one access line."""
         self._log(ids["x-request-id"], requested, started, exc.http_status, type(exc).__name__, str(exc))
-        headers = dict(ids)
+        headers = dict(ids) | (route_headers(exc.route) if exc.route is not None else {})
         if exc.retry_after:
             headers["retry-after"] = exc.retry_after
         return JSONResponse(error_body(str(exc), exc.error_type, exc.code), status_code=exc.http_status, headers=headers)

@@ -24,6 +24,7 @@ from service_core.tracing import grpc_client_interceptors, grpc_server_intercept
 from .chat import ChatService
 from .config import GatewaySettings, secrets_of
 from .http_api import build_http_app
+from .http_protocol import timed_protocol
 from .router_client import RouterClient
 from .servicer import GatewayServicer
 from .upstreams import open_upstream
@@ -95,6 +96,8 @@ def _listen(host: str, port: int) -> socket.socket:
 async def _start_http(app: Any, sock: socket.socket, settings: GatewaySettings) -> tuple[uvicorn.Server, asyncio.Task[None]]:
     config = uvicorn.Config(
         app, lifespan="off", log_level="warning", access_log=False, timeout_keep_alive=30,
+        http=timed_protocol(settings.server.header_timeout_s, settings.server.body_timeout_s),
+        limit_concurrency=settings.server.max_connections,
         timeout_graceful_shutdown=math.ceil(settings.server.grace_s),  # uvicorn takes whole seconds
         **http_ssl_options(settings.server, "server"),
     )

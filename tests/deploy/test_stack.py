@@ -26,6 +26,7 @@ import httpx
 import pytest
 
 from routing_api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from tests.conftest import ROOT
 from tests.http_servers import serve_app
 from tests.llm_servers import LLMServerState, llm_app
 
@@ -41,40 +42,29 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-NGINX_CONF = """
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    upstream gateway_http {{ server 127.0.0.1:{h1} max_fails=1 fail_timeout=30s; server 127.0.0.1:{h2} max_fails=1 fail_timeout=30s; }}
-    upstream gateway_grpc {{ server 127.0.0.1:{g1}; server 127.0.0.1:{g2}; }}
-    server {{
-        listen 127.0.0.1:{lb_http};
-        location / {{
-            proxy_pass http://gateway_http;
-            proxy_http_version 1.1;
-            proxy_buffering off;
-            proxy_read_timeout 60s;
-            proxy_next_upstream error timeout;
-        }}
-    }}
-    server {{
-        # Debian's nginx 1.22 spells HTTP/2 on the listen line (the compose image's 1.27: `http2 on;`).
-        listen 127.0.0.1:{lb_grpc} http2;
-        location / {{
-            grpc_pass grpc://gateway_grpc;
-            grpc_next_upstream error timeout;
-        }}
-    }}
-}}
-"""
+SHIPPED_NGINX_CONF = ROOT / "deploy" / "compose" / "nginx.conf"
+
+
+def nginx_conf(tmp: Path, http: tuple[int, int], grpc: tuple[int, int], lb_http: int, lb_grpc: int) -> str:
+    """The shipped deploy/compose/nginx.conf, run as it is but for where things are: the two replicas
+    on loopback instead of Docker's "gateway" name, free ports, and a pid file and temp dirs of the test's."""
+    conf = SHIPPED_NGINX_CONF.read_text()
+    replacements = {
+        "worker_processes auto;": f"worker_processes 1;\npid {tmp}/nginx.pid;\nerror_log {tmp}/nginx-error.log warn;",
+        "\nhttp {": "\nhttp {\n    access_log off;\n" + "".join(
+            f"    {kind}_temp_path {tmp}/{kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        ),
+        "server gateway:8000 max_fails=1 fail_timeout=30s;": " ".join(
+            f"server 127.0.0.1:{port} max_fails=1 fail_timeout=30s;" for port in http
+        ),
+        "server gateway:50052;": " ".join(f"server 127.0.0.1:{port};" for port in grpc),
+        "listen 8000;": f"listen 127.0.0.1:{lb_http};",
+        "listen 50052 http2;": f"listen 127.0.0.1:{lb_grpc} http2;",
+    }
+    for shipped, local in replacements.items():
+        assert conf.count(shipped) == 1, f"deploy/compose/nginx.conf no longer has {shipped!r}: update this test"
+        conf = conf.replace(shipped, local)
+    return conf
 
 
 @dataclass
@@ -170,9 +160,9 @@ async def topology(tmp_path: Path) -> AsyncIterator[Topology]:
                 replicas.append(Replica(process, http_port, grpc_port, states[i]))
             lb_http, lb_grpc = free_port(), free_port()
             conf = tmp_path / "nginx.conf"
-            conf.write_text(NGINX_CONF.format(
-                tmp=tmp_path, h1=replicas[0].http_port, h2=replicas[1].http_port,
-                g1=replicas[0].grpc_port, g2=replicas[1].grpc_port, lb_http=lb_http, lb_grpc=lb_grpc,
+            conf.write_text(nginx_conf(
+                tmp_path, (replicas[0].http_port, replicas[1].http_port),
+                (replicas[0].grpc_port, replicas[1].grpc_port), lb_http, lb_grpc,
             ))
             assert NGINX is not None  # the test is skipped without it
             nginx = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(tmp_path), "-g", "daemon off;"])

@@ -88,6 +88,8 @@ async def test_every_request_leaves_one_access_line(stack: Stack, caplog: pytest
     # The 502 names both attempts: the strong model, then the fallback that failed too.
     message = answers["both attempts fail"].json()["error"]["message"]
     assert f"fallback model {WEAK!r}, after {STRONG!r} failed" in message
+    failed = answers["both attempts fail"].headers  # the error answer still says how the model was chosen
+    assert failed["x-route-model"] == WEAK and failed["x-route-fallback"] == "true"
 
 
 async def test_a_client_that_leaves_mid_body_costs_one_line(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
@@ -182,3 +184,27 @@ async def test_a_routed_model_no_upstream_serves_is_named_at_start(
         await gateway.stop()
     (warning,) = [r.getMessage() for r in caplog.records]
     assert f"may choose ['{WEAK}'], which no upstream serves" in warning and "routing.strong_model" in warning
+
+
+async def test_slow_clients_are_timed_out(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    """Partial headers or a partial body no longer hold a connection forever (slowloris)."""
+    server = stack.gateway.settings.server.model_copy(update={"header_timeout_s": 0.5, "body_timeout_s": 0.5})
+    gateway = await build_gateway(stack.gateway.settings.model_copy(update={"server": server}))
+    caplog.set_level(logging.INFO)
+    partial = [
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Ty",  # headers never finish
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{\"model\": \"router\"",  # nor the body
+        b"",  # connects, sends nothing
+    ]
+    try:
+        connections = [await asyncio.open_connection("127.0.0.1", gateway.http_port) for _ in range(3 * len(partial))]
+        for (_, writer), data in zip(connections, partial * 3, strict=True):
+            writer.write(data)
+        answers = await asyncio.wait_for(asyncio.gather(*(reader.read() for reader, _ in connections)), timeout=5)
+    finally:
+        for _, writer in connections:
+            writer.close()
+        await gateway.stop()
+    assert all(answer.startswith(b"HTTP/1.1 408") for answer in answers), answers  # then the server closed it
+    assert b"server.header_timeout_s" in answers[0] and b"server.body_timeout_s" in answers[1]
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
