@@ -1,7 +1,8 @@
 """The router's own types: what a caller asks, what the router decides, what it can describe.
 
 The engine and the routing policy speak only these; the servicer and the clients
-translate them to and from ``router_pb2`` at the edge.
+translate them to and from ``router_pb2`` at the edge (proto.py). Decisions and
+descriptions keep the proto's field names, so that translation is one line each.
 """
 
 from __future__ import annotations

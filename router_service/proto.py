@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from routing_api.router.v1 import router_pb2
 
 from .domain import CandidateRequest, ChatMessage, Decision, Description, RouteQuery
@@ -46,47 +48,9 @@ def query_to_pb(query: RouteQuery) -> router_pb2.RouteRequest:
 
 
 def decision_to_pb(decision: Decision) -> router_pb2.RouteResponse:
-    t = decision.timings
-    return router_pb2.RouteResponse(
-        model=decision.model,
-        score=decision.score,
-        threshold=decision.threshold,
-        routed_strong=decision.routed_strong,
-        scorer_name=decision.scorer_name,
-        scorer_version=decision.scorer_version,
-        timings=router_pb2.Timings(embed_ms=t.embed_ms, score_ms=t.score_ms, total_ms=t.total_ms),
-        embedding_cached=decision.embedding_cached,
-        candidates=[
-            router_pb2.CandidateScore(
-                model=c.model, scorer_model=c.scorer_model, cost=c.cost, strongest_win_rate=c.strongest_win_rate
-            )
-            for c in decision.candidates
-        ],
-    )
+    # The domain types use the proto's field names, so the message is built from them as they are.
+    return router_pb2.RouteResponse(**dataclasses.asdict(decision))
 
 
 def description_to_pb(description: Description) -> router_pb2.DescribeResponse:
-    return router_pb2.DescribeResponse(
-        default_scorer=description.default_scorer,
-        scorers=[
-            router_pb2.ScorerInfo(
-                name=s.name,
-                version=s.version,
-                models=s.models,
-                strong_model=s.strong_model,
-                weak_model=s.weak_model,
-                embedder=s.embedder,
-                embedding_dim=s.embedding_dim,
-                thresholds=s.thresholds,
-            )
-            for s in description.scorers
-        ],
-        models=[
-            router_pb2.ModelMapping(model=m.model, scorer_model=m.scorer_model, cost=m.cost)
-            for m in description.models
-        ],
-        strong_model=description.strong_model,
-        weak_model=description.weak_model,
-        default_threshold=description.default_threshold,
-        embedder_backend=description.embedder_backend,
-    )
+    return router_pb2.DescribeResponse(**dataclasses.asdict(description))
