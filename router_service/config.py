@@ -187,6 +187,11 @@ class RoutingSettings(Section):
     strong_share: float = Field(0.5, ge=0, le=1, description="default target share of strong calls")
     models: tuple[ModelSettings, ...] = ()
     embed: Literal["last_user"] = "last_user"
+    live_share: bool = Field(
+        True, description="share requests use the threshold that gives that share on recent traffic (README: share)"
+    )
+    live_window: int = Field(1_000, ge=10, description="how many recent prompts the live threshold is computed on")
+    live_warmup: int = Field(200, ge=1, description="until this many were seen, the calibrated threshold is used")
 
 
 class LimitSettings(Section):

@@ -89,6 +89,8 @@ class ScorerDescription:
     embedder: str
     embedding_dim: int
     thresholds: dict[str, float]  # strong share in percent -> calibrated threshold
+    live_thresholds: dict[str, float]  # the same shares on recent traffic (empty until warmed up)
+    live_samples: int  # recent prompts the live thresholds come from
 
 
 @dataclass(frozen=True)

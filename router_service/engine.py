@@ -73,6 +73,9 @@ class RouteEngine:
 
     def _decide(self, plan: Plan, model_scores: np.ndarray, cached: bool, timings: Timings) -> Decision:
         choice = self.policy.choose(plan, model_scores)
+        realised = self.policy.observe(plan, model_scores, choice.routed_strong)
+        if realised is not None and plan.share is not None:
+            self.metrics.share(plan.scorer.name, plan.share, realised, plan.threshold)
         candidates: tuple[CandidateScore, ...] = ()
         if plan.explicit_candidates:
             candidates = tuple(
@@ -91,6 +94,13 @@ class RouteEngine:
             candidates=candidates,
         )
 
+    def _live_thresholds(self, scorer: OnnxScorer) -> dict[str, float]:
+        """Thresholds on recent traffic for the calibrated shares; empty until warmed up (or off)."""
+        live = self.policy.live.get(scorer.name)
+        if live is None or not live.ready:
+            return {}
+        return {f"{share * 100:g}": t for share in scorer.thresholds if (t := live.threshold(share)) is not None}
+
     def describe(self) -> Description:
         policy = self.policy
         return Description(
@@ -105,6 +115,8 @@ class RouteEngine:
                     embedder=s.embedder,
                     embedding_dim=s.embedding_dim,
                     thresholds={f"{share * 100:g}": t for share, t in s.thresholds.items()},
+                    live_thresholds=self._live_thresholds(s),
+                    live_samples=policy.live[s.name].samples if s.name in policy.live else 0,
                 )
                 for s in policy.scorers.values()
             ),

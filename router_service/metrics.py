@@ -6,7 +6,7 @@ bounded: a chosen model outside the configured ones is counted as "other".
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = ["RouterMetrics"]
 
@@ -35,6 +35,20 @@ class RouterMetrics:
         )
         self.cache_hits = Counter("router_embedding_cache_hits_total", "Prompts answered from the cache", registry=self.registry)
         self.errors = Counter("router_errors_total", "Calls that ended with an error, by gRPC code", ["code"], registry=self.registry)
+        self.realised_share = Gauge(
+            "router_strong_share_realised", "Share of a strong-share policy's recent calls that went strong",
+            ["scorer", "share"], registry=self.registry,
+        )
+        self.live_threshold = Gauge(
+            "router_threshold_live", "The threshold a strong-share policy uses now", ["scorer", "share"],
+            registry=self.registry,
+        )
+
+    def share(self, scorer: str, share: float, realised: float, threshold: float) -> None:
+        """A share policy's realised share and current threshold; shares are whole percents (bounded labels)."""
+        labels = {"scorer": scorer if scorer in self._scorers else "other", "share": f"{round(share * 100)}"}
+        self.realised_share.labels(**labels).set(realised)
+        self.live_threshold.labels(**labels).set(threshold)
 
     def decided(self, model: str, scorer: str, score: float, cached: bool, embed_ms: float, score_ms: float) -> None:
         self.decisions.labels(

@@ -25,6 +25,7 @@ from .config import LimitSettings, RoutingSettings
 from .domain import CandidateRequest, RouteQuery
 from .errors import ConfigError, InvalidRequest, UnknownScorer
 from .mf import sigmoid
+from .share import LiveShare
 
 __all__ = ["Choice", "Plan", "RoutingPolicy"]
 
@@ -48,6 +49,7 @@ class Plan:
     threshold: float
     candidates: tuple[Candidate, ...]  # cheapest first; the last is the strongest
     explicit_candidates: bool
+    share: float | None = None  # the strong share asked for, when the threshold comes from one
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,11 @@ class RoutingPolicy:
                     )
         if routing.strong_model == routing.weak_model:
             raise ConfigError("routing.strong_model and routing.weak_model must differ")
+        # Recent traffic per scorer, for share requests (share.py); empty when live_share is off.
+        self.live: dict[str, LiveShare] = (
+            {name: LiveShare(routing.live_window, routing.live_warmup) for name in self.scorers}
+            if routing.live_share else {}
+        )
 
     @property
     def strong_model(self) -> str:
@@ -92,7 +99,7 @@ class RoutingPolicy:
     def plan(self, query: RouteQuery) -> Plan:
         scorer = self._scorer(query.scorer)
         text = self._text(query)
-        threshold = self._threshold(query, scorer)
+        threshold, share = self._threshold(query, scorer)
         if query.candidates:
             candidates = self._candidates(query.candidates, scorer)
         else:
@@ -100,7 +107,7 @@ class RoutingPolicy:
                 self._candidate(self._routing.weak_model, "weak", self._routing.weak_cost, scorer),
                 self._candidate(self._routing.strong_model, "strong", self._routing.strong_cost, scorer),
             )
-        return Plan(text, scorer, threshold, candidates, bool(query.candidates))
+        return Plan(text, scorer, threshold, candidates, bool(query.candidates), share)
 
     def choose(self, plan: Plan, model_scores: np.ndarray) -> Choice:
         """Pick the cheapest candidate the strongest is not predicted to beat."""
@@ -150,24 +157,42 @@ class RoutingPolicy:
             )
         return text
 
-    def _threshold(self, query: RouteQuery, scorer: OnnxScorer) -> float:
+    def _threshold(self, query: RouteQuery, scorer: OnnxScorer) -> tuple[float, float | None]:
+        """The threshold, and the strong share it stands for (None for an explicit threshold)."""
         if query.threshold is not None:
             value = query.threshold
             if not (math.isfinite(value) and 0.0 <= value <= 1.0):
                 raise InvalidRequest(f"threshold must be within [0, 1], got {value}")
-            return value
+            return value, None
         if query.strong_share is not None:
             share = query.strong_share
             if not (math.isfinite(share) and 0.0 <= share <= 1.0):
                 raise InvalidRequest(f"strong_share must be within [0, 1], got {share}")
-            return scorer.threshold_for_share(share)
-        return self.default_threshold(scorer)
+            return self.threshold_for(scorer, share), share
+        if self._routing.threshold is not None:
+            return self._routing.threshold, None
+        return self.threshold_for(scorer, self._routing.strong_share), self._routing.strong_share
+
+    def threshold_for(self, scorer: OnnxScorer, share: float) -> float:
+        """The live threshold for ``share`` on recent traffic, or the calibrated one until there is enough."""
+        live = self.live.get(scorer.name)
+        threshold = live.threshold(share) if live is not None else None
+        return scorer.threshold_for_share(share) if threshold is None else threshold
 
     def default_threshold(self, scorer: OnnxScorer | None = None) -> float:
         """The configured threshold, or the one that gives the configured strong share."""
         if self._routing.threshold is not None:
             return self._routing.threshold
-        return (scorer or self.scorers[self.default_scorer]).threshold_for_share(self._routing.strong_share)
+        return self.threshold_for(scorer or self.scorers[self.default_scorer], self._routing.strong_share)
+
+    def observe(self, plan: Plan, model_scores: np.ndarray, routed_strong: bool) -> float | None:
+        """Record a routed prompt's strong-vs-weak score; for a share policy, its realised share of recent calls."""
+        live = self.live.get(plan.scorer.name)
+        if live is None:
+            return None
+        scorer = plan.scorer
+        live.observe(float(sigmoid(model_scores[scorer.strong_index] - model_scores[scorer.weak_index])))
+        return None if plan.share is None else live.routed(f"{plan.share * 100:g}", routed_strong)
 
     def _candidates(self, given: tuple[CandidateRequest, ...], scorer: OnnxScorer) -> tuple[Candidate, ...]:
         resolved: list[Candidate] = []

@@ -107,8 +107,15 @@ class DescribeRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ScorerInfo(_message.Message):
-    __slots__ = ("name", "version", "models", "strong_model", "weak_model", "embedder", "embedding_dim", "thresholds")
+    __slots__ = ("name", "version", "models", "strong_model", "weak_model", "embedder", "embedding_dim", "thresholds", "live_thresholds", "live_samples")
     class ThresholdsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class LiveThresholdsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -123,6 +130,8 @@ class ScorerInfo(_message.Message):
     EMBEDDER_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_DIM_FIELD_NUMBER: _ClassVar[int]
     THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
+    LIVE_THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
+    LIVE_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     models: _containers.RepeatedScalarFieldContainer[str]
@@ -131,7 +140,9 @@ class ScorerInfo(_message.Message):
     embedder: str
     embedding_dim: int
     thresholds: _containers.ScalarMap[str, float]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., strong_model: _Optional[str] = ..., weak_model: _Optional[str] = ..., embedder: _Optional[str] = ..., embedding_dim: _Optional[int] = ..., thresholds: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    live_thresholds: _containers.ScalarMap[str, float]
+    live_samples: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., strong_model: _Optional[str] = ..., weak_model: _Optional[str] = ..., embedder: _Optional[str] = ..., embedding_dim: _Optional[int] = ..., thresholds: _Optional[_Mapping[str, float]] = ..., live_thresholds: _Optional[_Mapping[str, float]] = ..., live_samples: _Optional[int] = ...) -> None: ...
 
 class ModelMapping(_message.Message):
     __slots__ = ("model", "scorer_model", "cost")
