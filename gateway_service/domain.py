@@ -69,3 +69,4 @@ class RouteDecision:
     degraded: bool = False  # the router was down or slow: the default model answers
     fallback: bool = False  # the chosen model failed before its first token
     reason: str = ""
+    budget_limited: bool = False  # the router routed weak: its strong-call budget was spent

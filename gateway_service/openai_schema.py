@@ -85,6 +85,7 @@ def route_headers(route: RouteDecision) -> dict[str, str]:
         "x-route-threshold": f"{route.threshold:.6f}",
         "x-route-degraded": str(route.degraded).lower(),
         "x-route-fallback": str(route.fallback).lower(),
+        "x-route-budget-limited": str(route.budget_limited).lower(),
     }
 
 

@@ -59,7 +59,12 @@ class RouterClient:
             return RouteDecision(default_model, degraded=True, reason=reason)
         side = "strong" if response.routed_strong else "weak"
         reason = f"router chose the {side} model: score {response.score:.4f} vs threshold {response.threshold:.4f}"
-        return RouteDecision(response.model, routed=True, score=response.score, threshold=response.threshold, reason=reason)
+        if response.budget_limited:
+            reason += " (the strong model was chosen, but the router's strong-call budget is spent)"
+        return RouteDecision(
+            response.model, routed=True, score=response.score, threshold=response.threshold, reason=reason,
+            budget_limited=response.budget_limited,
+        )
 
     async def routed_models(self) -> set[str]:
         """Every model the router may answer with (its strong/weak pair and routing.models)."""

@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 def _route_info(route: RouteDecision) -> gateway_pb2.RouteInfo:
     return gateway_pb2.RouteInfo(
         model=route.model, routed=route.routed, score=route.score, threshold=route.threshold,
-        degraded=route.degraded, fallback=route.fallback, reason=route.reason,
+        degraded=route.degraded, fallback=route.fallback, reason=route.reason, budget_limited=route.budget_limited,
     )
 
 

@@ -192,6 +192,10 @@ class RoutingSettings(Section):
     )
     live_window: int = Field(1_000, ge=10, description="how many recent prompts the live threshold is computed on")
     live_warmup: int = Field(200, ge=1, description="until this many were seen, the calibrated threshold is used")
+    strong_budget: int | None = Field(
+        None, ge=0, description="at most this many strong calls per budget_window_s (per replica); then weak, flagged"
+    )
+    budget_window_s: float = Field(60.0, gt=0, description="the window of strong_budget; it refills continuously")
 
 
 class LimitSettings(Section):

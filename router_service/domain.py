@@ -77,6 +77,7 @@ class Decision:
     timings: Timings
     embedding_cached: bool
     candidates: tuple[CandidateScore, ...] = ()  # only when the caller gave candidates
+    budget_limited: bool = False  # routed weak because the strong-call budget was spent
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,8 @@ class RouteEngine:
     def _decide(self, plan: Plan, model_scores: np.ndarray, cached: bool, timings: Timings) -> Decision:
         choice = self.policy.choose(plan, model_scores)
         realised = self.policy.observe(plan, model_scores, choice.routed_strong)
+        if self.policy.budget is not None:
+            self.metrics.budget(self.policy.budget.left, choice.budget_limited)
         if realised is not None and plan.share is not None:
             self.metrics.share(plan.scorer.name, plan.share, realised, plan.threshold)
         candidates: tuple[CandidateScore, ...] = ()
@@ -92,6 +94,7 @@ class RouteEngine:
             timings=timings,
             embedding_cached=cached,
             candidates=candidates,
+            budget_limited=choice.budget_limited,
         )
 
     def _live_thresholds(self, scorer: OnnxScorer) -> dict[str, float]:

@@ -39,10 +39,20 @@ class RouterMetrics:
             "router_strong_share_realised", "Share of a strong-share policy's recent calls that went strong",
             ["scorer", "share"], registry=self.registry,
         )
+        self.budget_left = Gauge("router_strong_budget_left", "Strong calls left in the budget now", registry=self.registry)
+        self.budget_limited = Counter(
+            "router_budget_limited_total", "Calls routed weak because the strong-call budget was spent",
+            registry=self.registry,
+        )
         self.live_threshold = Gauge(
             "router_threshold_live", "The threshold a strong-share policy uses now", ["scorer", "share"],
             registry=self.registry,
         )
+
+    def budget(self, left: float, limited: bool) -> None:
+        self.budget_left.set(left)
+        if limited:
+            self.budget_limited.inc()
 
     def share(self, scorer: str, share: float, realised: float, threshold: float) -> None:
         """A share policy's realised share and current threshold; shares are whole percents (bounded labels)."""

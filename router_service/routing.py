@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .adapters.scorer import OnnxScorer
+from .budget import StrongBudget
 from .config import LimitSettings, RoutingSettings
 from .domain import CandidateRequest, RouteQuery
 from .errors import ConfigError, InvalidRequest, UnknownScorer
@@ -59,6 +60,7 @@ class Choice:
     threshold: float
     routed_strong: bool
     strongest_win_rates: tuple[float, ...]  # per candidate, same order as the plan
+    budget_limited: bool = False  # the strong model was chosen, but the strong-call budget was spent
 
 
 class RoutingPolicy:
@@ -82,6 +84,9 @@ class RoutingPolicy:
                     )
         if routing.strong_model == routing.weak_model:
             raise ConfigError("routing.strong_model and routing.weak_model must differ")
+        self.budget = (
+            StrongBudget(routing.strong_budget, routing.budget_window_s) if routing.strong_budget is not None else None
+        )
         # Recent traffic per scorer, for share requests (share.py); empty when live_share is off.
         self.live: dict[str, LiveShare] = (
             {name: LiveShare(routing.live_window, routing.live_warmup) for name in self.scorers}
@@ -119,6 +124,9 @@ class RoutingPolicy:
             if rate < plan.threshold:
                 return Choice(candidate.model, rate, plan.threshold, False, (*rates, 0.5))
         # The strongest wins: report its closest contender's win rate.
+        if self.budget is not None and not self.budget.take():
+            cheapest = plan.candidates[0]
+            return Choice(cheapest.model, min(rates), plan.threshold, False, (*rates, 0.5), budget_limited=True)
         return Choice(strongest.model, min(rates), plan.threshold, True, (*rates, 0.5))
 
     # -- validation -----------------------------------------------------------------

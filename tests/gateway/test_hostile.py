@@ -208,3 +208,23 @@ async def test_slow_clients_are_timed_out(stack: Stack, caplog: pytest.LogCaptur
     assert all(answer.startswith(b"HTTP/1.1 408") for answer in answers), answers  # then the server closed it
     assert b"server.header_timeout_s" in answers[0] and b"server.body_timeout_s" in answers[1]
     assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+
+
+async def test_a_spent_strong_budget_answers_weak_and_says_so(stack: Stack) -> None:
+    from router_service.server import build_router
+    from tests.conftest import router_settings
+    from tests.gateway.conftest import gateway_settings
+
+    router = await build_router(router_settings(routing={"strong_budget": 1, "budget_window_s": 3600}))
+    upstreams = {u.name: u.base_url for u in stack.gateway.settings.upstreams}
+    gateway = await build_gateway(gateway_settings(router.port, upstreams["ollama"], upstreams["openai"].removesuffix("/v1")))
+    body = {"model": "router-mf-0.0", "messages": [{"role": "user", "content": "Prove Fermat's little theorem."}]}
+    try:
+        async with httpx.AsyncClient(timeout=20) as http:
+            first, second = [await http.post(f"http://127.0.0.1:{gateway.http_port}/v1/chat/completions", json=body) for _ in range(2)]
+    finally:
+        await gateway.stop()
+        await router.stop()
+    assert first.status_code == second.status_code == 200  # never an error
+    assert first.headers["x-route-model"] == STRONG and first.headers["x-route-budget-limited"] == "false"
+    assert second.headers["x-route-model"] == WEAK and second.headers["x-route-budget-limited"] == "true"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import numpy as np
@@ -68,3 +69,39 @@ async def test_a_restart_starts_from_the_calibrated_threshold() -> None:
         (decision,) = await engine.route([RouteQuery(prompt="hi", strong_share=0.5)])
     assert scorer.live_samples == 0 and scorer.live_thresholds == {}
     assert decision.threshold == calibrated
+
+
+async def test_a_spent_budget_routes_weak_flagged_and_refills() -> None:
+    settings = RouterSettings(
+        embedder={"backend": "static"}, routing={"strong_budget": 3, "budget_window_s": 1.0, "live_share": False}
+    )
+    proofs = [RouteQuery(prompt=f"Prove that {n} is not a sum of two squares.", threshold=0.0) for n in range(10)]
+    async with open_engine(settings) as engine:
+        burst = await engine.route(proofs)  # threshold 0: every one wants the strong model
+        spent = await engine.route(proofs[:3])  # at once: a few milliseconds refill far less than one call
+        await asyncio.sleep(0.5)  # half the window: 1.5 calls' worth back
+        refilled = await engine.route(proofs[:3])
+        metrics = engine.metrics.budget_limited._value.get()
+    assert [d.routed_strong for d in burst] == [True] * 3 + [False] * 7  # the burst is served, none refused
+    assert all(d.budget_limited and d.model == "llama3.2:1b" for d in burst[3:] + spent)
+    assert not any(d.routed_strong for d in spent) and refilled[0].routed_strong
+    assert metrics == 7 + 3 + sum(d.budget_limited for d in refilled)
+
+
+async def test_two_replicas_each_estimating_on_half_the_traffic() -> None:
+    """Round-robin over two routers: each sees every other prompt, and the fleet's share still holds."""
+    stream = drifting_stream()
+    settings = RouterSettings(
+        embedder={"backend": "static", "cache_size": 0},
+        routing={"live_window": WINDOW, "live_warmup": WINDOW},
+    )
+    async with open_engine(settings) as first, open_engine(settings) as second:
+        replicas = (first, second)
+        strong = [
+            (await replicas[i % 2].route([RouteQuery(prompt=p, strong_share=0.5)]))[0].routed_strong
+            for i, p in enumerate(stream)
+        ]
+    # The fleet after both replicas warmed up (2 x 200 calls), in windows of 200 calls: each replica's
+    # feedback sees only its own calls, so the fleet is noisier than one router (README quotes the range).
+    fleet = [float(np.mean(strong[i : i + WINDOW])) for i in range(2 * WINDOW, len(stream), WINDOW)]
+    assert all(abs(share - 0.5) <= 0.07 for share in fleet), fleet

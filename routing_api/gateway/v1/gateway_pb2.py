@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$routing_api/gateway/v1/gateway.proto\x12\ngateway.v1\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xe1\x01\n\x0b\x43hatRequest\x12)\n\x08messages\x18\x01 \x03(\x0b\x32\x17.gateway.v1.ChatMessage\x12\r\n\x05model\x18\x02 \x01(\t\x12\x18\n\x0btemperature\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x05 \x01(\x05H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x03\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\r\n\x0b_max_tokensB\x07\n\x05_seed\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\"\x80\x01\n\tRouteInfo\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06routed\x18\x02 \x01(\x08\x12\r\n\x05score\x18\x03 \x01(\x01\x12\x11\n\tthreshold\x18\x04 \x01(\x01\x12\x10\n\x08\x64\x65graded\x18\x05 \x01(\x08\x12\x10\n\x08\x66\x61llback\x18\x06 \x01(\x08\x12\x0e\n\x06reason\x18\x07 \x01(\t\"\x94\x01\n\tChatChunk\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x15\n\rfinish_reason\x18\x04 \x01(\t\x12 \n\x05usage\x18\x05 \x01(\x0b\x32\x11.gateway.v1.Usage\x12$\n\x05route\x18\x06 \x01(\x0b\x32\x15.gateway.v1.RouteInfo\"\x13\n\x11ListModelsRequest\">\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08owned_by\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\";\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.gateway.v1.ModelInfo2\x97\x01\n\x0eGatewayService\x12\x38\n\x04\x43hat\x12\x17.gateway.v1.ChatRequest\x1a\x15.gateway.v1.ChatChunk0\x01\x12K\n\nListModels\x12\x1d.gateway.v1.ListModelsRequest\x1a\x1e.gateway.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$routing_api/gateway/v1/gateway.proto\x12\ngateway.v1\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xe1\x01\n\x0b\x43hatRequest\x12)\n\x08messages\x18\x01 \x03(\x0b\x32\x17.gateway.v1.ChatMessage\x12\r\n\x05model\x18\x02 \x01(\t\x12\x18\n\x0btemperature\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x05 \x01(\x05H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x03\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\r\n\x0b_max_tokensB\x07\n\x05_seed\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\"\x98\x01\n\tRouteInfo\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06routed\x18\x02 \x01(\x08\x12\r\n\x05score\x18\x03 \x01(\x01\x12\x11\n\tthreshold\x18\x04 \x01(\x01\x12\x10\n\x08\x64\x65graded\x18\x05 \x01(\x08\x12\x10\n\x08\x66\x61llback\x18\x06 \x01(\x08\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x16\n\x0e\x62udget_limited\x18\x08 \x01(\x08\"\x94\x01\n\tChatChunk\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x15\n\rfinish_reason\x18\x04 \x01(\t\x12 \n\x05usage\x18\x05 \x01(\x0b\x32\x11.gateway.v1.Usage\x12$\n\x05route\x18\x06 \x01(\x0b\x32\x15.gateway.v1.RouteInfo\"\x13\n\x11ListModelsRequest\">\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08owned_by\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\";\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.gateway.v1.ModelInfo2\x97\x01\n\x0eGatewayService\x12\x38\n\x04\x43hat\x12\x17.gateway.v1.ChatRequest\x1a\x15.gateway.v1.ChatChunk0\x01\x12K\n\nListModels\x12\x1d.gateway.v1.ListModelsRequest\x1a\x1e.gateway.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,15 +38,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_USAGE']._serialized_start=326
   _globals['_USAGE']._serialized_end=405
   _globals['_ROUTEINFO']._serialized_start=408
-  _globals['_ROUTEINFO']._serialized_end=536
-  _globals['_CHATCHUNK']._serialized_start=539
-  _globals['_CHATCHUNK']._serialized_end=687
-  _globals['_LISTMODELSREQUEST']._serialized_start=689
-  _globals['_LISTMODELSREQUEST']._serialized_end=708
-  _globals['_MODELINFO']._serialized_start=710
-  _globals['_MODELINFO']._serialized_end=772
-  _globals['_LISTMODELSRESPONSE']._serialized_start=774
-  _globals['_LISTMODELSRESPONSE']._serialized_end=833
-  _globals['_GATEWAYSERVICE']._serialized_start=836
-  _globals['_GATEWAYSERVICE']._serialized_end=987
+  _globals['_ROUTEINFO']._serialized_end=560
+  _globals['_CHATCHUNK']._serialized_start=563
+  _globals['_CHATCHUNK']._serialized_end=711
+  _globals['_LISTMODELSREQUEST']._serialized_start=713
+  _globals['_LISTMODELSREQUEST']._serialized_end=732
+  _globals['_MODELINFO']._serialized_start=734
+  _globals['_MODELINFO']._serialized_end=796
+  _globals['_LISTMODELSRESPONSE']._serialized_start=798
+  _globals['_LISTMODELSRESPONSE']._serialized_end=857
+  _globals['_GATEWAYSERVICE']._serialized_start=860
+  _globals['_GATEWAYSERVICE']._serialized_end=1011
 # @@protoc_insertion_point(module_scope)

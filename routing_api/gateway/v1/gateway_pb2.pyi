@@ -43,7 +43,7 @@ class Usage(_message.Message):
     def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ...) -> None: ...
 
 class RouteInfo(_message.Message):
-    __slots__ = ("model", "routed", "score", "threshold", "degraded", "fallback", "reason")
+    __slots__ = ("model", "routed", "score", "threshold", "degraded", "fallback", "reason", "budget_limited")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ROUTED_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
@@ -51,6 +51,7 @@ class RouteInfo(_message.Message):
     DEGRADED_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_LIMITED_FIELD_NUMBER: _ClassVar[int]
     model: str
     routed: bool
     score: float
@@ -58,7 +59,8 @@ class RouteInfo(_message.Message):
     degraded: bool
     fallback: bool
     reason: str
-    def __init__(self, model: _Optional[str] = ..., routed: _Optional[bool] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., degraded: _Optional[bool] = ..., fallback: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+    budget_limited: bool
+    def __init__(self, model: _Optional[str] = ..., routed: _Optional[bool] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., degraded: _Optional[bool] = ..., fallback: _Optional[bool] = ..., reason: _Optional[str] = ..., budget_limited: _Optional[bool] = ...) -> None: ...
 
 class ChatChunk(_message.Message):
     __slots__ = ("id", "delta", "model", "finish_reason", "usage", "route")
