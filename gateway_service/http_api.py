@@ -99,6 +99,8 @@ class _Completions:
 
     def _log(self, request_id: str, requested: str, started: float, status: int, outcome: str, message: str) -> None:
         self._chat.metrics.requests.labels(api="http", outcome=outcome).inc()
+        if not access_log.isEnabledFor(logging.INFO):
+            return
         record = {
             "request_id": request_id, "requested": requested, "status": status, "outcome": outcome,
             "error": message[:500], "total_ms": round((time.perf_counter() - started) * 1e3, 2),

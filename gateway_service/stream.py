@@ -143,5 +143,7 @@ class ChatStream:
         finally:
             self._resources.close()
             self._metrics.inflight.dec()
-            stream_ms = (time.perf_counter() - self._started) * 1e3
-            access_log.info(json.dumps(access_record(self.opened, self._progress, stream_ms), separators=(",", ":")))
+            if access_log.isEnabledFor(logging.INFO):  # the record is built only when it is written
+                stream_ms = (time.perf_counter() - self._started) * 1e3
+                record = access_record(self.opened, self._progress, stream_ms)
+                access_log.info(json.dumps(record, separators=(",", ":")))
