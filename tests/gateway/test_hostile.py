@@ -228,3 +228,30 @@ async def test_a_spent_strong_budget_answers_weak_and_says_so(stack: Stack) -> N
     assert first.status_code == second.status_code == 200  # never an error
     assert first.headers["x-route-model"] == STRONG and first.headers["x-route-budget-limited"] == "false"
     assert second.headers["x-route-model"] == WEAK and second.headers["x-route-budget-limited"] == "true"
+
+
+async def test_streams_cut_by_the_end_of_the_grace_cost_one_line_each(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = stack.gateway.settings.server.model_copy(update={"grace_s": 0.3})
+    gateway = await build_gateway(stack.gateway.settings.model_copy(update={"server": server}))
+    stack.ollama.chunk_delay_s = 1.0  # far longer than the grace
+    caplog.set_level(logging.INFO)
+    url = f"http://127.0.0.1:{gateway.http_port}/v1/chat/completions"
+    body = {"model": WEAK, "messages": SAY_HI, "stream": True}
+    async with httpx.AsyncClient(timeout=20) as http:
+
+        async def read() -> None:
+            try:
+                async with http.stream("POST", url, json=body) as response:
+                    async for _ in response.aiter_lines():
+                        pass
+            except httpx.HTTPError:
+                pass  # cut at the end of the grace: expected
+
+        readers = [asyncio.create_task(read()) for _ in range(3)]
+        await asyncio.sleep(0.5)  # all three streaming
+        await gateway.stop()
+        await asyncio.gather(*readers)
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records if r.exc_info]
+    assert sum("cancelled (client gone, or shutdown grace over)" in r.getMessage() for r in caplog.records) == 3
