@@ -28,6 +28,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -125,26 +126,23 @@ def write_prompts() -> dict[str, tuple[list[str], np.ndarray]]:
 
 
 def compare(mpnet_dir: Path | None) -> None:
-    from router_service.adapters import open_embedder
     from router_service.config import RouterSettings
     from router_service.training.embeddings import EmbeddingStore
     from router_service.training.metrics import routing_curve
     from router_service.training.pipeline import embedding_store
 
     sets = write_prompts()
+    resources = ExitStack()  # each embedder stays open until the comparison is written
     # label -> (vectors of a named set's prompts, p50 latency, subsample only)
     embedders: dict[str, tuple[Callable[[str, list[str]], np.ndarray], float, bool]] = {}
     for backend, label in (("local", "local: all-MiniLM-L6-v2 (default)"), ("static", "static: model2vec from MiniLM")):
         settings = RouterSettings(embedder={"backend": backend})
-        with embedding_store(settings) as (_, store):  # vectors cached on disk, per embedder; in-process: nothing to close
-            pass
-        embedder = open_embedder(settings.embedder)
-        assert embedder.runs == "in_process"
-        embed_sync = embedder.embed_sync
+        _, store = resources.enter_context(embedding_store(settings))  # vectors cached on disk, per embedder
+
         def from_store(_name: str, prompts: list[str], store: EmbeddingStore = store) -> np.ndarray:
             return store.get(prompts, progress=False)
 
-        embedders[label] = (from_store, p50_ms(embed_sync), False)
+        embedders[label] = (from_store, p50_ms(store.embed), False)
     if mpnet_dir is not None:
         latency = json.loads((mpnet_dir / "latency.json").read_text())["p50_ms"]
         embedders["mpnet (all-mpnet-base-v2, torch)"] = (lambda n, _p: np.load(mpnet_dir / f"{n}.npy"), latency, True)
@@ -178,6 +176,7 @@ def compare(mpnet_dir: Path | None) -> None:
     ])
     (RESULTS / "embedder_experiments.md").write_text(report + "\n")
     print(report)
+    resources.close()
 
 
 def paired_bootstrap(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import numpy as np
 from router_service.config import RouterSettings
 from router_service.training.data import Battles, load_battles, mean_correctness, read_jsonl
 from router_service.training.difficulty import fit_difficulty
+from router_service.training.embeddings import EmbeddingStore
 from router_service.training.evaluation import eval_battles
 from router_service.training.metrics import routing_curve
 from router_service.training.mf_train import TrainConfig, train_mf
@@ -74,9 +76,12 @@ def main() -> None:
     args = parser.parse_args()
     epochs = 3 if args.quick else 12
 
-    # The default (in-process) embedder: nothing to close, so the store may outlive the with.
-    with embedding_store(RouterSettings()) as (_, store):
-        pass
+    with ExitStack() as resources:  # the embedder stays open for the whole run
+        _, store = resources.enter_context(embedding_store(RouterSettings()))
+        run(args, epochs, store)
+
+
+def run(args: argparse.Namespace, epochs: int, store: EmbeddingStore) -> None:
     labelled = labelled_sets()
     held_out = set(labelled["validation"][0])
     sets = {name: (store.get(prompts, progress=False), prompts, gain) for name, (prompts, gain) in labelled.items()}
