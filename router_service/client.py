@@ -39,7 +39,7 @@ async def route_remote(client: GrpcClientSettings, query: RouteQuery) -> dict[st
     """Ask the router at ``client.address``; a failed call is a RouterError naming the address and status."""
     from google.protobuf.json_format import MessageToDict
 
-    async with open_channel(client, "--tls-ca") as channel:
+    async with open_channel(client, "") as channel:
         stub = router_pb2_grpc.RouterServiceStub(channel)
         try:
             response = await stub.Route(query_to_pb(query), timeout=client.timeout_s, metadata=call_metadata(client))

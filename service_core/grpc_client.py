@@ -21,7 +21,9 @@ __all__ = ["add_client_arguments", "call_metadata", "check_health", "client_from
 def open_channel(
     client: GrpcClientSettings, setting: str, *, options: Sequence[tuple[str, Any]] = (), interceptors: Any = None
 ) -> grpc.aio.Channel:
-    """A channel to ``client.address``: TLS when ``tls_ca`` is set, plaintext otherwise."""
+    """A channel to ``client.address``: TLS when ``tls_ca`` is set, plaintext otherwise.
+
+    ``setting``: the config section errors name; empty for command-line flags (``--tls-ca``)."""
     opts = list(options)
     credentials = channel_credentials(client, setting)
     if credentials is None:
@@ -35,12 +37,12 @@ def call_metadata(client: GrpcClientSettings) -> tuple[tuple[str, str], ...]:
     return bearer_metadata(client.resolve_token())
 
 
-async def check_health(client: GrpcClientSettings, service: str = "", timeout: float = 3.0) -> str:
+async def check_health(client: GrpcClientSettings, service: str = "") -> str:
     """The gRPC health status of ``service`` (SERVING, NOT_SERVING, or the call's error)."""
-    async with open_channel(client, "--tls-ca") as channel:
+    async with open_channel(client, "") as channel:
         try:
             reply = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+                health_pb2.HealthCheckRequest(service=service), timeout=client.timeout_s
             )
         except grpc.aio.AioRpcError as exc:
             return f"{exc.code().name}: {exc.details()}"

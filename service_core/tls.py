@@ -58,13 +58,19 @@ def http_ssl_options(tls: TlsServerSettings, setting: str) -> dict[str, Any]:
 
 
 def channel_credentials(client: GrpcClientSettings, setting: str) -> grpc.ChannelCredentials | None:
-    """Credentials to call a TLS (or mTLS) service; None: plaintext."""
+    """Credentials to call a TLS (or mTLS) service; None: plaintext.
+
+    ``setting``: the config section errors name (``router``); empty for command-line flags."""
+
+    def name(field: str) -> str:
+        return f"{setting}.{field}" if setting else "--" + field.replace("_", "-")
+
     if client.tls_ca is None:
         if client.tls_cert is not None or client.tls_key is not None:
-            raise ConfigError(f"{setting}.tls_cert and {setting}.tls_key need {setting}.tls_ca")
+            raise ConfigError(f"{name('tls_cert')} and {name('tls_key')} need {name('tls_ca')}")
         return None
     return grpc.ssl_channel_credentials(
-        root_certificates=read_pem(client.tls_ca, f"{setting}.tls_ca"),
-        private_key=read_pem(client.tls_key, f"{setting}.tls_key"),
-        certificate_chain=read_pem(client.tls_cert, f"{setting}.tls_cert"),
+        root_certificates=read_pem(client.tls_ca, name("tls_ca")),
+        private_key=read_pem(client.tls_key, name("tls_key")),
+        certificate_chain=read_pem(client.tls_cert, name("tls_cert")),
     )

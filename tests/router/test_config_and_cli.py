@@ -154,3 +154,10 @@ async def test_a_port_held_by_another_router_is_refused() -> None:
             await build_router(router_settings(server={"host": "127.0.0.1", "port": first.port}))
     finally:
         await first.stop()
+
+
+def test_tls_flags_of_a_client_command_are_named_in_its_errors() -> None:
+    missing = run_cli("health", "--address", "127.0.0.1:1", "--tls-ca", "/nonexistent/ca.pem")
+    assert missing.returncode == 2 and "--tls-ca: /nonexistent/ca.pem does not exist" in missing.stderr
+    half = run_cli("route", "hi", "--address", "127.0.0.1:1", "--tls-cert", "/x.pem")
+    assert half.returncode == 2 and "--tls-cert and --tls-key need --tls-ca" in half.stderr
