@@ -10,7 +10,6 @@ Every request leaves one JSON access line, whatever its outcome.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -31,7 +30,7 @@ from .chat import ChatService
 from .domain import Delta, Finish
 from .errors import GatewayError, InvalidRequest, TooLarge
 from .openai_schema import ChatCompletionRequest, describe, error_body, route_headers, sse, usage
-from .stream import ChatStream, access_log
+from .stream import ChatStream, log_refusal
 
 __all__ = ["build_http_app"]
 
@@ -99,13 +98,7 @@ class _Completions:
 
     def _log(self, request_id: str, requested: str, started: float, status: int, outcome: str, message: str) -> None:
         self._chat.metrics.requests.labels(api="http", outcome=outcome).inc()
-        if not access_log.isEnabledFor(logging.INFO):
-            return
-        record = {
-            "request_id": request_id, "requested": requested, "status": status, "outcome": outcome,
-            "error": message[:500], "total_ms": round((time.perf_counter() - started) * 1e3, 2),
-        }
-        access_log.info(json.dumps(record, separators=(",", ":")))
+        log_refusal("http", request_id, requested, status, outcome, message, started)
 
     def _refuse(self, exc: GatewayError, ids: dict[str, str], requested: str, started: float) -> JSONResponse:
         """An error answer before the stream started: OpenAI's error JSON, and one access line."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -19,7 +18,7 @@ from .chat import ChatService
 from .domain import ChatParams, Delta, Message, RouteDecision
 from .errors import GatewayError, InvalidRequest
 from .grpc_status import grpc_status
-from .stream import access_log
+from .stream import ChatStream, log_refusal
 
 __all__ = ["GatewayServicer"]
 
@@ -44,17 +43,6 @@ def _params(request: gateway_pb2.ChatRequest) -> ChatParams:
     )
 
 
-def _log_error(
-    request_id: str, request: object, status: grpc.StatusCode, outcome: str, message: str, started: float
-) -> None:
-    """The access line of a call that ended in an error (streams log their own)."""
-    record = {
-        "request_id": request_id, "api": "grpc", "requested": getattr(request, "model", ""), "status": status.name,
-        "outcome": outcome, "error": message[:500], "total_ms": round((time.perf_counter() - started) * 1e3, 2),
-    }
-    access_log.info(json.dumps(record, separators=(",", ":")))
-
-
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     def __init__(self, chat: ChatService) -> None:
         self._chat = chat
@@ -66,6 +54,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         given = metadata.get("x-request-id")
         request_id, _ = accept_request_id(given if isinstance(given, str) else None)
         started = time.perf_counter()
+        stream: ChatStream | None = None  # once opened, the stream writes the access line itself
         try:
             if isinstance(request, MalformedRequest):
                 raise InvalidRequest(request.message)
@@ -94,7 +83,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                         )
         except GatewayError as exc:
             self._chat.metrics.requests.labels(api="grpc", outcome=type(exc).__name__).inc()
-            _log_error(request_id, request, grpc_status(exc), type(exc).__name__, str(exc), started)
+            if stream is None:
+                requested = getattr(request, "model", "")
+                log_refusal("grpc", request_id, requested, grpc_status(exc).name, type(exc).__name__, str(exc), started)
             # Before the first chunk this is the call's status; after it, a terminal status
             # ends the stream: the client sees the error, never a fake final chunk.
             await context.abort(grpc_status(exc), str(exc))
@@ -102,7 +93,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             error_id = uuid.uuid4().hex[:12]
             logger.exception("internal error %s in request %s", error_id, request_id)
             message = f"internal error (id {error_id}); see the gateway log"
-            _log_error(request_id, request, grpc.StatusCode.INTERNAL, "internal_error", message, started)
+            if stream is None:
+                log_refusal("grpc", request_id, getattr(request, "model", ""), "INTERNAL", "internal_error", message, started)
             await context.abort(grpc.StatusCode.INTERNAL, message)
 
     async def ListModels(

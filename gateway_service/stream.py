@@ -21,10 +21,23 @@ from .domain import Delta, Finish, RouteDecision
 from .errors import GatewayError
 from .metrics import GatewayMetrics
 
-__all__ = ["ChatStream", "Opened"]
+__all__ = ["ChatStream", "Opened", "log_refusal"]
 
 # One JSON line per request: id, route, latencies, usage, outcome. Never prompts or keys.
 access_log = logging.getLogger("gateway_service.access")
+
+
+def log_refusal(
+    api: str, request_id: str, requested: str, status: int | str, outcome: str, message: str, started: float
+) -> None:
+    """The access line of a request that ended before any stream opened (opened streams log their own)."""
+    if not access_log.isEnabledFor(logging.INFO):  # built only when written
+        return
+    record = {
+        "request_id": request_id, "api": api, "requested": requested, "status": status, "outcome": outcome,
+        "error": message[:500], "total_ms": round((time.perf_counter() - started) * 1e3, 2),
+    }
+    access_log.info(json.dumps(record, separators=(",", ":")))
 
 
 @dataclass(frozen=True)

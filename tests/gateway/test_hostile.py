@@ -255,3 +255,17 @@ async def test_streams_cut_by_the_end_of_the_grace_cost_one_line_each(
         await asyncio.gather(*readers)
     assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records if r.exc_info]
     assert sum("cancelled (client gone, or shutdown grace over)" in r.getMessage() for r in caplog.records) == 3
+
+
+async def test_a_grpc_call_broken_mid_stream_leaves_exactly_one_access_line(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway_service.access")
+    stack.ollama.cut_after = 2
+    request = gateway_pb2.ChatRequest(model=WEAK, messages=[gateway_pb2.ChatMessage(role="user", content="hi")])
+    async with grpc.aio.insecure_channel(stack.grpc_address) as channel:
+        with pytest.raises(grpc.aio.AioRpcError):
+            async for _ in gateway_pb2_grpc.GatewayServiceStub(channel).Chat(request, metadata=(("x-request-id", "g-cut"),)):
+                pass
+    lines = [line for line in access_lines(caplog) if line["request_id"] == "g-cut"]
+    assert len(lines) == 1 and lines[0]["outcome"] == "error:UpstreamStreamError", lines
