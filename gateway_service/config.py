@@ -93,20 +93,51 @@ class AuthSettings(Section):
 
 
 class UpstreamSettings(Section):
-    """One LLM server and the models it serves."""
+    """One LLM service and the models it serves: one server (``base_url``) or several alike (``base_urls``).
+
+    With several hosts, each request goes to the host with the fewest requests in
+    flight among those that are up and list the model; a failure before the first
+    token is retried on another host; a host that keeps failing is ejected for a
+    back-off that doubles each time, and comes back after a successful health check
+    or trial request."""
 
     name: str = Field(min_length=1)
     provider: Literal["ollama", "openai"]
-    base_url: str = Field(min_length=1, description="ollama: the server root; openai: ends in /v1")
+    base_url: str | None = Field(None, min_length=1, description="ollama: the server root; openai: ends in /v1")
+    base_urls: tuple[str, ...] = Field((), description="several hosts serving the same models (instead of base_url)")
     models: tuple[str, ...] = Field(min_length=1)
     api_key: SecretStr | None = None
     api_key_env: str | None = Field(None, description="name of the env variable holding the API key")
     connect_timeout_s: float = Field(5.0, gt=0)
     read_timeout_s: float = Field(120.0, gt=0, description="longest silence between two chunks")
-    max_concurrency: int = Field(64, ge=1, description="requests in flight to this upstream")
+    max_concurrency: int = Field(64, ge=1, description="requests in flight to each host")
     queue_timeout_s: float = Field(
         2.0, ge=0, description="longest wait for a free slot past max_concurrency; then 429 (or the fallback model)"
     )
+    eject_after: int = Field(3, ge=1, description="consecutive failures (connect, timeout, 429, 5xx) that eject a host")
+    eject_base_s: float = Field(2.0, gt=0, description="first ejection; doubles with each ejection in a row")
+    eject_max_s: float = Field(60.0, gt=0, description="longest ejection")
+    health_interval_s: float = Field(
+        15.0, ge=0, description="how often each host's model list is fetched (Ollama /api/tags, OpenAI /models); 0: never"
+    )
+
+    @model_validator(mode="after")
+    def _one_kind_of_url(self) -> UpstreamSettings:
+        if (self.base_url is None) == (not self.base_urls):
+            raise ValueError(f"upstream {self.name!r}: set base_url (one host) or base_urls (several), not both")
+        if len(set(self.hosts)) != len(self.hosts):
+            raise ValueError(f"upstream {self.name!r}: base_urls lists a URL twice")
+        return self
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """Each host's base URL, without a trailing slash."""
+        urls = self.base_urls or ((self.base_url,) if self.base_url else ())
+        return tuple(url.rstrip("/") for url in urls)
+
+    @property
+    def url_setting(self) -> str:
+        return f"upstreams[{self.name}].{'base_urls' if self.base_urls else 'base_url'}"
 
     def resolve_api_key(self) -> str | None:
         return secret_value(self.api_key, self.api_key_env)

@@ -32,6 +32,7 @@ class GatewayError(ServiceError):
     error_type = "server_error"
     code: str | None = None
     route: RouteDecision | None = None
+    upstream_status: int | None = None  # the HTTP status an upstream answered, where one did
 
 
 class InvalidRequest(GatewayError):

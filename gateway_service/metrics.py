@@ -37,3 +37,18 @@ class GatewayMetrics:
         )
         self.fail_open = Counter("gateway_fail_open_total", "Requests answered by the default model: router down or slow", registry=r)
         self.inflight = Gauge("gateway_inflight_streams", "Completions being streamed now", registry=r)
+        # Per host of a many-host upstream (hosts come from the config: bounded).
+        self.host_requests = Counter(
+            "gateway_upstream_host_requests_total", "Requests to each host by outcome (ok, or the failure kind)",
+            ["upstream", "host", "outcome"], registry=r,
+        )
+        self.host_inflight = Gauge(
+            "gateway_upstream_host_inflight", "Requests in flight to each host", ["upstream", "host"], registry=r
+        )
+        self.host_up = Gauge("gateway_upstream_host_up", "1 while a host takes requests, 0 while ejected", ["upstream", "host"], registry=r)
+        self.host_ejections = Counter(
+            "gateway_upstream_host_ejections_total", "Times each host was ejected after failures", ["upstream", "host"], registry=r
+        )
+        self.retries = Counter(
+            "gateway_upstream_retries_total", "Requests retried on another host before the first token", ["upstream"], registry=r
+        )

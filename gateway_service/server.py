@@ -25,6 +25,7 @@ from .chat import ChatService
 from .config import GatewaySettings, secrets_of
 from .http_api import build_http_app
 from .http_protocol import timed_protocol
+from .metrics import GatewayMetrics
 from .router_client import RouterClient
 from .servicer import GatewayServicer
 from .upstreams import open_upstream
@@ -120,13 +121,15 @@ async def build_gateway(settings: GatewaySettings, tracing: Any | None = None) -
         provider = tracing or tracer_provider(settings.tracing, "gateway")
         if provider is not None and tracing is None:
             stack.callback(provider.shutdown)
-        upstreams = {u.name: open_upstream(u, provider, secrets_of(settings)) for u in settings.upstreams}
+        metrics = GatewayMetrics()
+        upstreams = {u.name: open_upstream(u, provider, secrets_of(settings), metrics) for u in settings.upstreams}
         for upstream in upstreams.values():
             stack.push_async_callback(upstream.aclose)
+            upstream.start()
         router = RouterClient(settings.router, grpc_client_interceptors(provider))
         stack.push_async_callback(router.aclose)
         keys = settings.auth.resolve_keys()
-        chat = ChatService(settings, router, upstreams, keys_checked=bool(keys))
+        chat = ChatService(settings, router, upstreams, metrics, keys_checked=bool(keys))
         interceptors = grpc_server_interceptors(provider)
         if keys:
             interceptors.append(BearerTokenInterceptor(keys, SERVICE_NAME, "auth.api_keys / auth.api_keys_file"))

@@ -7,6 +7,7 @@
   events (first delta carries the role), a chunk with ``finish_reason``, a usage
   chunk with ``"choices": []`` when ``stream_options.include_usage`` is set, then
   ``data: [DONE]``. Errors use each server's error JSON.
+- The model lists: Ollama ``GET /api/tags`` and OpenAI ``GET /v1/models``.
 
 Faults are switched on per test: refuse with a status (and Retry-After), stall
 before the first byte, cut the stream after N chunks, send a malformed chunk.
@@ -43,6 +44,7 @@ class LLMServerState:
     huge_chunk_bytes: int = 0  # one extra content chunk this large
     chaos: float = 0.0  # share of requests that fail at random: HTTP 500, or a cut after one chunk
     echo_key_status: int | None = None  # refuse with this status, echoing the Authorization it got (a careless server)
+    models: tuple[str, ...] = ("llama3.1:8b", "llama3.2:1b", "gpt-4o-mini")  # what the model lists name
     requests: list[dict[str, Any]] = field(default_factory=list)
     open_streams: int = 0
     closed_early: int = 0  # streams whose client went away before the end
@@ -186,9 +188,28 @@ def llm_app(state: LLMServerState) -> Starlette:
             })
         return StreamingResponse(tracked(chunks()), media_type="text/event-stream")
 
+    async def ollama_tags(request: Request) -> Response:
+        if state.fail_status and state.fail_status >= 500:
+            return JSONResponse({"error": "server busy, please try again. maximum pending requests exceeded"},
+                                status_code=state.fail_status)
+        return JSONResponse({"models": [
+            {"name": name, "model": name, "modified_at": "2026-11-02T10:41:18.213447503Z", "size": 1321098329,
+             "digest": "baf6a787fdffd633537aa2eb51cfd54cb93ff08e28040095462bb63daf552878",
+             "details": {"parent_model": "", "format": "gguf", "family": "llama", "families": ["llama"],
+                         "parameter_size": "1.2B", "quantization_level": "Q8_0"}}
+            for name in state.models
+        ]})
+
+    async def openai_models(request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [
+            {"id": name, "object": "model", "created": 1721172741, "owned_by": "system"} for name in state.models
+        ]})
+
     return Starlette(
         routes=[
             Route("/api/chat", ollama_chat, methods=["POST"]),
+            Route("/api/tags", ollama_tags, methods=["GET"]),
             Route("/v1/chat/completions", openai_chat, methods=["POST"]),
+            Route("/v1/models", openai_models, methods=["GET"]),
         ]
     )

@@ -9,35 +9,44 @@ from service_core.redact import Redactor
 
 from ..config import UpstreamSettings
 from ..domain import ChatParams, Delta, Finish
+from ..metrics import GatewayMetrics
 
 __all__ = ["Upstream", "open_upstream"]
 
 
 class Upstream(Protocol):
     name: str
-    url: str
 
     def stream(self, model: str, params: ChatParams) -> AsyncGenerator[Delta | Finish, None]:
         """Deltas, then exactly one Finish; raises a GatewayError on failure. ``aclose()`` ends the request."""
         ...
 
+    def start(self) -> None:
+        """Start background work (health checks); called once the event loop runs."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
-def open_upstream(settings: UpstreamSettings, tracing: Any | None = None, redact: Redactor | None = None) -> Upstream:
-    """One pooled client for ``settings``; ``tracing``: an OpenTelemetry TracerProvider, or None;
-    ``redact``: what to strip from upstream text (default: this upstream's own key)."""
+def open_upstream(
+    settings: UpstreamSettings,
+    tracing: Any | None = None,
+    redact: Redactor | None = None,
+    metrics: GatewayMetrics | None = None,
+) -> Upstream:
+    """One pooled client over ``settings``' hosts; ``tracing``: an OpenTelemetry TracerProvider, or None;
+    ``redact``: what to strip from upstream text (default: this upstream's own key); ``metrics``: per-host figures."""
     from .http import HttpUpstream
 
     upstream: HttpUpstream
     if settings.provider == "ollama":
         from .ollama import OllamaUpstream
 
-        upstream = OllamaUpstream(settings, redact)
+        upstream = OllamaUpstream(settings, redact, metrics)
     else:
         from .openai import OpenAIUpstream
 
-        upstream = OpenAIUpstream(settings, redact)
+        upstream = OpenAIUpstream(settings, redact, metrics)
     if tracing is not None:
         upstream.instrument(tracing)
     return upstream

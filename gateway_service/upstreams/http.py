@@ -1,9 +1,16 @@
-"""What both upstream kinds share: one pooled client, the request, and error mapping."""
+"""What both upstream kinds share: one pooled client over the upstream's hosts, retries, health checks.
+
+Each request takes a host from the pool (hosts.py) and is opened up to its first
+event; a failure of the host before that (connect, timeout, 429, 5xx, a broken or
+empty stream) is retried on another host, so a client sees an error before the
+first token only when no host could answer.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -13,6 +20,7 @@ from service_core.redact import Redactor
 from service_core.upstream_errors import error_detail
 
 from ..config import UpstreamSettings
+from ..domain import ChatParams, Delta, Finish
 from ..errors import (
     GatewayError,
     UpstreamBusy,
@@ -21,88 +29,186 @@ from ..errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
+from ..metrics import GatewayMetrics
+from .hosts import Host, HostPool
 
 __all__ = ["HttpUpstream"]
 
+logger = logging.getLogger(__name__)
+
+HOST_FAULTS = (UpstreamUnreachable, UpstreamTimeout, UpstreamBusy, UpstreamStreamError)
+
 
 class HttpUpstream:
-    path = ""
+    path = ""  # the chat endpoint, under a host's base URL
+    models_path = ""  # the model list, under a host's base URL
 
-    def __init__(self, settings: UpstreamSettings, redact: Redactor | None = None) -> None:
+    def __init__(
+        self, settings: UpstreamSettings, redact: Redactor | None = None, metrics: GatewayMetrics | None = None
+    ) -> None:
         self.name = settings.name
-        self.url = settings.base_url.rstrip("/") + self.path
         self._settings = settings
+        self.pool = HostPool(settings, metrics)
+        self._metrics = metrics
         headers = {}
         key = settings.resolve_api_key()
         if key:
             headers["Authorization"] = f"Bearer {key}"
         # Upstream text (error bodies, broken chunks) is shown to clients and logged: never with a secret in it.
         self.redact = redact or Redactor([key])
+        connections = settings.max_concurrency * len(settings.hosts)
         self._client = httpx.AsyncClient(
             headers=headers,
             timeout=httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s),
-            limits=httpx.Limits(max_connections=settings.max_concurrency, max_keepalive_connections=settings.max_concurrency),
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
             trust_env=False,  # no ambient proxy or netrc credentials
         )
-        self._slots = asyncio.Semaphore(settings.max_concurrency)
+        self._health: asyncio.Task[None] | None = None
 
-    def where(self, model: str) -> str:
-        return f"upstream {self.name!r} ({self._settings.provider}) at {self.url} for model {model!r}"
+    def request_body(self, model: str, params: ChatParams) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def events(self, host: Host, model: str, body: dict[str, Any]) -> AsyncGenerator[Delta | Finish, None]:
+        """One host's answer as deltas, then exactly one Finish; raises a GatewayError on failure."""
+        raise NotImplementedError
+
+    def model_names(self, payload: Any) -> list[str]:
+        """The model names in the answer of ``models_path``."""
+        raise NotImplementedError
+
+    def where(self, host: Host, model: str) -> str:
+        return f"upstream {self.name!r} ({self._settings.provider}) at {host.url}{self.path} for model {model!r}"
+
+    async def stream(self, model: str, params: ChatParams) -> AsyncGenerator[Delta | Finish, None]:
+        """Deltas, then exactly one Finish, from the first host that answers; ``aclose()`` ends the request."""
+        body = self.request_body(model, params)
+        tried: list[Host] = []
+        failure: GatewayError | None = None
+        while True:
+            host = await self.pool.acquire(model, tried)
+            if host is None:  # every host was tried
+                assert failure is not None
+                raise failure
+            tried.append(host)
+            events = self.events(host, model, body)
+            try:
+                try:
+                    first = await anext(events)
+                except StopAsyncIteration:
+                    raise UpstreamStreamError(f"{self.where(host, model)} sent an empty stream") from None
+            except GatewayError as exc:
+                await events.aclose()
+                self.pool.release(host)
+                if not self._another_host_may_answer(host, model, exc):
+                    raise
+                failure = exc
+                if len(tried) < len(self.pool.hosts):
+                    logger.info("%s; trying another host", exc)
+                    if self._metrics is not None:
+                        self._metrics.retries.labels(upstream=self.name).inc()
+                continue
+            except BaseException:
+                await events.aclose()
+                self.pool.release(host)
+                raise
+            break
+        self.pool.succeeded(host)
+        try:
+            yield first
+            async for event in events:
+                yield event
+        except HOST_FAULTS as exc:
+            self.pool.failed(host, type(exc).__name__, str(exc))
+            raise
+        finally:
+            await events.aclose()
+            self.pool.release(host)
+
+    def _another_host_may_answer(self, host: Host, model: str, exc: GatewayError) -> bool:
+        """Record what the failure says about ``host``; whether it is worth asking another."""
+        status = exc.upstream_status
+        if isinstance(exc, HOST_FAULTS) or (status is not None and status >= 500):
+            self.pool.failed(host, type(exc).__name__, str(exc))
+            return True
+        self.pool.count(host, type(exc).__name__)
+        if status == 404:  # this host lacks the model (Ollama) or the path: another may have it
+            self.pool.lacks(host, model)
+            return True
+        return False  # the request or its credentials: every host would say the same
 
     @asynccontextmanager
-    async def post(self, model: str, body: dict[str, Any]) -> AsyncIterator[httpx.Response]:
-        """POST and stream the response; HTTP and connection failures become GatewayErrors.
-
-        Past max_concurrency a request waits at most queue_timeout_s for a slot, then is
-        refused as busy (429, which falls back to the fallback model before the first token)."""
-        await self._take_slot(model)
+    async def post(self, host: Host, model: str, body: dict[str, Any]) -> AsyncIterator[httpx.Response]:
+        """POST to one host and stream the response; HTTP and connection failures become GatewayErrors."""
         try:
-            try:
-                async with self._client.stream("POST", self.url, json=body) as response:
-                    if response.status_code >= 400:
-                        await response.aread()
-                        raise self._status_error(model, response)
-                    yield response
-            except httpx.ConnectError as exc:
-                raise UpstreamUnreachable(
-                    f"{self.where(model)} is unreachable ({exc}); is the server running? "
-                    f"Check upstreams[{self.name}].base_url"
-                ) from exc
-            except httpx.TimeoutException as exc:
-                raise UpstreamTimeout(
-                    f"{self.where(model)} went silent for longer than its timeout ({type(exc).__name__}); "
-                    f"see upstreams[{self.name}].read_timeout_s / connect_timeout_s"
-                ) from exc
-            except httpx.HTTPError as exc:
-                raise UpstreamStreamError(
-                    f"{self.where(model)} broke the connection: {type(exc).__name__}: {self.redact(str(exc))}"
-                ) from exc
-        finally:
-            self._slots.release()
+            async with self._client.stream("POST", host.url + self.path, json=body) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise self._status_error(host, model, response)
+                yield response
+        except httpx.ConnectError as exc:
+            raise UpstreamUnreachable(
+                f"{self.where(host, model)} is unreachable ({exc}); is the server running? "
+                f"Check {self._settings.url_setting}"
+            ) from exc
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeout(
+                f"{self.where(host, model)} went silent for longer than its timeout ({type(exc).__name__}); "
+                f"see upstreams[{self.name}].read_timeout_s / connect_timeout_s"
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamStreamError(
+                f"{self.where(host, model)} broke the connection: {type(exc).__name__}: {self.redact(str(exc))}"
+            ) from exc
 
-    async def _take_slot(self, model: str) -> None:
-        settings = self._settings
-        try:
-            async with asyncio.timeout(settings.queue_timeout_s):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise UpstreamBusy(
-                f"{self.where(model)} has {settings.max_concurrency} requests in flight and none finished within "
-                f"{settings.queue_timeout_s:g}s (upstreams[{self.name}].max_concurrency / queue_timeout_s)",
-                status=429, retry_after="1",
-            ) from None
-
-    def _status_error(self, model: str, response: httpx.Response) -> GatewayError:
+    def _status_error(self, host: Host, model: str, response: httpx.Response) -> GatewayError:
         status = response.status_code
         detail = self.redact(error_detail(response))
-        where = f"{self.where(model)} answered HTTP {status}: {detail}"
+        where = f"{self.where(host, model)} answered HTTP {status}: {detail}"
+        error: GatewayError
         if status in (429, 503):
-            return UpstreamBusy(where, status=status, retry_after=response.headers.get("retry-after"))
-        if status in (401, 403):
-            return UpstreamError(f"{where}; set upstreams[{self.name}].api_key_env to the variable holding a valid key")
-        if status == 404:
-            return UpstreamError(f"{where}; check upstreams[{self.name}].base_url and that it serves {model!r}")
-        return UpstreamError(where)
+            error = UpstreamBusy(where, status=status, retry_after=response.headers.get("retry-after"))
+        elif status in (401, 403):
+            error = UpstreamError(f"{where}; set upstreams[{self.name}].api_key_env to the variable holding a valid key")
+        elif status == 404:
+            error = UpstreamError(f"{where}; check {self._settings.url_setting} and that it serves {model!r}")
+        else:
+            error = UpstreamError(where)
+        error.upstream_status = status
+        return error
+
+    # -- health checks --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the health checks (model lists, and bringing ejected hosts back); needs a running loop."""
+        if self._settings.health_interval_s > 0 and self._health is None:
+            self._health = asyncio.create_task(self._check_forever(), name=f"gateway-health-{self.name}")
+
+    async def _check_forever(self) -> None:
+        while True:
+            for host in self.pool.hosts:  # one at a time: no task per check
+                await self.check(host)
+            await asyncio.sleep(self._settings.health_interval_s)
+
+    async def check(self, host: Host) -> None:
+        """Fetch ``host``'s model list; a host that answers is up, one that cannot is failing."""
+        settings = self._settings
+        try:
+            response = await self._client.get(
+                host.url + self.models_path, timeout=httpx.Timeout(10.0, connect=settings.connect_timeout_s)
+            )
+        except httpx.HTTPError as exc:
+            self.pool.check_failed(host, f"GET {host.url}{self.models_path}: {type(exc).__name__}: {exc}")
+            return
+        if response.status_code >= 500:
+            self.pool.check_failed(host, f"GET {host.url}{self.models_path} answered HTTP {response.status_code}")
+            return
+        models: frozenset[str] | None = None
+        if response.status_code == 200:
+            try:
+                models = frozenset(self.model_names(response.json()))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                logger.warning("upstream %r: host %s sent a model list this gateway cannot read", self.name, host.url)
+        self.pool.checked(host, models)  # reachable; a server without a model list (4xx) serves whatever it serves
 
     def instrument(self, tracer_provider: Any) -> None:
         """Trace this upstream's requests (OpenTelemetry), on this client only, never by global patching."""
@@ -111,4 +217,7 @@ class HttpUpstream:
         HTTPXClientInstrumentor.instrument_client(self._client, tracer_provider=tracer_provider)
 
     async def aclose(self) -> None:
+        if self._health is not None:
+            self._health.cancel()
+            await asyncio.gather(self._health, return_exceptions=True)
         await self._client.aclose()

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..domain import ChatParams, Delta, Finish, Usage
 from ..errors import UpstreamStreamError
+from .hosts import Host
 from .http import HttpUpstream
 
 __all__ = ["OllamaUpstream", "ollama_body"]
@@ -43,22 +44,28 @@ def ollama_body(model: str, params: ChatParams) -> dict[str, Any]:
 
 class OllamaUpstream(HttpUpstream):
     path = "/api/chat"
+    models_path = "/api/tags"
 
-    async def stream(self, model: str, params: ChatParams) -> AsyncGenerator[Delta | Finish, None]:
-        async with self.post(model, ollama_body(model, params)) as response:
+    def request_body(self, model: str, params: ChatParams) -> dict[str, Any]:
+        return ollama_body(model, params)
+
+    def model_names(self, payload: Any) -> list[str]:
+        return [name for entry in payload["models"] for name in (entry.get("name"), entry.get("model")) if name]
+
+    async def events(self, host: Host, model: str, body: dict[str, Any]) -> AsyncGenerator[Delta | Finish, None]:
+        where = self.where(host, model)
+        async with self.post(host, model, body) as response:
             async for line in response.aiter_lines():
                 if not line.strip():
                     continue
                 try:
                     chunk = json.loads(line)
                     if "error" in chunk:
-                        raise UpstreamStreamError(f"{self.where(model)} failed mid-stream: {self.redact(str(chunk['error']))}")
+                        raise UpstreamStreamError(f"{where} failed mid-stream: {self.redact(str(chunk['error']))}")
                     content = chunk.get("message", {}).get("content", "")
                     done = bool(chunk["done"])
                 except (json.JSONDecodeError, KeyError, AttributeError, TypeError) as exc:
-                    raise UpstreamStreamError(
-                        f"{self.where(model)} sent a malformed chunk: {self.redact(line[:200])!r}"
-                    ) from exc
+                    raise UpstreamStreamError(f"{where} sent a malformed chunk: {self.redact(line[:200])!r}") from exc
                 if content:
                     yield Delta(content)
                 if done:
@@ -67,4 +74,4 @@ class OllamaUpstream(HttpUpstream):
                         usage = Usage(int(chunk.get("prompt_eval_count", 0)), int(chunk.get("eval_count", 0)))
                     yield Finish(chunk.get("done_reason") or "stop", usage)
                     return
-        raise UpstreamStreamError(f"{self.where(model)} ended the stream before its final chunk (done: true)")
+        raise UpstreamStreamError(f"{where} ended the stream before its final chunk (done: true)")

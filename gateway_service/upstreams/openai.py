@@ -16,6 +16,7 @@ from httpx_sse import EventSource
 
 from ..domain import ChatParams, Delta, Finish, Usage
 from ..errors import UpstreamStreamError
+from .hosts import Host
 from .http import HttpUpstream
 
 __all__ = ["OpenAIUpstream", "openai_body"]
@@ -39,15 +40,23 @@ def openai_body(model: str, params: ChatParams) -> dict[str, Any]:
 
 class OpenAIUpstream(HttpUpstream):
     path = "/chat/completions"
+    models_path = "/models"
 
-    async def stream(self, model: str, params: ChatParams) -> AsyncGenerator[Delta | Finish, None]:
+    def request_body(self, model: str, params: ChatParams) -> dict[str, Any]:
+        return openai_body(model, params)
+
+    def model_names(self, payload: Any) -> list[str]:
+        return [entry["id"] for entry in payload["data"]]
+
+    async def events(self, host: Host, model: str, body: dict[str, Any]) -> AsyncGenerator[Delta | Finish, None]:
+        where = self.where(host, model)
         finish_reason: str | None = None
         usage: Usage | None = None
-        async with self.post(model, openai_body(model, params)) as response:
+        async with self.post(host, model, body) as response:
             async for event in EventSource(response).aiter_sse():
                 if event.data == "[DONE]":
                     if finish_reason is None:
-                        raise UpstreamStreamError(f"{self.where(model)} sent [DONE] without a finish_reason")
+                        raise UpstreamStreamError(f"{where} sent [DONE] without a finish_reason")
                     yield Finish(finish_reason, usage)
                     return
                 try:
@@ -55,7 +64,7 @@ class OpenAIUpstream(HttpUpstream):
                     if chunk.get("error"):
                         error = chunk["error"]
                         message = error.get("message", error) if isinstance(error, dict) else error
-                        raise UpstreamStreamError(f"{self.where(model)} failed mid-stream: {self.redact(str(message))}")
+                        raise UpstreamStreamError(f"{where} failed mid-stream: {self.redact(str(message))}")
                     if chunk.get("usage"):
                         u = chunk["usage"]
                         usage = Usage(int(u.get("prompt_tokens", 0)), int(u.get("completion_tokens", 0)))
@@ -66,7 +75,5 @@ class OpenAIUpstream(HttpUpstream):
                         if choice.get("finish_reason"):
                             finish_reason = choice["finish_reason"]
                 except (json.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
-                    raise UpstreamStreamError(
-                        f"{self.where(model)} sent a malformed chunk: {self.redact(event.data[:200])!r}"
-                    ) from exc
-        raise UpstreamStreamError(f"{self.where(model)} ended the stream before data: [DONE]")
+                    raise UpstreamStreamError(f"{where} sent a malformed chunk: {self.redact(event.data[:200])!r}") from exc
+        raise UpstreamStreamError(f"{where} ended the stream before data: [DONE]")

@@ -28,6 +28,12 @@ class Stack:
         return f"http://127.0.0.1:{self.gateway.http_port}/v1"
 
     @property
+    def upstream_roots(self) -> tuple[str, str]:
+        """The Ollama and OpenAI test servers' root URLs, to build another gateway over them."""
+        ollama, openai = (u.hosts[0].removesuffix("/v1") for u in self.gateway.settings.upstreams)
+        return ollama, openai
+
+    @property
     def grpc_address(self) -> str:
         return f"127.0.0.1:{self.gateway.grpc_port}"
 

@@ -25,7 +25,7 @@ READ_TIMEOUT = 0.5
 @pytest.fixture
 async def faulty(stack: Stack) -> AsyncIterator[GatewayApp]:
     """The ollama upstream fails; the openai one (gpt-4o-mini) is the healthy fallback."""
-    ollama_url, openai_url = (u.base_url.removesuffix("/v1") for u in stack.gateway.settings.upstreams)
+    ollama_url, openai_url = stack.upstream_roots
     router_port = int(stack.gateway.settings.router.address.rsplit(":", 1)[1])
     settings = gateway_settings(router_port, ollama_url, openai_url, fallback_model="gpt-4o-mini")
     upstreams = [u.model_copy(update={"read_timeout_s": READ_TIMEOUT, "connect_timeout_s": READ_TIMEOUT}) for u in settings.upstreams]
@@ -90,7 +90,7 @@ async def test_faults_before_the_first_token_fall_back(stack: Stack, faulty: Gat
     knobs, kind = BEFORE_FIRST_TOKEN[fault]
     if fault == "refused connection":
         upstream = faulty.chat.dispatch.by_model[STRONG]
-        upstream.url = f"http://127.0.0.1:{closed_port()}/api/chat"
+        upstream.pool.hosts[0].url = f"http://127.0.0.1:{closed_port()}"  # type: ignore[attr-defined]
     for key, value in knobs.items():
         setattr(stack.ollama, key, value)
     tasks_before = len(asyncio.all_tasks())

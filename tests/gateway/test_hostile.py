@@ -216,8 +216,7 @@ async def test_a_spent_strong_budget_answers_weak_and_says_so(stack: Stack) -> N
     from tests.gateway.conftest import gateway_settings
 
     router = await build_router(router_settings(routing={"strong_budget": 1, "budget_window_s": 3600}))
-    upstreams = {u.name: u.base_url for u in stack.gateway.settings.upstreams}
-    gateway = await build_gateway(gateway_settings(router.port, upstreams["ollama"], upstreams["openai"].removesuffix("/v1")))
+    gateway = await build_gateway(gateway_settings(router.port, *stack.upstream_roots))
     body = {"model": "router-mf-0.0", "messages": [{"role": "user", "content": "Prove Fermat's little theorem."}]}
     try:
         async with httpx.AsyncClient(timeout=20) as http:

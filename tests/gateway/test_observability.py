@@ -26,7 +26,7 @@ async def guarded(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
     monkeypatch.setenv("ROUTER_TOKEN_FOR_TEST", ROUTER_TOKEN)
     monkeypatch.setenv("TEST_UPSTREAM_KEY", UPSTREAM_KEY)
     router = await build_router(router_settings(auth={"token_env": "ROUTER_TOKEN_FOR_TEST"}))
-    ollama_url, openai_url = (u.base_url.removesuffix("/v1") for u in stack.gateway.settings.upstreams)
+    ollama_url, openai_url = stack.upstream_roots
     settings = gateway_settings(
         router.port, ollama_url, openai_url,
         auth={"api_keys": [CLIENT_KEY]},

@@ -68,7 +68,7 @@ async def test_mtls_router_and_tls_gateway(stack: Stack, tmp_path: Path) -> None
     router = await build_router(router_settings(
         server={"host": "127.0.0.1", "port": 0, "grace_s": 5, **server_tls, "tls_client_ca": pki["ca"]},
     ))
-    ollama_url, openai_url = (u.base_url.removesuffix("/v1") for u in stack.gateway.settings.upstreams)
+    ollama_url, openai_url = stack.upstream_roots
     settings = gateway_settings(
         router.port, ollama_url, openai_url,
         server={"host": "127.0.0.1", "http_port": 0, "grpc_port": 0, "grace_s": 5, **server_tls},

@@ -22,7 +22,7 @@ async def test_one_trace_spans_gateway_router_and_upstream(stack: Stack) -> None
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     router = await build_router(router_settings(), tracing=provider)
-    ollama_url, openai_url = (u.base_url.removesuffix("/v1") for u in stack.gateway.settings.upstreams)
+    ollama_url, openai_url = stack.upstream_roots
     gateway = await build_gateway(gateway_settings(router.port, ollama_url, openai_url), tracing=provider)
     try:
         async with httpx.AsyncClient(timeout=20) as http:
