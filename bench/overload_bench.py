@@ -30,7 +30,10 @@ from router_service.config import LocalEmbedderSettings
 from routing_api.router.v1 import router_pb2, router_pb2_grpc
 
 RESULTS = Path(__file__).resolve().parent / "results"
-QUEUES = {"default queue (1024)": 1024, "short queue (64)": 64}
+CONFIGS = {
+    "default queue (1024)": {"ROUTER_LIMITS__MAX_QUEUED_PROMPTS": "1024"},
+    "short queue (64)": {"ROUTER_LIMITS__MAX_QUEUED_PROMPTS": "64"},
+}
 LEVELS = (1, 2, 4)
 
 
@@ -81,9 +84,9 @@ def main() -> None:
     args = parser.parse_args()
     prompts = short_prompts(LocalEmbedder(LocalEmbedderSettings()), 40_000)
     routers = {}
-    for label, queue in QUEUES.items():
+    for label, env in CONFIGS.items():
         port = free_port()
-        routers[label] = (f"127.0.0.1:{port}", start_router(port, env={"ROUTER_LIMITS__MAX_QUEUED_PROMPTS": str(queue)}))
+        routers[label] = (f"127.0.0.1:{port}", start_router(port, env=env))
     try:
         address = next(iter(routers.values()))[0]
         capacity = asyncio.run(load(address, prompts, 64, args.seconds))["per_s"]

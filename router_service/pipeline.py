@@ -46,6 +46,7 @@ CACHED = StageTimes()
 @dataclass
 class _Pending(Generic[Item, Meta]):
     items: Sequence[Item]
+    deadline: float | None = None  # loop time
     future: asyncio.Future[tuple[np.ndarray, Meta]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -76,25 +77,29 @@ class MicroBatcher(Generic[Item, Meta]):
         self._queue: asyncio.Queue[_Pending[Item, Meta]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def submit(self, items: Sequence[Item], deadline: float | None = None) -> tuple[np.ndarray, Meta]:
-        """The rows for ``items``; Overloaded at once when the queue is full, or when the work queued
-        ahead would outlast ``deadline`` (loop time). Cancelling the caller drops its queued items."""
-        if self._max_queued is not None and self.queued + len(items) > self._max_queued:
+    def admit(self, count: int, deadline: float | None = None) -> None:
+        """Raise Overloaded when the queue is full, or when the work queued ahead would outlast
+        ``deadline`` (loop time). Synchronous, so a caller can refuse before it builds anything."""
+        if self._max_queued is not None and self.queued + count > self._max_queued:
             raise Overloaded(
                 f"the router is overloaded: {self.queued} prompts are waiting to be embedded "
                 f"(limits.max_queued_prompts={self._max_queued}); retry shortly or add router replicas"
             )
         if deadline is not None and self._rate:
-            wait = (self.queued + len(items)) / (self._rate * self._workers)
+            wait = (self.queued + count) / (self._rate * self._workers)
             left = deadline - asyncio.get_running_loop().time()
             if wait > left:
                 raise Overloaded(
                     f"the router is overloaded: about {wait * 1e3:.0f} ms of work is queued ahead, more than the "
                     f"{max(left, 0) * 1e3:.0f} ms left of this call's deadline; retry shortly or add router replicas"
                 )
+
+    async def submit(self, items: Sequence[Item], deadline: float | None = None) -> tuple[np.ndarray, Meta]:
+        """The rows for ``items``, or Overloaded at once (see ``admit``). Cancelling the caller drops its queued items."""
+        self.admit(len(items), deadline)
         if not self._tasks:
             self._tasks = [asyncio.create_task(self._work(), name=f"batcher-{i}") for i in range(self._workers)]
-        pending: _Pending[Item, Meta] = _Pending(items)
+        pending: _Pending[Item, Meta] = _Pending(items, deadline)
         self._queue.put_nowait(pending)
         self.queued += len(items)
         return await pending.future
@@ -108,6 +113,14 @@ class MicroBatcher(Generic[Item, Meta]):
                 size += len(batch[-1].items)
             self.queued -= size
             live = [p for p in batch if not p.future.done()]  # drop callers that gave up
+            if self._rate:  # and those it could only answer after their deadline: wasted work
+                finish = asyncio.get_running_loop().time() + sum(len(p.items) for p in live) / self._rate
+                for late in [p for p in live if p.deadline is not None and p.deadline < finish]:
+                    late.future.set_exception(Overloaded(
+                        "the router is overloaded: this call's deadline would pass before its prompt is embedded; "
+                        "retry shortly or add router replicas"
+                    ))
+                    live.remove(late)
             if live:
                 await self._run(live)
 
@@ -205,6 +218,12 @@ class ScoringPipeline:
                 missing.append(text)
             waits[i] = flight
         if missing:
+            try:
+                self._batcher.admit(len(missing), deadline)  # refuse before any task or future exists
+            except Overloaded:
+                for text in missing:
+                    del self._inflight[text]
+                raise
             task = asyncio.create_task(self._fill(missing, deadline))
             self._fills[task] = [self._inflight[text] for text in missing]
             for flight in self._fills[task]:

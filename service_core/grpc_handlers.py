@@ -12,7 +12,7 @@ import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
 from google.protobuf import message, symbol_database
@@ -68,16 +68,17 @@ def add_servicer(server: grpc.aio.Server, servicer: object, service: ServiceDesc
     server.add_registered_method_handlers(service.full_name, handlers)
 
 
-async def _abort(context: Context, status: grpc.StatusCode, message: str) -> NoReturn:
-    """End the call with ``status``; when it has already ended (its deadline passed, the client
-    left), there is nobody to tell: finish quietly instead of a traceback from grpc's core."""
-    try:
-        await context.abort(status, message)
-    except grpc.aio.AbortError:  # the normal way out of abort()
-        raise
-    except Exception:  # noqa: BLE001 - grpc's core refuses to send on a finished call (ExecuteBatchError)
+def _refuse(context: Context, status: grpc.StatusCode, message: str) -> None:
+    """End a unary call with ``status``, set on the context; the handler then returns no response.
+
+    Cheaper than ``abort()``, which raises through grpc's machinery: under overload the
+    router refuses most calls, and each refusal's cost comes out of the calls it can answer.
+    A call that has already ended (deadline, client gone) is left quietly: nobody is there to tell."""
+    if context.done():
         logger.debug("call already finished; not sending %s: %s", status.name, message)
-        raise asyncio.CancelledError from None
+        raise asyncio.CancelledError
+    context.set_code(status)
+    context.set_details(message)
 
 
 def status_lookup(table: Mapping[type[ServiceError], grpc.StatusCode]) -> Callable[[ServiceError], grpc.StatusCode]:
@@ -121,13 +122,14 @@ def mapped_errors(
                 status = status_of(exc)
                 if count is not None:
                     count(self, status)
-                await _abort(context, status, str(exc))
+                _refuse(context, status, str(exc))
             except Exception:
                 error_id = uuid.uuid4().hex[:12]
                 logger.exception("internal error %s in %s", error_id, handler.__name__)
                 if count is not None:
                     count(self, grpc.StatusCode.INTERNAL)
-                await _abort(context, grpc.StatusCode.INTERNAL, f"internal error (id {error_id}); see the {log_name} log")
+                _refuse(context, grpc.StatusCode.INTERNAL, f"internal error (id {error_id}); see the {log_name} log")
+            return cast(Response, None)  # grpc sends no message with a non-OK status
 
         return wrapper
 

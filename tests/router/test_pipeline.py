@@ -152,6 +152,33 @@ async def test_micro_batcher_returns_each_caller_its_rows() -> None:
     assert all(n <= 8 for n in calls[1:]) and len(calls) < 10
 
 
+async def test_queued_work_that_would_end_past_its_deadline_is_refused_when_its_turn_comes() -> None:
+    """Admitted in time, a prompt can still fall behind (a slow batch ahead of it); when its batch
+    would end past its deadline it is refused then (RESOURCE_EXHAUSTED), not embedded for nobody."""
+    from router_service.errors import Overloaded
+
+    done: list[int] = []
+
+    async def embed(items: list[int]) -> tuple[np.ndarray, None]:
+        await asyncio.sleep(0.3 if items == [1] else 0.1 * len(items))  # item 1: slower than the rate says
+        done.extend(items)
+        return np.asarray(items, dtype=float), None
+
+    batcher: MicroBatcher[int, None] = MicroBatcher(embed, max_batch=1)
+    loop = asyncio.get_running_loop()
+    try:
+        await batcher.submit([0])  # learns the rate: about 10 items a second
+        now = loop.time()
+        results = await asyncio.gather(
+            batcher.submit([1]), batcher.submit([2], deadline=now + 0.25), batcher.submit([3], deadline=now + 5),
+            return_exceptions=True,
+        )
+    finally:
+        await batcher.aclose()
+    assert isinstance(results[1], Overloaded) and "deadline would pass" in str(results[1])  # admitted: 0.2 s < 0.25 s
+    assert done == [0, 1, 3]
+
+
 class SlowEmbedder(CountingEmbedder):
     """One text a batch, 0.2 s each: a backlog builds at once."""
 
