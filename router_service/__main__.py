@@ -5,6 +5,7 @@
     router-service build-embedder
     router-service train | calibrate | eval   (see --help of each)
     router-service distill-static             (rebuild the bundled static embedder; needs torch)
+    router-service import-routellm CHECKPOINT --out FILE   (RouteLLM's MF weights as a scorer file)
 """
 
 from __future__ import annotations
@@ -60,6 +61,17 @@ def _parser() -> argparse.ArgumentParser:
     build = sub.add_parser("build-embedder", help="build the local ONNX embedder into its cache (done at first start otherwise)")
     build.add_argument("--config", type=Path, help=CONFIG_HELP)
 
+    imported = sub.add_parser(
+        "import-routellm",
+        help="write a scorer file from a RouteLLM MF checkpoint (its folder with model.safetensors); it scores "
+        "as RouteLLM does, with OpenAI text-embedding-3-small embeddings (set [embedder] backend = \"openai\")",
+    )
+    imported.add_argument("checkpoint", type=Path, help="RouteLLM's MF checkpoint folder, or its model.safetensors")
+    imported.add_argument("--out", type=Path, required=True, help="the scorer file to write (.onnx)")
+    imported.add_argument("--name", default="mf", help="scorer name stored in the file (default: mf)")
+    imported.add_argument("--strong-model", default="gpt-4-1106-preview", help="RouteLLM's strong model of the pair")
+    imported.add_argument("--weak-model", default="mixtral-8x7b-instruct-v0.1", help="RouteLLM's weak model of the pair")
+
     from .training import cli as training_cli
 
     training_cli.add_commands(sub)
@@ -104,6 +116,15 @@ def _run(args: argparse.Namespace) -> int:
 
         model, tokenizer = ensure_local_model(settings.embedder.local)
         print(f"local embedder: {model}\ntokenizer: {tokenizer}")
+    elif args.command == "import-routellm":
+        from .routellm_import import import_routellm
+
+        card = import_routellm(args.checkpoint, args.out, name=args.name, strong=args.strong_model, weak=args.weak_model)
+        print(
+            f"wrote {args.out}: scorer {card.name!r} version {card.version}, pair {card.strong_model} / "
+            f"{card.weak_model}, embedder {card.embedder}. Serve it with [[scorers]] path = \"{args.out}\" and "
+            "[embedder] backend = \"openai\" (model text-embedding-3-small, api_key_env naming your key)"
+        )
     else:
         from .training import cli as training_cli
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -20,7 +21,7 @@ from .adapters import AsyncEmbedder, open_embedder
 from .adapters.scorer import OnnxScorer
 from .config import RouterSettings
 from .domain import CandidateScore, Decision, Description, ModelMapping, RouteQuery, ScorerDescription, Timings
-from .errors import ConfigError, DeadlineExceeded, RouterError
+from .errors import ConfigError, DeadlineExceeded, RouterError, Uncalibrated
 from .metrics import RouterMetrics
 from .pipeline import ScoringPipeline
 from .routing import Plan, RoutingPolicy
@@ -128,7 +129,7 @@ class RouteEngine:
             ),
             strong_model=policy.strong_model,
             weak_model=policy.weak_model,
-            default_threshold=policy.default_threshold(),
+            default_threshold=_or_nan(policy.default_threshold),
             embedder_backend=self.pipeline.embedder.backend,
         )
 
@@ -151,6 +152,8 @@ async def open_engine(settings: RouterSettings) -> AsyncIterator[RouteEngine]:
             cache_size=settings.embedder.cache_size, max_queued=settings.limits.max_queued_prompts,
         )
         stack.push_async_callback(pipeline.aclose)
+        if embedder.runs == "in_process":  # a remote embedder was probed above, or is probed by the first call
+            await pipeline.warm_up()
         yield RouteEngine(policy, pipeline)
 
 
@@ -181,3 +184,11 @@ def _check_dimension(backend: str, name: str, dim: int, scorers: dict[str, OnnxS
                 "but routing quality is only known for the former",
                 scorer.name, scorer.embedder, name,
             )
+
+
+def _or_nan(threshold: Callable[[], float]) -> float:
+    """NaN where no default threshold exists yet (a share policy over an uncalibrated scorer)."""
+    try:
+        return threshold()
+    except Uncalibrated:
+        return math.nan

@@ -15,6 +15,7 @@ __all__ = [
     "InvalidRequest",
     "Overloaded",
     "RouterError",
+    "Uncalibrated",
     "UnknownScorer",
 ]
 
@@ -29,6 +30,10 @@ class InvalidRequest(RouterError):
 
 class UnknownScorer(RouterError):
     """The request names a scorer that is not configured."""
+
+
+class Uncalibrated(RouterError):
+    """A strong-call share was asked of a scorer that has no calibrated thresholds (an imported one)."""
 
 
 class EmbedderUnavailable(RouterError):

@@ -15,6 +15,7 @@ from .errors import (
     EmbedderUnavailable,
     InvalidRequest,
     Overloaded,
+    Uncalibrated,
     UnknownScorer,
 )
 
@@ -25,6 +26,7 @@ STATUS: dict[type[ServiceError], grpc.StatusCode] = {
     UnknownScorer: grpc.StatusCode.NOT_FOUND,
     EmbedderUnavailable: grpc.StatusCode.UNAVAILABLE,
     EmbedderMisconfigured: grpc.StatusCode.FAILED_PRECONDITION,
+    Uncalibrated: grpc.StatusCode.INVALID_ARGUMENT,  # this scorer cannot honour a share: the request must change
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }

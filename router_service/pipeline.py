@@ -74,6 +74,7 @@ class MicroBatcher(Generic[Item, Meta]):
         self._max_queued = max_queued
         self.queued = 0  # items waiting, not yet in a batch
         self._rate: float | None = None  # items a second one worker gets through (moving average)
+        self._batches = 0  # batches that went into the estimate
         self._queue: asyncio.Queue[_Pending[Item, Meta]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -85,7 +86,7 @@ class MicroBatcher(Generic[Item, Meta]):
                 f"the router is overloaded: {self.queued} prompts are waiting to be embedded "
                 f"(limits.max_queued_prompts={self._max_queued}); retry shortly or add router replicas"
             )
-        if deadline is not None and self._rate:
+        if deadline is not None and self._rate and self.queued:  # nothing queued: start now, whatever the estimate
             wait = (self.queued + count) / (self._rate * self._workers)
             left = deadline - asyncio.get_running_loop().time()
             if wait > left:
@@ -113,7 +114,7 @@ class MicroBatcher(Generic[Item, Meta]):
                 size += len(batch[-1].items)
             self.queued -= size
             live = [p for p in batch if not p.future.done()]  # drop callers that gave up
-            if self._rate:  # and those it could only answer after their deadline: wasted work
+            if self._rate and self._batches >= 3:  # and those it could only answer after their deadline: wasted work
                 finish = asyncio.get_running_loop().time() + sum(len(p.items) for p in live) / self._rate
                 for late in [p for p in live if p.deadline is not None and p.deadline < finish]:
                     late.future.set_exception(Overloaded(
@@ -136,6 +137,7 @@ class MicroBatcher(Generic[Item, Meta]):
             return
         rate = len(items) / max(time.perf_counter() - started, 1e-6)
         self._rate = rate if self._rate is None else 0.8 * self._rate + 0.2 * rate
+        self._batches += 1
         start = 0
         for pending in batch:
             end = start + len(pending.items)
@@ -254,6 +256,11 @@ class ScoringPipeline:
                 if flight in flights:  # a later caller of the same text starts afresh
                     del self._inflight[text]
             task.cancel()
+
+    async def warm_up(self) -> None:
+        """One batch through embedder and scorers before serving: onnxruntime's first run allocates and
+        plans (hundreds of ms), which would otherwise land on the first caller's deadline."""
+        await self._compute(["warm-up: how are you today?", "Prove that there are infinitely many primes."])
 
     async def _compute(self, texts: list[str]) -> tuple[np.ndarray, StageTimes]:
         loop = asyncio.get_running_loop()

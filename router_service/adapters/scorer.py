@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from ..errors import ConfigError
+from ..errors import ConfigError, Uncalibrated
 
 __all__ = ["OnnxScorer"]
 
@@ -35,9 +35,8 @@ class OnnxScorer:
             self.training = json.loads(meta.get("scorer.training", "{}"))
         except Exception as exc:  # onnxruntime's load errors share no base class but Exception
             raise ConfigError(f"scorers[{name}].path: {path} is not a router scorer ({exc})") from exc
-        if not self.thresholds:
-            raise ConfigError(f"scorers[{name}].path: {path} has no calibrated thresholds; re-export it")
         self.name = name
+        self.path = path
         self.strong_index = self.models.index(self.strong_model)
         self.weak_index = self.models.index(self.weak_model)
 
@@ -54,6 +53,12 @@ class OnnxScorer:
             return 1.0
         if share >= 1.0:
             return 0.0
+        if not self.thresholds:
+            raise Uncalibrated(
+                f"scorer {self.name!r} has no calibrated thresholds, so a strong-call share means nothing to it yet "
+                f"(an imported RouteLLM checkpoint): route with a threshold (model router-mf-0.11593, routing.threshold), "
+                f"or calibrate it on your prompts: router-service calibrate --prompts FILE --scorer {self.path}"
+            )
         shares = np.array(sorted(self.thresholds))
         values = np.array([self.thresholds[s] for s in shares])
         return float(np.interp(share, shares, values))

@@ -53,6 +53,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     calibrate.add_argument("--prompts", type=Path, required=True, help="JSON lines with a 'prompt' field, or one prompt a line")
     calibrate.add_argument("--scorer", type=Path, help="scorer file to calibrate (default: the configured default scorer)")
     calibrate.add_argument("--out", type=Path, help="where to write the calibrated scorer (default: in place)")
+    calibrate.add_argument(
+        "--strong-model-pct", type=float, metavar="P",
+        help="RouteLLM's wording: also print the threshold that sends this share (0..1) of the prompts to the "
+        "strong model, as a router-mf-<threshold> model name",
+    )
 
     distill = sub.add_parser(
         "distill-static",
@@ -152,9 +157,15 @@ def _distill_static(out: Path, dims: int) -> None:
 
 
 def _calibrate(args: argparse.Namespace, settings: RouterSettings) -> None:
-    thresholds = pipeline.calibrate(settings, args.scorer, args.prompts, args.out or args.scorer)
+    pct = args.strong_model_pct
+    if pct is not None and not 0.0 < pct < 1.0:
+        raise ConfigError(f"--strong-model-pct {pct}: give a share between 0 and 1, e.g. 0.5 for half the calls")
+    thresholds = pipeline.calibrate(settings, args.scorer, args.prompts, args.out or args.scorer, extra_share=pct)
     for share, threshold in thresholds.items():
         print(f"strong share {float(share):4.0%}: threshold {threshold:.5f}")
+    if pct is not None:
+        threshold = thresholds[f"{pct:.2f}"]
+        print(f"For {pct * 100:g}% strong model calls, threshold = {threshold:.5f} (model name router-mf-{threshold:.5f})")
 
 
 def _evaluate(args: argparse.Namespace, settings: RouterSettings) -> None:

@@ -189,8 +189,10 @@ def _scorer(path: Path) -> OnnxScorer:
     return OnnxScorer(path.stem, path)
 
 
-def calibrate(settings: RouterSettings, scorer_path: Path, prompts_path: Path, out: Path) -> dict[str, float]:
-    """Rewrite the scorer's thresholds so the shares hold on the given prompts."""
+def calibrate(
+    settings: RouterSettings, scorer_path: Path, prompts_path: Path, out: Path, extra_share: float | None = None
+) -> dict[str, float]:
+    """Rewrite the scorer's thresholds so the shares hold on the given prompts (every 5%, and ``extra_share``)."""
     scorer = _scorer(scorer_path)
     prompts = _read_prompts(prompts_path)
     if len(prompts) < 20:
@@ -198,7 +200,8 @@ def calibrate(settings: RouterSettings, scorer_path: Path, prompts_path: Path, o
     with embedding_store(settings) as (_, store):
         scores = scorer.model_scores_sync(store.get(prompts))
     win_rate = sigmoid(scores[:, scorer.strong_index] - scores[:, scorer.weak_index])
-    thresholds = thresholds_for_shares(win_rate, SHARES)
+    shares = SHARES if extra_share is None else np.unique(np.append(SHARES, round(extra_share, 2)))
+    thresholds = thresholds_for_shares(win_rate, shares)
     model = onnx.load(str(scorer_path))
     props = {p.key: p.value for p in model.metadata_props}
     props["scorer.thresholds"] = json.dumps(thresholds, sort_keys=True)

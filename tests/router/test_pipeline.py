@@ -167,7 +167,8 @@ async def test_queued_work_that_would_end_past_its_deadline_is_refused_when_its_
     batcher: MicroBatcher[int, None] = MicroBatcher(embed, max_batch=1)
     loop = asyncio.get_running_loop()
     try:
-        await batcher.submit([0])  # learns the rate: about 10 items a second
+        for _ in range(3):  # learns the rate, about 10 items a second, from enough batches to trust it
+            await batcher.submit([0])
         now = loop.time()
         results = await asyncio.gather(
             batcher.submit([1]), batcher.submit([2], deadline=now + 0.25), batcher.submit([3], deadline=now + 5),
@@ -176,7 +177,24 @@ async def test_queued_work_that_would_end_past_its_deadline_is_refused_when_its_
     finally:
         await batcher.aclose()
     assert isinstance(results[1], Overloaded) and "deadline would pass" in str(results[1])  # admitted: 0.2 s < 0.25 s
-    assert done == [0, 1, 3]
+    assert done == [0, 0, 0, 1, 3]
+
+
+async def test_one_slow_batch_does_not_make_an_idle_router_refuse_everything() -> None:
+    """A cold first batch (onnxruntime's first run) leaves a poor rate estimate; with nothing queued
+    the next prompt is still taken, whatever its deadline: refusing it would only leave the router idle."""
+    async def embed(items: list[int]) -> tuple[np.ndarray, None]:
+        await asyncio.sleep(0.4 if items == [0] else 0.01)
+        return np.asarray(items, dtype=float), None
+
+    batcher: MicroBatcher[int, None] = MicroBatcher(embed, max_batch=4)
+    loop = asyncio.get_running_loop()
+    try:
+        await batcher.submit([0])  # the estimate: 2.5 items a second
+        rows, _ = await batcher.submit([1], deadline=loop.time() + 0.2)  # "0.4 s of work" > 0.2 s, but none is queued
+    finally:
+        await batcher.aclose()
+    assert rows.tolist() == [1.0]
 
 
 class SlowEmbedder(CountingEmbedder):
