@@ -215,6 +215,7 @@ def build_http_app(chat: ChatService, ready: Any, keys: tuple[str, ...] = ()) ->
             Route("/metrics", metrics, methods=["GET"]),
             Route("/v1/models", models, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/health", healthz, methods=["GET"]),  # RouteLLM's server's name for it
             Route("/readyz", readyz, methods=["GET"]),
         ],
         exception_handlers={404: not_found, 405: method_not_allowed},

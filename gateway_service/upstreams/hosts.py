@@ -203,9 +203,12 @@ class HostPool:
         if first and models is not None:
             unlisted = [m for m in self._settings.models if host.lists(m) is False]
             if unlisted:
-                logger.warning(
-                    "upstream %r: host %s does not list %s (it lists %s); those go to other hosts that list them, "
-                    "or are tried anyway where none does", self._settings.name, host.url, unlisted, sorted(models)[:20],
+                # Ollama's list is what it serves (a model to pull); an OpenAI-compatible server's may not be
+                # (llama.cpp's answers any name): there, it is news, not a problem.
+                level = logging.WARNING if self._settings.provider == "ollama" else logging.INFO
+                logger.log(
+                    level, "upstream %r: host %s does not list %s (it lists %s); those go to other hosts that list "
+                    "them, or are tried anyway where none does", self._settings.name, host.url, unlisted, sorted(models)[:20],
                 )
 
     def check_failed(self, host: Host, error: str) -> None:

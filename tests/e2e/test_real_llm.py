@@ -8,6 +8,7 @@ usage chunk in streams).
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import socket
 import subprocess
@@ -96,3 +97,42 @@ async def test_sdk_streams_a_real_completion_through_the_router(gateway, llama_s
             model="router", messages=[{"role": "user", "content": "Again, please."}], max_tokens=32
         )
         assert whole.choices[0].message.content == reply
+
+
+async def test_routellm_s_seed_command_streams_from_the_real_server_with_junk_openai_env(llama_server, tmp_path) -> None:
+    """RouteLLM's first-release command line, unchanged but for the program name, in front of llama.cpp."""
+    import os
+
+    url, reply = llama_server
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ROUTER_", "GATEWAY_"))}
+    env |= {"OPENAI_API_KEY": "sk-junk-never-read", "OPENAI_BASE_URL": "http://junk.invalid/v1"}
+    log = (tmp_path / "routellm.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "routellm_compat", "--routers", "mf", "--strong-model", "llama3:70b", "--weak-model",
+         "llama3", "--alt-base-url", f"{url}/v1/", "--alt-api-key", "ollama", "--port", str(port), "--host", "127.0.0.1"],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        async with httpx.AsyncClient() as http:
+            for _ in range(300):
+                if server.poll() is not None:
+                    raise RuntimeError((tmp_path / "routellm.log").read_text())
+                try:
+                    if (await http.get(f"http://127.0.0.1:{port}/health")).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    await asyncio.sleep(0.2)
+        async with openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0) as sdk:
+            stream = await sdk.chat.completions.create(
+                model="router-mf-0.11593", messages=[{"role": "user", "content": "Hello!"}], stream=True, max_tokens=32,
+            )
+            pieces = [chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices]
+        assert "".join(pieces) == reply and len([p for p in pieces if p]) > 1
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+    assert "Traceback" not in (tmp_path / "routellm.log").read_text()
