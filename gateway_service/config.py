@@ -114,7 +114,9 @@ class UpstreamSettings(Section):
     queue_timeout_s: float = Field(
         2.0, ge=0, description="longest wait for a free slot past max_concurrency; then 429 (or the fallback model)"
     )
-    eject_after: int = Field(3, ge=1, description="consecutive failures (connect, timeout, 429, 5xx) that eject a host")
+    eject_after: int = Field(
+        5, ge=1, description="failures in a row (connect, timeout, 429, 5xx, a broken stream) that eject a host"
+    )
     eject_base_s: float = Field(2.0, gt=0, description="first ejection; doubles with each ejection in a row")
     eject_max_s: float = Field(60.0, gt=0, description="longest ejection")
     health_interval_s: float = Field(

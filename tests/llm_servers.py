@@ -56,7 +56,8 @@ class LLMServerState:
 def llm_app(state: LLMServerState) -> Starlette:
     async def record(request: Request) -> dict[str, Any]:
         body = await request.json()
-        state.requests.append({"path": request.url.path, "headers": dict(request.headers), "body": body})
+        state.requests.append({"path": request.url.path, "headers": dict(request.headers), "body": body,
+                               "peer": request.client.port if request.client else None})
         if state.stall_s and state.stall_after is None:
             await asyncio.sleep(state.stall_s)
         return body

@@ -38,6 +38,7 @@ class Host:
     failures: int = 0  # in a row
     ejections: int = 0  # in a row: sets the next back-off
     ejected_until: float = 0.0  # 0: not ejected
+    epoch: int = 0  # ejections so far: a request's failure counts only against the epoch it started in
     trial: bool = False  # the one request allowed after an ejection ran out is in flight
     models: frozenset[str] | None = None  # from the last health check; None: not known
     missing: set[str] = field(default_factory=set)  # answered 404 since the last health check
@@ -165,11 +166,16 @@ class HostPool:
             self._gauge_up(host)
         self.count(host, "ok")
 
-    def failed(self, host: Host, kind: str, error: str) -> None:
-        """A failure of the host itself (connect, timeout, 429, 5xx, a broken stream); a failed trial ejects at once."""
+    def failed(self, host: Host, kind: str, error: str, epoch: int | None = None) -> None:
+        """A failure of the host itself (connect, timeout, 429, 5xx, a broken stream); a failed trial ejects at once.
+
+        ``epoch``: the host's epoch when the failing request took it; a request begun before the
+        latest ejection has been paid for by it, so its failure does not eject the host again."""
+        self.count(host, kind)
+        if epoch is not None and epoch != host.epoch:
+            return
         host.failures += 1
         host.last_error = error[:300]
-        self.count(host, kind)
         if host.ejected_until or host.failures >= self._settings.eject_after:
             self._eject(host)
 
@@ -181,6 +187,7 @@ class HostPool:
         settings = self._settings
         back_off = min(settings.eject_base_s * 2**host.ejections, settings.eject_max_s)
         host.ejections += 1
+        host.epoch += 1
         host.failures = 0
         host.ejected_until = self._clock() + back_off
         logger.warning(

@@ -55,7 +55,8 @@ class OllamaUpstream(HttpUpstream):
     async def events(self, host: Host, model: str, body: dict[str, Any]) -> AsyncGenerator[Delta | Finish, None]:
         where = self.where(host, model)
         async with self.post(host, model, body) as response:
-            async for line in response.aiter_lines():
+            lines = response.aiter_lines()
+            async for line in lines:
                 if not line.strip():
                     continue
                 try:
@@ -73,5 +74,6 @@ class OllamaUpstream(HttpUpstream):
                     if "eval_count" in chunk or "prompt_eval_count" in chunk:
                         usage = Usage(int(chunk.get("prompt_eval_count", 0)), int(chunk.get("eval_count", 0)))
                     yield Finish(chunk.get("done_reason") or "stop", usage)
+                    await self.finish_reading(lines)
                     return
         raise UpstreamStreamError(f"{where} ended the stream before its final chunk (done: true)")

@@ -53,11 +53,13 @@ class OpenAIUpstream(HttpUpstream):
         finish_reason: str | None = None
         usage: Usage | None = None
         async with self.post(host, model, body) as response:
-            async for event in EventSource(response).aiter_sse():
+            events = EventSource(response).aiter_sse()
+            async for event in events:
                 if event.data == "[DONE]":
                     if finish_reason is None:
                         raise UpstreamStreamError(f"{where} sent [DONE] without a finish_reason")
                     yield Finish(finish_reason, usage)
+                    await self.finish_reading(events)
                     return
                 try:
                     chunk = json.loads(event.data)

@@ -123,7 +123,7 @@ async def test_requests_go_to_the_least_busy_host_so_a_slow_host_gets_fewer() ->
 async def test_a_host_answering_503_is_ejected_retried_around_and_comes_back_after_its_back_off() -> None:
     good, bad = LLMServerState(), LLMServerState(fail_status=503, retry_after="1")
     # Requests alone eject it (no health checks), and a trial request brings it back.
-    knobs: dict[str, Any] = {"health_interval_s": 0, "eject_base_s": 1.0, "eject_max_s": 1.0}
+    knobs: dict[str, Any] = {"health_interval_s": 0, "eject_base_s": 1.0, "eject_max_s": 1.0, "eject_after": 3}
     async with hosts(good, bad) as urls, gateway(settings_for(urls, **knobs)) as app, httpx.AsyncClient(timeout=10) as http:
         results = [await chat(http, app) for _ in range(20)]
         assert results == [(200, "Hello, world!", True)] * 20  # every 503 was retried on the good host
