@@ -1,6 +1,6 @@
 """gateway-service: OpenAI-compatible HTTP and gRPC chat, routed by the router service.
 
-    gateway-service serve [--config FILE]          the gateway alone (router elsewhere)
+    gateway-service serve [--config FILE] [--workers N]   the gateway alone (router elsewhere)
     gateway-service up [--sample PROMPT ...]       router + gateway in one process, for local use
 """
 
@@ -44,6 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = sub.add_parser("serve", help="run the gateway until SIGTERM (the router runs elsewhere)")
     serve.add_argument("--config", type=Path, help=CONFIG_HELP)
+    serve.add_argument(
+        "--workers", type=int, metavar="N",
+        help="processes sharing the ports (server.workers, default 1; 0: one per core); limits are split among them",
+    )
     health = sub.add_parser("health", help="exit 0 if the gateway at --address is SERVING (container health checks)")
     health.add_argument("--config", type=Path, help=CONFIG_HELP)
     health.add_argument("--address", help="HOST:PORT of the gateway's gRPC port (default: 127.0.0.1 and server.grpc_port)")
@@ -137,6 +141,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "health":
         return health_command(client_from_args(args.address or f"127.0.0.1:{settings.server.grpc_port}", args, 3.0))
     if args.command == "serve":
+        from .workers import run_workers, worker_count
+
+        workers = worker_count(settings, args.workers)
+        if workers > 1:
+            return run_workers(settings, args.config, workers)
         asyncio.run(serve(settings))
     else:
         asyncio.run(_up(settings, args.router_config, args.sample))

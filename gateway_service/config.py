@@ -50,6 +50,9 @@ class ServerSettings(TlsServerSettings):
     header_timeout_s: float = Field(10.0, gt=0, description="a request's headers must arrive within this; then 408")
     body_timeout_s: float = Field(30.0, gt=0, description="a request's body must arrive within this; then 408")
     max_connections: int = Field(4096, ge=1, description="HTTP connections and requests at once; more: 503")
+    workers: int = Field(
+        1, ge=0, description="`serve` processes sharing the ports (SO_REUSEPORT); 0: one per core. Limits are split among them"
+    )
 
 
 class RouterClientSettings(GrpcClientSettings):

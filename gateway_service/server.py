@@ -78,12 +78,14 @@ async def _cancel(task: asyncio.Task[None]) -> None:
     await asyncio.gather(task, return_exceptions=True)
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def _listen(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto must say TCP: asyncio sets TCP_NODELAY on accepted connections only then, and
     # without it Nagle holds each small SSE event until the client's delayed ACK (~40 ms).
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:  # worker processes share the port; the kernel spreads connections over them
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
@@ -112,10 +114,11 @@ async def _start_http(app: Any, sock: socket.socket, settings: GatewaySettings) 
     return server, task
 
 
-async def build_gateway(settings: GatewaySettings, tracing: Any | None = None) -> GatewayApp:
+async def build_gateway(settings: GatewaySettings, tracing: Any | None = None, *, reuse_port: bool = False) -> GatewayApp:
     """Start both listeners; nothing is connected to at import time.
 
-    ``tracing``: an OpenTelemetry TracerProvider (tests); default: from settings.tracing."""
+    ``tracing``: an OpenTelemetry TracerProvider (tests); default: from settings.tracing.
+    ``reuse_port``: this process is one of several workers sharing the ports."""
     stack = AsyncExitStack()
     try:
         provider = tracing or tracer_provider(settings.tracing, "gateway")
@@ -135,10 +138,10 @@ async def build_gateway(settings: GatewaySettings, tracing: Any | None = None) -
             interceptors.append(BearerTokenInterceptor(keys, SERVICE_NAME, "auth.api_keys / auth.api_keys_file"))
         grpc_server = build_grpc_server(
             SERVICE, GatewayServicer(chat), host=settings.server.host, port=settings.server.grpc_port,
-            tls=settings.server, port_setting="server.grpc_port", interceptors=interceptors,
+            tls=settings.server, port_setting="server.grpc_port", interceptors=interceptors, reuse_port=reuse_port,
         )
         draining = asyncio.Event()
-        sock = _listen(settings.server.host, settings.server.http_port)
+        sock = _listen(settings.server.host, settings.server.http_port, reuse_port)
         stack.callback(sock.close)
         http_app: Any = build_http_app(chat, ready=lambda: not draining.is_set(), keys=keys)
         if provider is not None:
@@ -157,9 +160,9 @@ async def build_gateway(settings: GatewaySettings, tracing: Any | None = None) -
     return GatewayApp(http_port, grpc_server, chat, router, settings, http_server, http_task, stack, draining)
 
 
-async def serve(settings: GatewaySettings) -> None:
+async def serve(settings: GatewaySettings, *, reuse_port: bool = False) -> None:
     """Run until SIGTERM or SIGINT, then drain and exit."""
-    app = await build_gateway(settings)
+    app = await build_gateway(settings, reuse_port=reuse_port)
     host = settings.server.host
     logger.info(
         "gateway serving OpenAI HTTP on http://%s:%d/v1 and gRPC %s on %s:%d; router at %s",

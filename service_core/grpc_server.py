@@ -59,12 +59,15 @@ def build_grpc_server(
     interceptors: Sequence[Any] = (),
     options: Sequence[tuple[str, Any]] = (),
     maximum_concurrent_rpcs: int | None = None,
+    reuse_port: bool = False,
 ) -> GrpcServer:
-    """Register ``servicer``, health and reflection, and bind ``host:port`` (port 0: a free one)."""
+    """Register ``servicer``, health and reflection, and bind ``host:port`` (port 0: a free one).
+
+    ``reuse_port``: share the port with this service's other worker processes (SO_REUSEPORT)."""
     # grpc shares a port with another process by default (SO_REUSEPORT): a second router on
-    # the same port would start and split the traffic. Refuse instead.
+    # the same port would start and split the traffic. Refuse instead, unless the workers share it on purpose.
     server = grpc.aio.server(
-        options=[("grpc.so_reuseport", 0), *options],
+        options=[("grpc.so_reuseport", int(reuse_port)), *options],
         interceptors=list(interceptors),
         maximum_concurrent_rpcs=maximum_concurrent_rpcs,  # past it: RESOURCE_EXHAUSTED at once
     )

@@ -1,0 +1,74 @@
+"""`gateway-service serve --workers N`: N processes on one port, limits split, one SIGTERM stops all."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bench.router_bench import free_port
+from gateway_service.config import load_settings
+from gateway_service.workers import per_worker
+from tests.conftest import ROOT, closed_port
+from tests.http_servers import serve_app_in_thread
+from tests.llm_servers import LLMServerState, llm_app
+
+
+def test_each_worker_enforces_its_share_of_the_limits() -> None:
+    settings = load_settings(None, limits={"max_streams": 101, "max_streams_per_key": 4}, server={"max_connections": 10})
+    share = per_worker(settings, 2)
+    assert (share.limits.max_streams, share.limits.max_streams_per_key, share.server.max_connections) == (51, 2, 5)
+
+
+def test_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
+    http_port, grpc_port = free_port(), free_port()
+    with serve_app_in_thread(llm_app(LLMServerState())) as upstream:
+        config = tmp_path / "gateway.toml"
+        config.write_text(
+            f'[server]\nhttp_port = {http_port}\ngrpc_port = {grpc_port}\n[router]\naddress = "127.0.0.1:{closed_port()}"\n'
+            f'timeout_s = 0.2\n[[upstreams]]\nname = "ollama"\nprovider = "ollama"\nbase_url = "{upstream}"\n'
+            'models = ["llama3.1:8b", "llama3.2:1b"]\n'
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ROUTER_", "GATEWAY_"))}
+        log = (tmp_path / "gateway.log").open("wb")
+        gateway = subprocess.Popen(
+            [sys.executable, "-m", "gateway_service", "serve", "--config", str(config), "--workers", "2"],
+            cwd=ROOT, env=env, stderr=log,
+        )
+        try:
+            url = f"http://127.0.0.1:{http_port}"
+            for _ in range(300):
+                try:
+                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            time.sleep(1.0)  # the second worker may bind a moment after the first answers
+            body = {"model": "llama3.2:1b", "messages": [{"role": "user", "content": "hi"}]}
+            for _ in range(40):  # a new connection each: the kernel spreads connections, not requests
+                with httpx.Client(timeout=10) as client:
+                    answer = client.post(f"{url}/v1/chat/completions", json=body)
+                    assert answer.status_code == 200 and answer.json()["choices"][0]["message"]["content"] == "Hello, world!"
+        finally:
+            gateway.send_signal(signal.SIGTERM)
+            code = gateway.wait(timeout=30)
+            log.close()
+    text = (tmp_path / "gateway.log").read_text()
+    assert code == 0, text[-2000:]
+    served = [sum(1 for line in text.splitlines() if f"[worker {i}] gateway_service.access" in line) for i in (0, 1)]
+    assert sum(served) == 40 and min(served) > 0, served  # both workers answered
+    assert "Traceback" not in text
+
+
+def test_workers_need_fixed_ports(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway_service.__main__ import main
+
+    monkeypatch.setenv("GATEWAY_SERVER__HTTP_PORT", "0")
+    assert main(["serve", "--workers", "2"]) == 2
+    assert "server.workers > 1 needs fixed ports" in capsys.readouterr().err
