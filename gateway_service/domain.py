@@ -6,7 +6,8 @@ dispatcher and the upstreams see nothing else.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["ChatParams", "Delta", "Finish", "Message", "ModelSpec", "RouteDecision", "Usage"]
 
@@ -19,12 +20,20 @@ class Message:
 
 @dataclass(frozen=True)
 class ChatParams:
+    """What the gateway reads (``messages`` as text, for routing and limits) and what it passes on.
+
+    ``raw_messages``: the messages as the client sent them (tool calls, content parts), for
+    OpenAI-compatible upstreams; ``extra``: request fields the gateway does not interpret
+    (tools, response_format, logprobs...), passed on to OpenAI-compatible upstreams unchanged."""
+
     messages: tuple[Message, ...]
     temperature: float | None = None
     top_p: float | None = None
     max_tokens: int | None = None
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    raw_messages: tuple[dict[str, Any], ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,8 @@ class Usage:
 @dataclass(frozen=True)
 class Delta:
     text: str
+    tool_calls: tuple[dict[str, Any], ...] = ()  # OpenAI's streamed tool-call fragments, as sent
+    reasoning: str = ""  # reasoning text (OpenAI-compatible servers' reasoning_content)
 
 
 @dataclass(frozen=True)

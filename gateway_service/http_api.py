@@ -29,7 +29,17 @@ from service_core.request_ids import accept_request_id
 from .chat import ChatService
 from .domain import Delta, Finish
 from .errors import GatewayError, InvalidRequest, TooLarge
-from .openai_schema import ChatCompletionRequest, describe, error_body, route_headers, sse, usage
+from .openai_schema import (
+    ChatCompletionRequest,
+    ToolCalls,
+    delta_body,
+    describe,
+    error_body,
+    message_body,
+    route_headers,
+    sse,
+    usage,
+)
 from .stream import ChatStream, log_refusal
 
 __all__ = ["build_http_app"]
@@ -129,7 +139,7 @@ class _Completions:
             try:
                 async for event in stream.events():
                     if isinstance(event, Delta):
-                        yield chunk({"content": event.text})
+                        yield chunk(delta_body(event))
                     else:
                         yield chunk({}, event.reason)
                         if include_usage:
@@ -150,12 +160,16 @@ class _Completions:
         self, stream: ChatStream, completion_id: str, headers: dict[str, str], ids: dict[str, str]
     ) -> Response:
         parts: list[str] = []
+        reasoning: list[str] = []
+        calls = ToolCalls()
         finish: Finish | None = None
         async with stream:
             try:
                 async for event in stream.events():
                     if isinstance(event, Delta):
                         parts.append(event.text)
+                        reasoning.append(event.reasoning)
+                        calls.add(event.tool_calls)
                     else:
                         finish = event
             except GatewayError as exc:
@@ -172,7 +186,7 @@ class _Completions:
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": "".join(parts), "refusal": None},
+                        "message": message_body("".join(parts), "".join(reasoning), calls.assembled()),
                         "logprobs": None,
                         "finish_reason": finish.reason,
                     }

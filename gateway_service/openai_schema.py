@@ -7,27 +7,29 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .domain import ChatParams, Finish, Message, RouteDecision
-from .errors import InvalidRequest
+from .domain import ChatParams, Delta, Finish, Message, RouteDecision
 
-__all__ = ["ChatCompletionRequest", "describe", "error_body", "route_headers", "sse", "usage"]
+__all__ = ["ChatCompletionRequest", "ToolCalls", "delta_body", "describe", "error_body", "message_body", "route_headers", "sse", "usage"]
 
 
 class _ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")  # image_url, input_audio, file: passed on as sent
+
     type: str
     text: str | None = None
 
 
 class _Message(BaseModel):
+    model_config = ConfigDict(extra="allow")  # tool_calls, tool_call_id, name: passed on as sent
+
     role: str
     content: str | list[_ContentPart] | None = None
 
     def text(self) -> str:
+        """The text the router and the limits see: text parts only (images and audio are passed on)."""
         if self.content is None or isinstance(self.content, str):
             return self.content or ""
-        if any(part.type != "text" for part in self.content):
-            raise InvalidRequest("only text content parts are supported")
-        return "".join(part.text or "" for part in self.content)
+        return "".join(part.text or "" for part in self.content if part.type == "text")
 
 
 class _StreamOptions(BaseModel):
@@ -35,9 +37,9 @@ class _StreamOptions(BaseModel):
 
 
 class ChatCompletionRequest(BaseModel):
-    """The fields of OpenAI's request that the gateway honours; others are ignored."""
+    """OpenAI's request: the fields the gateway reads, and every other one kept to pass on."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")
 
     model: str
     messages: list[_Message] = Field(min_length=1)
@@ -60,6 +62,8 @@ class ChatCompletionRequest(BaseModel):
             max_tokens=self.max_completion_tokens or self.max_tokens,
             stop=stop,
             seed=self.seed,
+            raw_messages=tuple(m.model_dump(exclude_unset=True) for m in self.messages),
+            extra=dict(self.model_extra or {}),
         )
 
 
@@ -98,3 +102,43 @@ def usage(finish: Finish) -> dict[str, int]:
         return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
     u = finish.usage
     return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens}
+
+
+def delta_body(delta: Delta) -> dict[str, Any]:
+    """A streamed chunk's ``delta``, as OpenAI streams it: content, tool-call fragments, reasoning."""
+    body: dict[str, Any] = {"content": delta.text} if delta.text or not (delta.tool_calls or delta.reasoning) else {}
+    if delta.tool_calls:
+        body["tool_calls"] = list(delta.tool_calls)
+    if delta.reasoning:
+        body["reasoning_content"] = delta.reasoning
+    return body
+
+
+class ToolCalls:
+    """Streamed tool-call fragments assembled into whole calls, by index, as OpenAI's SDK does."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, dict[str, Any]] = {}
+
+    def add(self, fragments: tuple[dict[str, Any], ...]) -> None:
+        for fragment in fragments:
+            call = self._calls.setdefault(int(fragment.get("index", 0)), {"function": {"arguments": ""}})
+            for key in ("id", "type"):
+                if fragment.get(key):
+                    call[key] = fragment[key]
+            function = fragment.get("function") or {}
+            if function.get("name"):
+                call["function"]["name"] = function["name"]
+            call["function"]["arguments"] += function.get("arguments") or ""
+
+    def assembled(self) -> list[dict[str, Any]]:
+        return [{"type": "function", **self._calls[i]} for i in sorted(self._calls)]
+
+
+def message_body(text: str, reasoning: str, tool_calls: list[dict[str, Any]]) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": text or (None if tool_calls else ""), "refusal": None}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    if reasoning:
+        message["reasoning_content"] = reasoning
+    return message

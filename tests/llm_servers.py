@@ -45,6 +45,7 @@ class LLMServerState:
     chaos: float = 0.0  # share of requests that fail at random: HTTP 500, or a cut after one chunk
     echo_key_status: int | None = None  # refuse with this status, echoing the Authorization it got (a careless server)
     models: tuple[str, ...] = ("llama3.1:8b", "llama3.2:1b", "gpt-4o-mini")  # what the model lists name
+    tool_call: tuple[str, str] | None = None  # (name, JSON arguments): answer requests with tools by calling it
     requests: list[dict[str, Any]] = field(default_factory=list)
     open_streams: int = 0
     closed_early: int = 0  # streams whose client went away before the end
@@ -126,6 +127,18 @@ def llm_app(state: LLMServerState) -> Starlette:
                         "prompt_eval_count": state.prompt_tokens(body), "prompt_eval_duration": 342546000,
                         "eval_count": count, "eval_duration": 4535599000})
 
+        if state.tool_call and body.get("tools"):  # Ollama sends a whole call in one message, arguments as an object
+            name, arguments = state.tool_call
+
+            async def calls() -> AsyncIterator[bytes]:
+                yield line({"model": model, "created_at": stamp(), "message": {"role": "assistant", "content": "",
+                            "tool_calls": [{"function": {"name": name, "arguments": json.loads(arguments)}}]}, "done": False})
+                yield line({"model": model, "created_at": stamp(), "message": {"role": "assistant", "content": ""},
+                            "done_reason": "stop", "done": True, "total_duration": 1200000000, "load_duration": 1334875,
+                            "prompt_eval_count": state.prompt_tokens(body), "prompt_eval_duration": 342546000,
+                            "eval_count": 18, "eval_duration": 800000000})
+
+            return StreamingResponse(tracked(calls()), media_type="application/x-ndjson")
         if body.get("stream") is False:  # Ollama streams unless told not to; then one object
             return JSONResponse({"model": model, "created_at": stamp(),
                                  "message": {"role": "assistant", "content": "".join(state.reply)},
@@ -177,6 +190,21 @@ def llm_app(state: LLMServerState) -> Starlette:
                 yield event([], usage=usage)
             yield b"data: [DONE]\n\n"
 
+        if state.tool_call and body.get("tools") and body.get("stream"):
+            name, arguments = state.tool_call
+
+            async def calls() -> AsyncIterator[bytes]:  # as OpenAI streams a call: name first, then argument fragments
+                first = {"index": 0, "id": "call_Xk3p9T2bq7", "type": "function", "function": {"name": name, "arguments": ""}}
+                yield event([choice({"role": "assistant", "content": None, "tool_calls": [first], "refusal": None})])
+                for start in range(0, len(arguments), 7):
+                    yield event([choice({"tool_calls": [{"index": 0, "function": {"arguments": arguments[start:start + 7]}}]})])
+                yield event([choice({}, "tool_calls")])
+                if include_usage:
+                    prompt = state.prompt_tokens(body)
+                    yield event([], usage={"prompt_tokens": prompt, "completion_tokens": 18, "total_tokens": prompt + 18})
+                yield b"data: [DONE]\n\n"
+
+            return StreamingResponse(tracked(calls()), media_type="text/event-stream")
         if not body.get("stream"):  # OpenAI answers with one JSON object unless stream is true
             prompt = state.prompt_tokens(body)
             return JSONResponse({

@@ -8,19 +8,26 @@ error mid-stream arrives as a line ``{"error": "..."}``.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import AsyncGenerator
 from typing import Any
 
 from ..domain import ChatParams, Delta, Finish, Usage
-from ..errors import UpstreamStreamError
+from ..errors import InvalidRequest, UpstreamStreamError
 from .hosts import Host
 from .http import HttpUpstream
 
 __all__ = ["OllamaUpstream", "ollama_body"]
 
 
+# Request fields that do not change the answer, so an Ollama upstream may go without them.
+IGNORED = frozenset({"user", "metadata", "store", "service_tier", "parallel_tool_calls"})
+
+
 def ollama_body(model: str, params: ChatParams) -> dict[str, Any]:
-    """The OpenAI-style parameters in Ollama's shape (max_tokens -> options.num_predict)."""
+    """The OpenAI-style request in Ollama's shape (max_tokens -> options.num_predict, response_format ->
+    format, tools as they are, image data URLs -> images); what has no Ollama equivalent is refused,
+    naming the field, never dropped in silence."""
     options: dict[str, Any] = {}
     if params.temperature is not None:
         options["temperature"] = params.temperature
@@ -32,14 +39,73 @@ def ollama_body(model: str, params: ChatParams) -> dict[str, Any]:
         options["stop"] = list(params.stop)
     if params.seed is not None:
         options["seed"] = params.seed
-    body: dict[str, Any] = {
-        "model": model,
-        "messages": [{"role": m.role, "content": m.content} for m in params.messages],
-        "stream": True,
-    }
+    body: dict[str, Any] = {"model": model, "messages": _messages(model, params), "stream": True}
+    for key, value in params.extra.items():
+        if key in ("frequency_penalty", "presence_penalty"):
+            options[key] = value
+        elif key == "response_format":
+            body.update(_format(model, value))
+        elif key == "tools":
+            body["tools"] = value  # Ollama takes OpenAI's function-tool shape
+        elif key == "tool_choice":
+            if value not in ("auto", None):
+                raise _unsupported(model, f"tool_choice={json.dumps(value)}", "Ollama picks tools itself (auto only)")
+        elif key == "keep_alive":
+            body["keep_alive"] = value
+        elif key not in IGNORED:
+            raise _unsupported(model, key, "it has no equivalent in Ollama's /api/chat")
     if options:
         body["options"] = options
     return body
+
+
+def _unsupported(model: str, field: str, why: str) -> InvalidRequest:
+    return InvalidRequest(f"{field} is not supported for model {model!r}, which Ollama serves: {why}; remove it")
+
+
+def _format(model: str, response_format: Any) -> dict[str, Any]:
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if kind == "text":
+        return {}
+    if kind == "json_object":
+        return {"format": "json"}
+    if kind == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        if isinstance(schema, dict):
+            return {"format": schema}
+    raise _unsupported(model, f"response_format={json.dumps(response_format)[:200]}", "give text, json_object or json_schema")
+
+
+def _messages(model: str, params: ChatParams) -> list[dict[str, Any]]:
+    if not params.raw_messages:
+        return [{"role": m.role, "content": m.content} for m in params.messages]
+    out = []
+    for i, (raw, message) in enumerate(zip(params.raw_messages, params.messages, strict=True)):
+        item: dict[str, Any] = {"role": message.role, "content": message.content}
+        content = raw.get("content")
+        if isinstance(content, list):
+            images = []
+            for part in content:
+                if part.get("type") == "image_url":
+                    url = str((part.get("image_url") or {}).get("url", ""))
+                    if not url.startswith("data:") or ";base64," not in url:
+                        raise _unsupported(model, f"messages[{i}] image_url {url[:60]!r}", "Ollama takes images as data URLs only")
+                    images.append(url.split(";base64,", 1)[1])
+                elif part.get("type") != "text":
+                    raise _unsupported(model, f"messages[{i}] content part {part.get('type')!r}", "Ollama takes text and images")
+            if images:
+                item["images"] = images
+        for call in raw.get("tool_calls") or ():
+            function = call.get("function") or {}
+            try:
+                arguments = json.loads(function.get("arguments") or "{}")
+            except json.JSONDecodeError:
+                raise InvalidRequest(f"messages[{i}].tool_calls: arguments are not JSON") from None
+            item.setdefault("tool_calls", []).append({"function": {"name": function.get("name"), "arguments": arguments}})
+        if raw.get("role") == "tool" and raw.get("name"):
+            item["tool_name"] = raw["name"]
+        out.append(item)
+    return out
 
 
 class OllamaUpstream(HttpUpstream):
@@ -54,6 +120,7 @@ class OllamaUpstream(HttpUpstream):
 
     async def events(self, host: Host, model: str, body: dict[str, Any]) -> AsyncGenerator[Delta | Finish, None]:
         where = self.where(host, model)
+        seen_calls: list[dict[str, Any]] = []
         async with self.post(host, model, body) as response:
             lines = response.aiter_lines()
             async for line in lines:
@@ -63,17 +130,25 @@ class OllamaUpstream(HttpUpstream):
                     chunk = json.loads(line)
                     if "error" in chunk:
                         raise UpstreamStreamError(f"{where} failed mid-stream: {self.redact(str(chunk['error']))}")
-                    content = chunk.get("message", {}).get("content", "")
+                    message = chunk.get("message") or {}
+                    content, thinking = message.get("content") or "", message.get("thinking") or ""
+                    calls = tuple(
+                        {"index": len(seen_calls) + n, "id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+                         "function": {"name": c["function"]["name"], "arguments": json.dumps(c["function"].get("arguments") or {})}}
+                        for n, c in enumerate(message.get("tool_calls") or ())
+                    )
+                    seen_calls.extend(calls)
                     done = bool(chunk["done"])
                 except (json.JSONDecodeError, KeyError, AttributeError, TypeError) as exc:
                     raise UpstreamStreamError(f"{where} sent a malformed chunk: {self.redact(line[:200])!r}") from exc
-                if content:
-                    yield Delta(content)
+                if content or calls or thinking:
+                    yield Delta(content, calls, thinking)
                 if done:
                     usage = None
                     if "eval_count" in chunk or "prompt_eval_count" in chunk:
                         usage = Usage(int(chunk.get("prompt_eval_count", 0)), int(chunk.get("eval_count", 0)))
-                    yield Finish(chunk.get("done_reason") or "stop", usage)
+                    reason = chunk.get("done_reason") or "stop"
+                    yield Finish("tool_calls" if seen_calls and reason == "stop" else reason, usage)
                     await self.finish_reading(lines)
                     return
         raise UpstreamStreamError(f"{where} ended the stream before its final chunk (done: true)")

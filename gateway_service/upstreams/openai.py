@@ -23,9 +23,12 @@ __all__ = ["OpenAIUpstream", "openai_body"]
 
 
 def openai_body(model: str, params: ChatParams) -> dict[str, Any]:
+    """The request as the client sent it (messages with tool calls and content parts, tools,
+    response_format, any field the gateway does not know), with the chosen model, streamed, with usage."""
     body: dict[str, Any] = {
+        **params.extra,
         "model": model,
-        "messages": [{"role": m.role, "content": m.content} for m in params.messages],
+        "messages": list(params.raw_messages) or [{"role": m.role, "content": m.content} for m in params.messages],
         "stream": True,
         "stream_options": {"include_usage": True},
     }
@@ -71,9 +74,11 @@ class OpenAIUpstream(HttpUpstream):
                         u = chunk["usage"]
                         usage = Usage(int(u.get("prompt_tokens", 0)), int(u.get("completion_tokens", 0)))
                     for choice in chunk.get("choices") or ():
-                        content = (choice.get("delta") or {}).get("content")
-                        if content:
-                            yield Delta(content)
+                        delta = choice.get("delta") or {}
+                        content, tool_calls = delta.get("content") or "", delta.get("tool_calls") or ()
+                        reasoning = delta.get("reasoning_content") or ""
+                        if content or tool_calls or reasoning:
+                            yield Delta(content, tuple(tool_calls), reasoning)
                         if choice.get("finish_reason"):
                             finish_reason = choice["finish_reason"]
                 except (json.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
