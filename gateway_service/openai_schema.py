@@ -97,9 +97,11 @@ def sse(data: Any) -> bytes:
     return f"data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-def usage(finish: Finish) -> dict[str, int]:
+def usage(finish: Finish) -> dict[str, int] | None:
+    """The token counts the upstream reported; None (JSON null) when it reported none (llama.cpp's
+    server in streams): a usage of 0 tokens would be a wrong number, not a missing one."""
     if finish.usage is None:
-        return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        return None
     u = finish.usage
     return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens}
 

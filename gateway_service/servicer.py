@@ -69,16 +69,16 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                     if isinstance(event, Delta):
                         yield gateway_pb2.ChatChunk(id=chunk_id, delta=event.text, model=model)
                     else:
-                        usage = event.usage
+                        usage = event.usage  # unset when the upstream reported none: unknown, not 0
                         yield gateway_pb2.ChatChunk(
                             id=chunk_id,
                             model=model,
                             finish_reason=event.reason,
                             usage=gateway_pb2.Usage(
-                                prompt_tokens=usage.prompt_tokens if usage else 0,
-                                completion_tokens=usage.completion_tokens if usage else 0,
-                                total_tokens=usage.total_tokens if usage else 0,
-                            ),
+                                prompt_tokens=usage.prompt_tokens,
+                                completion_tokens=usage.completion_tokens,
+                                total_tokens=usage.total_tokens,
+                            ) if usage else None,
                             route=_route_info(stream.route),
                         )
         except GatewayError as exc:

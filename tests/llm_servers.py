@@ -45,6 +45,7 @@ class LLMServerState:
     chaos: float = 0.0  # share of requests that fail at random: HTTP 500, or a cut after one chunk
     echo_key_status: int | None = None  # refuse with this status, echoing the Authorization it got (a careless server)
     models: tuple[str, ...] = ("llama3.1:8b", "llama3.2:1b", "gpt-4o-mini")  # what the model lists name
+    no_usage: bool = False  # like llama.cpp's server: no usage chunk, even when asked
     tool_call: tuple[str, str] | None = None  # (name, JSON arguments): answer requests with tools by calling it
     requests: list[dict[str, Any]] = field(default_factory=list)
     open_streams: int = 0
@@ -163,7 +164,7 @@ def llm_app(state: LLMServerState) -> Starlette:
                            "param": None, "code": "rate_limit_exceeded"}},
                 status_code=state.fail_status, headers=headers,
             )
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage")) and not state.no_usage
         base = {"id": "chatcmpl-test123", "object": "chat.completion.chunk", "created": int(time.time()),
                 "model": model, "system_fingerprint": "fp_test"}
         extra = {"usage": None} if include_usage else {}

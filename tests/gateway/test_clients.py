@@ -113,3 +113,17 @@ async def test_an_http_image_url_cannot_go_to_ollama_and_says_so(stack: Stack, s
                                             {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}]
     with pytest.raises(openai.BadRequestError, match="data URLs only"):
         await sdk.chat.completions.create(model=WEAK, messages=message)
+
+
+async def test_an_upstream_that_reports_no_usage_gives_none_never_zero(stack: Stack, sdk: openai.AsyncOpenAI) -> None:
+    stack.openai.no_usage = True  # as llama.cpp's server streams
+    whole = await sdk.chat.completions.create(model="gpt-4o-mini", messages=ASK)
+    assert whole.choices[0].message.content == "Hello, world!" and whole.usage is None
+    stream = await sdk.chat.completions.create(
+        model="gpt-4o-mini", messages=ASK, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = [chunk async for chunk in stream]
+    assert chunks[-1].choices == [] and chunks[-1].usage is None  # the usage chunk is there, saying "unknown"
+    stack.openai.no_usage = False
+    counted = await sdk.chat.completions.create(model="gpt-4o-mini", messages=ASK)
+    assert counted.usage is not None and counted.usage.completion_tokens == 4

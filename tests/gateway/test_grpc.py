@@ -100,3 +100,10 @@ async def test_cancelled_call_closes_the_upstream_request(stub, stack: Stack) ->
             break
         await asyncio.sleep(0.02)
     assert stack.ollama.closed_early == 1 and stack.ollama.open_streams == 0
+
+
+async def test_usage_the_upstream_did_not_report_is_unset_not_zero(stub, stack: Stack) -> None:
+    stack.openai.no_usage = True  # as llama.cpp's server streams
+    chunks = [c async for c in stub.Chat(chat("gpt-4o-mini"), timeout=20)]
+    assert "".join(c.delta for c in chunks) == "Hello, world!" and chunks[-1].finish_reason == "stop"
+    assert not chunks[-1].HasField("usage")
