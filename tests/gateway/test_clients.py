@@ -127,3 +127,21 @@ async def test_an_upstream_that_reports_no_usage_gives_none_never_zero(stack: St
     stack.openai.no_usage = False
     counted = await sdk.chat.completions.create(model="gpt-4o-mini", messages=ASK)
     assert counted.usage is not None and counted.usage.completion_tokens == 4
+
+
+async def test_the_readme_s_tool_call_example_runs(stack: Stack, sdk: openai.AsyncOpenAI) -> None:
+    """README "Use it": the synchronous SDK, a tool, `router-mf-50`, the SDK's stream helper."""
+    import asyncio
+
+    def readme_example() -> tuple[str, str]:
+        client = openai.OpenAI(base_url=stack.base_url, api_key="unused", max_retries=0)
+        tools: Any = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+            "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+        with client.chat.completions.stream(model="router-mf-50", tools=tools,
+                                            messages=[{"role": "user", "content": "Weather in Paris?"}]) as stream:
+            calls: Any = stream.get_final_completion().choices[0].message.tool_calls
+        client.close()
+        return calls[0].function.name, calls[0].function.arguments
+
+    name, arguments = await asyncio.to_thread(readme_example)
+    assert name == "get_weather" and json.loads(arguments)["city"] == "Paris"
