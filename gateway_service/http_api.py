@@ -29,6 +29,7 @@ from service_core.request_ids import accept_request_id
 from .chat import ChatService
 from .domain import Delta, Finish
 from .errors import GatewayError, InvalidRequest, TooLarge
+from .ollama_api import OllamaApi
 from .openai_schema import (
     ChatCompletionRequest,
     ToolCalls,
@@ -223,9 +224,15 @@ def build_http_app(chat: ChatService, ready: Any, keys: tuple[str, ...] = ()) ->
     async def method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse(error_body(f"{request.method} is not allowed on {request.url.path}", "invalid_request_error"), status_code=405)
 
+    ollama = OllamaApi(chat, keys)
     return Starlette(
         routes=[
             Route("/v1/chat/completions", _Completions(chat, keys).handle, methods=["POST"]),
+            # Ollama's own API, for Ollama clients (OLLAMA_HOST=gateway:8000)
+            Route("/api/chat", ollama.chat, methods=["POST"]),
+            Route("/api/generate", ollama.generate, methods=["POST"]),
+            Route("/api/tags", ollama.tags, methods=["GET"]),
+            Route("/api/version", ollama.version, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/v1/models", models, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),

@@ -52,6 +52,8 @@ def ollama_body(model: str, params: ChatParams) -> dict[str, Any]:
                 raise _unsupported(model, f"tool_choice={json.dumps(value)}", "Ollama picks tools itself (auto only)")
         elif key == "keep_alive":
             body["keep_alive"] = value
+        elif key == "options" and isinstance(value, dict):  # Ollama's own options, from its API on the gateway
+            options = {**value, **options}
         elif key not in IGNORED:
             raise _unsupported(model, key, "it has no equivalent in Ollama's /api/chat")
     if options:

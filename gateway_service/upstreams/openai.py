@@ -21,12 +21,16 @@ from .http import HttpUpstream
 
 __all__ = ["OpenAIUpstream", "openai_body"]
 
+OLLAMA_ONLY = frozenset({"options", "keep_alive"})
+
 
 def openai_body(model: str, params: ChatParams) -> dict[str, Any]:
     """The request as the client sent it (messages with tool calls and content parts, tools,
     response_format, any field the gateway does not know), with the chosen model, streamed, with usage."""
+    # Ollama's runtime settings (from its API on the gateway) mean nothing to an OpenAI-compatible server.
+    extra = {k: v for k, v in params.extra.items() if k not in OLLAMA_ONLY}
     body: dict[str, Any] = {
-        **params.extra,
+        **extra,
         "model": model,
         "messages": list(params.raw_messages) or [{"role": m.role, "content": m.content} for m in params.messages],
         "stream": True,
