@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -28,48 +27,24 @@ from service_core.request_ids import accept_request_id
 
 from .chat import ChatService
 from .domain import Delta, Finish
-from .errors import GatewayError, InvalidRequest, TooLarge
+from .errors import GatewayError
 from .ollama_api import OllamaApi
 from .openai_schema import (
     ChatCompletionRequest,
     ToolCalls,
     delta_body,
-    describe,
     error_body,
     message_body,
     route_headers,
     sse,
     usage,
 )
+from .request_body import UNAUTHORIZED, read_request
 from .stream import ChatStream, log_refusal
 
 __all__ = ["build_http_app"]
 
 logger = logging.getLogger(__name__)
-
-UNAUTHORIZED = "missing or invalid API key: send 'Authorization: Bearer <key>' (see auth.api_keys)"
-
-
-class Unauthorized(GatewayError):
-    http_status = 401
-    error_type = "invalid_request_error"
-    code = "invalid_api_key"
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused as soon as it passes ``limit`` bytes, declared or not (chunked uploads)."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise TooLarge(f"the request body is {declared} bytes, more than limits.max_body_bytes={limit}")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(f"the request body is more than limits.max_body_bytes={limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
 
 class _Completions:
     def __init__(self, chat: ChatService, keys: tuple[str, ...]) -> None:
@@ -82,13 +57,7 @@ class _Completions:
         started = time.perf_counter()
         requested = ""
         try:
-            if self._keys and not bearer_matches(request.headers.get("authorization"), self._keys):
-                raise Unauthorized(UNAUTHORIZED)
-            raw = await read_body(request, self._chat.limits.max_body_bytes)
-            try:
-                body = ChatCompletionRequest.model_validate_json(raw)
-            except ValidationError as exc:
-                raise InvalidRequest(describe(exc)) from None
+            body = await read_request(request, ChatCompletionRequest, self._keys, self._chat.limits.max_body_bytes)
             requested = body.model
             stream = await self._chat.open(body.model, body.params(), request_id, bearer_token(request.headers.get("authorization")))
         except GatewayError as exc:

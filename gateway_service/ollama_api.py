@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
@@ -28,7 +28,7 @@ from service_core.request_ids import accept_request_id
 from .chat import ChatService
 from .domain import ChatParams, Delta, Message
 from .errors import GatewayError, InvalidRequest
-from .openai_schema import describe
+from .request_body import read_request
 from .stream import ChatStream, log_refusal
 
 __all__ = ["OllamaApi"]
@@ -153,21 +153,12 @@ class OllamaApi:
         return JSONResponse({"version": ours})
 
     async def _answer(self, request: Request, kind: type[_Common], field: str) -> Response:
-        from .http_api import UNAUTHORIZED, read_body  # the HTTP app's own helpers
-
         request_id, _ = accept_request_id(request.headers.get("x-request-id"))
         started = time.perf_counter()
         requested = ""
         api = f"ollama{request.url.path}"
         try:
-            if self._keys and not bearer_matches(request.headers.get("authorization"), self._keys):
-                log_refusal(api, request_id, requested, 401, "Unauthorized", UNAUTHORIZED, started)
-                return JSONResponse({"error": UNAUTHORIZED}, status_code=401)
-            raw = await read_body(request, self._chat.limits.max_body_bytes)
-            try:
-                body = kind.model_validate_json(raw)
-            except ValidationError as exc:
-                raise InvalidRequest(describe(exc)) from None
+            body = await read_request(request, kind, self._keys, self._chat.limits.max_body_bytes)
             requested = body.model
             if isinstance(body, _ChatRequest):
                 params = _params(body.messages, body)
