@@ -5,6 +5,9 @@ They carry no gRPC code; ``grpc_status.py`` maps them for the gRPC API.
 
 from __future__ import annotations
 
+import logging
+import uuid
+
 from service_core.errors import ServiceError
 
 from .domain import RouteDecision
@@ -20,6 +23,7 @@ __all__ = [
     "UpstreamStreamError",
     "UpstreamTimeout",
     "UpstreamUnreachable",
+    "internal_error",
 ]
 
 
@@ -93,3 +97,10 @@ class UpstreamStreamError(GatewayError):
 
     http_status = 502
     error_type = "upstream_error"
+
+
+def internal_error(log: logging.Logger, where: str) -> str:
+    """Log the exception being handled under a new id; return what the client sees instead of it."""
+    error_id = uuid.uuid4().hex[:12]
+    log.exception("internal error %s in %s", error_id, where)
+    return f"internal error (id {error_id}); see the gateway log"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -27,7 +26,7 @@ from service_core.request_ids import accept_request_id
 
 from .chat import ChatService
 from .domain import Delta, Finish
-from .errors import GatewayError
+from .errors import GatewayError, internal_error
 from .ollama_api import OllamaApi
 from .openai_schema import (
     ChatCompletionRequest,
@@ -89,9 +88,7 @@ class _Completions:
         return JSONResponse(error_body(str(exc), exc.error_type, exc.code), status_code=exc.http_status, headers=headers)
 
     def _internal_error(self, ids: dict[str, str], requested: str, started: float) -> JSONResponse:
-        error_id = uuid.uuid4().hex[:12]
-        logger.exception("internal error %s in request %s", error_id, ids["x-request-id"])
-        message = f"internal error (id {error_id}); see the gateway log"
+        message = internal_error(logger, f"request {ids['x-request-id']}")
         self._log(ids["x-request-id"], requested, started, 500, "internal_error", message)
         return JSONResponse(error_body(message, "server_error"), status_code=500, headers=ids)
 
@@ -121,10 +118,8 @@ class _Completions:
             except asyncio.CancelledError:
                 logger.info("stream %s cancelled (client gone, or shutdown grace over)", completion_id)
                 raise
-            except Exception:
-                error_id = uuid.uuid4().hex[:12]
-                logger.exception("internal error %s in stream %s", error_id, completion_id)
-                yield sse(error_body(f"internal error (id {error_id}); see the gateway log", "server_error"))
+            except Exception:  # noqa: BLE001 - any bug: an error event with an id that is also in the log
+                yield sse(error_body(internal_error(logger, f"stream {completion_id}"), "server_error"))
 
     async def _whole(
         self, stream: ChatStream, completion_id: str, headers: dict[str, str], ids: dict[str, str]

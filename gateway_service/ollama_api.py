@@ -11,8 +11,10 @@ Not yet: ``tools`` and ``think`` here (a 400 says so; /v1/chat/completions takes
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from importlib.metadata import PackageNotFoundError, version
@@ -27,11 +29,13 @@ from service_core.request_ids import accept_request_id
 
 from .chat import ChatService
 from .domain import ChatParams, Delta, Message
-from .errors import GatewayError, InvalidRequest
-from .request_body import read_request
+from .errors import GatewayError, InvalidRequest, internal_error
+from .request_body import UNAUTHORIZED, read_request
 from .stream import ChatStream, log_refusal
 
 __all__ = ["OllamaApi"]
+
+logger = logging.getLogger(__name__)
 
 # options with an OpenAI equivalent; the others (num_ctx, ...) go to Ollama upstreams as they are
 MAPPED_OPTIONS = {"temperature": "temperature", "top_p": "top_p", "num_predict": "max_tokens", "seed": "seed"}
@@ -136,7 +140,7 @@ class OllamaApi:
 
     async def tags(self, request: Request) -> Response:
         if self._keys and not bearer_matches(request.headers.get("authorization"), self._keys):
-            return JSONResponse({"error": "unauthorized: send 'Authorization: Bearer <key>'"}, status_code=401)
+            return JSONResponse({"error": UNAUTHORIZED}, status_code=401)
         models = [
             {"name": name, "model": name, "modified_at": "2026-01-01T00:00:00Z", "size": 0, "digest": "",
              "details": {"parent_model": "", "format": "", "family": owner, "families": [owner],
@@ -173,19 +177,25 @@ class OllamaApi:
             log_refusal(api, request_id, requested, exc.http_status, type(exc).__name__, str(exc), started)
             return JSONResponse({"error": str(exc)}, status_code=exc.http_status, headers={"x-request-id": request_id})
         except ClientDisconnect:
-            return Response(status_code=400)
+            log_refusal(api, request_id, requested, 499, "client_disconnected", "the client went away while sending its body", started)
+            return Response(status_code=400)  # nobody reads it
+        except Exception:  # noqa: BLE001 - any bug: a 500 with an id that is also in the log, never a traceback
+            message = internal_error(logger, f"request {request_id}")
+            log_refusal(api, request_id, requested, 500, "internal_error", message, started)
+            return JSONResponse({"error": message}, status_code=500, headers={"x-request-id": request_id})
         headers = {"x-request-id": request_id, "x-route-model": stream.route.model}
         if body.stream:
             return StreamingResponse(self._lines(stream, field, started), media_type="application/x-ndjson", headers=headers)
         whole: dict[str, Any] = {}
         text: list[str] = []
-        async for item in self._events(stream, field, started):
-            if "error" in item:
-                return JSONResponse(item, status_code=502, headers=headers)
-            if item["done"]:
-                whole = item
-            else:
-                text.append(item["message"]["content"] if field == "message" else item["response"])
+        try:
+            async for item in self._events(stream, field, started, whole=True):
+                if item["done"]:
+                    whole = item
+                else:
+                    text.append(item["message"]["content"] if field == "message" else item["response"])
+        except GatewayError as exc:  # nothing was sent yet: the error's own status
+            return JSONResponse({"error": str(exc)}, status_code=exc.http_status, headers=headers)
         if field == "message":
             whole["message"] = {"role": "assistant", "content": "".join(text)}
         else:
@@ -196,8 +206,11 @@ class OllamaApi:
         async for item in self._events(stream, field, started):
             yield _line(item)
 
-    async def _events(self, stream: ChatStream, field: str, started: float) -> AsyncIterator[dict[str, Any]]:
-        """Ollama's chunks: text, then the final one with the counts; an error as ``{"error": ...}``."""
+    async def _events(
+        self, stream: ChatStream, field: str, started: float, *, whole: bool = False
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Ollama's chunks: text, then the final one with the counts. A failure mid-stream is a last
+        chunk ``{"error": ...}`` (Ollama's way), or, for a ``whole`` answer, the GatewayError itself."""
         model = stream.route.model
 
         def piece(text: str) -> dict[str, Any]:
@@ -218,4 +231,11 @@ class OllamaApi:
                         final.update(prompt_eval_count=event.usage.prompt_tokens, eval_count=event.usage.completion_tokens)
                     yield final
             except GatewayError as exc:
+                if whole:
+                    raise
+                logger.warning("stream %s broke after it started: %s", stream.opened.request_id, exc)
                 yield {"error": str(exc)}
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - any bug: an error chunk with an id that is also in the log
+                yield {"error": internal_error(logger, f"stream {stream.opened.request_id}")}

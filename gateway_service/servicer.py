@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
 
 import grpc
@@ -16,7 +15,7 @@ from service_core.request_ids import accept_request_id
 
 from .chat import ChatService
 from .domain import ChatParams, Delta, Message, RouteDecision
-from .errors import GatewayError, InvalidRequest
+from .errors import GatewayError, InvalidRequest, internal_error
 from .grpc_status import grpc_status
 from .stream import ChatStream, log_refusal
 
@@ -89,10 +88,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             # Before the first chunk this is the call's status; after it, a terminal status
             # ends the stream: the client sees the error, never a fake final chunk.
             await context.abort(grpc_status(exc), str(exc))
-        except Exception:
-            error_id = uuid.uuid4().hex[:12]
-            logger.exception("internal error %s in request %s", error_id, request_id)
-            message = f"internal error (id {error_id}); see the gateway log"
+        except Exception:  # noqa: BLE001 - any bug: INTERNAL with an id that is also in the log
+            message = internal_error(logger, f"request {request_id}")
             if stream is None:
                 log_refusal("grpc", request_id, getattr(request, "model", ""), "INTERNAL", "internal_error", message, started)
             await context.abort(grpc.StatusCode.INTERNAL, message)

@@ -58,3 +58,27 @@ async def test_errors_come_in_ollama_s_shape(client: ollama.AsyncClient) -> None
         await client.chat(model=WEAK, messages=[{"role": "user", "content": "hi"}],
                           tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}])
     assert tools.value.status_code == 400 and "/v1/chat/completions" in tools.value.error
+
+
+async def test_a_bug_or_a_broken_upstream_is_a_clear_error_never_a_traceback(
+    client: ollama.AsyncClient, stack: Stack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    stack.ollama.cut_after = 2  # the upstream drops the connection after two chunks
+    with pytest.raises(ollama.ResponseError):  # the stream's last chunk is Ollama's {"error": ...}
+        async for _ in await client.chat(model=WEAK, messages=[{"role": "user", "content": "hi"}], stream=True):
+            pass
+    with pytest.raises(ollama.ResponseError) as whole:  # a whole answer gets the error's own status
+        await client.chat(model=WEAK, messages=[{"role": "user", "content": "hi"}])
+    assert whole.value.status_code == 502 and "broke the connection" in whole.value.error
+    stack.ollama.cut_after = None
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug with secret internals")
+
+    monkeypatch.setattr(stack.gateway.chat, "open", broken)
+    with pytest.raises(ollama.ResponseError) as bug:
+        await client.chat(model=WEAK, messages=[{"role": "user", "content": "hi"}])
+    assert bug.value.status_code == 500 and "internal error (id " in bug.value.error
+    assert "secret internals" not in bug.value.error
+    error_id = bug.value.error.split("(id ")[1].split(")")[0]
+    assert any(error_id in r.getMessage() for r in caplog.records)
