@@ -21,7 +21,7 @@ from service_core.cli import run_cli
 from service_core.errors import ConfigError
 from service_core.grpc_server import wait_for_signal
 
-from .stack import RouteLLMOptions, check_routers, running_stack
+from .stack import RouteLLMOptions, running_stack
 
 __all__ = ["main"]
 
@@ -84,7 +84,6 @@ def _run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr,
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    check_routers(args.routers)
     if args.workers > 1:
         logger.warning("--workers %d: this server runs one process (one event loop streams thousands of completions)", args.workers)
     options = RouteLLMOptions(
