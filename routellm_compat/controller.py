@@ -109,7 +109,10 @@ class Controller:
             self._thread.join(10)
             raise self._thread.error or RuntimeError("the routing stack did not start")
         stack = self._thread.stack
-        self._router_address = f"127.0.0.1:{stack.router.port}"
+        # One channel for the Controller's life; route() answers in RouteLLM's naming (as given).
+        self._channel = grpc.insecure_channel(f"127.0.0.1:{stack.router.port}")
+        self._router = router_pb2_grpc.RouterServiceStub(self._channel)
+        self._given_names = {stack.models["strong"].name: strong_model, stack.models["weak"].name: weak_model}
         self._client = openai.OpenAI(base_url=stack.base_url, api_key="routestack-local", max_retries=0)
         self._async_client = openai.AsyncOpenAI(base_url=stack.base_url, api_key="routestack-local", max_retries=0)
         self._closed = False
@@ -140,11 +143,14 @@ class Controller:
             raise RoutingError(f"Threshold {parts[2]} must be a float.") from exc
         return parts[1], threshold
 
-    def _routed_request(self, router: str | None, threshold: float | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+    def _routed_request(
+        self, router: str | None, threshold: float | None, kwargs: dict[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
         if "model" in kwargs:
             router, threshold = self._parse_model_name(kwargs["model"])
         self._validate_router_threshold(router, threshold)
-        return {**kwargs, "model": f"router-{router}-{threshold}"}
+        assert router is not None
+        return router, {**kwargs, "model": f"router-{router}-{threshold}"}
 
     def _count(self, router: str, response: Any) -> Any:
         if isinstance(response, openai.types.chat.ChatCompletion):
@@ -153,23 +159,18 @@ class Controller:
 
     def completion(self, *, router: str | None = None, threshold: float | None = None, **kwargs: Any) -> Any:
         """OpenAI's chat completions arguments; the model is ``router-<router>-<threshold>`` (or the two arguments)."""
-        request = self._routed_request(router, threshold, kwargs)
-        return self._count(request["model"].split("-")[1], self._client.chat.completions.create(**request))
+        router, request = self._routed_request(router, threshold, kwargs)
+        return self._count(router, self._client.chat.completions.create(**request))
 
     async def acompletion(self, *, router: str | None = None, threshold: float | None = None, **kwargs: Any) -> Any:
-        request = self._routed_request(router, threshold, kwargs)
-        return self._count(request["model"].split("-")[1], await self._async_client.chat.completions.create(**request))
+        router, request = self._routed_request(router, threshold, kwargs)
+        return self._count(router, await self._async_client.chat.completions.create(**request))
 
     def route(self, prompt: str, router: str, threshold: float) -> str:
         """The model that would answer ``prompt``: the strong one when its win rate >= ``threshold``."""
         self._validate_router_threshold(router, threshold)
-        with grpc.insecure_channel(self._router_address) as channel:
-            response = router_pb2_grpc.RouterServiceStub(channel).Route(
-                router_pb2.RouteRequest(prompt=prompt, threshold=threshold), timeout=30
-            )
-        names = {self._thread.stack.models[role].name: given for role, given in  # type: ignore[union-attr]
-                 (("strong", self.model_pair.strong), ("weak", self.model_pair.weak))}
-        return str(names.get(response.model, response.model))
+        response = self._router.Route(router_pb2.RouteRequest(prompt=prompt, threshold=threshold), timeout=30)
+        return self._given_names.get(response.model, str(response.model))
 
     def close(self) -> None:
         """Stop the router and gateway; idempotent."""
@@ -177,6 +178,7 @@ class Controller:
             return
         self._closed = True
         self._client.close()
+        self._channel.close()
         self._thread.stop()
 
     def __enter__(self) -> Controller:
