@@ -128,9 +128,12 @@ class HostPool:
         if self._metrics is not None:
             self._metrics.host_inflight.labels(upstream=self._settings.name, host=host.url).inc()
 
-    def release(self, host: Host) -> None:
+    def release(self, host: Host, trial: bool) -> None:
+        """Give the slot back; ``trial``: this was the request let through after an ejection (only
+        its end frees the trial, not the end of a stream that began before the ejection)."""
         host.outstanding -= 1
-        host.trial = False
+        if trial:
+            host.trial = False
         if self._metrics is not None:
             self._metrics.host_inflight.labels(upstream=self._settings.name, host=host.url).dec()
         self._wake()

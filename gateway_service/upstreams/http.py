@@ -97,7 +97,7 @@ class HttpUpstream:
                 assert failure is not None
                 raise failure
             tried.append(host)
-            epoch = host.epoch
+            epoch, trial = host.epoch, bool(host.ejected_until)  # taken while ejected: the trial request
             events = self.events(host, model, body)
             try:
                 try:
@@ -106,7 +106,7 @@ class HttpUpstream:
                     raise UpstreamStreamError(f"{self.where(host, model)} sent an empty stream") from None
             except GatewayError as exc:
                 await events.aclose()
-                self.pool.release(host)
+                self.pool.release(host, trial)
                 if not self._another_host_may_answer(host, model, exc, epoch):
                     raise
                 failure = exc
@@ -117,7 +117,7 @@ class HttpUpstream:
                 continue
             except BaseException:
                 await events.aclose()
-                self.pool.release(host)
+                self.pool.release(host, trial)
                 raise
             break
         self.pool.succeeded(host)
@@ -130,7 +130,7 @@ class HttpUpstream:
             raise
         finally:
             await events.aclose()
-            self.pool.release(host)
+            self.pool.release(host, trial)
 
     def _another_host_may_answer(self, host: Host, model: str, exc: GatewayError, epoch: int) -> bool:
         """Record what the failure says about ``host``; whether it is worth asking another."""

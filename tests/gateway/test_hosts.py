@@ -223,3 +223,19 @@ async def test_when_every_host_is_down_the_error_names_each_host_and_later_calls
     message = json.loads(second)["error"]["message"]
     assert "has no host to serve model" in message and all(url in message for url in urls), message
     assert "tried again in" in message and "upstreams[pool].base_urls" in message
+
+
+async def test_one_trial_at_a_time_even_when_an_older_stream_ends_during_it() -> None:
+    from gateway_service.upstreams.hosts import HostPool
+
+    now = [0.0]
+    pool = HostPool(UpstreamSettings(name="u", provider="ollama", base_urls=("http://a", "http://b"), models=("m",),
+                                     eject_after=1, eject_base_s=1.0), clock=lambda: now[0])
+    a, b = pool.hosts
+    old = await pool.acquire("m", [b])  # a stream on host a, begun before its ejection
+    assert old is a
+    pool.failed(a, "UpstreamTimeout", "silent", a.epoch)  # ejected for 1 s
+    now[0] = 1.5  # the back-off ran out: the next request on a is its trial
+    assert await pool.acquire("m", [b]) is a and a.trial
+    pool.release(a, trial=False)  # the older stream ends: the trial is still in flight
+    assert await pool.acquire("m", [b]) is None  # so a takes no second trial; b was tried
