@@ -96,6 +96,10 @@ class HttpUpstream:
             if host is None:  # every host was tried
                 assert failure is not None
                 raise failure
+            if failure is not None:
+                logger.info("%s; trying %s", failure, host.url)
+                if self._metrics is not None:
+                    self._metrics.retries.labels(upstream=self.name).inc()
             tried.append(host)
             epoch, trial = host.epoch, bool(host.ejected_until)  # taken while ejected: the trial request
             events = self.events(host, model, body)
@@ -110,10 +114,6 @@ class HttpUpstream:
                 if not self._another_host_may_answer(host, model, exc, epoch):
                     raise
                 failure = exc
-                if len(tried) < len(self.pool.hosts):
-                    logger.info("%s; trying another host", exc)
-                    if self._metrics is not None:
-                        self._metrics.retries.labels(upstream=self.name).inc()
                 continue
             except BaseException:
                 await events.aclose()
