@@ -55,7 +55,7 @@ def _worker(config_file: Path | None, workers: int, index: int) -> None:
 
     from .server import serve
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent passes Ctrl-C on as SIGTERM, once
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C during start-up: the parent passes it on as SIGTERM
     settings = per_worker(load_settings(config_file), workers)
     logging.basicConfig(
         level=settings.server.log_level, stream=sys.stderr,
