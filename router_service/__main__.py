@@ -2,6 +2,7 @@
 
     router-service serve [--config FILE]
     router-service route "prompt" [--address HOST:PORT]
+    router-service reload [--scorer NAME=FILE] [--address HOST:PORT]   (swap scorers in a running router)
     router-service build-embedder
     router-service train | calibrate | eval   (see --help of each)
     router-service distill-static             (rebuild the bundled static embedder; needs torch)
@@ -22,6 +23,7 @@ from service_core.grpc_client import add_client_arguments, client_from_args, hea
 from service_core.settings import with_section
 
 from .config import RouterSettings, load_settings
+from .errors import ConfigError
 
 __all__ = ["main"]
 
@@ -52,6 +54,20 @@ def _parser() -> argparse.ArgumentParser:
     route.add_argument("--strong-share", type=float, help="target share of strong calls, 0..1")
     route.add_argument("--scorer", default="", help="scorer name (default: the first configured)")
     add_client_arguments(route)
+
+    reload = sub.add_parser(
+        "reload",
+        help="swap scorer files into a running router without a restart (RouterAdmin.ReloadScorers; SIGHUP re-reads "
+        "the config file instead); a bad file is refused and the serving scorers stay",
+    )
+    reload.add_argument("--config", type=Path, help=CONFIG_HELP)
+    reload.add_argument("--address", help="HOST:PORT (default: 127.0.0.1 and server.port)")
+    reload.add_argument(
+        "--scorer", action="append", default=[], metavar="NAME=FILE",
+        help="serve FILE (a path on the router's machine) as scorer NAME (repeatable); scorers not named are "
+        "re-read from their current file, so one rewritten in place (calibrate) is picked up",
+    )
+    add_client_arguments(reload)
 
     health = sub.add_parser("health", help="exit 0 if the router at --address is SERVING (container health checks)")
     health.add_argument("--config", type=Path, help=CONFIG_HELP)
@@ -103,12 +119,18 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "serve":
         from .server import serve
 
-        asyncio.run(serve(settings, sample=args.sample))
+        asyncio.run(serve(settings, sample=args.sample, reread=lambda: _settings(args)))
     elif args.command == "route":
         from .client import route_once
 
         decision = asyncio.run(route_once(settings, args))
         print(json.dumps(decision, indent=2))
+    elif args.command == "reload":
+        from .client import reload_remote
+
+        paths = dict(_name_and_file(item) for item in args.scorer)
+        client = client_from_args(args.address or f"127.0.0.1:{settings.server.port}", args, 60.0)
+        print(json.dumps(asyncio.run(reload_remote(client, paths)), indent=2))
     elif args.command == "health":
         return health_command(client_from_args(args.address or f"127.0.0.1:{settings.server.port}", args, 3.0))
     elif args.command == "build-embedder":
@@ -130,6 +152,13 @@ def _run(args: argparse.Namespace) -> int:
 
         return training_cli.run(args, settings)
     return 0
+
+
+def _name_and_file(item: str) -> tuple[str, str]:
+    name, sep, path = item.partition("=")
+    if not sep or not name or not path:
+        raise ConfigError(f"--scorer {item!r}: give NAME=FILE, e.g. --scorer difficulty=/models/mine.onnx")
+    return name, str(Path(path).resolve())
 
 
 if __name__ == "__main__":

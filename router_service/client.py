@@ -8,7 +8,7 @@ from typing import Any
 
 import grpc
 
-from routing_api.router.v1 import router_pb2_grpc
+from routing_api.router.v1 import router_pb2, router_pb2_grpc
 from service_core.grpc_client import call_metadata, client_from_args, open_channel
 from service_core.settings import GrpcClientSettings
 
@@ -18,7 +18,7 @@ from .engine import open_engine
 from .errors import RouterError
 from .proto import query_to_pb
 
-__all__ = ["decision_dict", "route_once", "route_remote"]
+__all__ = ["decision_dict", "reload_remote", "route_once", "route_remote"]
 
 
 def _query(args: argparse.Namespace) -> RouteQuery:
@@ -55,3 +55,18 @@ async def route_once(settings: RouterSettings, args: argparse.Namespace) -> dict
     async with open_engine(settings) as engine:
         (decision,) = await engine.route([query])
     return decision_dict(decision)
+
+
+async def reload_remote(client: GrpcClientSettings, paths: dict[str, str]) -> dict[str, Any]:
+    """RouterAdmin.ReloadScorers at ``client.address``; a refusal is a RouterError with the router's reason."""
+    from google.protobuf.json_format import MessageToDict
+
+    async with open_channel(client, "") as channel:
+        stub = router_pb2_grpc.RouterAdminStub(channel)
+        try:
+            response = await stub.ReloadScorers(
+                router_pb2.ReloadScorersRequest(paths=paths), timeout=client.timeout_s, metadata=call_metadata(client)
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise RouterError(f"router at {client.address} answered {exc.code().name}: {exc.details()}") from None
+    return MessageToDict(response, preserving_proto_field_name=True)

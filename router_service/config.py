@@ -38,6 +38,7 @@ __all__ = [
     "ScorerSettings",
     "ServerSettings",
     "StaticEmbedderSettings",
+    "check_scorers",
     "default_cache_dir",
     "load_settings",
 ]
@@ -80,12 +81,22 @@ class AuthSettings(Section):
 
     token: SecretStr | None = None
     token_env: str | None = Field(None, description="name of the env variable holding the token")
+    admin_token: SecretStr | None = Field(
+        None, description="the token RouterAdmin (ReloadScorers) needs; unset: the same as token"
+    )
+    admin_token_env: str | None = Field(None, description="name of the env variable holding the admin token")
 
     def resolve_tokens(self, setting: str) -> tuple[str, ...]:
         value = secret_value(self.token, self.token_env)
         if self.token_env and not value:
             raise ConfigError(f"{setting}.token_env names {self.token_env}, which is unset or empty")
         return (value,) if value else ()
+
+    def resolve_admin_tokens(self, setting: str) -> tuple[str, ...]:
+        value = secret_value(self.admin_token, self.admin_token_env)
+        if self.admin_token_env and not value:
+            raise ConfigError(f"{setting}.admin_token_env names {self.admin_token_env}, which is unset or empty")
+        return (value,) if value else self.resolve_tokens(setting)
 
 
 class LocalEmbedderSettings(Section):
@@ -150,6 +161,11 @@ class ScorerSettings(Section):
     name: str = DEFAULT_SCORER
     path: Path | None = Field(
         None, description=f"a scorer file; unset: the bundled scorer of this name {sorted(BUNDLED_SCORERS)}"
+    )
+    shadow_of: str | None = Field(
+        None,
+        description="make this a shadow scorer of the named one: it scores every prompt that one routes, beside it, "
+        "and never decides; metrics and Describe show how often they agree",
     )
 
     def resolve_path(self, backend: str = "local") -> Path:
@@ -227,12 +243,23 @@ class RouterSettings(TomlSettings):
 
     @model_validator(mode="after")
     def _unique_scorers(self) -> RouterSettings:
-        names = [s.name for s in self.scorers]
-        if not names:
-            raise ValueError("scorers: configure at least one scorer")
-        if len(set(names)) != len(names):
-            raise ValueError(f"scorers: names must be unique, got {names}")
+        check_scorers(self.scorers)
         return self
+
+
+def check_scorers(scorers: tuple[ScorerSettings, ...]) -> None:
+    """Unique names, at least one serving scorer, and each shadow of a serving one."""
+    names = [s.name for s in scorers]
+    if len(set(names)) != len(names):
+        raise ValueError(f"scorers: names must be unique, got {names}")
+    serving = [s.name for s in scorers if s.shadow_of is None]
+    if not serving:
+        raise ValueError("scorers: configure at least one scorer that is not a shadow")
+    for s in scorers:
+        if s.shadow_of is not None and s.shadow_of not in serving:
+            raise ValueError(
+                f"scorers[{s.name}].shadow_of: {s.shadow_of!r} is not a serving scorer; use one of {serving}"
+            )
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> RouterSettings:

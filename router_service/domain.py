@@ -18,6 +18,7 @@ __all__ = [
     "ModelMapping",
     "RouteQuery",
     "ScorerDescription",
+    "ShadowStats",
     "Timings",
 ]
 
@@ -81,6 +82,13 @@ class Decision:
 
 
 @dataclass(frozen=True)
+class ShadowStats:
+    samples: int = 0
+    agreement: float = float("nan")  # share of compared routes with the same strong/weak choice
+    score_correlation: float = float("nan")  # Pearson, of the two strong win rates
+
+
+@dataclass(frozen=True)
 class ScorerDescription:
     name: str
     version: str
@@ -92,6 +100,9 @@ class ScorerDescription:
     thresholds: dict[str, float]  # strong share in percent -> calibrated threshold
     live_thresholds: dict[str, float]  # the same shares on recent traffic (empty until warmed up)
     live_samples: int  # recent prompts the live thresholds come from
+    path: str = ""
+    shadow_of: str = ""  # a shadow scorer: the serving scorer it is compared with
+    shadow: ShadowStats | None = None
 
 
 @dataclass(frozen=True)

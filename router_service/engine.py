@@ -11,53 +11,136 @@ import logging
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from .adapters import AsyncEmbedder, open_embedder
+from .adapters import AsyncEmbedder, Embedder, open_embedder
 from .adapters.scorer import OnnxScorer
-from .config import RouterSettings
-from .domain import CandidateScore, Decision, Description, ModelMapping, RouteQuery, ScorerDescription, Timings
-from .errors import ConfigError, DeadlineExceeded, RouterError, Uncalibrated
+from .config import RouterSettings, ScorerSettings, check_scorers
+from .domain import (
+    CandidateScore,
+    Decision,
+    Description,
+    ModelMapping,
+    RouteQuery,
+    ScorerDescription,
+    Timings,
+)
+from .errors import ConfigError, DeadlineExceeded, InvalidRequest, ReloadRejected, RouterError, Uncalibrated
 from .metrics import RouterMetrics
 from .pipeline import ScoringPipeline
 from .routing import Plan, RoutingPolicy
+from .shadow import ShadowRecord
 
-__all__ = ["RouteEngine", "open_engine"]
+__all__ = ["Reloaded", "RouteEngine", "open_engine"]
 
 logger = logging.getLogger(__name__)
 
 
-class RouteEngine:
-    def __init__(self, policy: RoutingPolicy, pipeline: ScoringPipeline) -> None:
+@dataclass(frozen=True)
+class Reloaded:
+    description: Description
+    swapped: tuple[str, ...]  # scorers whose file changed and were swapped in
+
+
+class _Generation:
+    """One set of scorers with its policy and pipeline. A reload builds the next one; calls in
+    flight hold theirs to the end, and a retired one closes when its last call leaves."""
+
+    def __init__(self, policy: RoutingPolicy, pipeline: ScoringPipeline, shadows: dict[tuple[str, str], ShadowRecord]):
         self.policy = policy
         self.pipeline = pipeline
-        self.metrics = RouterMetrics(set(policy.models), set(policy.scorers))
+        self.shadows = shadows  # (serving, shadow) -> record
+        self.shadows_of: dict[str, list[OnnxScorer]] = {}
+        for serving, shadow in shadows:
+            self.shadows_of.setdefault(serving, []).append(policy.scorers[shadow])
+        self.active = 0
+        self.retired = False
 
-    async def route(self, queries: Sequence[RouteQuery], timeout: float | None = None) -> list[Decision]:
-        """Validate and route queries within ``timeout`` seconds (None: no limit)."""
-        plans = [self.policy.plan(query) for query in queries]
-        return await self.route_plans(plans, timeout)
 
-    async def route_plans(self, plans: Sequence[Plan], timeout: float | None = None) -> list[Decision]:
+class RouteEngine:
+    def __init__(
+        self,
+        settings: RouterSettings,
+        embedder: Embedder,
+        executor: ThreadPoolExecutor,
+        scorers: dict[str, OnnxScorer],
+        shadows: dict[str, str],
+    ) -> None:
+        self._settings = settings
+        self._embedder = embedder
+        self._executor = executor
+        self._current = self._generation(RoutingPolicy(settings.routing, settings.limits, scorers, shadows=shadows))
+        self.metrics = RouterMetrics(set(self._current.policy.models), set(scorers))
+        self.metrics.serving(self._serving_versions())
+        self._closing: set[asyncio.Task[None]] = set()
+        self._reload_lock = asyncio.Lock()
+
+    @property
+    def policy(self) -> RoutingPolicy:
+        """The policy new calls use (a reload replaces it)."""
+        return self._current.policy
+
+    @property
+    def pipeline(self) -> ScoringPipeline:
+        return self._current.pipeline
+
+    def _generation(self, policy: RoutingPolicy, carry: _Generation | None = None) -> _Generation:
+        settings = self._settings
+        pipeline = ScoringPipeline(
+            self._embedder, list(policy.scorers.values()), self._executor,
+            cache_size=settings.embedder.cache_size, max_queued=settings.limits.max_queued_prompts,
+        )
+        shadows = {}
+        for shadow, serving in policy.shadow_of.items():
+            old = carry.shadows.get((serving, shadow)) if carry is not None else None
+            unchanged = carry is not None and all(
+                carry.policy.scorers.get(name) is policy.scorers[name] for name in (serving, shadow)
+            )
+            shadows[serving, shadow] = old if old is not None and unchanged else ShadowRecord()
+        return _Generation(policy, pipeline, shadows)
+
+    async def route(
+        self, queries: Sequence[RouteQuery], timeout: float | None = None, *, indexed: bool = False
+    ) -> list[Decision]:
+        """Validate and route queries within ``timeout`` seconds (None: no limit), on the scorers serving
+        now; ``indexed``: name the query in validation errors (``requests[3]: ...``)."""
+        generation = self._current
+        generation.active += 1
+        try:
+            plans = []
+            for i, query in enumerate(queries):
+                try:
+                    plans.append(generation.policy.plan(query))
+                except InvalidRequest as exc:
+                    if not indexed:
+                        raise
+                    raise InvalidRequest(f"requests[{i}]: {exc}") from None
+            return await self._route_plans(generation, plans, timeout)
+        finally:
+            generation.active -= 1
+            if generation.retired and not generation.active:
+                self._close(generation)
+
+    async def _route_plans(self, generation: _Generation, plans: Sequence[Plan], timeout: float | None) -> list[Decision]:
         started = time.perf_counter()
+        pipeline = generation.pipeline
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         try:
             async with asyncio.timeout(timeout):
-                rows, cached, stages = await self.pipeline.scores([plan.text for plan in plans], deadline)
+                rows, cached, stages = await pipeline.scores([plan.text for plan in plans], deadline)
         except TimeoutError:
             raise DeadlineExceeded(
                 f"the call's deadline passed after {(time.perf_counter() - started) * 1e3:.1f} ms "
-                f"while embedding ({self.pipeline.embedder.name})"
+                f"while embedding ({pipeline.embedder.name})"
             ) from None
         timings = Timings(stages.embed_ms, stages.score_ms, (time.perf_counter() - started) * 1e3)
-        decisions = [
-            self._decide(plan, row[self.pipeline.columns[plan.scorer.name]], hit, timings)
-            for plan, row, hit in zip(plans, rows, cached, strict=True)
-        ]
+        decisions = [self._decide(generation, plan, row, hit, timings) for plan, row, hit in zip(plans, rows, cached, strict=True)]
         for decision in decisions:
             self.metrics.decided(
                 decision.model, decision.scorer_name, decision.score, decision.embedding_cached,
@@ -72,13 +155,18 @@ class RouteEngine:
                 )
         return decisions
 
-    def _decide(self, plan: Plan, model_scores: np.ndarray, cached: bool, timings: Timings) -> Decision:
-        choice = self.policy.choose(plan, model_scores)
-        realised = self.policy.observe(plan, model_scores, choice.routed_strong)
-        if self.policy.budget is not None:
-            self.metrics.budget(self.policy.budget.left, choice.budget_limited)
+    def _decide(self, generation: _Generation, plan: Plan, row: np.ndarray, cached: bool, timings: Timings) -> Decision:
+        policy, columns = generation.policy, generation.pipeline.columns
+        model_scores = row[columns[plan.scorer.name]]
+        choice = policy.choose(plan, model_scores)
+        realised = policy.observe(plan, model_scores, choice.routed_strong)
+        if policy.budget is not None:
+            self.metrics.budget(policy.budget.left, choice.budget_limited)
         if realised is not None and plan.share is not None:
             self.metrics.share(plan.scorer.name, plan.share, realised, plan.threshold)
+        if not plan.explicit_candidates:
+            for shadow in generation.shadows_of.get(plan.scorer.name, ()):
+                self._compare(generation, plan, shadow, row, model_scores, choice.routed_strong or choice.budget_limited)
         candidates: tuple[CandidateScore, ...] = ()
         if plan.explicit_candidates:
             candidates = tuple(
@@ -98,6 +186,99 @@ class RouteEngine:
             budget_limited=choice.budget_limited,
         )
 
+    def _compare(
+        self, generation: _Generation, plan: Plan, shadow: OnnxScorer, row: np.ndarray, model_scores: np.ndarray,
+        serving_strong: bool,
+    ) -> None:
+        """Score the prompt with a shadow scorer and record whether it would have chosen alike."""
+        shadow_rate = shadow.win_rate(row[generation.pipeline.columns[shadow.name]])
+        shadow_strong = generation.policy.shadow_choice(plan, shadow, shadow_rate)
+        record = generation.shadows[plan.scorer.name, shadow.name]
+        record.add(plan.scorer.win_rate(model_scores), shadow_rate, serving_strong, shadow_strong)
+        self.metrics.shadow(plan.scorer.name, shadow.name, shadow_strong, serving_strong, record.agreement, record.correlation)
+
+    # -- live reload ------------------------------------------------------------------
+
+    async def reload(
+        self, paths: Mapping[str, Path] | None = None, scorers: Sequence[ScorerSettings] | None = None
+    ) -> Reloaded:
+        """Open, validate and swap in scorer files; on any failure keep serving what serves now.
+
+        ``paths``: new files for some configured scorers (others are re-read from their current
+        file); ``scorers``: a whole new scorer list (SIGHUP, from the config file)."""
+        async with self._reload_lock:
+            current = self._current
+            generation: _Generation | None = None
+            try:
+                specs = self._reload_specs(current.policy, paths, scorers)
+                loop = asyncio.get_running_loop()
+                opened = await loop.run_in_executor(self._executor, _open_scorers, specs, current.policy.scorers)
+                _check_dimension(self._embedder.backend, self._embedder.name, self._embedder.dim, opened)
+                policy = RoutingPolicy(
+                    self._settings.routing, self._settings.limits, opened,
+                    shadows={name: shadow for name, (_, shadow) in specs.items() if shadow}, carry=current.policy,
+                )
+                generation = self._generation(policy, carry=current)
+                rows = await generation.pipeline.warm_up()  # the smoke route: embed, score with every new scorer
+                if not np.isfinite(rows).all():
+                    raise ConfigError("a scorer gave a non-finite score for the smoke prompts")
+            except InvalidRequest:
+                raise  # the request itself is wrong (an unknown scorer name): nothing was tried
+            except (ConfigError, RouterError) as exc:
+                self.metrics.reloads.labels(outcome="rejected").inc()
+                logger.warning("scorer reload rejected, the serving scorers stay: %s", exc)
+                if generation is not None:
+                    self._close(generation)
+                raise ReloadRejected(f"scorer reload rejected, the serving scorers stay: {exc}") from None
+            swapped = tuple(name for name, scorer in opened.items() if current.policy.scorers.get(name) is not scorer)
+            self._current = generation
+            self.metrics.track_scorers(set(opened))
+            self.metrics.serving(self._serving_versions())
+            self.metrics.reloads.labels(outcome="swapped" if swapped else "unchanged").inc()
+            current.retired = True
+            if not current.active:
+                self._close(current)
+            logger.info(
+                "scorers reloaded: %s", ", ".join(f"{s.name} {s.version} ({s.path})" for s in opened.values())
+                + (f"; swapped in: {', '.join(swapped)}" if swapped else "; no file had changed")
+            )
+            return Reloaded(self.describe(), swapped)
+
+    def _reload_specs(
+        self, policy: RoutingPolicy, paths: Mapping[str, Path] | None, scorers: Sequence[ScorerSettings] | None
+    ) -> dict[str, tuple[Path, str | None]]:
+        if scorers is not None:
+            try:
+                check_scorers(tuple(scorers))
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+            backend = self._settings.embedder.backend
+            return {s.name: (s.resolve_path(backend), s.shadow_of) for s in scorers}
+        specs = {name: (scorer.path, policy.shadow_of.get(name)) for name, scorer in policy.scorers.items()}
+        for name, path in (paths or {}).items():
+            if name not in specs:
+                raise InvalidRequest(f"paths: scorer {name!r} is not configured; configured: {sorted(specs)}")
+            specs[name] = (Path(path), specs[name][1])
+        return specs
+
+    def _serving_versions(self) -> list[tuple[str, str, str]]:
+        policy = self._current.policy
+        return [
+            (name, scorer.version, "shadow" if name in policy.shadow_of else "serving")
+            for name, scorer in policy.scorers.items()
+        ]
+
+    def _close(self, generation: _Generation) -> None:
+        task = asyncio.get_running_loop().create_task(generation.pipeline.aclose())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def aclose(self) -> None:
+        self._close(self._current)
+        await asyncio.gather(*self._closing, return_exceptions=True)
+
+    # -- description ---------------------------------------------------------------------
+
     def _live_thresholds(self, scorer: OnnxScorer) -> dict[str, float]:
         """Thresholds on recent traffic for the calibrated shares; empty until warmed up (or off)."""
         live = self.policy.live.get(scorer.name)
@@ -106,7 +287,8 @@ class RouteEngine:
         return {f"{share * 100:g}": t for share in scorer.thresholds if (t := live.threshold(share)) is not None}
 
     def describe(self) -> Description:
-        policy = self.policy
+        generation = self._current
+        policy = generation.policy
         return Description(
             default_scorer=policy.default_scorer,
             scorers=tuple(
@@ -121,6 +303,11 @@ class RouteEngine:
                     thresholds={f"{share * 100:g}": t for share, t in s.thresholds.items()},
                     live_thresholds=self._live_thresholds(s),
                     live_samples=policy.live[s.name].samples if s.name in policy.live else 0,
+                    path=str(s.path),
+                    shadow_of=policy.shadow_of.get(s.name, ""),
+                    shadow=(
+                        generation.shadows[policy.shadow_of[s.name], s.name].stats() if s.name in policy.shadow_of else None
+                    ),
                 )
                 for s in policy.scorers.values()
             ),
@@ -130,8 +317,17 @@ class RouteEngine:
             strong_model=policy.strong_model,
             weak_model=policy.weak_model,
             default_threshold=_or_nan(policy.default_threshold),
-            embedder_backend=self.pipeline.embedder.backend,
+            embedder_backend=generation.pipeline.embedder.backend,
         )
+
+
+def _open_scorers(specs: dict[str, tuple[Path, str | None]], current: Mapping[str, OnnxScorer]) -> dict[str, OnnxScorer]:
+    """Each scorer file of ``specs``; one whose file is unchanged is kept as it is (in a worker thread)."""
+    opened = {}
+    for name, (path, _) in specs.items():
+        old = current.get(name)
+        opened[name] = old if old is not None and old.is_file(path) else OnnxScorer(name, path)
+    return opened
 
 
 @asynccontextmanager
@@ -146,15 +342,12 @@ async def open_engine(settings: RouterSettings) -> AsyncIterator[RouteEngine]:
             stack.push_async_callback(embedder.aclose)
             await _probe_dimension(embedder)
         _check_dimension(embedder.backend, embedder.name, embedder.dim, scorers)
-        policy = RoutingPolicy(settings.routing, settings.limits, scorers)
-        pipeline = ScoringPipeline(
-            embedder, list(scorers.values()), executor,
-            cache_size=settings.embedder.cache_size, max_queued=settings.limits.max_queued_prompts,
-        )
-        stack.push_async_callback(pipeline.aclose)
+        shadows = {s.name: s.shadow_of for s in settings.scorers if s.shadow_of}
+        engine = RouteEngine(settings, embedder, executor, scorers, shadows)
+        stack.push_async_callback(engine.aclose)
         if embedder.runs == "in_process":  # a remote embedder was probed above, or is probed by the first call
-            await pipeline.warm_up()
-        yield RouteEngine(policy, pipeline)
+            await engine.pipeline.warm_up()
+        yield engine
 
 
 async def _probe_dimension(embedder: AsyncEmbedder) -> None:
@@ -174,7 +367,7 @@ def _check_dimension(backend: str, name: str, dim: int, scorers: dict[str, OnnxS
         if dim != scorer.embedding_dim:
             raise ConfigError(
                 f"embedding dimension mismatch: the {backend} embedder ({name}) gives {dim}, "
-                f"scorer {scorer.name!r} ({scorer.embedder}) expects {scorer.embedding_dim}. "
+                f"scorer {scorer.name!r} ({scorer.path}, trained on {scorer.embedder}) expects {scorer.embedding_dim}. "
                 f"Set embedder.{backend}.model to the scorer's embedding model, or scorers.path to a scorer "
                 f"trained on {name}"
             )

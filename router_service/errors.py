@@ -14,6 +14,7 @@ __all__ = [
     "EmbedderUnavailable",
     "InvalidRequest",
     "Overloaded",
+    "ReloadRejected",
     "RouterError",
     "Uncalibrated",
     "UnknownScorer",
@@ -50,3 +51,7 @@ class Overloaded(RouterError):
 
 class DeadlineExceeded(RouterError):
     """The caller's deadline passed; the router stopped work on it."""
+
+
+class ReloadRejected(RouterError):
+    """A scorer reload found a bad file (or a mismatch); the serving scorers were kept."""

@@ -15,6 +15,7 @@ from .errors import (
     EmbedderUnavailable,
     InvalidRequest,
     Overloaded,
+    ReloadRejected,
     Uncalibrated,
     UnknownScorer,
 )
@@ -29,6 +30,7 @@ STATUS: dict[type[ServiceError], grpc.StatusCode] = {
     Uncalibrated: grpc.StatusCode.INVALID_ARGUMENT,  # this scorer cannot honour a share: the request must change
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ReloadRejected: grpc.StatusCode.FAILED_PRECONDITION,  # the file is wrong; the serving scorers stay
 }
 
 

@@ -49,6 +49,45 @@ class RouterMetrics:
             registry=self.registry,
         )
 
+        self.scorer_info = Gauge(
+            "router_scorer_info", "The scorers loaded now (value 1), by version and role (serving or shadow)",
+            ["scorer", "version", "role"], registry=self.registry,
+        )
+        self.reloads = Counter(
+            "router_scorer_reloads_total", "Scorer reloads by outcome: swapped, unchanged or rejected", ["outcome"],
+            registry=self.registry,
+        )
+        self.shadow_routes = Counter(
+            "router_shadow_routes_total", "Routes a shadow scorer also scored, by whether it would have chosen alike "
+            "(undecided: it has no threshold for the share asked)", ["scorer", "shadow", "agree"], registry=self.registry,
+        )
+        self.shadow_agreement = Gauge(
+            "router_shadow_agreement", "Share of routes on which the shadow scorer would have chosen alike",
+            ["scorer", "shadow"], registry=self.registry,
+        )
+        self.shadow_correlation = Gauge(
+            "router_shadow_score_correlation", "Pearson correlation of the serving and shadow strong win rates",
+            ["scorer", "shadow"], registry=self.registry,
+        )
+
+    def track_scorers(self, names: set[str]) -> None:
+        """After a reload: the scorer names that get their own label value."""
+        self._scorers = self._scorers | names
+
+    def serving(self, versions: list[tuple[str, str, str]]) -> None:
+        self.scorer_info.clear()
+        for name, version, role in versions:
+            self.scorer_info.labels(scorer=name, version=version, role=role).set(1)
+
+    def shadow(
+        self, scorer: str, shadow: str, shadow_strong: bool | None, serving_strong: bool, agreement: float,
+        correlation: float,
+    ) -> None:
+        agree = "undecided" if shadow_strong is None else str(shadow_strong == serving_strong).lower()
+        self.shadow_routes.labels(scorer=scorer, shadow=shadow, agree=agree).inc()
+        self.shadow_agreement.labels(scorer=scorer, shadow=shadow).set(agreement)
+        self.shadow_correlation.labels(scorer=scorer, shadow=shadow).set(correlation)
+
     def budget(self, left: float, limited: bool) -> None:
         self.budget_left.set(left)
         if limited:

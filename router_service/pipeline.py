@@ -257,10 +257,12 @@ class ScoringPipeline:
                     del self._inflight[text]
             task.cancel()
 
-    async def warm_up(self) -> None:
+    async def warm_up(self) -> np.ndarray:
         """One batch through embedder and scorers before serving: onnxruntime's first run allocates and
-        plans (hundreds of ms), which would otherwise land on the first caller's deadline."""
-        await self._compute(["warm-up: how are you today?", "Prove that there are infinitely many primes."])
+        plans (hundreds of ms), which would otherwise land on the first caller's deadline. Its rows
+        are the smoke test of a scorer reload."""
+        rows, _ = await self._compute(["warm-up: how are you today?", "Prove that there are infinitely many primes."])
+        return rows
 
     async def _compute(self, texts: list[str]) -> tuple[np.ndarray, StageTimes]:
         loop = asyncio.get_running_loop()

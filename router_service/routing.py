@@ -24,7 +24,7 @@ from .adapters.scorer import OnnxScorer
 from .budget import StrongBudget
 from .config import LimitSettings, RoutingSettings
 from .domain import CandidateRequest, RouteQuery
-from .errors import ConfigError, InvalidRequest, UnknownScorer
+from .errors import ConfigError, InvalidRequest, Uncalibrated, UnknownScorer
 from .mf import sigmoid
 from .share import LiveShare
 
@@ -64,11 +64,26 @@ class Choice:
 
 
 class RoutingPolicy:
-    def __init__(self, routing: RoutingSettings, limits: LimitSettings, scorers: Mapping[str, OnnxScorer]) -> None:
+    """Thresholds and choices over one set of scorers; a reload builds a new policy.
+
+    ``shadows``: shadow scorer name -> the serving scorer it shadows (never the default).
+    ``carry``: the policy being replaced: its strong-call budget is kept, and so is each
+    scorer's live-share window where the scorer itself is unchanged."""
+
+    def __init__(
+        self,
+        routing: RoutingSettings,
+        limits: LimitSettings,
+        scorers: Mapping[str, OnnxScorer],
+        *,
+        shadows: Mapping[str, str] | None = None,
+        carry: RoutingPolicy | None = None,
+    ) -> None:
         self._routing = routing
         self._limits = limits
         self.scorers = dict(scorers)
-        self.default_scorer = next(iter(self.scorers))
+        self.shadow_of = dict(shadows or {})
+        self.default_scorer = next(name for name in self.scorers if name not in self.shadow_of)
         # The caller's model names -> (scorer model or role, cost).
         self.models: dict[str, tuple[str, float]] = {
             routing.weak_model: ("weak", routing.weak_cost),
@@ -84,14 +99,20 @@ class RoutingPolicy:
                     )
         if routing.strong_model == routing.weak_model:
             raise ConfigError("routing.strong_model and routing.weak_model must differ")
-        self.budget = (
-            StrongBudget(routing.strong_budget, routing.budget_window_s) if routing.strong_budget is not None else None
-        )
+        self.budget: StrongBudget | None
+        if carry is not None:
+            self.budget = carry.budget
+        else:
+            self.budget = (
+                StrongBudget(routing.strong_budget, routing.budget_window_s) if routing.strong_budget is not None else None
+            )
         # Recent traffic per scorer, for share requests (share.py); empty when live_share is off.
-        self.live: dict[str, LiveShare] = (
-            {name: LiveShare(routing.live_window, routing.live_warmup) for name in self.scorers}
-            if routing.live_share else {}
-        )
+        self.live: dict[str, LiveShare] = {}
+        if routing.live_share:
+            kept = carry.live if carry is not None else {}
+            for name, scorer in self.scorers.items():
+                same = carry is not None and carry.scorers.get(name) is scorer and name in kept
+                self.live[name] = kept[name] if same else LiveShare(routing.live_window, routing.live_warmup)
 
     @property
     def strong_model(self) -> str:
@@ -198,9 +219,21 @@ class RoutingPolicy:
         live = self.live.get(plan.scorer.name)
         if live is None:
             return None
-        scorer = plan.scorer
-        live.observe(float(sigmoid(model_scores[scorer.strong_index] - model_scores[scorer.weak_index])))
+        live.observe(plan.scorer.win_rate(model_scores))
         return None if plan.share is None else live.routed(f"{plan.share * 100:g}", routed_strong)
+
+    def shadow_choice(self, plan: Plan, shadow: OnnxScorer, win_rate: float) -> bool | None:
+        """Would ``shadow`` have routed strong? Its own threshold for the plan's share (its live one
+        once warmed up), or the plan's explicit threshold; None when it cannot honour the share."""
+        live = self.live.get(shadow.name)
+        if live is not None:
+            live.observe(win_rate)
+        if plan.share is None:
+            return win_rate >= plan.threshold
+        try:
+            return win_rate >= self.threshold_for(shadow, plan.share)
+        except Uncalibrated:
+            return None
 
     def _candidates(self, given: tuple[CandidateRequest, ...], scorer: OnnxScorer) -> tuple[Candidate, ...]:
         resolved: list[Candidate] = []

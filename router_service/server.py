@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,8 @@ from service_core.tracing import grpc_server_interceptors, tracer_provider
 
 from .config import RouterSettings
 from .engine import RouteEngine, open_engine
-from .servicer import RouterServicer
+from .errors import ConfigError, RouterError
+from .servicer import RouterAdminServicer, RouterServicer
 
 __all__ = ["SERVICE_NAME", "RouterApp", "build_router", "serve"]
 
@@ -26,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 SERVICE = router_pb2.DESCRIPTOR.services_by_name["RouterService"]
 SERVICE_NAME = SERVICE.full_name
+ADMIN = router_pb2.DESCRIPTOR.services_by_name["RouterAdmin"]
 
 
 @dataclass
@@ -58,12 +61,17 @@ async def build_router(settings: RouterSettings, tracing: Any | None = None) -> 
         engine = await stack.enter_async_context(open_engine(settings))
         limit = settings.limits.max_message_bytes
         tokens = settings.auth.resolve_tokens("auth")
+        admin_tokens = settings.auth.resolve_admin_tokens("auth")
         provider = tracing or tracer_provider(settings.tracing, "router")
         if provider is not None and tracing is None:
             stack.callback(provider.shutdown)
         interceptors = grpc_server_interceptors(provider)
         if tokens:
             interceptors.append(BearerTokenInterceptor(tokens, SERVICE_NAME, "auth.token / auth.token_env"))
+        if admin_tokens:
+            interceptors.append(
+                BearerTokenInterceptor(admin_tokens, ADMIN.full_name, "auth.admin_token / auth.admin_token_env")
+            )
         server = build_grpc_server(
             SERVICE,
             RouterServicer(engine, settings.limits.max_batch),
@@ -74,6 +82,7 @@ async def build_router(settings: RouterSettings, tracing: Any | None = None) -> 
             interceptors=interceptors,
             options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
             maximum_concurrent_rpcs=settings.limits.max_concurrent_rpcs,
+            more_services=[(ADMIN, RouterAdminServicer(engine))],
         )
         metrics_port = None
         if settings.server.metrics_port is not None:
@@ -108,8 +117,28 @@ async def _route_sample(app: RouterApp, prompt: str) -> None:
     logger.info("sample prompt routed over gRPC: %s", json.dumps(await route_remote(client, query)))
 
 
-async def serve(settings: RouterSettings, *, sample: str | None = None) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+async def _reload_on_hangup(app: RouterApp, reread: Callable[[], RouterSettings]) -> None:
+    """SIGHUP: take the config file's [[scorers]] again; other changed sections need a restart."""
+    logger.info("SIGHUP: reloading the scorers from the configuration")
+    try:
+        fresh = reread()
+    except (ConfigError, ValueError) as exc:
+        logger.warning("SIGHUP: the configuration does not load, nothing changed: %s", exc)
+        return
+    ignored = [name for name in type(fresh).model_fields if name != "scorers" and getattr(fresh, name) != getattr(app.settings, name)]
+    if ignored:
+        logger.warning("SIGHUP: changes to %s take a restart; only [[scorers]] reload", ", ".join(ignored))
+    try:
+        await app.engine.reload(scorers=fresh.scorers)
+    except RouterError:
+        return  # logged by the engine, with the reason
+
+
+async def serve(
+    settings: RouterSettings, *, sample: str | None = None, reread: Callable[[], RouterSettings] | None = None
+) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully. At SIGHUP, reload the scorers
+    from ``reread()`` (the config file and environment, read again)."""
     app = await build_router(settings)
     logger.info(
         "router serving %s on %s:%d (embedder %s, scorers %s)",
@@ -117,7 +146,7 @@ async def serve(settings: RouterSettings, *, sample: str | None = None) -> None:
     )
     if sample:
         await _route_sample(app, sample)
-    await wait_for_signal()
+    await wait_for_signal(on_hangup=None if reread is None else lambda: _reload_on_hangup(app, reread))
     logger.info("shutting down: health NOT_SERVING, draining calls for up to %gs", settings.server.grace_s)
     await app.stop()
     logger.info("router stopped")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 from routing_api.router.v1 import router_pb2, router_pb2_grpc
 from service_core.grpc_handlers import Context
@@ -15,7 +16,7 @@ from .errors import InvalidRequest
 from .grpc_status import grpc_errors
 from .proto import decision_to_pb, description_to_pb, query_from_pb
 
-__all__ = ["RouterServicer"]
+__all__ = ["RouterAdminServicer", "RouterServicer"]
 
 
 # One JSON line per call: the caller's request id (x-request-id metadata), decisions, timings.
@@ -50,8 +51,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     async def Route(
         self, request: router_pb2.RouteRequest, context: Context
     ) -> router_pb2.RouteResponse:
-        plan = self._engine.policy.plan(query_from_pb(request))
-        (decision,) = await self._engine.route_plans([plan], context.time_remaining())
+        (decision,) = await self._engine.route([query_from_pb(request)], context.time_remaining())
         if access_log.isEnabledFor(logging.INFO):
             access_log.info(_access_line(context, [decision]))
         return decision_to_pb(decision)
@@ -66,13 +66,8 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             raise InvalidRequest(
                 f"{len(request.requests)} requests in one batch, more than limits.max_batch={self._max_batch}"
             )
-        plans = []
-        for i, item in enumerate(request.requests):
-            try:
-                plans.append(self._engine.policy.plan(query_from_pb(item)))
-            except InvalidRequest as exc:
-                raise InvalidRequest(f"requests[{i}]: {exc}") from None
-        decisions = await self._engine.route_plans(plans, context.time_remaining())
+        queries = [query_from_pb(item) for item in request.requests]
+        decisions = await self._engine.route(queries, context.time_remaining(), indexed=True)
         if access_log.isEnabledFor(logging.INFO):
             access_log.info(_access_line(context, decisions))
         return router_pb2.RouteBatchResponse(responses=[decision_to_pb(d) for d in decisions])
@@ -82,3 +77,18 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         self, request: router_pb2.DescribeRequest, context: Context
     ) -> router_pb2.DescribeResponse:
         return description_to_pb(self._engine.describe())
+
+
+class RouterAdminServicer(router_pb2_grpc.RouterAdminServicer):
+    def __init__(self, engine: RouteEngine) -> None:
+        self._engine = engine
+        self.metrics = engine.metrics
+
+    @grpc_errors
+    async def ReloadScorers(
+        self, request: router_pb2.ReloadScorersRequest, context: Context
+    ) -> router_pb2.ReloadScorersResponse:
+        if any(not path for path in request.paths.values()):
+            raise InvalidRequest("paths: a scorer's path is empty")
+        reloaded = await self._engine.reload({name: Path(path) for name, path in request.paths.items()})
+        return router_pb2.ReloadScorersResponse(serving=description_to_pb(reloaded.description), swapped=reloaded.swapped)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,8 +60,10 @@ def build_grpc_server(
     options: Sequence[tuple[str, Any]] = (),
     maximum_concurrent_rpcs: int | None = None,
     reuse_port: bool = False,
+    more_services: Sequence[tuple[ServiceDescriptor, object]] = (),
 ) -> GrpcServer:
-    """Register ``servicer``, health and reflection, and bind ``host:port`` (port 0: a free one).
+    """Register ``servicer`` (and ``more_services``), health and reflection, and bind ``host:port``
+    (port 0: a free one). Health reports ``service``.
 
     ``reuse_port``: share the port with this service's other worker processes (SO_REUSEPORT)."""
     # grpc shares a port with another process by default (SO_REUSEPORT): a second router on
@@ -72,9 +74,12 @@ def build_grpc_server(
         maximum_concurrent_rpcs=maximum_concurrent_rpcs,  # past it: RESOURCE_EXHAUSTED at once
     )
     add_servicer(server, servicer, service)
+    for extra, extra_servicer in more_services:
+        add_servicer(server, extra_servicer, extra)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((service.full_name, HEALTH_NAME, reflection.SERVICE_NAME), server)
+    names = (service.full_name, *(extra.full_name for extra, _ in more_services), HEALTH_NAME, reflection.SERVICE_NAME)
+    reflection.enable_server_reflection(names, server)
     address = f"{host}:{port}"
     credentials = server_credentials(tls, "server")
     try:
@@ -84,11 +89,25 @@ def build_grpc_server(
     return GrpcServer(server, bound, health_servicer, service.full_name)
 
 
-async def wait_for_signal() -> None:
+async def wait_for_signal(on_hangup: Callable[[], Coroutine[Any, Any, None]] | None = None) -> None:
     """Return at the first SIGTERM or SIGINT. The handlers stay: a second signal while
-    draining must not kill the process (as the default action would) and cut the streams."""
+    draining must not kill the process (as the default action would) and cut the streams.
+    ``on_hangup``: run at each SIGHUP (reload), one at a time, until the stop signal."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    hangups: set[asyncio.Task[None]] = set()
+    if on_hangup is not None:
+        def hangup() -> None:
+            task = loop.create_task(on_hangup())
+            hangups.add(task)
+            task.add_done_callback(hangups.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, hangup)
+    try:
+        await stop.wait()
+    finally:
+        if on_hangup is not None:
+            loop.remove_signal_handler(signal.SIGHUP)
+        await asyncio.gather(*hangups, return_exceptions=True)

@@ -37,8 +37,20 @@ class OnnxScorer:
             raise ConfigError(f"scorers[{name}].path: {path} is not a router scorer ({exc})") from exc
         self.name = name
         self.path = path
+        self._stamp = _file_stamp(path)
         self.strong_index = self.models.index(self.strong_model)
         self.weak_index = self.models.index(self.weak_model)
+
+    def is_file(self, path: Path) -> bool:
+        """True when ``path`` is the file this scorer was loaded from, unchanged since."""
+        try:
+            return path.resolve() == self.path.resolve() and _file_stamp(path) == self._stamp
+        except OSError:
+            return False
+
+    def win_rate(self, model_scores: np.ndarray) -> float:
+        """The strong model's predicted win rate over the weak one, from one row of ``model_scores``."""
+        return float(1.0 / (1.0 + np.exp(-(model_scores[self.strong_index] - model_scores[self.weak_index]))))
 
     def model_scores_sync(self, embeddings: np.ndarray) -> np.ndarray:
         """[batch, models] scores; microseconds, so callers batch it with the embedding job."""
@@ -62,3 +74,8 @@ class OnnxScorer:
         shares = np.array(sorted(self.thresholds))
         values = np.array([self.thresholds[s] for s in shares])
         return float(np.interp(share, shares, values))
+
+
+def _file_stamp(path: Path) -> tuple[int, int, int]:
+    stat = path.stat()
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size

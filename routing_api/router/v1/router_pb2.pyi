@@ -109,7 +109,7 @@ class DescribeRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ScorerInfo(_message.Message):
-    __slots__ = ("name", "version", "models", "strong_model", "weak_model", "embedder", "embedding_dim", "thresholds", "live_thresholds", "live_samples")
+    __slots__ = ("name", "version", "models", "strong_model", "weak_model", "embedder", "embedding_dim", "thresholds", "live_thresholds", "live_samples", "path", "shadow_of", "shadow")
     class ThresholdsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -134,6 +134,9 @@ class ScorerInfo(_message.Message):
     THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
     LIVE_THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
     LIVE_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_OF_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     models: _containers.RepeatedScalarFieldContainer[str]
@@ -144,7 +147,20 @@ class ScorerInfo(_message.Message):
     thresholds: _containers.ScalarMap[str, float]
     live_thresholds: _containers.ScalarMap[str, float]
     live_samples: int
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., strong_model: _Optional[str] = ..., weak_model: _Optional[str] = ..., embedder: _Optional[str] = ..., embedding_dim: _Optional[int] = ..., thresholds: _Optional[_Mapping[str, float]] = ..., live_thresholds: _Optional[_Mapping[str, float]] = ..., live_samples: _Optional[int] = ...) -> None: ...
+    path: str
+    shadow_of: str
+    shadow: ShadowStats
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., strong_model: _Optional[str] = ..., weak_model: _Optional[str] = ..., embedder: _Optional[str] = ..., embedding_dim: _Optional[int] = ..., thresholds: _Optional[_Mapping[str, float]] = ..., live_thresholds: _Optional[_Mapping[str, float]] = ..., live_samples: _Optional[int] = ..., path: _Optional[str] = ..., shadow_of: _Optional[str] = ..., shadow: _Optional[_Union[ShadowStats, _Mapping]] = ...) -> None: ...
+
+class ShadowStats(_message.Message):
+    __slots__ = ("samples", "agreement", "score_correlation")
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    SCORE_CORRELATION_FIELD_NUMBER: _ClassVar[int]
+    samples: int
+    agreement: float
+    score_correlation: float
+    def __init__(self, samples: _Optional[int] = ..., agreement: _Optional[float] = ..., score_correlation: _Optional[float] = ...) -> None: ...
 
 class ModelMapping(_message.Message):
     __slots__ = ("model", "scorer_model", "cost")
@@ -173,3 +189,24 @@ class DescribeResponse(_message.Message):
     default_threshold: float
     embedder_backend: str
     def __init__(self, default_scorer: _Optional[str] = ..., scorers: _Optional[_Iterable[_Union[ScorerInfo, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelMapping, _Mapping]]] = ..., strong_model: _Optional[str] = ..., weak_model: _Optional[str] = ..., default_threshold: _Optional[float] = ..., embedder_backend: _Optional[str] = ...) -> None: ...
+
+class ReloadScorersRequest(_message.Message):
+    __slots__ = ("paths",)
+    class PathsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    PATHS_FIELD_NUMBER: _ClassVar[int]
+    paths: _containers.ScalarMap[str, str]
+    def __init__(self, paths: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ReloadScorersResponse(_message.Message):
+    __slots__ = ("serving", "swapped")
+    SERVING_FIELD_NUMBER: _ClassVar[int]
+    SWAPPED_FIELD_NUMBER: _ClassVar[int]
+    serving: DescribeResponse
+    swapped: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, serving: _Optional[_Union[DescribeResponse, _Mapping]] = ..., swapped: _Optional[_Iterable[str]] = ...) -> None: ...

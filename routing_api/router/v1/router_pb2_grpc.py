@@ -187,3 +187,87 @@ class RouterService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class RouterAdminStub:
+    """Operations on a running router, apart from RouterService so that a network
+    policy or a separate token (auth.admin_token) can keep callers out of them.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ReloadScorers = channel.unary_unary(
+                '/router.v1.RouterAdmin/ReloadScorers',
+                request_serializer=routing__api_dot_router_dot_v1_dot_router__pb2.ReloadScorersRequest.SerializeToString,
+                response_deserializer=routing__api_dot_router_dot_v1_dot_router__pb2.ReloadScorersResponse.FromString,
+                _registered_method=True)
+
+
+class RouterAdminServicer:
+    """Operations on a running router, apart from RouterService so that a network
+    policy or a separate token (auth.admin_token) can keep callers out of them.
+    """
+
+    def ReloadScorers(self, request, context):
+        """Re-open scorer files and swap them in without a restart. Every new file
+        is validated first (it opens, its embedding dimension matches the
+        embedder, the configured models map onto it, a smoke prompt scores); only
+        then are they swapped, all at once. Calls in flight finish on the scorers
+        they started with. A bad file changes nothing: FAILED_PRECONDITION says
+        which file and why. SIGHUP does the same from the config file.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_RouterAdminServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ReloadScorers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReloadScorers,
+                    request_deserializer=routing__api_dot_router_dot_v1_dot_router__pb2.ReloadScorersRequest.FromString,
+                    response_serializer=routing__api_dot_router_dot_v1_dot_router__pb2.ReloadScorersResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'router.v1.RouterAdmin', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('router.v1.RouterAdmin', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class RouterAdmin:
+    """Operations on a running router, apart from RouterService so that a network
+    policy or a separate token (auth.admin_token) can keep callers out of them.
+    """
+
+    @staticmethod
+    def ReloadScorers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/router.v1.RouterAdmin/ReloadScorers',
+            routing__api_dot_router_dot_v1_dot_router__pb2.ReloadScorersRequest.SerializeToString,
+            routing__api_dot_router_dot_v1_dot_router__pb2.ReloadScorersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
