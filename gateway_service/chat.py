@@ -10,6 +10,7 @@ from __future__ import annotations
 from contextlib import ExitStack
 
 from .admission import Admission
+from .capture import Capture
 from .config import GatewaySettings, LimitSettings
 from .dispatch import Dispatcher
 from .domain import ChatParams
@@ -34,8 +35,10 @@ class ChatService:
         metrics: GatewayMetrics | None = None,
         *,
         keys_checked: bool = False,
+        capture: Capture | None = None,
     ) -> None:
         self.metrics = metrics or GatewayMetrics()
+        self.capture = capture
         self.limits = settings.limits
         self.catalog = ModelCatalog(settings)
         self.admission = Admission(settings.limits, keys_checked=keys_checked)
@@ -51,6 +54,7 @@ class ChatService:
         Use the result as ``async with stream:``; it owns the slot from here on."""
         validate(params, self.limits)
         spec = self.catalog.resolve(model)
+        captured = None if spec.concrete or self.capture is None else self.capture.sample(request_id, model, params)
         resources = ExitStack()
         resources.enter_context(self.admission.slot(client_key))
         try:
@@ -58,6 +62,9 @@ class ChatService:
         except BaseException:
             resources.close()
             raise
+        if captured is not None and self.capture is not None:
+            captured.route = opened.route
+            return ChatStream(opened, first, rest, resources, self.metrics, (self.capture, captured))
         return ChatStream(opened, first, rest, resources, self.metrics)
 
 

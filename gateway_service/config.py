@@ -29,6 +29,7 @@ from service_core.tracing import TracingSettings
 
 __all__ = [
     "AuthSettings",
+    "CaptureSettings",
     "GatewaySettings",
     "LimitSettings",
     "PolicySettings",
@@ -176,6 +177,20 @@ DEFAULT_UPSTREAMS = (
 )
 
 
+class CaptureSettings(Section):
+    """Opt-in: a sample of routed prompts and their route decisions, to label and retrain on (README: Learn)."""
+
+    enabled: bool = False
+    dir: Path = Field(Path("captures"), description="where the JSONL files go (created if missing)")
+    rate: float = Field(0.1, ge=0, le=1, description="share of routed requests captured")
+    completions: bool = Field(False, description="also store the answer's text (off: prompts and decisions only)")
+    max_file_mb: float = Field(64.0, gt=0, description="a file is rotated (prompts.jsonl.1, .2, ...) past this size")
+    max_files: int = Field(10, ge=1, description="rotated files kept; the oldest is deleted")
+    file_name: str = Field(
+        "prompts.jsonl", min_length=1, description="set per worker process by --workers (prompts.w1.jsonl, ...)"
+    )
+
+
 class GatewaySettings(TomlSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", env_nested_delimiter="__", frozen=True, extra="forbid")
 
@@ -186,6 +201,7 @@ class GatewaySettings(TomlSettings):
     auth: AuthSettings = AuthSettings()
     limits: LimitSettings = LimitSettings()
     tracing: TracingSettings = TracingSettings()
+    capture: CaptureSettings = CaptureSettings()
     default_model: str = Field(
         "llama3.1:8b", min_length=1, description="answers when the router is down or slow (fail open)"
     )

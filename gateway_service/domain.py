@@ -81,3 +81,6 @@ class RouteDecision:
     fallback: bool = False  # the chosen model failed before its first token
     reason: str = ""
     budget_limited: bool = False  # the router routed weak: its strong-call budget was spent
+    routed_strong: bool = False
+    scorer: str = ""  # the router's scorer and its version (for capture)
+    scorer_version: str = ""

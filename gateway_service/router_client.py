@@ -63,7 +63,8 @@ class RouterClient:
             reason += " (the strong model was chosen, but the router's strong-call budget is spent)"
         return RouteDecision(
             response.model, routed=True, score=response.score, threshold=response.threshold, reason=reason,
-            budget_limited=response.budget_limited,
+            budget_limited=response.budget_limited, routed_strong=response.routed_strong, scorer=response.scorer_name,
+            scorer_version=response.scorer_version,
         )
 
     async def routed_models(self) -> set[str]:

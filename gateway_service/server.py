@@ -21,6 +21,7 @@ from service_core.grpc_server import GrpcServer, build_grpc_server, wait_for_sig
 from service_core.tls import http_ssl_options
 from service_core.tracing import grpc_client_interceptors, grpc_server_interceptors, tracer_provider
 
+from .capture import Capture
 from .chat import ChatService
 from .config import GatewaySettings, secrets_of
 from .http_api import build_http_app
@@ -132,7 +133,9 @@ async def build_gateway(settings: GatewaySettings, tracing: Any | None = None, *
         router = RouterClient(settings.router, grpc_client_interceptors(provider))
         stack.push_async_callback(router.aclose)
         keys = settings.auth.resolve_keys()
-        chat = ChatService(settings, router, upstreams, metrics, keys_checked=bool(keys))
+        capture = Capture(settings.capture)
+        stack.callback(capture.close)  # LIFO: after the streams have drained
+        chat = ChatService(settings, router, upstreams, metrics, keys_checked=bool(keys), capture=capture)
         interceptors = grpc_server_interceptors(provider)
         if keys:
             interceptors.append(BearerTokenInterceptor(keys, SERVICE_NAME, "auth.api_keys / auth.api_keys_file"))

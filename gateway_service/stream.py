@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from .capture import Capture, CaptureRecord
 from .domain import Delta, Finish, RouteDecision
 from .errors import GatewayError
 from .metrics import GatewayMetrics
@@ -99,8 +100,11 @@ class ChatStream:
         rest: AsyncGenerator[Delta | Finish, None],
         resources: ExitStack,
         metrics: GatewayMetrics,
+        captured: tuple[Capture, CaptureRecord] | None = None,
     ) -> None:
         self.opened = opened
+        self._captured = captured
+        self._completion = captured[1].completion if captured is not None else None
         self.route = opened.route
         self._first: Delta | Finish | None = first
         self._rest = rest
@@ -138,6 +142,8 @@ class ChatStream:
         progress = self._progress
         if isinstance(event, Delta):
             progress.chunks += 1
+            if self._completion is not None:
+                self._completion.append(event.text)
             return event
         progress.finish, progress.outcome = event, "ok"
         tokens = event.usage.completion_tokens if event.usage else progress.chunks
@@ -156,6 +162,10 @@ class ChatStream:
         finally:
             self._resources.close()
             self._metrics.inflight.dec()
+            if self._captured is not None:
+                capture, captured = self._captured
+                finish = self._progress.finish
+                capture.write(captured, self._progress.outcome, finish.reason if finish else None)
             if access_log.isEnabledFor(logging.INFO):  # the record is built only when it is written
                 stream_ms = (time.perf_counter() - self._started) * 1e3
                 record = access_record(self.opened, self._progress, stream_ms)

@@ -57,6 +57,8 @@ def _worker(config_file: Path | None, workers: int, index: int) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C during start-up: the parent passes it on as SIGTERM
     settings = per_worker(load_settings(config_file), workers)
+    name = Path(settings.capture.file_name)  # one capture file per worker: rotation is per process
+    settings = with_section(settings, "capture", file_name=f"{name.stem}.w{index}{name.suffix}")
     logging.basicConfig(
         level=settings.server.log_level, stream=sys.stderr,
         format=f"%(asctime)s %(levelname)s [worker {index}] %(name)s: %(message)s",

@@ -19,7 +19,7 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,9 +47,13 @@ class LLMServerState:
     models: tuple[str, ...] = ("llama3.1:8b", "llama3.2:1b", "gpt-4o-mini")  # what the model lists name
     no_usage: bool = False  # like llama.cpp's server: no usage chunk, even when asked
     tool_call: tuple[str, str] | None = None  # (name, JSON arguments): answer requests with tools by calling it
+    answer: Callable[[dict[str, Any]], tuple[str, ...]] | None = None  # a scripted model: reply pieces per request
     requests: list[dict[str, Any]] = field(default_factory=list)
     open_streams: int = 0
     closed_early: int = 0  # streams whose client went away before the end
+
+    def reply_for(self, body: dict[str, Any]) -> tuple[str, ...]:
+        return self.answer(body) if self.answer is not None else self.reply
 
     def prompt_tokens(self, body: dict[str, Any]) -> int:
         return sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
@@ -76,8 +80,8 @@ def llm_app(state: LLMServerState) -> Starlette:
             if not finished:
                 state.closed_early += 1
 
-    async def content(send_garbage: bytes) -> AsyncIterator[tuple[int, str | bytes]]:
-        pieces = list(state.reply) + (["z" * state.huge_chunk_bytes] if state.huge_chunk_bytes else [])
+    async def content(body: dict[str, Any], send_garbage: bytes) -> AsyncIterator[tuple[int, str | bytes]]:
+        pieces = list(state.reply_for(body)) + (["z" * state.huge_chunk_bytes] if state.huge_chunk_bytes else [])
         for i, piece in enumerate(pieces):
             if state.stall_after is not None and i == state.stall_after:
                 await asyncio.sleep(state.stall_s)
@@ -116,7 +120,7 @@ def llm_app(state: LLMServerState) -> Starlette:
 
         async def chunks() -> AsyncIterator[bytes]:
             count = 0
-            async for _, piece in content(b'{"model":"' + model.encode() + b'","message":{"role":"assis\n'):
+            async for _, piece in content(body, b'{"model":"' + model.encode() + b'","message":{"role":"assis\n'):
                 if isinstance(piece, bytes):
                     yield piece
                     return
@@ -142,9 +146,9 @@ def llm_app(state: LLMServerState) -> Starlette:
             return StreamingResponse(tracked(calls()), media_type="application/x-ndjson")
         if body.get("stream") is False:  # Ollama streams unless told not to; then one object
             return JSONResponse({"model": model, "created_at": stamp(),
-                                 "message": {"role": "assistant", "content": "".join(state.reply)},
+                                 "message": {"role": "assistant", "content": "".join(state.reply_for(body))},
                                  "done_reason": "stop", "done": True, "prompt_eval_count": state.prompt_tokens(body),
-                                 "eval_count": len(state.reply)})
+                                 "eval_count": len(state.reply_for(body))})
         return StreamingResponse(tracked(chunks()), media_type="application/x-ndjson")
 
     async def openai_chat(request: Request) -> Response:
@@ -178,7 +182,7 @@ def llm_app(state: LLMServerState) -> Starlette:
         async def chunks() -> AsyncIterator[bytes]:
             count = 0
             yield event([choice({"role": "assistant", "content": "", "refusal": None})])
-            async for _, piece in content(b'data: {"id":"chatcmpl-test123","choices":[{"delta":\n\n'):
+            async for _, piece in content(body, b'data: {"id":"chatcmpl-test123","choices":[{"delta":\n\n'):
                 if isinstance(piece, bytes):
                     yield piece
                     return
@@ -207,14 +211,14 @@ def llm_app(state: LLMServerState) -> Starlette:
 
             return StreamingResponse(tracked(calls()), media_type="text/event-stream")
         if not body.get("stream"):  # OpenAI answers with one JSON object unless stream is true
-            prompt = state.prompt_tokens(body)
+            prompt, reply = state.prompt_tokens(body), state.reply_for(body)
             return JSONResponse({
                 "id": base["id"], "object": "chat.completion", "created": base["created"], "model": model,
                 "system_fingerprint": "fp_test",
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(state.reply), "refusal": None},
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(reply), "refusal": None},
                              "logprobs": None, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": prompt, "completion_tokens": len(state.reply),
-                          "total_tokens": prompt + len(state.reply)},
+                "usage": {"prompt_tokens": prompt, "completion_tokens": len(reply),
+                          "total_tokens": prompt + len(reply)},
             })
         return StreamingResponse(tracked(chunks()), media_type="text/event-stream")
 
