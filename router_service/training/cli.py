@@ -48,6 +48,28 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--no-eval", action="store_true", help="skip the eval/ metrics stored in the model card")
 
+    labeller = sub.add_parser(
+        "label",
+        help="label your own prompts (e.g. the gateway's capture files): both models answer through the gateway, "
+        "your judge model compares the answers in both orders; writes battles for train/eval (resumable)",
+    )
+    labeller.add_argument(
+        "--prompts", type=Path, action="append", required=True,
+        help="a file (JSON lines with 'prompt', or one prompt a line) or a folder of capture files (repeatable)",
+    )
+    labeller.add_argument("--strong", required=True, help="the strong model's name at the gateway, e.g. llama3.1:70b")
+    labeller.add_argument("--weak", required=True, help="the weak model's name at the gateway, e.g. llama3.1:8b")
+    labeller.add_argument("--judge", required=True, help="the judge model's name at the gateway (your strongest)")
+    labeller.add_argument("--gateway", required=True, help="the gateway's URL, e.g. http://localhost:8000")
+    labeller.add_argument("--out", type=Path, default=Path("labels"), help="output folder (default: labels)")
+    labeller.add_argument("--api-key-env", help="name of the env variable holding a gateway API key, if it needs one")
+    labeller.add_argument("--concurrency", type=int, default=4, help="prompts labelled at once (default 4)")
+    labeller.add_argument("--eval-share", type=float, default=0.2, help="share of prompts kept for eval/ (default 0.2)")
+    labeller.add_argument("--max-tokens", type=int, default=1024, help="max_tokens of each answer and verdict")
+    labeller.add_argument("--timeout", type=float, default=300.0, help="seconds one answer may take (default 300)")
+    labeller.add_argument("--limit", type=int, help="label at most this many new prompts this run")
+    labeller.add_argument("--retry-unparsed", action="store_true", help="ask the judge again where its verdict was unparseable")
+
     calibrate = sub.add_parser("calibrate", help="set a scorer's thresholds for target strong-call shares on your prompts")
     calibrate.add_argument("--config", type=Path, help=config_help)
     calibrate.add_argument("--prompts", type=Path, required=True, help="JSON lines with a 'prompt' field, or one prompt a line")
@@ -91,7 +113,9 @@ def run(args: argparse.Namespace, settings: RouterSettings) -> int:
         raise ConfigError("train, calibrate and eval need the training extras: pip install -e '.[train]'") from None
     if args.command in ("calibrate", "eval") and args.scorer is None:  # the scorer the router would use
         args.scorer = settings.scorers[0].resolve_path(settings.embedder.backend)
-    if args.command == "train":
+    if args.command == "label":
+        _label(args)
+    elif args.command == "train":
         _train(args, settings)
     elif args.command == "calibrate":
         _calibrate(args, settings)
@@ -125,6 +149,35 @@ def _train(args: argparse.Namespace, settings: RouterSettings) -> None:
     )
     print(json.dumps(card.training.get("eval", {}), indent=2))
     print(f"wrote {args.out} in {time.perf_counter() - started:.0f}s")
+
+
+def _label(args: argparse.Namespace) -> None:
+    import asyncio
+    import os
+
+    from .label import LabelJob, label, read_prompts
+
+    if not 0.0 <= args.eval_share < 1.0:
+        raise ConfigError(f"--eval-share {args.eval_share}: give a share in [0, 1)")
+    if args.concurrency < 1:
+        raise ConfigError("--concurrency must be >= 1")
+    api_key = None
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env)
+        if not api_key:
+            raise ConfigError(f"--api-key-env names {args.api_key_env}, which is unset or empty")
+    prompts = read_prompts(args.prompts)
+    if not prompts:
+        raise ConfigError(f"--prompts: no prompts in {', '.join(map(str, args.prompts))}")
+    job = LabelJob(
+        gateway=args.gateway, strong=args.strong, weak=args.weak, judge=args.judge, out=args.out, api_key=api_key,
+        concurrency=args.concurrency, eval_share=args.eval_share, max_tokens=args.max_tokens, timeout_s=args.timeout,
+        retry_unparsed=args.retry_unparsed, limit=args.limit,
+    )
+    counts = asyncio.run(label(job, prompts))
+    print(json.dumps({"prompts": len(prompts), **counts, "out": str(args.out)}))
+    if counts.get("failed"):
+        print(f"{counts['failed']} prompts failed (see {args.out / 'failures.jsonl'}); run the same command again to retry them")
 
 
 def _distill_static(out: Path, dims: int) -> None:
