@@ -14,6 +14,7 @@ graph computes every model's score at once, so one run serves any pair.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,14 @@ class MFWeights:
     def win_rate(self, embeddings: np.ndarray, a: str, b: str) -> np.ndarray:
         scores = self.model_scores(embeddings)
         return sigmoid(scores[:, self.models.index(a)] - scores[:, self.models.index(b)])
+
+    def digest(self) -> str:
+        """8 hex digits of the weights: two trainings on one day get different versions."""
+        h = hashlib.sha256("\n".join(self.models).encode())
+        for array in (self.P, self.W, self.w, self.bias):
+            if array is not None:
+                h.update(np.ascontiguousarray(array, np.float32).tobytes())
+        return h.hexdigest()[:8]
 
 
 @dataclass(frozen=True)

@@ -21,13 +21,17 @@ logger = logging.getLogger(__name__)
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     config_help = "TOML config file: the embedder used for training is the configured one"
-    data_help = "routing data folder (default: ../shared/data beside the project)"
 
     train = sub.add_parser(
         "train", help="train a scorer (difficulty by default, or the MF) on ../shared/data/train and export ONNX"
     )
     train.add_argument("--config", type=Path, help=config_help)
-    train.add_argument("--data-dir", type=Path, default=None, help=data_help)
+    train.add_argument(
+        "--data-dir", action="append", default=[], metavar="DIR[:WEIGHT]",
+        help="routing data folder with train/ (and eval/, sanity/, held out); repeatable: the first is the base "
+        "(default ../shared/data), each further one, e.g. the output of label, weighs WEIGHT times the first's "
+        "labels in all (default 1)",
+    )
     train.add_argument(
         "--out", type=Path, help="scorer file to write (default: the bundled one of this method and embedder backend)"
     )
@@ -97,7 +101,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     evaluate.add_argument(
         "--data", type=Path, action="append", help="eval or sanity file (repeatable; default: every file in eval/ and sanity/)"
     )
-    evaluate.add_argument("--data-dir", type=Path, default=None, help=data_help)
+    evaluate.add_argument(
+        "--data-dir", type=Path, action="append", default=[],
+        help="evaluate on eval/ and sanity/ of this folder (repeatable; default ../shared/data), e.g. label's output",
+    )
     evaluate.add_argument("--scorer", type=Path, help="scorer file to evaluate (default: the configured default scorer)")
     evaluate.add_argument("--plot", type=Path, default=Path("eval-routing.png"), help="PNG to write")
     evaluate.add_argument("--json", action="store_true", help="end with one JSON line: mean apgr, cpt50, cpt80, and every file under benchmarks")
@@ -135,9 +142,11 @@ def _train(args: argparse.Namespace, settings: RouterSettings) -> None:
     config = TrainConfig(
         dim=args.dim, epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay, noise=args.noise, seed=args.seed
     )
+    folders = [_folder_and_weight(item) for item in args.data_dir]
     card = pipeline.train_and_export(
         settings,
-        data_dir=args.data_dir,
+        data_dir=[folder for folder, _ in folders] or None,
+        weights=[weight for _, weight in folders],
         out=args.out,
         config=config,
         name=args.name or args.method,
@@ -178,6 +187,20 @@ def _label(args: argparse.Namespace) -> None:
     print(json.dumps({"prompts": len(prompts), **counts, "out": str(args.out)}))
     if counts.get("failed"):
         print(f"{counts['failed']} prompts failed (see {args.out / 'failures.jsonl'}); run the same command again to retry them")
+
+
+def _folder_and_weight(item: str) -> tuple[Path, float]:
+    """DIR or DIR:WEIGHT (a path that itself contains ':' is taken whole unless what follows parses as a number)."""
+    folder, sep, weight = item.rpartition(":")
+    if sep and folder:
+        try:
+            value = float(weight)
+        except ValueError:
+            return Path(item), 1.0
+        if not value > 0:
+            raise ConfigError(f"--data-dir {item}: the weight must be > 0")
+        return Path(folder), value
+    return Path(item), 1.0
 
 
 def _distill_static(out: Path, dims: int) -> None:
@@ -222,7 +245,10 @@ def _calibrate(args: argparse.Namespace, settings: RouterSettings) -> None:
 
 
 def _evaluate(args: argparse.Namespace, settings: RouterSettings) -> None:
-    files = args.data or pipeline.eval_files(args.data_dir) + pipeline.sanity_files(args.data_dir)
+    dirs = args.data_dir or None
+    files = args.data or pipeline.eval_files(dirs) + pipeline.sanity_files(dirs)
+    if not files:
+        raise ConfigError(f"eval: no eval/ or sanity/ files under {', '.join(map(str, args.data_dir))}")
     results = pipeline.evaluate(settings, args.scorer, files, plot=args.plot)
     labels = {"scorer": args.scorer.stem, "random": "random"}
     width = max(8, len(args.scorer.stem))

@@ -86,7 +86,13 @@ def evaluate_scorer(scorer_path: Path, store: EmbeddingStore, files: Iterable[Pa
     for path in files:
         first = next(read_jsonl(path), {})
         evaluate = _sanity_result if "expect" in first else _battle_result
-        results[path.name.split(".")[0]] = evaluate(scorer, store, path)
+        name = path.name.split(".")[0]
+        if name in results:
+            name = f"{path.parent.parent.name}/{name}"
+        try:
+            results[name] = evaluate(scorer, store, path)
+        except ValueError as exc:  # e.g. the strong model never beats the weak one here: no gap to recover
+            logger.warning("%s: not evaluated: %s", path, exc)
     return results
 
 

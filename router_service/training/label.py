@@ -154,7 +154,7 @@ class _Files:
     """The output folder: battles (train/ and eval/), unparsed verdicts, failures; one appended line each."""
 
     def __init__(self, out: Path, eval_share: float) -> None:
-        self.battles = {"train": out / "train" / "battles.jsonl", "eval": out / "eval" / "battles.jsonl"}
+        self.battles = {split: out / split / "own_traffic.jsonl" for split in ("train", "eval")}
         self.unparsed = out / "unparsed.jsonl"
         self.failures = out / "failures.jsonl"
         self._eval_share = eval_share

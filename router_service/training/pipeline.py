@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from ..adapters.scorer import OnnxScorer
 from ..config import RouterSettings, default_cache_dir
 from ..errors import ConfigError
 from ..mf import MFWeights, ScorerCard, export_onnx, sigmoid
-from .data import HeldOut, default_data_dir, load_battles, mean_correctness, read_jsonl
+from .data import Battles, HeldOut, default_data_dir, load_battles, mean_correctness, read_jsonl
 from .embeddings import EmbeddingStore
 from .evaluation import evaluate_scorer, plot_results
 from .metrics import thresholds_for_shares
@@ -37,21 +37,36 @@ REFERENCE_WEAK = "mixtral-8x7b-instruct-v0.1"
 SHARES = np.round(np.arange(0.05, 1.0, 0.05), 2)
 
 
-def train_files(data_dir: Path | None) -> list[Path]:
-    return sorted(((data_dir or default_data_dir()) / "train").glob("*.jsonl.gz"))
+DataDirs = Path | Sequence[Path] | None
 
 
-def eval_files(data_dir: Path | None) -> list[Path]:
-    return sorted(((data_dir or default_data_dir()) / "eval").glob("*.jsonl.gz"))
+def _dirs(data_dirs: DataDirs) -> list[Path]:
+    if data_dirs is None or (not isinstance(data_dirs, Path) and not data_dirs):
+        return [default_data_dir()]
+    return [data_dirs] if isinstance(data_dirs, Path) else list(data_dirs)
 
 
-def sanity_files(data_dir: Path | None) -> list[Path]:
-    return sorted(((data_dir or default_data_dir()) / "sanity").glob("*.jsonl.gz"))
+def _files(data_dirs: DataDirs, split: str) -> list[Path]:
+    """A split's files (gzipped or plain JSON lines), folder by folder."""
+    return [f for d in _dirs(data_dirs) for f in sorted([*(d / split).glob("*.jsonl.gz"), *(d / split).glob("*.jsonl")])]
 
 
-def held_out(data_dir: Path | None) -> HeldOut:
-    """Every eval/ and sanity/ prompt: training never sees them (case, punctuation and spacing aside)."""
-    return HeldOut(row["prompt"] for path in eval_files(data_dir) + sanity_files(data_dir) for row in read_jsonl(path))
+def train_files(data_dirs: DataDirs) -> list[Path]:
+    return _files(data_dirs, "train")
+
+
+def eval_files(data_dirs: DataDirs) -> list[Path]:
+    return _files(data_dirs, "eval")
+
+
+def sanity_files(data_dirs: DataDirs) -> list[Path]:
+    return _files(data_dirs, "sanity")
+
+
+def held_out(data_dirs: DataDirs) -> HeldOut:
+    """Every eval/ and sanity/ prompt of every folder: training never sees them (case, punctuation and spacing aside)."""
+    files = eval_files(data_dirs) + sanity_files(data_dirs)
+    return HeldOut(row["prompt"] for path in files for row in read_jsonl(path))
 
 
 @contextmanager
@@ -73,7 +88,7 @@ def _read_prompts(path: Path) -> list[str]:
 def train_and_export(
     settings: RouterSettings,
     *,
-    data_dir: Path | None,
+    data_dir: DataDirs,
     out: Path,
     config: TrainConfig,
     name: str,
@@ -82,17 +97,28 @@ def train_and_export(
     keep_ties: bool,
     evaluate: bool,
     method: str = "mf",
+    weights: Sequence[float] = (),
 ) -> ScorerCard:
-    files = train_files(data_dir)
-    if not files:
-        raise ConfigError(f"no training files under {(data_dir or default_data_dir()) / 'train'}: give --data-dir")
+    """Train on the train/ files of every folder of ``data_dir``; ``weights[k]``: how much folder k's
+    labels weigh together, against the first folder's (default 1: as much as all of the first's)."""
+    dirs = _dirs(data_dir)
+    folder_weights = [*weights, *[1.0] * (len(dirs) - len(weights))][: len(dirs)]
+    by_folder = [train_files(d) for d in dirs]
+    files = [f for folder in by_folder for f in folder]
+    if not by_folder[0]:
+        raise ConfigError(f"no training files under {dirs[0] / 'train'}: give --data-dir")
+    for folder, folder_files in zip(dirs, by_folder, strict=True):
+        if not folder_files:
+            raise ConfigError(f"--data-dir {folder}: no train/*.jsonl(.gz) files there (label writes them)")
     # eval/ and sanity/ are never trained on: the data is decontaminated upstream, and this guard
     # drops any training prompt that still matches one of their prompts (case and punctuation aside).
-    held = held_out(data_dir)
+    held = held_out(dirs)
     battles = load_battles(files, keep_ties=keep_ties, held_out=held)
     for model in (strong, weak):
         if model not in battles.models:
             raise ConfigError(f"--strong/--weak: {model!r} is not in the training data")
+    folder_of_file = np.array([k for k, folder in enumerate(by_folder) for _ in folder])
+    battle_folder = folder_of_file[battles.source]
     with embedding_store(settings) as (embedder_name, store):
         embeddings = store.get(battles.prompts)
         if held.dropped:
@@ -104,17 +130,24 @@ def train_and_export(
 
         calibrated_on = "training prompts"
         if method == "difficulty":
-            weights, calibration_prompts = _difficulty_weights(files, store, strong, weak, held)
-            calibration = weights.win_rate(store.get(calibration_prompts), strong, weak)
-            calibrated_on = f"chat-like prompts of {', '.join(CHAT_TRAFFIC)} ({len(calibration_prompts)})"
+            own = [
+                _own_labels(battles.subset(battle_folder == k), store, strong, weak, folder_weights[k], dirs[k])
+                for k in range(1, len(dirs))
+            ]
+            mf, calibration_prompts = _difficulty_weights(by_folder[0], store, strong, weak, held, own)
+            calibration = mf.win_rate(store.get(calibration_prompts), strong, weak)
+            calibrated_on = f"chat-like prompts of {', '.join(CHAT_TRAFFIC)} and your labels ({len(calibration_prompts)})"
         else:
-            weights = train_mf(
+            counts = np.bincount(battle_folder, minlength=len(dirs)).astype(np.float64)
+            share = np.asarray(folder_weights) * counts[0] / np.maximum(counts, 1.0)
+            mf = train_mf(
                 embeddings, battles.models, battles.prompt, battles.model_a, battles.model_b, battles.p_a, config,
-                on_epoch=log_epoch,
+                weight=share[battle_folder].astype(np.float32), on_epoch=log_epoch,
             )
-            calibration = weights.win_rate(embeddings, strong, weak)
+            calibration = mf.win_rate(embeddings, strong, weak)
         training: dict[str, Any] = {
             "data": [f.name for f in files],
+            "folders": [{"path": str(d), "weight": w} for d, w in zip(dirs, folder_weights, strict=True)][1:],
             "battles": len(battles),
             "prompts": len(battles.prompts),
             "models": len(battles.models),
@@ -127,22 +160,41 @@ def train_and_export(
         }
         card = ScorerCard(
             name=name,
-            version=f"{dt.date.today():%Y%m%d}-seed{config.seed}",
+            version=f"{dt.date.today():%Y%m%d}-seed{config.seed}-{mf.digest()}",
             strong_model=strong,
             weak_model=weak,
             embedder=embedder_name,
             thresholds=thresholds_for_shares(calibration, SHARES),
             training=training,
         )
-        export_onnx(weights, card, out)
+        export_onnx(mf, card, out)
         if evaluate:
-            results = evaluate_scorer(out, store, eval_files(data_dir) + sanity_files(data_dir))
+            results = evaluate_scorer(out, store, eval_files(dirs) + sanity_files(dirs))
             training["eval"] = {
                 bench: {k: round(v, 4) for k, v in result["scorer"].items()} for bench, result in results.items()
             }
             card = ScorerCard(**{**card.__dict__, "training": training})
-            export_onnx(weights, card, out)
+            export_onnx(mf, card, out)
         return card
+
+
+def _own_labels(battles: Battles, store: EmbeddingStore, strong: str, weak: str, weight: float, folder: Path) -> Any:
+    """A folder's battles of the strong/weak pair as a difficulty source: the target is P(strong won)."""
+    from .difficulty import Source
+
+    models = battles.models
+    pair = {models.index(m) for m in (strong, weak) if m in models}
+    if len(pair) < 2:
+        raise ConfigError(f"--data-dir {folder}: no battles of {strong} against {weak} (the --strong/--weak pair)")
+    a, b = np.asarray(battles.model_a), np.asarray(battles.model_b)
+    s, w = models.index(strong), models.index(weak)
+    forward, backward = (a == s) & (b == w), (a == w) & (b == s)
+    keep = forward | backward
+    if not keep.any():
+        raise ConfigError(f"--data-dir {folder}: no battles of {strong} against {weak} (the --strong/--weak pair)")
+    p_strong = np.where(forward, battles.p_a, 1.0 - battles.p_a)[keep]
+    prompts = [battles.prompts[i] for i in battles.prompt[keep]]
+    return Source(f"your labels ({folder.name})", store.get(prompts), p_strong.astype(np.float64), weight), prompts
 
 
 # Real user prompts (OpenAssistant, Vicuna-80, self-instruct): what chat traffic looks like.
@@ -159,26 +211,28 @@ def chat_prompts(files: list[Path], held: HeldOut) -> list[str]:
 
 
 def _difficulty_weights(
-    files: list[Path], store: EmbeddingStore, strong: str, weak: str, held: HeldOut
+    files: list[Path], store: EmbeddingStore, strong: str, weak: str, held: HeldOut,
+    own: Sequence[tuple[Any, list[str]]] = (),
 ) -> tuple[MFWeights, list[str]]:
     """The difficulty scorer (difficulty.py) as a rank-1 MF, and the prompts it is calibrated on.
 
     Its score is a ranking: the sigmoid of the need for the strong model, standardised on
     chat-like prompts (a typical one scores 0.5), so use it with strong-call shares and
-    calibration rather than absolute thresholds."""
+    calibration rather than absolute thresholds. ``own``: sources from your labels, each
+    weighing against the benchmark labels as its folder's weight says."""
     from .difficulty import Source, as_mf, fit_need
     from .written import written_prompts
 
     prompts, accuracy = mean_correctness(files, skip=held)
-    if not prompts:
-        raise ConfigError("--method difficulty needs correctness (score) files in the training data")
+    if not prompts and not own:
+        raise ConfigError("--method difficulty needs correctness (score) files in the training data, or your labels")
     written, need = written_prompts()
-    sources = [
-        Source("benchmark difficulty", store.get(prompts), 1.0 - accuracy),
-        Source("task type (written)", store.get(written), np.asarray(need), WRITTEN_WEIGHT),
-    ]
+    sources = [Source("benchmark difficulty", store.get(prompts), 1.0 - accuracy)] if prompts else []
+    sources += [source for source, _ in own]
+    sources.append(Source("task type (written)", store.get(written), np.asarray(need), WRITTEN_WEIGHT))
     u, c = fit_need(sources)
-    calibration = chat_prompts(files, held) or prompts
+    calibration = chat_prompts(files, held) + [p for _, own_prompts in own for p in own_prompts]
+    calibration = calibration or prompts
     projected = store.get(calibration) @ u + c
     scale = 1.0 / (float(np.std(projected)) or 1.0)
     # as_mf scores -a (u'.e + c') + b: u' = -u and c' = -c turn it into a (need - mean) / std.

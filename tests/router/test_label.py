@@ -95,7 +95,7 @@ async def labelling(router_app) -> AsyncIterator[Labelling]:
 
 
 def battles(out: Path) -> list[dict[str, Any]]:
-    files = [out / split / "battles.jsonl" for split in ("train", "eval")]
+    files = [out / split / "own_traffic.jsonl" for split in ("train", "eval")]
     return [row for path in files if path.exists() for row in read_jsonl(path)]
 
 
@@ -127,7 +127,7 @@ async def test_label_writes_battles_in_the_shared_format_and_resumes(labelling, 
     judged = [r["body"]["messages"][0]["content"] for r in labelling.judge.requests if "What is 2+2?" in str(r["body"])]
     assert len(judged) == 2 and judged[0].index(GOOD) < judged[0].index("dunno") and judged[1].index("dunno") < judged[1].index(GOOD)
     # The files load as training data, with the pair as their models.
-    loaded = load_battles(sorted(tmp_path.glob("*/battles.jsonl")))
+    loaded = load_battles(sorted(tmp_path.glob("*/own_traffic.jsonl")))
     assert set(loaded.models) == {STRONG, WEAK} and len(loaded) == 4
 
     monkeypatch.setenv("LABEL_TEST_FAIL", "0")
@@ -170,7 +170,7 @@ async def test_the_command_resumes_after_a_kill_mid_run(labelling, tmp_path) -> 
     before = len(battles(out))
     assert 2 <= before < 8
 
-    with (out / "train" / "battles.jsonl").open("a") as torn:  # as if the kill had landed mid-write
+    with (out / "train" / "own_traffic.jsonl").open("a") as torn:  # as if the kill had landed mid-write
         torn.write('{"source": "own-traffic", "prompt": "Quest')
     second = await asyncio.create_subprocess_exec(*command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     stdout, stderr = await second.communicate()

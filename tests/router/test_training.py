@@ -213,3 +213,60 @@ def test_training_never_sees_eval_or_sanity_prompts(data_slice: Path) -> None:
     sanity = next(read_jsonl(data_slice / "sanity" / "sanity_chat.jsonl.gz"))["prompt"]
     mtbench = next(read_jsonl(data_slice / "eval" / "routellm_mtbench.jsonl.gz"))["prompt"]
     assert sanity in held and mtbench in held and f"  {sanity.upper()}!! " in held
+
+
+def own_labels(root: Path, strong: str, weak: str) -> Path:
+    """A label output folder whose judge, unusually, prefers the strong model on small talk and the weak one on maths."""
+    talk = [f"Say hello to my friend number {i} and wish them a nice day." for i in range(30)]
+    # Fewer maths prompts: over the eval part the strong model must win on balance, or there is no gap to recover.
+    maths = [f"Prove that the sum of the first {i} odd numbers is a perfect square, by induction." for i in range(27)]
+    for split, part in (("train", slice(0, 24)), ("eval", slice(24, 30))):
+        (root / split).mkdir(parents=True)
+        rows = [
+            {"source": "own-traffic", "judge": "judge (rubric pairwise-v1, both orders)", "prompt": prompt,
+             "model_a": strong, "model_b": weak, "winner": winner, "p_a": p_a}
+            for prompts, winner, p_a in ((talk, "model_a", 1.0), (maths, "model_b", 0.0)) for prompt in prompts[part]
+        ]
+        (root / split / "own_traffic.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def test_own_labels_train_beside_the_shared_data_with_a_weight(data_slice: Path, tmp_path: Path) -> None:
+    from router_service.adapters.scorer import OnnxScorer
+
+    strong, weak = "llama3.1:70b", "llama3.1:8b"
+    labels = own_labels(tmp_path / "labels", strong, weak)
+    cache = tmp_path / "cache"
+    base, mine = tmp_path / "base.onnx", tmp_path / "mine.onnx"
+    pair = ("--strong", strong, "--weak", weak)
+    trained = cli("train", "--data-dir", str(data_slice), "--data-dir", f"{labels}:5", *pair, "--out", str(mine), cache=cache)
+    assert trained.returncode == 0, trained.stderr
+    # Without the labels the pair is unknown to the shared data.
+    refused = cli("train", "--data-dir", str(data_slice), *pair, "--out", str(base), "--no-eval", cache=cache)
+    assert refused.returncode == 2 and "'llama3.1:70b' is not in the training data" in refused.stderr
+
+    scorer = OnnxScorer("mine", mine)
+    assert scorer.models == (strong, weak)
+    card = scorer.training
+    assert card["folders"] == [{"path": str(labels), "weight": 5.0}] and "own_traffic.jsonl" in card["data"]
+    assert "own_traffic" in card["eval"]  # evaluated on the held-out part of the labels too
+    # The labels steer it: this judge's taste (small talk needs the strong model) is learnt.
+    talk, maths = "Say hello to my neighbour and wish her a nice day.", "Prove by induction that 1 + 3 + ... + (2n-1) = n^2."
+    store_scores = cli("route", talk, "--scorer", "mine", "--threshold", "0.5", "--config", str(_config(tmp_path, mine)), cache=cache)
+    assert store_scores.returncode == 0, store_scores.stderr
+    talk_score = json.loads(store_scores.stdout)["score"]
+    maths_score = json.loads(
+        cli("route", maths, "--scorer", "mine", "--threshold", "0.5", "--config", str(_config(tmp_path, mine)), cache=cache).stdout
+    )["score"]
+    assert talk_score > maths_score
+
+    evaluated = cli("eval", "--data-dir", str(labels), "--scorer", str(mine), "--json", "--plot", str(tmp_path / "p.png"), cache=cache)
+    assert evaluated.returncode == 0, evaluated.stderr
+    own = json.loads(evaluated.stdout.strip().splitlines()[-1])["benchmarks"]["own_traffic"]["scorer"]
+    assert own["apgr"] > 0.6  # held-out labels of the same taste: routed well above random (0.5)
+
+
+def _config(tmp_path: Path, scorer: Path) -> Path:
+    config = tmp_path / "router.toml"
+    config.write_text(f'[[scorers]]\nname = "mine"\npath = "{scorer}"\n')
+    return config
