@@ -76,7 +76,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
     calibrate = sub.add_parser("calibrate", help="set a scorer's thresholds for target strong-call shares on your prompts")
     calibrate.add_argument("--config", type=Path, help=config_help)
-    calibrate.add_argument("--prompts", type=Path, required=True, help="JSON lines with a 'prompt' field, or one prompt a line")
+    calibrate.add_argument("--prompts", type=Path, required=True, help="JSON lines with a 'prompt' field, one prompt a line, or the gateway's capture folder")
     calibrate.add_argument("--scorer", type=Path, help="scorer file to calibrate (default: the configured default scorer)")
     calibrate.add_argument("--out", type=Path, help="where to write the calibrated scorer (default: in place)")
     calibrate.add_argument(
@@ -164,7 +164,8 @@ def _label(args: argparse.Namespace) -> None:
     import asyncio
     import os
 
-    from .label import LabelJob, label, read_prompts
+    from .data import read_prompts
+    from .label import LabelJob, label
 
     if not 0.0 <= args.eval_share < 1.0:
         raise ConfigError(f"--eval-share {args.eval_share}: give a share in [0, 1)")

@@ -18,9 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ConfigError
+
 __all__ = [
     "ALIASES", "Battles", "HeldOut", "canonical_model", "default_data_dir", "load_battles", "mean_correctness",
-    "read_jsonl",
+    "read_jsonl", "read_prompts",
 ]
 
 # One name per model across sources, so their labels train the same vector.
@@ -183,3 +185,29 @@ def mean_correctness(files: Iterable[Path], *, skip: Iterable[str] | HeldOut = (
                 prompts.append(row["prompt"])
                 accuracy.append(float(np.mean(values)))
     return prompts, np.asarray(accuracy)
+
+
+def read_prompts(sources: Iterable[Path], *, unique: bool = True) -> list[str]:
+    """Prompts from files (JSON lines with a "prompt" field, e.g. the gateway's capture files, or one
+    prompt a line) and folders of them (every prompts*.jsonl* inside). ``unique``: the first occurrence
+    of each (labelling); else every one (calibrating on traffic, where repeats count)."""
+    files: list[Path] = []
+    for source in sources:
+        if source.is_dir():
+            files.extend(sorted(p for p in source.glob("prompts*.jsonl*") if p.is_file()))
+        elif source.is_file():
+            files.append(source)
+        else:
+            raise ConfigError(f"--prompts: {source} does not exist")
+    prompts = [text for path in files for text in _prompts_of(path) if text.strip()]
+    return list(dict.fromkeys(prompts)) if unique else prompts
+
+
+def _prompts_of(path: Path) -> Iterable[str]:
+    """JSON lines (gzipped or not, rotated capture files too) when the file starts with "{"; else a prompt a line."""
+    if path.suffix == ".gz" or path.read_text(encoding="utf-8").lstrip()[:1] == "{":
+        for row in read_jsonl(path):
+            if isinstance(row.get("prompt"), str):
+                yield row["prompt"]
+        return
+    yield from (line.strip() for line in path.read_text(encoding="utf-8").splitlines())

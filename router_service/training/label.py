@@ -22,7 +22,6 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ import httpx
 from ..errors import ConfigError
 from .data import read_jsonl
 
-__all__ = ["RUBRIC_VERSION", "LabelJob", "combine", "judge_prompt", "label", "parse_verdict", "read_prompts"]
+__all__ = ["RUBRIC_VERSION", "LabelJob", "combine", "judge_prompt", "label", "parse_verdict"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,35 +89,6 @@ def combine(strong_first: str, weak_first: str) -> float:
 
 def prompt_id(prompt: str) -> str:
     return hashlib.sha256(prompt.encode()).hexdigest()[:16]
-
-
-def read_prompts(sources: Iterable[Path]) -> list[str]:
-    """Prompts from files (JSON lines with a "prompt" field, e.g. the gateway's capture files, or one
-    prompt a line) and folders of them (every prompts*.jsonl* inside); first occurrence kept."""
-    files: list[Path] = []
-    for source in sources:
-        if source.is_dir():
-            files.extend(sorted(p for p in source.glob("prompts*.jsonl*") if p.is_file()))
-        elif source.is_file():
-            files.append(source)
-        else:
-            raise ConfigError(f"--prompts: {source} does not exist")
-    prompts: dict[str, None] = {}
-    for path in files:
-        for text in _prompts_of(path):
-            if text.strip():
-                prompts.setdefault(text, None)
-    return list(prompts)
-
-
-def _prompts_of(path: Path) -> Iterable[str]:
-    """JSON lines (gzipped or not, rotated capture files too) when the file starts with "{"; else a prompt a line."""
-    if path.suffix == ".gz" or path.read_text(encoding="utf-8").lstrip()[:1] == "{":
-        for row in read_jsonl(path):
-            if isinstance(row.get("prompt"), str):
-                yield row["prompt"]
-        return
-    yield from (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
 
 
 @dataclass(frozen=True)

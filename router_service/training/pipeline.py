@@ -18,7 +18,7 @@ from ..adapters.scorer import OnnxScorer
 from ..config import RouterSettings, default_cache_dir
 from ..errors import ConfigError
 from ..mf import MFWeights, ScorerCard, export_onnx, sigmoid
-from .data import Battles, HeldOut, default_data_dir, load_battles, mean_correctness, read_jsonl
+from .data import Battles, HeldOut, default_data_dir, load_battles, mean_correctness, read_jsonl, read_prompts
 from .embeddings import EmbeddingStore
 from .evaluation import evaluate_scorer, plot_results
 from .metrics import thresholds_for_shares
@@ -75,14 +75,6 @@ def embedding_store(settings: RouterSettings) -> Iterator[tuple[str, EmbeddingSt
     with blocking_embedder(settings.embedder) as (name, embed):
         cache = default_cache_dir() / "embeddings" / (name.replace(":", "-").replace("/", "_") + ".npz")
         yield name, EmbeddingStore(cache, embed)
-
-
-def _read_prompts(path: Path) -> list[str]:
-    if not path.is_file():
-        raise ConfigError(f"--prompts: {path} does not exist")
-    if path.name.endswith((".jsonl", ".jsonl.gz", ".json")):
-        return [row["prompt"] for row in read_jsonl(path)]
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def train_and_export(
@@ -248,7 +240,7 @@ def calibrate(
 ) -> dict[str, float]:
     """Rewrite the scorer's thresholds so the shares hold on the given prompts (every 5%, and ``extra_share``)."""
     scorer = _scorer(scorer_path)
-    prompts = _read_prompts(prompts_path)
+    prompts = read_prompts([prompts_path], unique=False)
     if len(prompts) < 20:
         raise ConfigError(f"--prompts: {len(prompts)} prompts is too few to calibrate; give at least 20")
     with embedding_store(settings) as (_, store):

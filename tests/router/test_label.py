@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from gateway_service.server import GatewayApp, build_gateway
-from router_service.training.data import load_battles, read_jsonl
-from router_service.training.label import LabelJob, combine, label, parse_verdict, prompt_id, read_prompts
+from router_service.training.data import load_battles, read_jsonl, read_prompts
+from router_service.training.label import LabelJob, combine, label, parse_verdict, prompt_id
 from tests.gateway.conftest import STRONG, WEAK, gateway_settings
 from tests.http_servers import serve_app
 from tests.llm_servers import LLMServerState, llm_app
@@ -191,3 +191,4 @@ def test_prompts_are_read_from_capture_folders_and_files(tmp_path) -> None:
     plain = tmp_path / "more.txt"
     plain.write_text("d\n\n e \n")
     assert read_prompts([captures, plain]) == ["a", "b", "c", "d", "e"]
+    assert read_prompts([captures], unique=False) == ["a", "b", "a", "c"]  # calibration counts repeats
