@@ -174,9 +174,12 @@ async def _chat(http: httpx.AsyncClient, job: LabelJob, stage: str, model: str, 
             message = response.text[:300]
         raise _Failed(stage, f"{model}: HTTP {response.status_code}: {message}")
     try:
-        return str(response.json()["choices"][0]["message"]["content"] or "")
+        answered_by, content = response.json()["model"], response.json()["choices"][0]["message"]["content"]
     except (ValueError, KeyError, IndexError, TypeError):
         raise _Failed(stage, f"{model}: not a chat completion: {response.text[:300]}") from None
+    if answered_by != model:  # the gateway's fallback_model answered: a label from the wrong model is worse than none
+        raise _Failed(stage, f"{model} failed and the gateway's fallback model {answered_by} answered instead")
+    return str(content or "")
 
 
 async def _check_gateway(http: httpx.AsyncClient, job: LabelJob) -> None:

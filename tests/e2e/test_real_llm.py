@@ -13,7 +13,6 @@ import importlib.util
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -25,6 +24,7 @@ if importlib.util.find_spec("llama_cpp") is None:
     pytest.skip("needs llama-cpp-python[server]; `make test` installs it", allow_module_level=True)
 
 from gateway_service.server import GatewayApp, build_gateway
+from tests.e2e.llama_server import running_llama_server
 from tests.e2e.tiny_gguf import write_tiny_gguf
 from tests.gateway.conftest import STRONG, WEAK, gateway_settings
 
@@ -33,33 +33,8 @@ from tests.gateway.conftest import STRONG, WEAK, gateway_settings
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     model = tmp_path_factory.mktemp("gguf") / "tiny.gguf"
     reply = write_tiny_gguf(model)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    log = model.with_suffix(".log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
-         "--n_threads", "1", "--n_threads_batch", "1", "--interrupt_requests", "false", "--n_ctx", "512"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"llama.cpp server exited; see {log.name}")
-            try:
-                if httpx.get(f"{url}/v1/models", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        else:
-            raise RuntimeError("llama.cpp server did not start within 60 s")
+    with running_llama_server(model) as url:
         yield url, reply
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
 
 
 @pytest.fixture

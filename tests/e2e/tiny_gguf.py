@@ -36,9 +36,12 @@ def _byte_tokens() -> list[str]:
     return [mapping[b] for b in range(256)]
 
 
-def write_tiny_gguf(path: Path) -> str:
-    """Write the model; return the reply it gives."""
+def write_tiny_gguf(path: Path, reply: str = REPLY, context: int = 512) -> str:
+    """Write the model; return the reply it gives (any text whose characters are all distinct, without a newline)."""
     import gguf
+
+    if len(set(reply)) != len(reply) or "\n" in reply:
+        raise ValueError(f"{reply!r}: a one-token memory can only spell text whose characters are all distinct")
 
     byte_tokens = _byte_tokens()
     # llama.cpp insists on at least one merge: join two NUL bytes, which no test text contains.
@@ -52,13 +55,13 @@ def write_tiny_gguf(path: Path) -> str:
     embeddings[np.arange(n_vocab), np.arange(n_vocab)] = 1.0
     # output[next, current] = 1: after RMS norm, the logit of the next token is ~sqrt(n_embd).
     output = np.zeros((n_vocab, n_embd), np.float32)
-    chain = [ord("\n"), *list(REPLY.encode()), im_end]
+    chain = [ord("\n"), *list(reply.encode()), im_end]
     for current, following in itertools.pairwise(chain):
         output[following, current] = 10.0
 
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_name("routestack-tiny-test")
-    writer.add_context_length(512)
+    writer.add_context_length(context)
     writer.add_embedding_length(n_embd)
     writer.add_block_count(1)
     writer.add_feed_forward_length(n_ff)
@@ -94,4 +97,4 @@ def write_tiny_gguf(path: Path) -> str:
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    return REPLY
+    return reply

@@ -63,6 +63,8 @@ def scripted(body: dict[str, Any]) -> tuple[str, ...]:
     if model == WEAK:
         return ("dunno",)
     question = content.split("[User question]\n", 1)[1]
+    if question.startswith("judge-breaks"):
+        raise RuntimeError("the judge's server broke")
     if question.startswith("garbage"):
         return ("Both answers have merit.",)
     if question.startswith("biased"):
@@ -136,6 +138,14 @@ async def test_label_writes_battles_in_the_shared_format_and_resumes(labelling, 
     assert again | {"seconds": 0} == {"skipped": 5, "labelled": 1, "strong_wins": 1, "consistent": 1, "seconds": 0}
     assert sorted(row["prompt"] for row in battles(tmp_path)) == sorted(set(prompts) - {"garbage: x"})
     assert list(read_jsonl(tmp_path / "failures.jsonl")) == []
+
+
+async def test_an_answer_from_the_gateway_s_fallback_model_is_a_failure_not_a_label(labelling, tmp_path) -> None:
+    job = LabelJob(gateway=labelling.url, strong=STRONG, weak=WEAK, judge=JUDGE, out=tmp_path)
+    counts = await label(job, ["judge-breaks: hello"])
+    assert counts.get("labelled", 0) == 0 and counts["failed"] == 1
+    (failure,) = read_jsonl(tmp_path / "failures.jsonl")
+    assert f"{JUDGE} failed and the gateway's fallback model {WEAK} answered instead" in failure["error"]
 
 
 async def test_label_refuses_a_model_the_gateway_does_not_serve(labelling, tmp_path) -> None:
