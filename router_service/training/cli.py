@@ -184,6 +184,7 @@ def _label(args: argparse.Namespace) -> None:
         concurrency=args.concurrency, eval_share=args.eval_share, max_tokens=args.max_tokens, timeout_s=args.timeout,
         retry_unparsed=args.retry_unparsed, limit=args.limit,
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request would drown the progress bar
     counts = asyncio.run(label(job, prompts))
     print(json.dumps({"prompts": len(prompts), **counts, "out": str(args.out)}))
     if counts.get("failed"):
@@ -251,6 +252,11 @@ def _evaluate(args: argparse.Namespace, settings: RouterSettings) -> None:
     if not files:
         raise ConfigError(f"eval: no eval/ or sanity/ files under {', '.join(map(str, args.data_dir))}")
     results = pipeline.evaluate(settings, args.scorer, files, plot=args.plot)
+    if not results:
+        raise ConfigError(
+            f"eval: none of {', '.join(f.name for f in files)} could be evaluated (the warnings above say why; "
+            "own labels need the strong model to win more battles than the weak one for APGR to mean anything)"
+        )
     labels = {"scorer": args.scorer.stem, "random": "random"}
     width = max(8, len(args.scorer.stem))
     print(f"{'benchmark':<18} {'router':<{width}} {'APGR':>6} {'CPT(50%)':>9} {'CPT(80%)':>9} {'AUC':>6} {'weak@50%':>9}")

@@ -108,7 +108,8 @@ def train_and_export(
     battles = load_battles(files, keep_ties=keep_ties, held_out=held)
     for model in (strong, weak):
         if model not in battles.models:
-            raise ConfigError(f"--strong/--weak: {model!r} is not in the training data")
+            dropped = f" ({held.dropped} prompts were left out as eval/ or sanity/ prompts)" if held.dropped else ""
+            raise ConfigError(f"--strong/--weak: {model!r} is not in the training data{dropped}")
     folder_of_file = np.array([k for k, folder in enumerate(by_folder) for _ in folder])
     battle_folder = folder_of_file[battles.source]
     with embedding_store(settings) as (embedder_name, store):
@@ -265,7 +266,7 @@ def evaluate(
     """Metrics per file (battle files: APGR, CPT; sanity files: AUC, weak share at 50%), and a PNG."""
     with embedding_store(settings) as (_, store):
         results = evaluate_scorer(scorer_path, store, files)
-    if plot is not None:
+    if plot is not None and results:
         plot_results(results, plot)
     for result in results.values():
         result.pop("curve", None)
