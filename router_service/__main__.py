@@ -4,7 +4,7 @@
     router-service route "prompt" [--address HOST:PORT]
     router-service reload [--scorer NAME=FILE] [--address HOST:PORT]   (swap scorers in a running router)
     router-service build-embedder
-    router-service train | calibrate | eval   (see --help of each)
+    router-service label | train | calibrate | eval   (learn from your traffic; see --help of each)
     router-service distill-static             (rebuild the bundled static embedder; needs torch)
     router-service import-routellm CHECKPOINT --out FILE   (RouteLLM's MF weights as a scorer file)
 """
