@@ -34,6 +34,7 @@ def test_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
             f'[server]\nhttp_port = {http_port}\ngrpc_port = {grpc_port}\n[router]\naddress = "127.0.0.1:{closed_port()}"\n'
             f'timeout_s = 0.2\n[[upstreams]]\nname = "ollama"\nprovider = "ollama"\nbase_url = "{upstream}"\n'
             'models = ["llama3.1:8b", "llama3.2:1b"]\n'
+            f'[capture]\nenabled = true\ndir = "{tmp_path / "captures"}"\n'
         )
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ROUTER_", "GATEWAY_"))}
         log = (tmp_path / "gateway.log").open("wb")
@@ -64,6 +65,8 @@ def test_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
     served = [sum(1 for line in text.splitlines() if f"[worker {i}] gateway_service.access" in line) for i in (0, 1)]
     assert sum(served) == 40 and min(served) > 0, served  # both workers answered
     assert "Traceback" not in text
+    # One capture file per worker: rotation is per process (nothing routed here: the router is down).
+    assert sorted(p.name for p in (tmp_path / "captures").iterdir()) == ["prompts.w0.jsonl", "prompts.w1.jsonl"]
 
 
 def test_workers_need_fixed_ports(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
