@@ -177,6 +177,9 @@ DEFAULT_UPSTREAMS = (
 )
 
 
+Capability = Literal["vision", "tools", "json_schema"]
+
+
 class CaptureSettings(Section):
     """Opt-in: a sample of routed prompts and their route decisions, to label and retrain on (README: Learn)."""
 
@@ -202,6 +205,11 @@ class GatewaySettings(TomlSettings):
     limits: LimitSettings = LimitSettings()
     tracing: TracingSettings = TracingSettings()
     capture: CaptureSettings = CaptureSettings()
+    capabilities: dict[str, tuple[Capability, ...]] = Field(
+        default_factory=dict,
+        description="what a model can take: vision (image parts), tools, json_schema (structured output); a model "
+        "not listed is assumed to take everything",
+    )
     default_model: str = Field(
         "llama3.1:8b", min_length=1, description="answers when the router is down or slow (fail open)"
     )
@@ -223,6 +231,9 @@ class GatewaySettings(TomlSettings):
         for setting, wanted in required:
             if wanted is not None and wanted not in served:
                 raise ValueError(f"{setting} {wanted!r} is not served by any upstream; add it to an upstream's models")
+        for model in self.capabilities:
+            if model not in served:
+                raise ValueError(f"capabilities: {model!r} is not served by any upstream; add it to an upstream's models")
         names = [u.name for u in self.upstreams]
         if len(set(names)) != len(names):
             raise ValueError(f"upstreams: names must be unique, got {names}")

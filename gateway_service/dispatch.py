@@ -35,11 +35,18 @@ class Dispatcher:
         self._router = router
         self.by_model = {model: upstreams[u.name] for u in settings.upstreams for model in u.models}
         self._metrics = metrics
+        self._capabilities = {model: frozenset(can) for model, can in settings.capabilities.items()}
+
+    def lacks(self, model: str, needs: frozenset[str]) -> frozenset[str]:
+        """The capabilities of ``needs`` that ``model`` lacks (a model not in [capabilities] lacks none)."""
+        can = self._capabilities.get(model)
+        return frozenset() if can is None else needs - can
 
     async def open(self, spec: ModelSpec, params: ChatParams, request_id: str) -> FirstEvent:
         """Route, then open the chosen model's stream up to its first event (or the fallback's)."""
         started = time.perf_counter()
-        route = await self._route(spec, params, request_id)
+        needs = params.needs()
+        route = self._capable(await self._route(spec, params, request_id), needs)
         route_ms = (time.perf_counter() - started) * 1e3
         if not spec.concrete:
             self._metrics.router_overhead.observe(route_ms / 1e3)
@@ -50,7 +57,7 @@ class Dispatcher:
         except GatewayError as exc:
             exc.route = route  # the error answer still says how the model was chosen (x-route-* headers)
             fallback = self._settings.fallback_model
-            if isinstance(exc, InvalidRequest) or not fallback or fallback == route.model:
+            if isinstance(exc, InvalidRequest) or not fallback or fallback == route.model or self.lacks(fallback, needs):
                 raise
             logger.warning("request %s: %s; falling back to %s", request_id, exc, fallback)
             first_model = route.model
@@ -68,6 +75,29 @@ class Dispatcher:
             fallback=str(route.fallback).lower(),
         ).inc()
         return Opened(request_id, spec.name, upstream, route, route_ms, ttft_ms), first, rest
+
+    def _capable(self, route: RouteDecision, needs: frozenset[str]) -> RouteDecision:
+        """The route, or, when its model lacks a capability the request needs, a routed request moved to a
+        model that has them; a concrete request (or no capable model) is refused, naming model and capability."""
+        missing = self.lacks(route.model, needs)
+        if not missing:
+            return route
+        # The fail-open and fallback models first (usually the strong and weak pair), then the others the
+        # router may choose: never a served model outside routing (an expensive one that happens to be listed).
+        settings = self._settings
+        candidates = [settings.default_model, settings.fallback_model, *sorted(self._router.routed)]
+        able = [m for m in dict.fromkeys(candidates) if m in self.by_model and not self.lacks(m, needs)]
+        wanted = ", ".join(sorted(missing))
+        if route.routed or route.degraded:
+            if able:
+                return replace(
+                    route, model=able[0], rerouted_for=",".join(sorted(missing)),
+                    reason=f"{route.reason}; {route.model} lacks {wanted}, so {able[0]} answers",
+                )
+        hint = f"models that can: {', '.join(able)}" if able else "no served model can; see [capabilities]"
+        raise InvalidRequest(
+            f"model {route.model!r} cannot take this request: it lacks {wanted} (the gateway's [capabilities]); {hint}"
+        )
 
     async def _route(self, spec: ModelSpec, params: ChatParams, request_id: str) -> RouteDecision:
         if spec.concrete:

@@ -35,6 +35,21 @@ class ChatParams:
     raw_messages: tuple[dict[str, Any], ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def needs(self) -> frozenset[str]:
+        """The capabilities a model must have to take this request: vision, tools, json_schema."""
+        needed = set()
+        if self.extra.get("tools"):
+            needed.add("tools")
+        response_format = self.extra.get("response_format")
+        if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
+            needed.add("json_schema")
+        for message in self.raw_messages:
+            content = message.get("content")
+            if isinstance(content, list) and any(isinstance(p, dict) and p.get("type") == "image_url" for p in content):
+                needed.add("vision")
+                break
+        return frozenset(needed)
+
 
 @dataclass(frozen=True)
 class Usage:
@@ -84,3 +99,4 @@ class RouteDecision:
     routed_strong: bool = False
     scorer: str = ""  # the router's scorer and its version (for capture)
     scorer_version: str = ""
+    rerouted_for: str = ""  # the router's choice lacked these capabilities (comma-separated): another model answers

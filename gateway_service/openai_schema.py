@@ -90,6 +90,7 @@ def route_headers(route: RouteDecision) -> dict[str, str]:
         "x-route-degraded": str(route.degraded).lower(),
         "x-route-fallback": str(route.fallback).lower(),
         "x-route-budget-limited": str(route.budget_limited).lower(),
+        **({"x-route-rerouted-for": route.rerouted_for} if route.rerouted_for else {}),
     }
 
 

@@ -29,6 +29,7 @@ class RouterClient:
         )
         self._stub = router_pb2_grpc.RouterServiceStub(self._channel)
         self._metadata = call_metadata(settings)
+        self.routed: set[str] = set()  # the models the router may choose, once Describe has said
 
     async def route(
         self,
@@ -72,7 +73,8 @@ class RouterClient:
         reply = await self._stub.Describe(
             router_pb2.DescribeRequest(), timeout=max(self._settings.timeout_s, 5.0), metadata=self._metadata
         )
-        return {reply.strong_model, reply.weak_model, *(m.model for m in reply.models)}
+        self.routed = {reply.strong_model, reply.weak_model, *(m.model for m in reply.models)}
+        return self.routed
 
     async def check_models(self, served: set[str]) -> None:
         """Warn at start when the router may choose a model no upstream serves (each such request would fail)."""
