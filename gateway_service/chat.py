@@ -48,6 +48,14 @@ class ChatService:
         """(id, owned_by, description) for /v1/models and ListModels."""
         return self.catalog.listing()
 
+    def capabilities(self, model: str) -> frozenset[str]:
+        """What ``model`` can take (a router name: what some model it may route to can); raises for an unknown name."""
+        spec = self.catalog.resolve(model)
+        every = frozenset({"vision", "tools", "json_schema"})
+        if spec.concrete:
+            return every - self.dispatch.lacks(model, every)
+        return frozenset().union(*(every - self.dispatch.lacks(m, every) for m in self.dispatch.routable()))
+
     async def open(self, model: str, params: ChatParams, request_id: str, client_key: str | None = None) -> ChatStream:
         """Validate, take a stream slot, route, and open the upstream up to its first event.
 

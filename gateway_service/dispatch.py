@@ -76,17 +76,21 @@ class Dispatcher:
         ).inc()
         return Opened(request_id, spec.name, upstream, route, route_ms, ttft_ms), first, rest
 
+    def routable(self) -> list[str]:
+        """The served models a routed request may go to: the fail-open and fallback models first (usually
+        the strong and weak pair), then the others the router may choose; never a served model outside
+        routing (an expensive one that happens to be listed)."""
+        settings = self._settings
+        candidates = [settings.default_model, settings.fallback_model, *sorted(self._router.routed)]
+        return [m for m in dict.fromkeys(candidates) if m is not None and m in self.by_model]
+
     def _capable(self, route: RouteDecision, needs: frozenset[str]) -> RouteDecision:
         """The route, or, when its model lacks a capability the request needs, a routed request moved to a
         model that has them; a concrete request (or no capable model) is refused, naming model and capability."""
         missing = self.lacks(route.model, needs)
         if not missing:
             return route
-        # The fail-open and fallback models first (usually the strong and weak pair), then the others the
-        # router may choose: never a served model outside routing (an expensive one that happens to be listed).
-        settings = self._settings
-        candidates = [settings.default_model, settings.fallback_model, *sorted(self._router.routed)]
-        able = [m for m in dict.fromkeys(candidates) if m in self.by_model and not self.lacks(m, needs)]
+        able = [m for m in self.routable() if not self.lacks(m, needs)]
         wanted = ", ".join(sorted(missing))
         if route.routed or route.degraded:
             if able:

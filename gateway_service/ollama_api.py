@@ -1,12 +1,13 @@
-"""Ollama's own API on the gateway: /api/chat, /api/generate, /api/tags, /api/version.
+"""Ollama's own API on the gateway: /api/chat, /api/generate, /api/tags, /api/show, /api/ps, /api/version.
 
 So ``OLLAMA_HOST=gateway:8000``, the ``ollama`` Python client and other Ollama clients
 work unchanged, with the same routing (``model: "router"``, ``router-mf-50``, a concrete
 model). Requests become the gateway's own chat request (OpenAI semantics: ``format`` ->
-``response_format``, ``options.num_predict`` -> ``max_tokens``, images -> image parts;
-the rest of ``options`` and ``keep_alive`` go to Ollama upstreams as they are); answers
-are Ollama's NDJSON stream or single object, and errors Ollama's ``{"error": ...}``.
-Not yet: ``tools`` and ``think`` here (a 400 says so; /v1/chat/completions takes tools).
+``response_format``, ``options.num_predict`` -> ``max_tokens``, images -> image parts,
+tool calls -> OpenAI's with ids, ``tools`` as they are; the rest of ``options``,
+``keep_alive`` and ``think`` go to Ollama upstreams as they are); answers are Ollama's
+NDJSON stream or single object (whole tool calls, ``thinking``), and errors Ollama's
+``{"error": ...}``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from service_core.request_ids import accept_request_id
 
 from .chat import ChatService
 from .domain import ChatParams, Delta, Message
-from .errors import GatewayError, InvalidRequest, internal_error
+from .errors import GatewayError, InvalidRequest, ModelNotFound, UpstreamStreamError, internal_error
 from .request_body import UNAUTHORIZED, read_request
 from .stream import ChatStream, log_refusal
 
@@ -47,6 +48,9 @@ class _Message(BaseModel):
     role: str
     content: str = ""
     images: list[str] | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # Ollama's whole calls: {"function": {"name", "arguments": {...}}}
+    tool_name: str | None = None  # on a tool answer: which tool it answers
+    thinking: str | None = None  # an earlier answer's reasoning, sent back: not passed on (as Ollama does)
 
 
 class _Common(BaseModel):
@@ -62,10 +66,6 @@ class _Common(BaseModel):
 
     def settings(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """(ChatParams keyword arguments, extra fields) from options, format and keep_alive."""
-        if self.tools:
-            raise InvalidRequest("tools are not taken on this gateway's /api/chat yet: use /v1/chat/completions")
-        if self.think:
-            raise InvalidRequest("think is not taken on this gateway's Ollama API yet")
         options = dict(self.options or {})
         known: dict[str, Any] = {MAPPED_OPTIONS[k]: options.pop(k) for k in list(options) if k in MAPPED_OPTIONS}
         if "stop" in options:
@@ -76,6 +76,10 @@ class _Common(BaseModel):
             extra["options"] = options
         if self.keep_alive is not None:
             extra["keep_alive"] = self.keep_alive
+        if self.tools:
+            extra["tools"] = self.tools  # Ollama's tools are OpenAI's function tools
+        if self.think is not None:
+            extra["think"] = self.think
         if self.format == "json":
             extra["response_format"] = {"type": "json_object"}
         elif isinstance(self.format, dict):
@@ -83,6 +87,13 @@ class _Common(BaseModel):
         elif self.format:
             raise InvalidRequest(f"format {self.format!r}: give \"json\" or a JSON schema")
         return known, extra
+
+
+class _ShowRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # verbose, and whatever newer clients add
+
+    model: str | None = None
+    name: str | None = None  # older clients' name for it
 
 
 class _ChatRequest(_Common):
@@ -106,16 +117,59 @@ def _image_url(data: str) -> str:
 def _params(messages: list[_Message], common: _Common) -> ChatParams:
     known, extra = common.settings()
     raw: list[dict[str, Any]] = []
-    for m in messages:
+    unanswered: list[tuple[str, str]] = []  # (id, tool name) of the calls made so far and not yet answered
+    calls_made = 0
+    for i, m in enumerate(messages):
+        item: dict[str, Any] = {"role": m.role, "content": m.content}
         if m.images:
             parts: list[dict[str, Any]] = [{"type": "text", "text": m.content}]
             parts += [{"type": "image_url", "image_url": {"url": _image_url(image)}} for image in m.images]
-            raw.append({"role": m.role, "content": parts})
-        else:
-            raw.append({"role": m.role, "content": m.content})
+            item["content"] = parts
+        if m.tool_calls:  # OpenAI's shape: an id per call, arguments as a JSON string
+            item["tool_calls"] = []
+            for call in m.tool_calls:
+                function = call.get("function") if isinstance(call, dict) else None
+                if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+                    raise InvalidRequest(f"messages[{i}].tool_calls: each needs function.name")
+                call_id = f"call_{calls_made}"
+                calls_made += 1
+                unanswered.append((call_id, function["name"]))
+                item["tool_calls"].append({"id": call_id, "type": "function", "function": {
+                    "name": function["name"], "arguments": json.dumps(function.get("arguments") or {})}})
+        if m.role == "tool" and unanswered:  # answers the call of that tool, else the oldest open one
+            match = next((c for c in unanswered if c[1] == m.tool_name), unanswered[0])
+            unanswered.remove(match)
+            item["tool_call_id"] = match[0]
+            item["name"] = m.tool_name or match[1]
+        raw.append(item)
     return ChatParams(
         messages=tuple(Message(m.role, m.content) for m in messages), raw_messages=tuple(raw), extra=extra, **known
     )
+
+
+def _is_load(body: _Common) -> bool:
+    """Nothing to answer: no messages, or an empty prompt without images (Ollama loads the model, or unloads it)."""
+    if isinstance(body, _ChatRequest):
+        return not body.messages
+    return isinstance(body, _GenerateRequest) and not body.prompt and not body.images and not body.system
+
+
+def _gather(calls: dict[int, dict[str, str]], fragment: dict[str, Any]) -> None:
+    """Add one of OpenAI's streamed tool-call fragments (an index, the name once, argument pieces)."""
+    entry = calls.setdefault(int(fragment.get("index") or 0), {"name": "", "arguments": ""})
+    function = fragment.get("function") or {}
+    entry["name"] = function.get("name") or entry["name"]
+    entry["arguments"] += function.get("arguments") or ""
+
+
+def _whole_call(call: dict[str, str]) -> dict[str, Any]:
+    try:
+        arguments = json.loads(call["arguments"] or "{}")
+    except json.JSONDecodeError:
+        raise UpstreamStreamError(
+            f"the model called {call['name']!r} with arguments that are not JSON: {call['arguments'][:200]!r}"
+        ) from None
+    return {"function": {"name": call["name"], "arguments": arguments}}
 
 
 def _stamp() -> str:
@@ -149,6 +203,34 @@ class OllamaApi:
         ]
         return JSONResponse({"models": models})
 
+    async def show(self, request: Request) -> Response:
+        """Enough for Ollama clients that ask before they chat (the ollama CLI, Open WebUI): the model's
+        family (its upstream) and capabilities; the gateway has no weights, template or parameters to show."""
+        try:
+            body = await read_request(request, _ShowRequest, self._keys, self._chat.limits.max_body_bytes)
+            name = body.model or body.name or ""
+            can = self._chat.capabilities(name)
+        except ModelNotFound:
+            return JSONResponse({"error": f"model '{name}' not found"}, status_code=404)
+        except GatewayError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=exc.http_status)
+        except ClientDisconnect:
+            return Response(status_code=400)  # nobody reads it
+        owner = next((o for n, o, _ in self._chat.models() if n == name), "router")
+        return JSONResponse({
+            "modelfile": f"# {name}: served through the routestack gateway\n", "parameters": "", "template": "",
+            "details": {"parent_model": "", "format": "", "family": owner, "families": [owner],
+                        "parameter_size": "", "quantization_level": ""},
+            "model_info": {}, "modified_at": "2026-01-01T00:00:00Z",
+            "capabilities": ["completion", *(c for c in ("tools", "vision") if c in can)],
+        })
+
+    async def ps(self, request: Request) -> Response:
+        """Ollama lists the models loaded in memory; the gateway loads none (its upstreams do)."""
+        if self._keys and not bearer_matches(request.headers.get("authorization"), self._keys):
+            return JSONResponse({"error": UNAUTHORIZED}, status_code=401)
+        return JSONResponse({"models": []})
+
     async def version(self, request: Request) -> Response:
         try:
             ours = version("routestack")
@@ -164,6 +246,12 @@ class OllamaApi:
         try:
             body = await read_request(request, kind, self._keys, self._chat.limits.max_body_bytes)
             requested = body.model
+            if _is_load(body):  # Ollama's "load this model" (or unload): the ollama CLI sends one before a chat
+                self._chat.catalog.resolve(body.model)  # an unknown name is still a 404
+                reason = "unload" if body.keep_alive in (0, "0", "0s") else "load"
+                done: dict[str, Any] = {"model": body.model, "created_at": _stamp(), "done": True, "done_reason": reason}
+                done.update({"message": {"role": "assistant", "content": ""}} if field == "message" else {"response": ""})
+                return JSONResponse(done, headers={"x-request-id": request_id})
             if isinstance(body, _ChatRequest):
                 params = _params(body.messages, body)
             else:
@@ -188,18 +276,28 @@ class OllamaApi:
             return StreamingResponse(self._lines(stream, field, started), media_type="application/x-ndjson", headers=headers)
         whole: dict[str, Any] = {}
         text: list[str] = []
+        thinking: list[str] = []
+        calls: list[dict[str, Any]] = []
         try:
             async for item in self._events(stream, field, started, whole=True):
                 if item["done"]:
                     whole = item
-                else:
-                    text.append(item["message"]["content"] if field == "message" else item["response"])
+                    continue
+                part = item["message"] if field == "message" else item
+                text.append(part["content"] if field == "message" else part["response"])
+                thinking.append(part.get("thinking", ""))
+                calls.extend(part.get("tool_calls", ()))
         except GatewayError as exc:  # nothing was sent yet: the error's own status
             return JSONResponse({"error": str(exc)}, status_code=exc.http_status, headers=headers)
+        answer: dict[str, Any] = {"role": "assistant", "content": "".join(text)} if field == "message" else {"response": "".join(text)}
+        if any(thinking):
+            answer["thinking"] = "".join(thinking)
+        if calls:
+            answer["tool_calls"] = calls
         if field == "message":
-            whole["message"] = {"role": "assistant", "content": "".join(text)}
+            whole["message"] = answer
         else:
-            whole["response"] = "".join(text)
+            whole.update(answer)
         return JSONResponse(whole, headers=headers)
 
     async def _lines(self, stream: ChatStream, field: str, started: float) -> AsyncIterator[bytes]:
@@ -212,18 +310,31 @@ class OllamaApi:
         """Ollama's chunks: text, then the final one with the counts. A failure mid-stream is a last
         chunk ``{"error": ...}`` (Ollama's way), or, for a ``whole`` answer, the GatewayError itself."""
         model = stream.route.model
+        calls: dict[int, dict[str, str]] = {}  # OpenAI's call fragments by index, assembled into whole calls
 
-        def piece(text: str) -> dict[str, Any]:
-            content: Any = {"role": "assistant", "content": text} if field == "message" else text
-            return {"model": model, "created_at": _stamp(), field: content, "done": False}
+        def piece(text: str, thinking: str = "", tool_calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+            if field == "message":
+                part: dict[str, Any] = {"role": "assistant", "content": text}
+                item = {"model": model, "created_at": _stamp(), "message": part, "done": False}
+            else:
+                part = item = {"model": model, "created_at": _stamp(), "response": text, "done": False}
+            if thinking:
+                part["thinking"] = thinking
+            if tool_calls:
+                part["tool_calls"] = tool_calls
+            return item
 
         async with stream:
             try:
                 async for event in stream.events():
                     if isinstance(event, Delta):
-                        if event.text:
-                            yield piece(event.text)
+                        for fragment in event.tool_calls:
+                            _gather(calls, fragment)
+                        if event.text or event.reasoning:
+                            yield piece(event.text, event.reasoning)
                         continue
+                    if calls:  # Ollama sends each call whole, arguments as an object, before the last chunk
+                        yield piece("", tool_calls=[_whole_call(calls[i]) for i in sorted(calls)])
                     final = piece("")
                     final.update(done=True, done_reason="stop" if event.reason == "tool_calls" else event.reason,
                                  total_duration=int((time.perf_counter() - started) * 1e9), load_duration=0)

@@ -48,6 +48,7 @@ class LLMServerState:
     no_usage: bool = False  # like llama.cpp's server: no usage chunk, even when asked
     tool_call: tuple[str, str] | None = None  # (name, JSON arguments): answer requests with tools by calling it
     answer: Callable[[dict[str, Any]], tuple[str, ...]] | None = None  # a scripted model: reply pieces per request
+    thinking: tuple[str, ...] = ()  # reasoning pieces before the answer (Ollama: message.thinking; OpenAI-compatible: reasoning_content)
     requests: list[dict[str, Any]] = field(default_factory=list)
     open_streams: int = 0
     closed_early: int = 0  # streams whose client went away before the end
@@ -120,6 +121,9 @@ def llm_app(state: LLMServerState) -> Starlette:
 
         async def chunks() -> AsyncIterator[bytes]:
             count = 0
+            for thought in state.thinking:
+                yield line({"model": model, "created_at": stamp(),
+                            "message": {"role": "assistant", "content": "", "thinking": thought}, "done": False})
             async for _, piece in content(body, b'{"model":"' + model.encode() + b'","message":{"role":"assis\n'):
                 if isinstance(piece, bytes):
                     yield piece
@@ -182,6 +186,8 @@ def llm_app(state: LLMServerState) -> Starlette:
         async def chunks() -> AsyncIterator[bytes]:
             count = 0
             yield event([choice({"role": "assistant", "content": "", "refusal": None})])
+            for thought in state.thinking:
+                yield event([choice({"reasoning_content": thought})])
             async for _, piece in content(body, b'data: {"id":"chatcmpl-test123","choices":[{"delta":\n\n'):
                 if isinstance(piece, bytes):
                     yield piece

@@ -50,8 +50,8 @@ def ollama_body(model: str, params: ChatParams) -> dict[str, Any]:
         elif key == "tool_choice":
             if value not in ("auto", None):
                 raise _unsupported(model, f"tool_choice={json.dumps(value)}", "Ollama picks tools itself (auto only)")
-        elif key == "keep_alive":
-            body["keep_alive"] = value
+        elif key in ("keep_alive", "think"):
+            body[key] = value
         elif key == "options" and isinstance(value, dict):  # Ollama's own options, from its API on the gateway
             options = {**value, **options}
         elif key not in IGNORED:

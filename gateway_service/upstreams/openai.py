@@ -29,6 +29,9 @@ def openai_body(model: str, params: ChatParams) -> dict[str, Any]:
     response_format, any field the gateway does not know), with the chosen model, streamed, with usage."""
     # Ollama's runtime settings (from its API on the gateway) mean nothing to an OpenAI-compatible server.
     extra = {k: v for k, v in params.extra.items() if k not in OLLAMA_ONLY}
+    think = extra.pop("think", None)  # Ollama's: a level is OpenAI's reasoning_effort; true/false: the model decides
+    if isinstance(think, str) and "reasoning_effort" not in extra:
+        extra["reasoning_effort"] = think
     body: dict[str, Any] = {
         **extra,
         "model": model,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
+import httpx
 import ollama
 import pytest
 
@@ -54,10 +56,84 @@ async def test_errors_come_in_ollama_s_shape(client: ollama.AsyncClient) -> None
     with pytest.raises(ollama.ResponseError) as missing:
         await client.chat(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
     assert missing.value.status_code == 404 and "no-such-model" in missing.value.error
-    with pytest.raises(ollama.ResponseError) as tools:
-        await client.chat(model=WEAK, messages=[{"role": "user", "content": "hi"}],
-                          tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}])
-    assert tools.value.status_code == 400 and "/v1/chat/completions" in tools.value.error
+    with pytest.raises(ollama.ResponseError) as shown:
+        await client.show("no-such-model")
+    assert shown.value.status_code == 404 and shown.value.error == "model 'no-such-model' not found"
+    async with httpx.AsyncClient(base_url=str(client._client.base_url)) as raw:  # the ollama client would refuse to send it
+        bad_call = await raw.post("/api/chat", json={"model": WEAK, "messages": [
+            {"role": "assistant", "content": "", "tool_calls": [{"function": {}}]}]})
+    assert bad_call.status_code == 400 and "function.name" in bad_call.json()["error"]
+
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+
+
+@pytest.mark.parametrize("model", [WEAK, "gpt-4o-mini"], ids=["ollama-upstream", "openai-upstream"])
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "whole"])
+async def test_tool_calls_come_back_whole_with_arguments_as_objects(
+    client: ollama.AsyncClient, stack: Stack, model: str, stream: bool
+) -> None:
+    stack.ollama.tool_call = stack.openai.tool_call = ("get_weather", '{"city": "Paris", "unit": "celsius"}')
+    messages = [{"role": "user", "content": "Weather in Paris?"}]
+    if stream:
+        parts = [p async for p in await client.chat(model=model, messages=messages, tools=[WEATHER], stream=True)]
+        calls = [c for p in parts for c in (p.message.tool_calls or ())]
+        assert parts[-1].done and parts[-1].done_reason == "stop"
+    else:
+        calls = list((await client.chat(model=model, messages=messages, tools=[WEATHER])).message.tool_calls or ())
+    assert [(c.function.name, dict(c.function.arguments)) for c in calls] == [("get_weather", {"city": "Paris", "unit": "celsius"})]
+    sent = (stack.ollama if model == WEAK else stack.openai).requests[-1]["body"]
+    assert sent["tools"] == [WEATHER]
+
+
+async def test_a_tool_answer_goes_back_in_each_upstream_s_shape(client: ollama.AsyncClient, stack: Stack) -> None:
+    """The conversation after a call, as the ollama client sends it: the assistant's call, then the tool's answer."""
+    history: list[dict[str, Any]] = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+        {"role": "tool", "content": "18 C, sunny", "tool_name": "get_weather"},
+    ]
+    await client.chat(model="gpt-4o-mini", messages=history, tools=[WEATHER])
+    to_openai = stack.openai.requests[-1]["body"]["messages"]
+    call = to_openai[1]["tool_calls"][0]
+    assert call["type"] == "function" and call["function"] == {"name": "get_weather", "arguments": '{"city": "Paris"}'}
+    assert to_openai[2] == {"role": "tool", "content": "18 C, sunny", "tool_call_id": call["id"], "name": "get_weather"}
+    await client.chat(model=WEAK, messages=history, tools=[WEATHER])
+    to_ollama = stack.ollama.requests[-1]["body"]["messages"]
+    assert to_ollama[1]["tool_calls"] == [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]
+    assert to_ollama[2] == {"role": "tool", "content": "18 C, sunny", "tool_name": "get_weather"}
+
+
+async def test_think_goes_to_ollama_as_is_and_thinking_comes_back(client: ollama.AsyncClient, stack: Stack) -> None:
+    stack.ollama.thinking = stack.openai.thinking = ("Hmm, ", "a greeting.")
+    parts = [p async for p in await client.chat(
+        model=WEAK, messages=[{"role": "user", "content": "hi"}], think=True, stream=True
+    )]
+    assert "".join(p.message.thinking or "" for p in parts) == "Hmm, a greeting."
+    assert "".join(p.message.content or "" for p in parts) == "Hello, world!"
+    assert stack.ollama.requests[-1]["body"]["think"] is True
+    whole = await client.chat(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], think="high")
+    assert whole.message.thinking == "Hmm, a greeting." and whole.message.content == "Hello, world!"
+    body = stack.openai.requests[-1]["body"]  # a level is OpenAI's reasoning_effort
+    assert body["reasoning_effort"] == "high" and "think" not in body
+    generated = await client.generate(model=WEAK, prompt="hi", think=True)
+    assert generated.thinking == "Hmm, a greeting." and generated.response == "Hello, world!"
+
+
+async def test_show_ps_and_load_answer_what_ollama_clients_ask_first(client: ollama.AsyncClient, stack: Stack) -> None:
+    shown = await client.show(WEAK)
+    assert shown.details is not None and shown.details.family == "ollama"
+    assert shown.capabilities is not None and "completion" in shown.capabilities
+    routed = await client.show("router-mf-50")
+    assert routed.details is not None and routed.details.family == "router"
+    assert (await client.ps()).models == []
+    # `ollama run` loads the model with an empty chat first (and unloads with keep_alive 0): no upstream call
+    loaded = await client.chat(model="router", messages=[])
+    assert loaded.done and loaded.done_reason == "load" and loaded.message.content == ""
+    unloaded = await client.generate(model=WEAK, keep_alive=0)
+    assert unloaded.done and unloaded.done_reason == "unload"
+    assert stack.ollama.requests == [] and stack.openai.requests == []
 
 
 async def test_a_bug_or_a_broken_upstream_is_a_clear_error_never_a_traceback(
