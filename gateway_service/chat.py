@@ -14,6 +14,7 @@ from .capture import Capture
 from .config import GatewaySettings, LimitSettings
 from .dispatch import Dispatcher
 from .domain import ChatParams
+from .embeddings import EmbeddingService
 from .errors import InvalidRequest, TooLarge
 from .metrics import GatewayMetrics
 from .models import ModelCatalog
@@ -43,6 +44,7 @@ class ChatService:
         self.catalog = ModelCatalog(settings)
         self.admission = Admission(settings.limits, keys_checked=keys_checked)
         self.dispatch = Dispatcher(settings, router, upstreams, self.metrics)
+        self.embeddings = EmbeddingService(self.catalog, self.dispatch.by_model, settings.limits)
 
     def models(self) -> list[tuple[str, str, str]]:
         """(id, owned_by, description) for /v1/models and ListModels."""

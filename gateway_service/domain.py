@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ChatParams", "Delta", "Finish", "Message", "ModelSpec", "RouteDecision", "Usage"]
+__all__ = ["ChatParams", "Delta", "Embedded", "Finish", "Message", "ModelSpec", "RouteDecision", "Usage"]
 
 
 @dataclass(frozen=True)
@@ -100,3 +100,11 @@ class RouteDecision:
     scorer: str = ""  # the router's scorer and its version (for capture)
     scorer_version: str = ""
     rerouted_for: str = ""  # the router's choice lacked these capabilities (comma-separated): another model answers
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """An embeddings answer: one vector per input, in order, and the upstream's token count if it gave one."""
+
+    vectors: list[list[float]]
+    prompt_tokens: int | None

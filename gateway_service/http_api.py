@@ -13,9 +13,10 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -26,6 +27,7 @@ from service_core.request_ids import accept_request_id
 
 from .chat import ChatService
 from .domain import Delta, Finish
+from .embeddings import as_base64
 from .errors import GatewayError, internal_error
 from .ollama_api import OllamaApi
 from .openai_schema import (
@@ -162,6 +164,48 @@ class _Completions:
         )
 
 
+class _EmbeddingRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")  # passed on to OpenAI-compatible upstreams
+
+    model: str
+    input: Any
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
+    user: str | None = None
+
+
+async def _embeddings(request: Request, chat: ChatService, keys: tuple[str, ...]) -> JSONResponse:
+    """OpenAI's ``POST /v1/embeddings``, answered by the upstream that serves the model."""
+    request_id, _ = accept_request_id(request.headers.get("x-request-id"))
+    started = time.perf_counter()
+    requested = ""
+    try:
+        body = await read_request(request, _EmbeddingRequest, keys, chat.limits.max_body_bytes)
+        requested = body.model
+        options = {k: v for k, v in body.model_dump(exclude={"model", "input", "encoding_format"}).items() if v is not None}
+        embedded = await chat.embeddings.embed(body.model, body.input, options)
+    except GatewayError as exc:
+        log_refusal("http/embeddings", request_id, requested, exc.http_status, type(exc).__name__, str(exc), started)
+        headers = {"x-request-id": request_id} | ({"retry-after": exc.retry_after} if exc.retry_after else {})
+        return JSONResponse(error_body(str(exc), exc.error_type, exc.code), status_code=exc.http_status, headers=headers)
+    except ClientDisconnect:
+        return JSONResponse({}, status_code=400)  # nobody reads it
+    except Exception:  # noqa: BLE001 - any bug: a 500 with an id that is also in the log, never a traceback
+        message = internal_error(logger, f"request {request_id}")
+        log_refusal("http/embeddings", request_id, requested, 500, "internal_error", message, started)
+        return JSONResponse(error_body(message, "server_error"), status_code=500, headers={"x-request-id": request_id})
+    log_refusal("http/embeddings", request_id, requested, 200, "ok", "", started)
+    encode = as_base64 if body.encoding_format == "base64" else (lambda vector: vector)
+    answer: dict[str, Any] = {
+        "object": "list",
+        "data": [{"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(embedded.vectors)],
+        "model": body.model,
+    }
+    if embedded.prompt_tokens is not None:  # unknown is left out, never 0
+        answer["usage"] = {"prompt_tokens": embedded.prompt_tokens, "total_tokens": embedded.prompt_tokens}
+    return JSONResponse(answer, headers={"x-request-id": request_id})
+
+
 def build_http_app(chat: ChatService, ready: Any, keys: tuple[str, ...] = ()) -> Starlette:
     """``ready()`` is false while draining: /readyz fails first, as Kubernetes expects."""
 
@@ -170,6 +214,9 @@ def build_http_app(chat: ChatService, ready: Any, keys: tuple[str, ...] = ()) ->
             return JSONResponse(error_body(UNAUTHORIZED, "invalid_request_error", "invalid_api_key"), status_code=401)
         data = [{"id": i, "object": "model", "created": 0, "owned_by": owner} for i, owner, _ in chat.models()]
         return JSONResponse({"object": "list", "data": data})
+
+    async def embeddings(request: Request) -> JSONResponse:
+        return await _embeddings(request, chat, keys)
 
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(chat.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -196,6 +243,9 @@ def build_http_app(chat: ChatService, ready: Any, keys: tuple[str, ...] = ()) ->
             Route("/api/chat", ollama.chat, methods=["POST"]),
             Route("/api/generate", ollama.generate, methods=["POST"]),
             Route("/api/tags", ollama.tags, methods=["GET"]),
+            Route("/v1/embeddings", embeddings, methods=["POST"]),
+            Route("/api/embed", ollama.embed, methods=["POST"]),
+            Route("/api/embeddings", ollama.embeddings, methods=["POST"]),
             Route("/api/show", ollama.show, methods=["POST"]),
             Route("/api/ps", ollama.ps, methods=["GET"]),
             Route("/api/version", ollama.version, methods=["GET"]),

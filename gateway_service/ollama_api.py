@@ -1,4 +1,4 @@
-"""Ollama's own API on the gateway: /api/chat, /api/generate, /api/tags, /api/show, /api/ps, /api/version.
+"""Ollama's own API on the gateway: /api/chat, /api/generate, /api/embed, /api/tags, /api/show, /api/ps, /api/version.
 
 So ``OLLAMA_HOST=gateway:8000``, the ``ollama`` Python client and other Ollama clients
 work unchanged, with the same routing (``model: "router"``, ``router-mf-50``, a concrete
@@ -87,6 +87,26 @@ class _Common(BaseModel):
         elif self.format:
             raise InvalidRequest(f"format {self.format!r}: give \"json\" or a JSON schema")
         return known, extra
+
+
+class _EmbedRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    input: str | list[str] = ""
+    truncate: bool | None = None
+    dimensions: int | None = None
+    options: dict[str, Any] | None = None
+    keep_alive: str | int | float | None = None
+
+
+class _LegacyEmbedRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    prompt: str = ""
+    options: dict[str, Any] | None = None
+    keep_alive: str | int | float | None = None
 
 
 class _ShowRequest(BaseModel):
@@ -202,6 +222,45 @@ class OllamaApi:
             for name, owner, _ in self._chat.models()
         ]
         return JSONResponse({"models": models})
+
+    async def embed(self, request: Request) -> Response:
+        """Ollama's ``POST /api/embed``: ``input`` (a string or strings) -> ``embeddings``."""
+        return await self._embed(request, _EmbedRequest)
+
+    async def embeddings(self, request: Request) -> Response:
+        """Ollama's older ``POST /api/embeddings``: one ``prompt`` -> one ``embedding``."""
+        return await self._embed(request, _LegacyEmbedRequest)
+
+    async def _embed(self, request: Request, kind: type[_EmbedRequest] | type[_LegacyEmbedRequest]) -> Response:
+        request_id, _ = accept_request_id(request.headers.get("x-request-id"))
+        started = time.perf_counter()
+        api, requested = f"ollama{request.url.path}", ""
+        try:
+            body = await read_request(request, kind, self._keys, self._chat.limits.max_body_bytes)
+            requested = body.model
+            given = body.prompt if isinstance(body, _LegacyEmbedRequest) else body.input
+            options = body.model_dump(exclude={"model", "input", "prompt"}, exclude_none=True)
+            embedded = await self._chat.embeddings.embed(body.model, given, options)
+        except GatewayError as exc:
+            log_refusal(api, request_id, requested, exc.http_status, type(exc).__name__, str(exc), started)
+            return JSONResponse({"error": str(exc)}, status_code=exc.http_status, headers={"x-request-id": request_id})
+        except ClientDisconnect:
+            return Response(status_code=400)  # nobody reads it
+        except Exception:  # noqa: BLE001 - any bug: a 500 with an id that is also in the log, never a traceback
+            message = internal_error(logger, f"request {request_id}")
+            log_refusal(api, request_id, requested, 500, "internal_error", message, started)
+            return JSONResponse({"error": message}, status_code=500, headers={"x-request-id": request_id})
+        log_refusal(api, request_id, requested, 200, "ok", "", started)
+        headers = {"x-request-id": request_id}
+        if isinstance(body, _LegacyEmbedRequest):
+            return JSONResponse({"embedding": embedded.vectors[0]}, headers=headers)
+        answer: dict[str, Any] = {
+            "model": body.model, "embeddings": embedded.vectors,
+            "total_duration": int((time.perf_counter() - started) * 1e9), "load_duration": 0,
+        }
+        if embedded.prompt_tokens is not None:
+            answer["prompt_eval_count"] = embedded.prompt_tokens
+        return JSONResponse(answer, headers=headers)
 
     async def show(self, request: Request) -> Response:
         """Enough for Ollama clients that ask before they chat (the ollama CLI, Open WebUI): the model's

@@ -31,13 +31,16 @@ access_log = logging.getLogger("gateway_service.access")
 def log_refusal(
     api: str, request_id: str, requested: str, status: int | str, outcome: str, message: str, started: float
 ) -> None:
-    """The access line of a request that ended before any stream opened (opened streams log their own)."""
+    """The access line of a request that ended before any stream opened (opened streams log their own),
+    or of an answer that is no stream (embeddings: outcome "ok", no message)."""
     if not access_log.isEnabledFor(logging.INFO):  # built only when written
         return
-    record = {
+    record: dict[str, Any] = {
         "request_id": request_id, "api": api, "requested": requested, "status": status, "outcome": outcome,
-        "error": message[:500], "total_ms": round((time.perf_counter() - started) * 1e3, 2),
+        "total_ms": round((time.perf_counter() - started) * 1e3, 2),
     }
+    if message:
+        record["error"] = message[:500]
     access_log.info(json.dumps(record, separators=(",", ":")))
 
 

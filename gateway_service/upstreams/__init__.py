@@ -8,7 +8,7 @@ from typing import Any, Protocol
 from service_core.redact import Redactor
 
 from ..config import UpstreamSettings
-from ..domain import ChatParams, Delta, Finish
+from ..domain import ChatParams, Delta, Embedded, Finish
 from ..metrics import GatewayMetrics
 
 __all__ = ["Upstream", "open_upstream"]
@@ -19,6 +19,10 @@ class Upstream(Protocol):
 
     def stream(self, model: str, params: ChatParams) -> AsyncGenerator[Delta | Finish, None]:
         """Deltas, then exactly one Finish; raises a GatewayError on failure. ``aclose()`` ends the request."""
+        ...
+
+    async def embed(self, model: str, inputs: list[str], options: dict[str, Any]) -> Embedded:
+        """One vector per input; ``options``: dimensions, user, and Ollama's truncate / keep_alive / options."""
         ...
 
     def start(self) -> None:

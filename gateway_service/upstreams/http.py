@@ -9,6 +9,7 @@ first token only when no host could answer.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
@@ -83,8 +84,40 @@ class HttpUpstream:
         """The model names in the answer of ``models_path``."""
         raise NotImplementedError
 
-    def where(self, host: Host, model: str) -> str:
-        return f"upstream {self.name!r} ({self._settings.provider}) at {host.url}{self.path} for model {model!r}"
+    def where(self, host: Host, model: str, path: str | None = None) -> str:
+        return f"upstream {self.name!r} ({self._settings.provider}) at {host.url}{path or self.path} for model {model!r}"
+
+    async def call(self, model: str, path: str, body: dict[str, Any]) -> Any:
+        """A one-shot JSON request (embeddings) to the first host that answers, with the stream's retries,
+        ejection and back-off; the answer's JSON."""
+        tried: list[Host] = []
+        failure: GatewayError | None = None
+        while True:
+            host = await self.pool.acquire(model, tried)
+            if host is None:
+                assert failure is not None
+                raise failure
+            tried.append(host)
+            epoch, trial = host.epoch, bool(host.ejected_until)
+            try:
+                async with self.post(host, model, body, path) as response:
+                    payload = await response.aread()
+                try:
+                    answer = json.loads(payload)
+                except ValueError:
+                    raise UpstreamStreamError(f"{self.where(host, model, path)} answered with something that is not JSON") from None
+            except GatewayError as exc:
+                self.pool.release(host, trial)
+                if not self._another_host_may_answer(host, model, exc, epoch):
+                    raise
+                failure = exc
+                continue
+            except BaseException:
+                self.pool.release(host, trial)
+                raise
+            self.pool.succeeded(host)
+            self.pool.release(host, trial)
+            return answer
 
     async def stream(self, model: str, params: ChatParams) -> AsyncGenerator[Delta | Finish, None]:
         """Deltas, then exactly one Finish, from the first host that answers; ``aclose()`` ends the request."""
@@ -145,36 +178,39 @@ class HttpUpstream:
         return False  # the request or its credentials: every host would say the same
 
     @asynccontextmanager
-    async def post(self, host: Host, model: str, body: dict[str, Any]) -> AsyncIterator[httpx.Response]:
-        """POST to one host and stream the response; HTTP and connection failures become GatewayErrors."""
+    async def post(
+        self, host: Host, model: str, body: dict[str, Any], path: str | None = None
+    ) -> AsyncIterator[httpx.Response]:
+        """POST to one host (the chat path unless ``path``) and stream the response; HTTP and connection
+        failures become GatewayErrors."""
         try:
-            async with self._client.stream("POST", host.url + self.path, json=body) as response:
+            async with self._client.stream("POST", host.url + (path or self.path), json=body) as response:
                 if response.status_code >= 400:
                     await response.aread()
-                    raise self._status_error(host, model, response)
+                    raise self._status_error(host, model, response, path)
                 yield response
         except httpx.HTTPError as exc:
-            raise self._transport_error(host, model, exc) from exc
+            raise self._transport_error(host, model, exc, path) from exc
 
-    def _transport_error(self, host: Host, model: str, exc: httpx.HTTPError) -> GatewayError:
+    def _transport_error(self, host: Host, model: str, exc: httpx.HTTPError, path: str | None = None) -> GatewayError:
         """The right cause, from aiohttp's own error: the transport files a refused connection under
         httpx's ConnectTimeout, and an error must not say "timeout" when the server is simply not there."""
         cause = exc.__cause__
         if isinstance(exc, httpx.ConnectError) or isinstance(cause, aiohttp.ClientConnectorError):
             reason = cause if cause is not None else exc
             return UpstreamUnreachable(
-                f"{self.where(host, model)} is unreachable ({reason}); is the server running? "
+                f"{self.where(host, model, path)} is unreachable ({reason}); is the server running? "
                 f"Check {self._settings.url_setting}"
             )
         if isinstance(cause, aiohttp.ServerDisconnectedError):
-            return UpstreamStreamError(f"{self.where(host, model)} closed the connection without an answer")
+            return UpstreamStreamError(f"{self.where(host, model, path)} closed the connection without an answer")
         if isinstance(exc, httpx.TimeoutException):
             return UpstreamTimeout(
-                f"{self.where(host, model)} went silent for longer than its timeout ({type(exc).__name__}); "
+                f"{self.where(host, model, path)} went silent for longer than its timeout ({type(exc).__name__}); "
                 f"see upstreams[{self.name}].read_timeout_s / connect_timeout_s"
             )
         return UpstreamStreamError(
-            f"{self.where(host, model)} broke the connection: {type(exc).__name__}: {self.redact(str(exc))}"
+            f"{self.where(host, model, path)} broke the connection: {type(exc).__name__}: {self.redact(str(exc))}"
         )
 
     @staticmethod
@@ -188,10 +224,10 @@ class HttpUpstream:
             if count > limit:
                 return
 
-    def _status_error(self, host: Host, model: str, response: httpx.Response) -> GatewayError:
+    def _status_error(self, host: Host, model: str, response: httpx.Response, path: str | None = None) -> GatewayError:
         status = response.status_code
         detail = self.redact(error_detail(response))
-        where = f"{self.where(host, model)} answered HTTP {status}: {detail}"
+        where = f"{self.where(host, model, path)} answered HTTP {status}: {detail}"
         error: GatewayError
         if status in (429, 503):
             error = UpstreamBusy(where, status=status, retry_after=response.headers.get("retry-after"))

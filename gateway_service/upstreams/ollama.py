@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from ..domain import ChatParams, Delta, Finish, Usage
+from ..domain import ChatParams, Delta, Embedded, Finish, Usage
 from ..errors import InvalidRequest, UpstreamStreamError
 from .hosts import Host
 from .http import HttpUpstream
@@ -119,6 +119,24 @@ class OllamaUpstream(HttpUpstream):
 
     def model_names(self, payload: Any) -> list[str]:
         return [name for entry in payload["models"] for name in (entry.get("name"), entry.get("model")) if name]
+
+    async def embed(self, model: str, inputs: list[str], options: dict[str, Any]) -> Embedded:
+        """Ollama's ``POST /api/embed``."""
+        body: dict[str, Any] = {"model": model, "input": inputs}
+        for key, value in options.items():
+            if key in ("dimensions", "truncate", "keep_alive", "options"):
+                body[key] = value
+            elif key not in IGNORED:
+                raise _unsupported(model, key, "it has no equivalent in Ollama's /api/embed")
+        answer = await self.call(model, "/api/embed", body)
+        try:
+            vectors = [[float(x) for x in row] for row in answer["embeddings"]]
+            tokens = answer.get("prompt_eval_count")
+        except (KeyError, TypeError, ValueError):
+            raise UpstreamStreamError(f"upstream {self.name!r}: /api/embed for {model!r} sent a malformed answer") from None
+        if len(vectors) != len(inputs):
+            raise UpstreamStreamError(f"upstream {self.name!r}: {len(vectors)} embeddings for {len(inputs)} inputs")
+        return Embedded(vectors, int(tokens) if tokens is not None else None)
 
     async def events(self, host: Host, model: str, body: dict[str, Any]) -> AsyncGenerator[Delta | Finish, None]:
         where = self.where(host, model)

@@ -14,7 +14,7 @@ from typing import Any
 
 from httpx_sse import EventSource
 
-from ..domain import ChatParams, Delta, Finish, Usage
+from ..domain import ChatParams, Delta, Embedded, Finish, Usage
 from ..errors import UpstreamStreamError
 from .hosts import Host
 from .http import HttpUpstream
@@ -57,6 +57,20 @@ class OpenAIUpstream(HttpUpstream):
 
     def model_names(self, payload: Any) -> list[str]:
         return [entry["id"] for entry in payload["data"]]
+
+    async def embed(self, model: str, inputs: list[str], options: dict[str, Any]) -> Embedded:
+        """``POST /embeddings``, floats asked for (the gateway encodes base64 itself when its client wants it)."""
+        sent = {k: v for k, v in options.items() if k not in OLLAMA_ONLY and k != "truncate"}
+        answer = await self.call(model, "/embeddings", {**sent, "model": model, "input": inputs, "encoding_format": "float"})
+        try:
+            rows = sorted(answer["data"], key=lambda row: row["index"])
+            vectors = [[float(x) for x in row["embedding"]] for row in rows]
+            tokens = (answer.get("usage") or {}).get("prompt_tokens")
+        except (KeyError, TypeError, ValueError):
+            raise UpstreamStreamError(f"upstream {self.name!r}: /embeddings for {model!r} sent a malformed answer") from None
+        if len(vectors) != len(inputs):
+            raise UpstreamStreamError(f"upstream {self.name!r}: {len(vectors)} embeddings for {len(inputs)} inputs")
+        return Embedded(vectors, int(tokens) if tokens is not None else None)
 
     async def events(self, host: Host, model: str, body: dict[str, Any]) -> AsyncGenerator[Delta | Finish, None]:
         where = self.where(host, model)
