@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import json_format
+from google.protobuf.struct_pb2 import Struct, Value
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from routing_api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
@@ -107,3 +110,61 @@ async def test_usage_the_upstream_did_not_report_is_unset_not_zero(stub, stack: 
     chunks = [c async for c in stub.Chat(chat("gpt-4o-mini"), timeout=20)]
     assert "".join(c.delta for c in chunks) == "Hello, world!" and chunks[-1].finish_reason == "stop"
     assert not chunks[-1].HasField("usage")
+
+
+def struct(value: Any) -> Struct:
+    out = Struct()
+    out.update(value)
+    return out
+
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string", "maxLength": 64}}, "required": ["city"]}}}
+PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+
+
+async def test_tools_stream_back_as_openai_fragments_and_fields_reach_the_upstream(stub, stack: Stack) -> None:
+    """The gRPC Chat carries what the HTTP API carries: tools, tool_choice, response_format, any other field."""
+    stack.openai.tool_call = ("get_weather", '{"city": "Paris"}')
+    request = chat(
+        "gpt-4o-mini", "Weather in Paris?", tools=[struct(WEATHER)], tool_choice=Value(string_value="auto"),
+        extra=struct({"parallel_tool_calls": False, "logprobs": False}),
+    )
+    chunks = [c async for c in stub.Chat(request, timeout=20)]
+    fragments = [json_format.MessageToDict(call) for c in chunks for call in c.tool_calls]
+    assert fragments[0]["function"]["name"] == "get_weather" and fragments[0]["id"].startswith("call_")
+    assert "".join(f["function"].get("arguments", "") for f in fragments) == '{"city": "Paris"}'
+    assert chunks[-1].finish_reason == "tool_calls"
+    sent = stack.openai.requests[-1]["body"]
+    assert sent["tools"] == [WEATHER]  # whole numbers stay whole (maxLength 64, not 64.0)
+    assert sent["tool_choice"] == "auto" and sent["parallel_tool_calls"] is False and sent["logprobs"] is False
+
+
+async def test_tool_turns_images_and_structured_output_pass_through(stub, stack: Stack) -> None:
+    call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+    image = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PIXEL}"}}
+    request = gateway_pb2.ChatRequest(model="gpt-4o-mini", messages=[
+        gateway_pb2.ChatMessage(role="user", parts=[struct({"type": "text", "text": "What is this?"}), struct(image)]),
+        gateway_pb2.ChatMessage(role="assistant", tool_calls=[struct(call)]),
+        gateway_pb2.ChatMessage(role="tool", content="18 C", tool_call_id="call_1", name="get_weather"),
+    ], response_format=struct({"type": "json_object"}))
+    assert "".join([c.delta async for c in stub.Chat(request, timeout=20)]) == "Hello, world!"
+    sent = stack.openai.requests[-1]["body"]
+    assert sent["messages"][0]["content"][1] == image and sent["messages"][1]["tool_calls"] == [call]
+    assert sent["messages"][2] == {"role": "tool", "content": "18 C", "tool_call_id": "call_1", "name": "get_weather"}
+    assert sent["response_format"] == {"type": "json_object"}
+    # To Ollama the same request is translated: the image as images, the schema as format.
+    request.model = WEAK
+    del request.messages[1:]
+    request.response_format.Clear()
+    request.response_format.update({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}})
+    assert "".join([c.delta async for c in stub.Chat(request, timeout=20)]) == "Hello, world!"
+    to_ollama = stack.ollama.requests[-1]["body"]
+    assert to_ollama["messages"][0] == {"role": "user", "content": "What is this?", "images": [PIXEL]}
+    assert to_ollama["format"] == {"type": "object"}
+
+
+async def test_reasoning_streams_in_its_own_field(stub, stack: Stack) -> None:
+    stack.ollama.thinking = ("Let me think. ",)
+    chunks = [c async for c in stub.Chat(chat(WEAK), timeout=20)]
+    assert "".join(c.reasoning for c in chunks) == "Let me think. " and "".join(c.delta for c in chunks) == "Hello, world!"
