@@ -32,8 +32,8 @@ from .errors import GatewayError, internal_error
 from .ollama_api import OllamaApi
 from .openai_schema import (
     ChatCompletionRequest,
+    ChunkWriter,
     ToolCalls,
-    delta_body,
     error_body,
     message_body,
     route_headers,
@@ -97,20 +97,16 @@ class _Completions:
     async def _sse_events(self, stream: ChatStream, completion_id: str, include_usage: bool) -> AsyncIterator[bytes]:
         created = int(time.time())
         base = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": stream.route.model}
-        extra = {"usage": None} if include_usage else {}
-
-        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-            return sse({**base, "choices": [choice], **extra})
+        writer = ChunkWriter(base, include_usage)
 
         async with stream:
-            yield chunk({"role": "assistant", "content": ""})
+            yield writer.chunk({"role": "assistant", "content": ""})
             try:
                 async for event in stream.events():
                     if isinstance(event, Delta):
-                        yield chunk(delta_body(event))
+                        yield writer.delta(event)
                     else:
-                        yield chunk({}, event.reason)
+                        yield writer.chunk({}, event.reason)
                         if include_usage:
                             yield sse({**base, "choices": [], "usage": usage(event)})
                         yield b"data: [DONE]\n\n"

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .domain import ChatParams, Delta, Finish, Message, RouteDecision
 
-__all__ = ["ChatCompletionRequest", "ToolCalls", "delta_body", "describe", "error_body", "message_body", "route_headers", "sse", "usage"]
+__all__ = ["ChatCompletionRequest", "ChunkWriter", "ToolCalls", "delta_body", "describe", "error_body", "message_body", "route_headers", "sse", "usage"]
 
 
 class _ContentPart(BaseModel):
@@ -96,6 +96,31 @@ def route_headers(route: RouteDecision) -> dict[str, str]:
 
 def sse(data: Any) -> bytes:
     return f"data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+class ChunkWriter:
+    """A stream's ``chat.completion.chunk`` events. Everything but the delta is the same in every chunk
+    of a stream, so it is encoded once; a content-only delta (nearly all of them) costs one string
+    encode. The bytes are those ``sse()`` writes for the whole object."""
+
+    def __init__(self, base: dict[str, Any], include_usage: bool) -> None:
+        self._base = base
+        self._extra: dict[str, Any] = {"usage": None} if include_usage else {}
+        head = json.dumps(base, separators=(",", ":"))[:-1]
+        self._head = f'data: {head},"choices":[{{"index":0,"delta":'.encode()
+        tail = ',"usage":null' if include_usage else ""
+        self._tail = f',"logprobs":null,"finish_reason":null}}]{tail}}}\n\n'.encode()
+
+    def delta(self, delta: Delta) -> bytes:
+        if delta.tool_calls or delta.reasoning or not delta.text:
+            body = json.dumps(delta_body(delta), separators=(",", ":"))
+        else:
+            body = '{"content":' + json.dumps(delta.text) + "}"
+        return self._head + body.encode() + self._tail
+
+    def chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return sse({**self._base, "choices": [choice], **self._extra})
 
 
 def usage(finish: Finish) -> dict[str, int] | None:
