@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -90,38 +90,40 @@ class HttpUpstream:
     async def call(self, model: str, path: str, body: dict[str, Any]) -> Any:
         """A one-shot JSON request (embeddings) to the first host that answers, with the stream's retries,
         ejection and back-off; the answer's JSON."""
-        tried: list[Host] = []
-        failure: GatewayError | None = None
-        while True:
-            host = await self.pool.acquire(model, tried)
-            if host is None:
-                assert failure is not None
-                raise failure
-            tried.append(host)
-            epoch, trial = host.epoch, bool(host.ejected_until)
-            try:
-                async with self.post(host, model, body, path) as response:
-                    payload = await response.aread()
-                try:
-                    answer = json.loads(payload)
-                except ValueError:
-                    raise UpstreamStreamError(f"{self.where(host, model, path)} answered with something that is not JSON") from None
-            except GatewayError as exc:
-                self.pool.release(host, trial)
-                if not self._another_host_may_answer(host, model, exc, epoch):
-                    raise
-                failure = exc
-                continue
-            except BaseException:
-                self.pool.release(host, trial)
-                raise
-            self.pool.succeeded(host)
-            self.pool.release(host, trial)
-            return answer
+        host, _, trial, answer, rest = await self._open(model, lambda host: self._json(host, model, path, body))
+        await rest.aclose()
+        self.pool.release(host, trial)
+        return answer
+
+    async def _json(self, host: Host, model: str, path: str, body: dict[str, Any]) -> AsyncGenerator[Any, None]:
+        async with self.post(host, model, body, path) as response:
+            payload = await response.aread()
+        try:
+            answer = json.loads(payload)
+        except ValueError:
+            raise UpstreamStreamError(f"{self.where(host, model, path)} answered with something that is not JSON") from None
+        yield answer
 
     async def stream(self, model: str, params: ChatParams) -> AsyncGenerator[Delta | Finish, None]:
         """Deltas, then exactly one Finish, from the first host that answers; ``aclose()`` ends the request."""
         body = self.request_body(model, params)
+        host, epoch, trial, first, events = await self._open(model, lambda host: self.events(host, model, body))
+        try:
+            yield first
+            async for event in events:
+                yield event
+        except HOST_FAULTS as exc:
+            self.pool.failed(host, type(exc).__name__, str(exc), epoch)
+            raise
+        finally:
+            await events.aclose()
+            self.pool.release(host, trial)
+
+    async def _open(
+        self, model: str, events_of: Callable[[Host], AsyncGenerator[Any, None]]
+    ) -> tuple[Host, int, bool, Any, AsyncGenerator[Any, None]]:
+        """The first host whose answer gets as far as its first item: (host, epoch, trial, first item, the rest).
+        The caller releases the host. A failure before the first item is retried on another host."""
         tried: list[Host] = []
         failure: GatewayError | None = None
         while True:
@@ -135,7 +137,7 @@ class HttpUpstream:
                     self._metrics.retries.labels(upstream=self.name).inc()
             tried.append(host)
             epoch, trial = host.epoch, bool(host.ejected_until)  # taken while ejected: the trial request
-            events = self.events(host, model, body)
+            events = events_of(host)
             try:
                 try:
                     first = await anext(events)
@@ -152,18 +154,8 @@ class HttpUpstream:
                 await events.aclose()
                 self.pool.release(host, trial)
                 raise
-            break
-        self.pool.succeeded(host)
-        try:
-            yield first
-            async for event in events:
-                yield event
-        except HOST_FAULTS as exc:
-            self.pool.failed(host, type(exc).__name__, str(exc), epoch)
-            raise
-        finally:
-            await events.aclose()
-            self.pool.release(host, trial)
+            self.pool.succeeded(host)
+            return host, epoch, trial, first, events
 
     def _another_host_may_answer(self, host: Host, model: str, exc: GatewayError, epoch: int) -> bool:
         """Record what the failure says about ``host``; whether it is worth asking another."""
