@@ -43,6 +43,26 @@ class CaptureRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class _CaptureFile(RotatingFileHandler):
+    """A failed write (disk full, the folder gone) is one warning line, not logging's traceback on stderr,
+    and never the request's problem: the record is dropped. A write that works again re-arms the warning."""
+
+    failing = False
+    _wrote = True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._wrote = True
+        super().emit(record)  # calls handleError instead of raising
+        if self._wrote:
+            self.failing = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self._wrote = False
+        if not self.failing:
+            self.failing = True
+            logger.warning("capture: writing %s failed; records are dropped until it works again", self.baseFilename)
+
+
 class Capture:
     def __init__(self, settings: CaptureSettings) -> None:
         self._settings = settings
@@ -55,7 +75,7 @@ class Capture:
         try:
             settings.dir.mkdir(parents=True, exist_ok=True)
             path = settings.dir / settings.file_name
-            handler = RotatingFileHandler(
+            handler = _CaptureFile(
                 path, maxBytes=int(settings.max_file_mb * 1024 * 1024), backupCount=settings.max_files, encoding="utf-8"
             )
         except OSError as exc:

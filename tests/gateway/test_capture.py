@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import openai
+import pytest
 
 from gateway_service.server import GatewayApp, build_gateway
 from tests.gateway.conftest import STRONG, WEAK, gateway_settings
@@ -90,3 +91,29 @@ async def test_files_rotate_and_only_max_files_are_kept(router_app, tmp_path) ->
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prompts.jsonl", "prompts.jsonl.1", "prompts.jsonl.2"]
     kept = [int(r["prompt"].split()[2]) for r in lines(tmp_path)]
     assert 11 in kept and 0 not in kept  # the newest stay, the oldest went
+
+
+def test_a_failing_capture_file_is_one_warning_not_a_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import logging
+
+    from gateway_service.capture import _CaptureFile
+
+    handler = _CaptureFile(tmp_path / "prompts.jsonl", maxBytes=1000, backupCount=1)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    record = logging.LogRecord("capture", logging.INFO, __file__, 1, "a line", None, None)
+    handler.emit(record)
+    assert handler.stream is not None
+    handler.stream.close()  # as if the disk had gone away
+    with caplog.at_level(logging.WARNING, logger="gateway_service.capture"):
+        handler.emit(record)
+        handler.emit(record)
+    assert [r.getMessage() for r in caplog.records].count(
+        f"capture: writing {tmp_path / 'prompts.jsonl'} failed; records are dropped until it works again"
+    ) == 1
+    assert "Traceback" not in capsys.readouterr().err
+    handler.stream = handler._open()  # it works again
+    handler.emit(record)
+    assert not handler.failing and (tmp_path / "prompts.jsonl").read_text().count("a line") == 2
+    handler.close()
