@@ -1,4 +1,4 @@
-"""Every benchmark in one run: router, gateway, and side by side with RouteLLM.
+"""Every benchmark in one run: router, gateway, its upstream client, and side by side with RouteLLM.
 
     python -m bench            (or: make bench)
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-SUITES = ("bench.router_bench", "bench.gateway_bench", "bench.versus_routellm.run")
+SUITES = ("bench.router_bench", "bench.gateway_bench", "bench.upstream_client_bench", "bench.versus_routellm.run")
 
 
 def main() -> int:
