@@ -117,7 +117,7 @@ def run(args: argparse.Namespace, settings: RouterSettings) -> int:
     try:
         import tqdm  # noqa: F401
     except ImportError:
-        raise ConfigError("train, calibrate and eval need the training extras: pip install -e '.[train]'") from None
+        raise ConfigError("label, train, calibrate and eval need the training extras: pip install -e '.[train]'") from None
     if args.command in ("calibrate", "eval") and args.scorer is None:  # the scorer the router would use
         args.scorer = settings.scorers[0].resolve_path(settings.embedder.backend)
     if args.command == "label":
