@@ -1,11 +1,13 @@
-"""Router benchmark: Route latency and throughput against the raw embedder, in one run.
+"""Router benchmark: Route latency and throughput against the raw embedder, in interleaved rounds.
 
-    python -m bench.router_bench [--seconds 8] [--concurrency 1 16 64] [--embedder local|static]
+    python -m bench.router_bench [--seconds 8] [--rounds 3] [--concurrency 1 16 64] [--embedder local|static]
 
 The router runs as its own process (``router-service serve``), as in production;
-this process is the load generator. The physical baseline is measured here, in the
-same run: the raw ONNX embedder on one prompt (latency) and on batches (throughput),
-with the router idle. Figures are printed and written to bench/results/router.{md,json}
+this process is the load generator. The physical baseline is measured here, in each
+round: the raw ONNX embedder on one prompt (latency) and on batches (throughput), with
+the router idle; then Route at each concurrency and RouteBatch. Every prompt is new (no
+cache hits). Each figure is the median of the rounds with (min-max), and each ratio is
+taken within a round. Figures are printed and written to bench/results/router.{md,json}
 (router-static.* with ``--embedder static``).
 """
 
@@ -22,6 +24,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -169,9 +172,14 @@ def plot(raw: dict[str, float], routes: dict[int, dict[str, float]], out: Path) 
     plt.close(fig)
 
 
+def spread(values: list[float], fmt: str = "{:.2f}") -> str:
+    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; figures are their medians")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--embedder", choices=("local", "static"), default="local", help="the router's embedder backend")
     args = parser.parse_args()
@@ -180,48 +188,61 @@ def main() -> None:
     prompts = short_prompts(local, 20000)
     tokens = statistics.mean(len(local._tokenizer.encode(p).ids) for p in prompts[:500])
     embedder = local if args.embedder == "local" else StaticEmbedder(StaticEmbedderSettings())
-    raw = raw_embedder(embedder, prompts, args.seconds)
-    del embedder, local
-
+    rounds: list[dict[str, Any]] = []
     port = free_port()
     router = start_router(port, args.embedder)
     try:
         address = f"127.0.0.1:{port}"
-        routes = {c: asyncio.run(load(address, prompts, c, args.seconds)) for c in args.concurrency}
-        batch_rate = asyncio.run(load_batch(address, prompts, 64, args.seconds))
+        for i in range(args.rounds):
+            # A new slice of prompts each round: nothing repeats, even across rounds.
+            fresh = prompts[i::args.rounds]
+            raw = raw_embedder(embedder, fresh, args.seconds)
+            routes = {c: asyncio.run(load(address, fresh, c, args.seconds)) for c in args.concurrency}
+            batch_rate = asyncio.run(load_batch(address, fresh, 64, args.seconds))
+            rounds.append({"raw": raw, "route": routes, "route_batch_per_s": batch_rate})
+            print(f"round {i + 1}: raw p50 {raw['p50_ms']:.2f} ms, batched {raw['batched_per_s']:.0f}/s;",
+                  {c: round(r["per_s"]) for c, r in routes.items()}, f"batch {batch_rate:.0f}/s", flush=True)
     finally:
         router.terminate()
         router.wait(timeout=30)
 
+    def figure(get: Any, fmt: str = "{:.2f}") -> str:
+        return spread([get(r) for r in rounds], fmt)
+
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    first = args.concurrency[0]
     lines = [
         f"Router benchmark, {args.embedder} embedder ({time.strftime('%Y-%m-%d')}; {machine}); "
-        f"prompts of {tokens:.0f} tokens on average, no cache hits",
+        f"prompts of {tokens:.0f} tokens on average, no cache hits; median of {args.rounds} interleaved rounds (min-max)",
         "",
         "| what | p50 ms | p99 ms | per second |",
         "|---|---|---|---|",
-        f"| raw embedder, one prompt (baseline) | {raw['p50_ms']:.2f} | {raw['p99_ms']:.2f} | |",
-        f"| raw embedder, batches of 32 (baseline) | | | {raw['batched_per_s']:.0f} |",
+        f"| raw embedder, one prompt (baseline) | {figure(lambda r: r['raw']['p50_ms'])} | "
+        f"{figure(lambda r: r['raw']['p99_ms'])} | |",
+        f"| raw embedder, batches of 32 (baseline) | | | {figure(lambda r: r['raw']['batched_per_s'], '{:.0f}')} |",
     ]
-    for c, r in routes.items():
-        lines.append(f"| Route over gRPC, concurrency {c} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['per_s']:.0f} |")
-    lines.append(f"| RouteBatch of 64 over gRPC | | | {batch_rate:.0f} |")
-    best = max(r["per_s"] for r in routes.values())
+    for c in args.concurrency:
+        lines.append(
+            f"| Route over gRPC, concurrency {c} | {figure(lambda r, c=c: r['route'][c]['p50_ms'])} | "
+            f"{figure(lambda r, c=c: r['route'][c]['p99_ms'])} | {figure(lambda r, c=c: r['route'][c]['per_s'], '{:.0f}')} |"
+        )
+    lines.append(f"| RouteBatch of 64 over gRPC | | | {figure(lambda r: r['route_batch_per_s'], '{:.0f}')} |")
     lines += [
         "",
-        f"- Route p50 at concurrency 1 minus the raw embedder's p50: {routes[args.concurrency[0]]['p50_ms'] - raw['p50_ms']:+.2f} ms",
-        f"- Route throughput (best concurrency) / raw batched embedder: {best / raw['batched_per_s']:.2f}",
-        f"- RouteBatch throughput / raw batched embedder: {batch_rate / raw['batched_per_s']:.2f}",
+        f"- Route p50 at concurrency {first} minus the raw embedder's p50: "
+        f"{figure(lambda r: r['route'][first]['p50_ms'] - r['raw']['p50_ms'], '{:+.2f}')} ms",
+        "- Route throughput (best concurrency) / raw batched embedder: "
+        f"{figure(lambda r: max(x['per_s'] for x in r['route'].values()) / r['raw']['batched_per_s'])}",
+        f"- RouteBatch throughput / raw batched embedder: {figure(lambda r: r['route_batch_per_s'] / r['raw']['batched_per_s'])}",
     ]
     report = "\n".join(lines)
     print(report)
     RESULTS.mkdir(exist_ok=True)
     stem = "router" if args.embedder == "local" else f"router-{args.embedder}"
     (RESULTS / f"{stem}.md").write_text(report + "\n")
-    plot(raw, routes, RESULTS / f"{stem}.png")
-    (RESULTS / f"{stem}.json").write_text(
-        json.dumps({"machine": machine, "tokens": tokens, "raw": raw, "route": routes, "route_batch_per_s": batch_rate}, indent=2)
-    )
+    last = rounds[-1]
+    plot(last["raw"], last["route"], RESULTS / f"{stem}.png")
+    (RESULTS / f"{stem}.json").write_text(json.dumps({"machine": machine, "tokens": tokens, "rounds": rounds}, indent=2))
 
 
 if __name__ == "__main__":
