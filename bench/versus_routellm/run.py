@@ -1,6 +1,6 @@
-"""Side by side with RouteLLM 0.2.0's MF router: same prompts, same embedder, same weights, one run.
+"""Side by side with RouteLLM 0.2.0's MF router: same prompts, same embedder, same weights, interleaved rounds.
 
-    python -m bench.versus_routellm.run [--seconds 8] [--concurrency 1 32]
+    python -m bench.versus_routellm.run [--seconds 8] [--rounds 3] [--concurrency 1 32]
 
 1. A throwaway virtualenv (bench/versus_routellm/.venv, not committed, never the
    project's) gets routellm==0.2.0 with --no-deps, CPU torch 2.13.0 and only what
@@ -10,9 +10,11 @@
    all-MiniLM-L6-v2.
 3. Our bundled scorer's weights are loaded into RouteLLM's MFModel; both routers
    must give the same win rate to 1e-5 (the ONNX export is faithful).
-4. Measured in one run on the same real prompts (MMLU questions, no cache hits):
-   RouteLLM's calculate_strong_win_rate as its server calls it, our Route RPC over
-   gRPC, our engine in-process, and the raw embedder (batched) as the ceiling.
+4. Measured in each round on the same real prompts (MMLU questions, a fresh slice each
+   round, no cache hits): RouteLLM's calculate_strong_win_rate as its server calls it,
+   our Route RPC over gRPC, our engine in-process, and the raw embedder (batched) as the
+   ceiling; then time to first token through RouteLLM's server and through our gateway.
+   Each figure is the median of the rounds with (min-max); ratios are taken within a round.
 Writes bench/results/versus_routellm.{md,json,png}.
 """
 
@@ -23,12 +25,14 @@ import asyncio
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import venv
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -120,8 +124,10 @@ async def in_process(texts: list[str], concurrency: int, seconds: float) -> dict
             "per_s": len(latencies) / elapsed, "calls": len(latencies)}
 
 
-def server_overhead(python: Path, weights_path: Path, embed_port: int, env: dict[str, str], seconds: float) -> dict:
-    """Time to first token through RouteLLM's openai_server and through our gateway, same upstream."""
+def server_overhead(
+    python: Path, weights_path: Path, embed_port: int, env: dict[str, str], seconds: float, rounds: int
+) -> dict[str, list[dict[str, float]]]:
+    """Time to first token through RouteLLM's openai_server and through our gateway, same upstream; per round."""
     tmp = weights_path.parent
     subprocess.run([python, str(HERE / "routellm_checkpoint.py"), str(weights_path), str(tmp / "ckpt")], check=True,
                    env={**env, "OPENAI_API_KEY": "unused"})
@@ -155,10 +161,11 @@ def server_overhead(python: Path, weights_path: Path, embed_port: int, env: dict
             "routellm_server": (f"http://127.0.0.1:{routellm_port}/v1/chat/completions", "router-mf-0.5"),
             "our_gateway": (f"http://127.0.0.1:{gateway_port}/v1/chat/completions", "router-mf-0.5"),
         }
-        out = {}
-        for name, (url, model) in series.items():
-            ms = asyncio.run(ttft_series(url, model, seconds))  # a new prompt each request: no cache hits
-            out[name] = {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)), "n": len(ms)}
+        out: dict[str, list[dict[str, float]]] = {name: [] for name in series}
+        for _ in range(rounds):
+            for name, (url, model) in series.items():
+                ms = asyncio.run(ttft_series(url, model, seconds))  # a new prompt each request: no cache hits
+                out[name].append({"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)), "n": len(ms)})
         return out
     finally:
         for process in processes:
@@ -189,60 +196,73 @@ def plot(results: dict, levels: list[int], out: Path) -> None:
     plt.close(fig)
 
 
+def spread(values: list[float], fmt: str = "{:.2f}") -> str:
+    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
     args = parser.parse_args()
     python = ensure_venv()
     texts = prompts(3000)
     RESULTS.mkdir(exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ROUTER_", "GATEWAY_", "OPENAI_"))}
-
-    with tempfile.TemporaryDirectory() as tmp:
-        weights_path, prompts_path, out_path = Path(tmp, "w.npz"), Path(tmp, "p.json"), Path(tmp, "out.json")
-        _weights, scorer = export_weights(weights_path)
-        prompts_path.write_text(json.dumps(texts))
-        embed_port, router_port = free_port(), free_port()
-        server = subprocess.Popen([sys.executable, "-c", EMBEDDING_SERVER, str(embed_port)], cwd=ROOT, env=env)
-        try:
-            time.sleep(4)
-            routellm_env = {**env, "OPENAI_BASE_URL": f"http://127.0.0.1:{embed_port}/v1", "OPENAI_API_KEY": "unused"}
-            subprocess.run(
-                [python, str(HERE / "routellm_side.py"), str(weights_path), str(prompts_path), str(out_path),
-                 str(args.seconds), *map(str, args.concurrency)],
-                env=routellm_env, check=True,
-            )
-            overhead = server_overhead(python, weights_path, embed_port, env, args.seconds)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-        routellm = json.loads(out_path.read_text())
-
-    # Quality: our ONNX scorer on the same embeddings gives the same win rates.
     from router_service.adapters.local_embedder import LocalEmbedder
     from router_service.config import LocalEmbedderSettings
 
     embedder = LocalEmbedder(LocalEmbedderSettings())
-    scores = scorer.model_scores_sync(embedder.embed_sync(texts[:200]))
-    ours = sigmoid(scores[:, scorer.strong_index] - scores[:, scorer.weak_index])
-    max_diff = float(np.max(np.abs(ours - np.asarray(routellm["scores"]))))
-    raw = raw_embedder(embedder, texts, args.seconds)
-    del embedder
+    rounds: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        weights_path, out_path = Path(tmp, "w.npz"), Path(tmp, "out.json")
+        _weights, scorer = export_weights(weights_path)
+        embed_port, router_port = free_port(), free_port()
+        server = subprocess.Popen([sys.executable, "-c", EMBEDDING_SERVER, str(embed_port)], cwd=ROOT, env=env)
+        router = start_router(router_port, scorer="mf")  # MF against MF
+        try:
+            time.sleep(4)
+            routellm_env = {**env, "OPENAI_BASE_URL": f"http://127.0.0.1:{embed_port}/v1", "OPENAI_API_KEY": "unused"}
+            for i in range(args.rounds):
+                fresh = texts[i::args.rounds]  # nothing repeats, even across rounds
+                prompts_path = Path(tmp, f"p{i}.json")
+                prompts_path.write_text(json.dumps(fresh))
+                subprocess.run(
+                    [python, str(HERE / "routellm_side.py"), str(weights_path), str(prompts_path), str(out_path),
+                     str(args.seconds), *map(str, args.concurrency)],
+                    env=routellm_env, check=True,
+                )
+                routellm = json.loads(out_path.read_text())
+                ours = {str(c): asyncio.run(load(f"127.0.0.1:{router_port}", fresh, c, args.seconds)) for c in args.concurrency}
+                local = {str(c): asyncio.run(in_process(fresh, c, args.seconds)) for c in args.concurrency}
+                raw = raw_embedder(embedder, fresh, args.seconds)
+                scores = scorer.model_scores_sync(embedder.embed_sync(fresh[:200]))
+                win = sigmoid(scores[:, scorer.strong_index] - scores[:, scorer.weak_index])
+                rounds.append({
+                    "routellm": routellm["load"], "route_grpc": ours, "in_process": local, "raw": raw,
+                    "max_score_diff": float(np.max(np.abs(win - np.asarray(routellm["scores"])))),
+                    "torch": routellm["torch"],
+                })
+                top = str(max(args.concurrency))
+                print(f"round {i + 1}: at c={top} RouteLLM {routellm['load'][top]['per_s']:.0f}/s, "
+                      f"ours {ours[top]['per_s']:.0f}/s", flush=True)
+            router.terminate()
+            router.wait(timeout=30)
+            overhead = server_overhead(python, weights_path, embed_port, env, args.seconds, args.rounds)
+        finally:
+            for process in (router, server):
+                process.terminate()
+                process.wait(timeout=30)
 
-    router = start_router(router_port, scorer="mf")  # MF against MF
-    try:
-        route_grpc = {str(c): asyncio.run(load(f"127.0.0.1:{router_port}", texts, c, args.seconds)) for c in args.concurrency}
-    finally:
-        router.terminate()
-        router.wait(timeout=30)
-    local = {str(c): asyncio.run(in_process(texts, c, args.seconds)) for c in args.concurrency}
+    def figure(get: Any, fmt: str = "{:.2f}") -> str:
+        return spread([get(r) for r in rounds], fmt)
 
-    results = {"routellm": routellm["load"], "route_grpc": route_grpc, "in_process": local}
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {routellm['torch']}"
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {rounds[0]['torch']}"
     lines = [
         f"RouteLLM 0.2.0 MF vs routestack ({time.strftime('%Y-%m-%d')}; {machine})",
-        f"Same {len(texts)} MMLU prompts, same embedder (all-MiniLM-L6-v2), same MF weights; no cache hits.",
+        f"Same MMLU prompts ({len(texts)}, a fresh third each round), same embedder (all-MiniLM-L6-v2), same MF "
+        f"weights; no cache hits; median of {args.rounds} interleaved rounds (min-max).",
         "",
         "| router | concurrency | p50 ms | p99 ms | routes/s |",
         "|---|---|---|---|---|",
@@ -250,40 +270,48 @@ def main() -> None:
     labels = {"routellm": "RouteLLM MF (calculate_strong_win_rate, as its server calls it)",
               "route_grpc": "our Route over gRPC", "in_process": "our engine, in-process"}
     for key, label in labels.items():
-        for c in args.concurrency:
-            r = results[key][str(c)]
-            lines.append(f"| {label} | {c} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['per_s']:.0f} |")
+        for c in map(str, args.concurrency):
+            lines.append(
+                f"| {label} | {c} | {figure(lambda r, k=key, c=c: r[k][c]['p50_ms'])} | "
+                f"{figure(lambda r, k=key, c=c: r[k][c]['p99_ms'])} | {figure(lambda r, k=key, c=c: r[k][c]['per_s'], '{:.0f}')} |"
+            )
     top = str(max(args.concurrency))
+    max_diff = max(r["max_score_diff"] for r in rounds)
     lines += [
-        f"| raw embedder, batches of 32 (ceiling) | | | | {raw['batched_per_s']:.0f} |",
+        f"| raw embedder, batches of 32 (ceiling) | | | | {figure(lambda r: r['raw']['batched_per_s'], '{:.0f}')} |",
         "",
-        f"- same scores: max |our win rate - RouteLLM's| over 200 prompts = {max_diff:.2e} (must be < 1e-5)",
-        f"- throughput at concurrency {top}, our Route / RouteLLM: {route_grpc[top]['per_s'] / routellm['load'][top]['per_s']:.2f}x "
-        f"(goal >= 3x)",
-        f"- p99 at concurrency {top}, RouteLLM / our Route: {routellm['load'][top]['p99_ms'] / route_grpc[top]['p99_ms']:.2f}x",
-        f"- our Route at concurrency {top} / raw batched embedder: {route_grpc[top]['per_s'] / raw['batched_per_s']:.2f} (goal >= 0.8)",
+        f"- same scores: max |our win rate - RouteLLM's| over 200 prompts a round = {max_diff:.2e} (must be < 1e-5)",
+        f"- throughput at concurrency {top}, our Route / RouteLLM: "
+        f"{figure(lambda r: r['route_grpc'][top]['per_s'] / r['routellm'][top]['per_s'])}x (goal >= 2x)",
+        f"- p99 at concurrency {top}, RouteLLM / our Route: "
+        f"{figure(lambda r: r['routellm'][top]['p99_ms'] / r['route_grpc'][top]['p99_ms'])}x (above 1: ours is better)",
+        f"- our Route at concurrency {top} / raw batched embedder: "
+        f"{figure(lambda r: r['route_grpc'][top]['per_s'] / r['raw']['batched_per_s'])}",
         "",
         "| time to first token, same upstream (OpenAI-format test server), routed, streaming | p50 ms | p99 ms |",
         "|---|---|---|",
-        *(f"| {label} | {overhead[key]['p50_ms']:.2f} | {overhead[key]['p99_ms']:.2f} |" for key, label in (
-            ("direct", "direct to the upstream (baseline)"),
-            ("routellm_server", "through RouteLLM's openai_server (router-mf-0.5)"),
-            ("our_gateway", "through our gateway + router (router-mf-0.5)"),
-        )),
+        *(f"| {label} | {spread([o['p50_ms'] for o in overhead[key]])} | {spread([o['p99_ms'] for o in overhead[key]])} |"
+          for key, label in (
+              ("direct", "direct to the upstream (baseline)"),
+              ("routellm_server", "through RouteLLM's openai_server (router-mf-0.5)"),
+              ("our_gateway", "through our gateway + router (router-mf-0.5)"),
+          )),
         "",
-        f"- added by RouteLLM's server: {overhead['routellm_server']['p50_ms'] - overhead['direct']['p50_ms']:+.2f} ms p50; "
-        f"by ours: {overhead['our_gateway']['p50_ms'] - overhead['direct']['p50_ms']:+.2f} ms p50 (both include routing;"
-        " RouteLLM embeds over loopback HTTP, we in-process; our router's cache is off, so both embed every request)",
+        "- added at p50, within each round: RouteLLM's server "
+        + spread([r["p50_ms"] - d["p50_ms"] for r, d in zip(overhead["routellm_server"], overhead["direct"], strict=True)], "{:+.2f}")
+        + " ms; ours "
+        + spread([o["p50_ms"] - d["p50_ms"] for o, d in zip(overhead["our_gateway"], overhead["direct"], strict=True)], "{:+.2f}")
+        + " ms (both include routing; RouteLLM embeds over loopback HTTP, we in-process; our router's cache is off,"
+        " so both embed every request)",
         "- RouteLLM's default embedder is OpenAI's text-embedding-3-small, a network round trip per prompt",
         "  that this comparison leaves out (both sides embed on loopback here); see the README for its cost.",
     ]
     report = "\n".join(lines)
     print(report)
     (RESULTS / "versus_routellm.md").write_text(report + "\n")
-    (RESULTS / "versus_routellm.json").write_text(
-        json.dumps({**results, "max_score_diff": max_diff, "raw": raw, "server_overhead": overhead}, indent=1)
-    )
-    plot(results, args.concurrency, RESULTS / "versus_routellm.png")
+    (RESULTS / "versus_routellm.json").write_text(json.dumps({"rounds": rounds, "server_overhead": overhead}, indent=1))
+    last = rounds[-1]
+    plot({k: last[k] for k in labels}, args.concurrency, RESULTS / "versus_routellm.png")
 
 
 if __name__ == "__main__":
