@@ -29,6 +29,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.figures import spread
 from bench.stack import local_stack
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -134,9 +135,6 @@ async def burst(url: str, streams: int) -> dict[str, float]:
         elapsed = time.perf_counter() - started
     return {"streams": streams, "errors": results.count(False), "seconds": elapsed}
 
-
-def spread(values: list[float], fmt: str = "{:.2f}") -> str:
-    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
 
 
 def p50(values: list[float]) -> float:

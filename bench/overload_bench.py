@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import time
 from collections import Counter
 from pathlib import Path
 
 import grpc
 
+from bench.figures import spread
 from bench.router_bench import free_port, load, short_prompts, start_router
 from router_service.adapters.local_embedder import LocalEmbedder
 from router_service.config import LocalEmbedderSettings
@@ -72,9 +72,6 @@ async def open_loop(address: str, prompts: list[str], rate: float, seconds: floa
     }
 
 
-def spread(values: list[float], fmt: str = "{:.0f}") -> str:
-    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -114,8 +111,8 @@ def main() -> None:
     ]
     for (label, level), runs in results.items():
         lines.append(
-            f"| {label} | {level}x C | {spread([r['goodput'] for r in runs])} | "
-            f"{spread([r['goodput'] / capacity for r in runs], '{:.2f}')} | {spread([r['p99_ms'] for r in runs])} | "
+            f"| {label} | {level}x C | {spread([r['goodput'] for r in runs], '{:.0f}')} | "
+            f"{spread([r['goodput'] / capacity for r in runs], '{:.2f}')} | {spread([r['p99_ms'] for r in runs], '{:.0f}')} | "
             f"{spread([r['shed'] for r in runs], '{:.0%}')} | {spread([r['late'] for r in runs], '{:.0%}')} |"
         )
     RESULTS.mkdir(exist_ok=True)

@@ -29,6 +29,7 @@ from typing import Any
 import grpc
 import numpy as np
 
+from bench.figures import spread
 from router_service.adapters.local_embedder import LocalEmbedder
 from router_service.adapters.static_embedder import StaticEmbedder
 from router_service.config import LocalEmbedderSettings, StaticEmbedderSettings
@@ -171,9 +172,6 @@ def plot(raw: dict[str, float], routes: dict[int, dict[str, float]], out: Path) 
     fig.savefig(out, dpi=110)
     plt.close(fig)
 
-
-def spread(values: list[float], fmt: str = "{:.2f}") -> str:
-    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
 
 
 def main() -> None:

@@ -24,7 +24,6 @@ import asyncio
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
+from bench.figures import spread
 from bench.router_bench import free_port
 from bench.stack import ROOT, UPSTREAM_SCRIPT, clean_env
 
@@ -100,9 +100,6 @@ async def one_round(url: str, concurrency: int, seconds: float) -> dict[str, dic
         out["aiohttp"] = await measure(aiohttp_stream(session, url), concurrency, seconds)
     return out
 
-
-def spread(values: list[float], fmt: str = "{:.2f}") -> str:
-    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
 
 
 def main() -> None:

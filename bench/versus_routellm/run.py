@@ -25,7 +25,6 @@ import asyncio
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from bench.figures import spread
 from bench.gateway_bench import ttft_series, wait_http
 from bench.router_bench import free_port, load, raw_embedder, start_router
 from bench.stack import UPSTREAM_SCRIPT
@@ -195,9 +195,6 @@ def plot(results: dict, levels: list[int], out: Path) -> None:
     fig.savefig(out, dpi=110)
     plt.close(fig)
 
-
-def spread(values: list[float], fmt: str = "{:.2f}") -> str:
-    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
 
 
 def main() -> None:
