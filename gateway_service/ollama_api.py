@@ -192,6 +192,12 @@ def _whole_call(call: dict[str, str]) -> dict[str, Any]:
     return {"function": {"name": call["name"], "arguments": arguments}}
 
 
+def _details(owner: str) -> dict[str, Any]:
+    """A model's ``details`` as Ollama lists them: the family is the upstream serving it (or "router")."""
+    return {"parent_model": "", "format": "", "family": owner, "families": [owner], "parameter_size": "",
+            "quantization_level": ""}
+
+
 def _stamp() -> str:
     now = time.time()
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e9):09d}Z"
@@ -199,6 +205,23 @@ def _stamp() -> str:
 
 def _line(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+
+
+def _refused(api: str, request_id: str, requested: str, exc: GatewayError, started: float) -> JSONResponse:
+    """An error before any answer: Ollama's ``{"error": ...}`` with the error's status, and the access line."""
+    log_refusal(api, request_id, requested, exc.http_status, type(exc).__name__, str(exc), started)
+    return JSONResponse({"error": str(exc)}, status_code=exc.http_status, headers={"x-request-id": request_id})
+
+
+def _client_gone(api: str, request_id: str, requested: str, started: float) -> Response:
+    log_refusal(api, request_id, requested, 499, "client_disconnected", "the client went away while sending its body", started)
+    return Response(status_code=400)  # nobody reads it
+
+
+def _crashed(api: str, request_id: str, requested: str, started: float) -> JSONResponse:
+    message = internal_error(logger, f"request {request_id}")
+    log_refusal(api, request_id, requested, 500, "internal_error", message, started)
+    return JSONResponse({"error": message}, status_code=500, headers={"x-request-id": request_id})
 
 
 class OllamaApi:
@@ -217,8 +240,7 @@ class OllamaApi:
             return JSONResponse({"error": UNAUTHORIZED}, status_code=401)
         models = [
             {"name": name, "model": name, "modified_at": "2026-01-01T00:00:00Z", "size": 0, "digest": "",
-             "details": {"parent_model": "", "format": "", "family": owner, "families": [owner],
-                         "parameter_size": "", "quantization_level": ""}}
+             "details": _details(owner)}
             for name, owner, _ in self._chat.models()
         ]
         return JSONResponse({"models": models})
@@ -242,14 +264,11 @@ class OllamaApi:
             options = body.model_dump(exclude={"model", "input", "prompt"}, exclude_none=True)
             embedded = await self._chat.embeddings.embed(body.model, given, options)
         except GatewayError as exc:
-            log_refusal(api, request_id, requested, exc.http_status, type(exc).__name__, str(exc), started)
-            return JSONResponse({"error": str(exc)}, status_code=exc.http_status, headers={"x-request-id": request_id})
+            return _refused(api, request_id, requested, exc, started)
         except ClientDisconnect:
-            return Response(status_code=400)  # nobody reads it
+            return _client_gone(api, request_id, requested, started)
         except Exception:  # noqa: BLE001 - any bug: a 500 with an id that is also in the log, never a traceback
-            message = internal_error(logger, f"request {request_id}")
-            log_refusal(api, request_id, requested, 500, "internal_error", message, started)
-            return JSONResponse({"error": message}, status_code=500, headers={"x-request-id": request_id})
+            return _crashed(api, request_id, requested, started)
         log_refusal(api, request_id, requested, 200, "ok", "", started)
         headers = {"x-request-id": request_id}
         if isinstance(body, _LegacyEmbedRequest):
@@ -278,9 +297,7 @@ class OllamaApi:
         owner = next((o for n, o, _ in self._chat.models() if n == name), "router")
         return JSONResponse({
             "modelfile": f"# {name}: served through the routestack gateway\n", "parameters": "", "template": "",
-            "details": {"parent_model": "", "format": "", "family": owner, "families": [owner],
-                        "parameter_size": "", "quantization_level": ""},
-            "model_info": {}, "modified_at": "2026-01-01T00:00:00Z",
+            "details": _details(owner), "model_info": {}, "modified_at": "2026-01-01T00:00:00Z",
             "capabilities": ["completion", *(c for c in ("tools", "vision") if c in can)],
         })
 
@@ -321,15 +338,11 @@ class OllamaApi:
                 params = _params(messages, body)
             stream = await self._chat.open(body.model, params, request_id, bearer_token(request.headers.get("authorization")))
         except GatewayError as exc:
-            log_refusal(api, request_id, requested, exc.http_status, type(exc).__name__, str(exc), started)
-            return JSONResponse({"error": str(exc)}, status_code=exc.http_status, headers={"x-request-id": request_id})
+            return _refused(api, request_id, requested, exc, started)
         except ClientDisconnect:
-            log_refusal(api, request_id, requested, 499, "client_disconnected", "the client went away while sending its body", started)
-            return Response(status_code=400)  # nobody reads it
+            return _client_gone(api, request_id, requested, started)
         except Exception:  # noqa: BLE001 - any bug: a 500 with an id that is also in the log, never a traceback
-            message = internal_error(logger, f"request {request_id}")
-            log_refusal(api, request_id, requested, 500, "internal_error", message, started)
-            return JSONResponse({"error": message}, status_code=500, headers={"x-request-id": request_id})
+            return _crashed(api, request_id, requested, started)
         headers = {"x-request-id": request_id, "x-route-model": stream.route.model}
         if body.stream:
             return StreamingResponse(self._lines(stream, field, started), media_type="application/x-ndjson", headers=headers)
