@@ -164,9 +164,9 @@ class RouteEngine:
             self.metrics.budget(policy.budget.left, choice.budget_limited)
         if realised is not None and plan.share is not None:
             self.metrics.share(plan.scorer.name, plan.share, realised, plan.threshold)
-        if not plan.explicit_candidates:
+        if not plan.explicit_candidates:  # a pair: the choice's score is the serving scorer's strong win rate
             for shadow in generation.shadows_of.get(plan.scorer.name, ()):
-                self._compare(generation, plan, shadow, row, model_scores, choice.routed_strong or choice.budget_limited)
+                self._compare(generation, plan, shadow, row, choice.score, choice.routed_strong or choice.budget_limited)
         candidates: tuple[CandidateScore, ...] = ()
         if plan.explicit_candidates:
             candidates = tuple(
@@ -187,14 +187,14 @@ class RouteEngine:
         )
 
     def _compare(
-        self, generation: _Generation, plan: Plan, shadow: OnnxScorer, row: np.ndarray, model_scores: np.ndarray,
+        self, generation: _Generation, plan: Plan, shadow: OnnxScorer, row: np.ndarray, serving_rate: float,
         serving_strong: bool,
     ) -> None:
         """Score the prompt with a shadow scorer and record whether it would have chosen alike."""
         shadow_rate = shadow.win_rate(row[generation.pipeline.columns[shadow.name]])
         shadow_strong = generation.policy.shadow_choice(plan, shadow, shadow_rate)
         record = generation.shadows[plan.scorer.name, shadow.name]
-        record.add(plan.scorer.win_rate(model_scores), shadow_rate, serving_strong, shadow_strong)
+        record.add(serving_rate, shadow_rate, serving_strong, shadow_strong)
         self.metrics.shadow(plan.scorer.name, shadow.name, shadow_strong, serving_strong, record.agreement, record.correlation)
 
     # -- live reload ------------------------------------------------------------------

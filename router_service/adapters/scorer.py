@@ -9,6 +9,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ..errors import ConfigError, Uncalibrated
+from ..mf import sigmoid
 
 __all__ = ["OnnxScorer"]
 
@@ -50,7 +51,7 @@ class OnnxScorer:
 
     def win_rate(self, model_scores: np.ndarray) -> float:
         """The strong model's predicted win rate over the weak one, from one row of ``model_scores``."""
-        return float(1.0 / (1.0 + np.exp(-(model_scores[self.strong_index] - model_scores[self.weak_index]))))
+        return float(sigmoid(model_scores[self.strong_index] - model_scores[self.weak_index]))
 
     def model_scores_sync(self, embeddings: np.ndarray) -> np.ndarray:
         """[batch, models] scores; microseconds, so callers batch it with the embedding job."""
