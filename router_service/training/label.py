@@ -198,8 +198,8 @@ async def _check_gateway(http: httpx.AsyncClient, job: LabelJob) -> None:
             raise ConfigError(f"{flag} {model!r} is not served by the gateway; it serves {sorted(served)}")
 
 
-async def _label_one(http: httpx.AsyncClient, job: LabelJob, prompt: str) -> tuple[str, str, list[str]]:
-    """Both answers, then both judgements; the judge's raw texts."""
+async def _label_one(http: httpx.AsyncClient, job: LabelJob, prompt: str) -> list[str]:
+    """Both answers, then both judgements: the judge's raw texts, strong answer first, then weak first."""
     strong, weak = await asyncio.gather(
         _chat(http, job, "strong answer", job.strong, prompt), _chat(http, job, "weak answer", job.weak, prompt)
     )
@@ -207,7 +207,7 @@ async def _label_one(http: httpx.AsyncClient, job: LabelJob, prompt: str) -> tup
         _chat(http, job, "judge (strong first)", job.judge, judge_prompt(prompt, strong, weak), temperature=0),
         _chat(http, job, "judge (weak first)", job.judge, judge_prompt(prompt, weak, strong), temperature=0),
     )
-    return strong, weak, list(verdicts)
+    return list(verdicts)
 
 
 async def label(job: LabelJob, prompts: list[str]) -> dict[str, Any]:
@@ -235,7 +235,7 @@ async def label(job: LabelJob, prompts: list[str]) -> dict[str, Any]:
                 pid = prompt_id(prompt)
                 async with gate:
                     try:
-                        _, _, texts = await _label_one(http, job, prompt)
+                        texts = await _label_one(http, job, prompt)
                     except _Failed as exc:
                         counts["failed"] += 1
                         files.append(files.failures, {"id": pid, "prompt": prompt, "stage": exc.stage, "error": str(exc)})

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -23,6 +23,9 @@ from .embeddings import EmbeddingStore
 from .evaluation import evaluate_scorer, plot_results
 from .metrics import thresholds_for_shares
 from .mf_train import TrainConfig, train_mf
+
+if TYPE_CHECKING:
+    from .difficulty import Source
 
 __all__ = [
     "REFERENCE_STRONG", "REFERENCE_WEAK", "calibrate", "eval_files", "evaluate", "held_out", "sanity_files",
@@ -171,16 +174,16 @@ def train_and_export(
         return card
 
 
-def _own_labels(battles: Battles, store: EmbeddingStore, strong: str, weak: str, weight: float, folder: Path) -> Any:
-    """A folder's battles of the strong/weak pair as a difficulty source: the target is P(strong won)."""
+def _own_labels(
+    battles: Battles, store: EmbeddingStore, strong: str, weak: str, weight: float, folder: Path
+) -> tuple[Source, list[str]]:
+    """A folder's battles of the strong/weak pair as a difficulty source: the target is P(strong won).
+
+    ``battles`` is a subset of the whole table, whose model list the caller has checked holds both."""
     from .difficulty import Source
 
-    models = battles.models
-    pair = {models.index(m) for m in (strong, weak) if m in models}
-    if len(pair) < 2:
-        raise ConfigError(f"--data-dir {folder}: no battles of {strong} against {weak} (the --strong/--weak pair)")
     a, b = np.asarray(battles.model_a), np.asarray(battles.model_b)
-    s, w = models.index(strong), models.index(weak)
+    s, w = battles.models.index(strong), battles.models.index(weak)
     forward, backward = (a == s) & (b == w), (a == w) & (b == s)
     keep = forward | backward
     if not keep.any():
@@ -205,7 +208,7 @@ def chat_prompts(files: list[Path], held: HeldOut) -> list[str]:
 
 def _difficulty_weights(
     files: list[Path], store: EmbeddingStore, strong: str, weak: str, held: HeldOut,
-    own: Sequence[tuple[Any, list[str]]] = (),
+    own: Sequence[tuple[Source, list[str]]] = (),
 ) -> tuple[MFWeights, list[str]]:
     """The difficulty scorer (difficulty.py) as a rank-1 MF, and the prompts it is calibrated on.
 
