@@ -4,6 +4,10 @@ Each request takes a host from the pool (hosts.py) and is opened up to its first
 event; a failure of the host before that (connect, timeout, 429, 5xx, a broken or
 empty stream) is retried on another host, so a client sees an error before the
 first token only when no host could answer.
+
+The client is aiohttp's, used directly: this is the gateway's hot path, and httpx's
+client layer on top of it cost as much CPU again per request as aiohttp itself
+(bench/upstream_client_bench.py prices the stacks).
 """
 
 from __future__ import annotations
@@ -16,11 +20,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
-import httpx
-from httpx_aiohttp import AiohttpTransport
+from aiohttp.http_exceptions import HttpProcessingError
 
 from service_core.redact import Redactor
-from service_core.upstream_errors import error_detail
+from service_core.upstream_errors import error_message
 
 from ..config import UpstreamSettings
 from ..domain import ChatParams, Delta, Finish
@@ -40,6 +43,7 @@ __all__ = ["HttpUpstream"]
 logger = logging.getLogger(__name__)
 
 HOST_FAULTS = (UpstreamUnreachable, UpstreamTimeout, UpstreamBusy, UpstreamStreamError)
+READ_BUFFER = 2**19  # aiohttp refuses a line (Ollama NDJSON, SSE) longer than twice this
 
 
 class HttpUpstream:
@@ -53,25 +57,29 @@ class HttpUpstream:
         self._settings = settings
         self.pool = HostPool(settings, metrics)
         self._metrics = metrics
-        headers = {}
+        self._headers = {"Content-Type": "application/json"}
         key = settings.resolve_api_key()
         if key:
-            headers["Authorization"] = f"Bearer {key}"
+            self._headers["Authorization"] = f"Bearer {key}"
         # Upstream text (error bodies, broken chunks) is shown to clients and logged: never with a secret in it.
         self.redact = redact or Redactor([key])
-        connections = settings.max_concurrency * len(settings.hosts)
-        # httpx's API over aiohttp's connection pool: httpcore's pool scans every pooled connection (twice, the
-        # second nested) on each request, which at 64 kept-alive streams cost more CPU than the streams did.
-        transport = AiohttpTransport(
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections), trust_env=False
-        )
-        self._client = httpx.AsyncClient(
-            headers=headers,
-            timeout=httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s),
-            transport=transport,
-            trust_env=False,  # no ambient proxy or netrc credentials
-        )
+        self._trace_configs: list[aiohttp.TraceConfig] = []
+        self._session: aiohttp.ClientSession | None = None  # made in the event loop, on first use
         self._health: asyncio.Task[None] | None = None
+
+    @property
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            settings = self._settings
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=settings.max_concurrency * len(settings.hosts)),
+                headers=self._headers,
+                timeout=aiohttp.ClientTimeout(sock_connect=settings.connect_timeout_s, sock_read=settings.read_timeout_s),
+                read_bufsize=READ_BUFFER,
+                trust_env=False,  # no ambient proxy or netrc credentials
+                trace_configs=self._trace_configs or None,
+            )
+        return self._session
 
     def request_body(self, model: str, params: ChatParams) -> dict[str, Any]:
         raise NotImplementedError
@@ -97,7 +105,7 @@ class HttpUpstream:
 
     async def _json(self, host: Host, model: str, path: str, body: dict[str, Any]) -> AsyncGenerator[Any, None]:
         async with self.post(host, model, body, path) as response:
-            payload = await response.aread()
+            payload = await response.read()
         try:
             answer = json.loads(payload)
         except ValueError:
@@ -172,38 +180,34 @@ class HttpUpstream:
     @asynccontextmanager
     async def post(
         self, host: Host, model: str, body: dict[str, Any], path: str | None = None
-    ) -> AsyncIterator[httpx.Response]:
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
         """POST to one host (the chat path unless ``path``) and stream the response; HTTP and connection
         failures become GatewayErrors."""
         try:
-            async with self._client.stream("POST", host.url + (path or self.path), json=body) as response:
-                if response.status_code >= 400:
-                    await response.aread()
-                    raise self._status_error(host, model, response, path)
+            async with self._http.post(host.url + (path or self.path), data=json.dumps(body).encode()) as response:
+                if response.status >= 400:
+                    raise self._status_error(host, model, response, await response.read(), path)
                 yield response
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, HttpProcessingError, TimeoutError) as exc:  # HttpProcessingError: a line too long
             raise self._transport_error(host, model, exc, path) from exc
 
-    def _transport_error(self, host: Host, model: str, exc: httpx.HTTPError, path: str | None = None) -> GatewayError:
-        """The right cause, from aiohttp's own error: the transport files a refused connection under
-        httpx's ConnectTimeout, and an error must not say "timeout" when the server is simply not there."""
-        cause = exc.__cause__
-        if isinstance(exc, httpx.ConnectError) or isinstance(cause, aiohttp.ClientConnectorError):
-            reason = cause if cause is not None else exc
+    def _transport_error(
+        self, host: Host, model: str, exc: aiohttp.ClientError | HttpProcessingError | TimeoutError, path: str | None = None
+    ) -> GatewayError:
+        """The right cause: an error must not say "timeout" when the server is simply not there."""
+        where = self.where(host, model, path)
+        if isinstance(exc, aiohttp.ClientConnectorError):
             return UpstreamUnreachable(
-                f"{self.where(host, model, path)} is unreachable ({reason}); is the server running? "
-                f"Check {self._settings.url_setting}"
+                f"{where} is unreachable ({exc.os_error or exc}); is the server running? Check {self._settings.url_setting}"
             )
-        if isinstance(cause, aiohttp.ServerDisconnectedError):
-            return UpstreamStreamError(f"{self.where(host, model, path)} closed the connection without an answer")
-        if isinstance(exc, httpx.TimeoutException):
+        if isinstance(exc, aiohttp.ServerDisconnectedError):
+            return UpstreamStreamError(f"{where} closed the connection without an answer")
+        if isinstance(exc, TimeoutError):  # aiohttp's ServerTimeoutError is one too
             return UpstreamTimeout(
-                f"{self.where(host, model, path)} went silent for longer than its timeout ({type(exc).__name__}); "
+                f"{where} went silent for longer than its timeout ({type(exc).__name__}); "
                 f"see upstreams[{self.name}].read_timeout_s / connect_timeout_s"
             )
-        return UpstreamStreamError(
-            f"{self.where(host, model, path)} broke the connection: {type(exc).__name__}: {self.redact(str(exc))}"
-        )
+        return UpstreamStreamError(f"{where} broke the connection: {type(exc).__name__}: {self.redact(str(exc))}")
 
     @staticmethod
     async def finish_reading(rest: AsyncIterator[object], limit: int = 100) -> None:
@@ -216,9 +220,11 @@ class HttpUpstream:
             if count > limit:
                 return
 
-    def _status_error(self, host: Host, model: str, response: httpx.Response, path: str | None = None) -> GatewayError:
-        status = response.status_code
-        detail = self.redact(error_detail(response))
+    def _status_error(
+        self, host: Host, model: str, response: aiohttp.ClientResponse, payload: bytes, path: str | None = None
+    ) -> GatewayError:
+        status = response.status
+        detail = self.redact(error_message(payload, response.reason or str(status)))
         where = f"{self.where(host, model, path)} answered HTTP {status}: {detail}"
         error: GatewayError
         if status in (429, 503):
@@ -248,32 +254,35 @@ class HttpUpstream:
     async def check(self, host: Host) -> None:
         """Fetch ``host``'s model list; a host that answers is up, one that cannot is failing."""
         settings = self._settings
+        url = host.url + self.models_path
         try:
-            response = await self._client.get(
-                host.url + self.models_path, timeout=httpx.Timeout(10.0, connect=settings.connect_timeout_s)
-            )
-        except httpx.HTTPError as exc:
-            self.pool.check_failed(host, f"GET {host.url}{self.models_path}: {type(exc).__name__}: {exc}")
+            timeout = aiohttp.ClientTimeout(total=10.0, sock_connect=settings.connect_timeout_s)
+            async with self._http.get(url, timeout=timeout) as response:
+                status, payload = response.status, await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self.pool.check_failed(host, f"GET {url}: {type(exc).__name__}: {exc}")
             return
-        if response.status_code >= 500:
-            self.pool.check_failed(host, f"GET {host.url}{self.models_path} answered HTTP {response.status_code}")
+        if status >= 500:
+            self.pool.check_failed(host, f"GET {url} answered HTTP {status}")
             return
         models: frozenset[str] | None = None
-        if response.status_code == 200:
+        if status == 200:
             try:
-                models = frozenset(self.model_names(response.json()))
+                models = frozenset(self.model_names(json.loads(payload)))
             except (ValueError, KeyError, TypeError, AttributeError):
                 logger.warning("upstream %r: host %s sent a model list this gateway cannot read", self.name, host.url)
         self.pool.checked(host, models)  # reachable; a server without a model list (4xx) serves whatever it serves
 
     def instrument(self, tracer_provider: Any) -> None:
-        """Trace this upstream's requests (OpenTelemetry), on this client only, never by global patching."""
-        from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+        """Trace this upstream's requests (OpenTelemetry), on this client only, never by global patching;
+        called before the first request."""
+        from opentelemetry.instrumentation.aiohttp_client import create_trace_config
 
-        HTTPXClientInstrumentor.instrument_client(self._client, tracer_provider=tracer_provider)
+        self._trace_configs.append(create_trace_config(tracer_provider=tracer_provider))
 
     async def aclose(self) -> None:
         if self._health is not None:
             self._health.cancel()
             await asyncio.gather(self._health, return_exceptions=True)
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()

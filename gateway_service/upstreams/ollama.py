@@ -142,7 +142,7 @@ class OllamaUpstream(HttpUpstream):
         where = self.where(host, model)
         seen_calls: list[dict[str, Any]] = []
         async with self.post(host, model, body) as response:
-            lines = response.aiter_lines()
+            lines = aiter(response.content)  # aiohttp's line reader
             async for line in lines:
                 if not line.strip():
                     continue
@@ -159,8 +159,9 @@ class OllamaUpstream(HttpUpstream):
                     )
                     seen_calls.extend(calls)
                     done = bool(chunk["done"])
-                except (json.JSONDecodeError, KeyError, AttributeError, TypeError) as exc:
-                    raise UpstreamStreamError(f"{where} sent a malformed chunk: {self.redact(line[:200])!r}") from exc
+                except (json.JSONDecodeError, UnicodeDecodeError, KeyError, AttributeError, TypeError) as exc:
+                    text = line[:200].decode("utf-8", "replace")
+                    raise UpstreamStreamError(f"{where} sent a malformed chunk: {self.redact(text)!r}") from exc
                 if content or calls or thinking:
                     yield Delta(content, calls, thinking)
                 if done:

@@ -8,18 +8,24 @@ as ``data: {"error": {...}}``.
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from httpx_sse import EventSource
+import aiohttp
+from httpx_sse import ServerSentEvent
+
+# httpx-sse's decoders follow the SSE spec's line and field rules; its EventSource reads httpx responses
+# only, so they are fed aiohttp's bytes here (pyproject pins httpx-sse below 0.5 for this module's path).
+from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 
 from ..domain import ChatParams, Delta, Embedded, Finish, Usage
 from ..errors import UpstreamStreamError
 from .hosts import Host
 from .http import HttpUpstream
 
-__all__ = ["OpenAIUpstream", "openai_body"]
+__all__ = ["OpenAIUpstream", "openai_body", "server_sent_events"]
 
 OLLAMA_ONLY = frozenset({"options", "keep_alive"})
 
@@ -46,6 +52,21 @@ def openai_body(model: str, params: ChatParams) -> dict[str, Any]:
     if params.stop:
         body["stop"] = list(params.stop)
     return body
+
+
+async def server_sent_events(body: aiohttp.StreamReader) -> AsyncGenerator[ServerSentEvent, None]:
+    """The events of a ``text/event-stream`` body, decoded as they arrive (one read may hold several)."""
+    text = codecs.getincrementaldecoder("utf-8")("replace")
+    lines, fields = SSELineDecoder(), SSEDecoder()
+    async for data in body.iter_any():
+        for line in lines.decode(text.decode(data)):
+            event = fields.decode(line)
+            if event is not None:
+                yield event
+    for line in lines.decode(text.decode(b"", final=True)) + lines.flush():
+        event = fields.decode(line)
+        if event is not None:
+            yield event
 
 
 class OpenAIUpstream(HttpUpstream):
@@ -77,7 +98,10 @@ class OpenAIUpstream(HttpUpstream):
         finish_reason: str | None = None
         usage: Usage | None = None
         async with self.post(host, model, body) as response:
-            events = EventSource(response).aiter_sse()
+            kind = response.headers.get("content-type", "")
+            if "text/event-stream" not in kind:
+                raise UpstreamStreamError(f"{where} answered {kind or 'without a content type'}, not server-sent events")
+            events = server_sent_events(response.content)
             async for event in events:
                 if event.data == "[DONE]":
                     if finish_reason is None:
