@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service_core.auth import bearer_matches, bearer_token
@@ -29,6 +29,7 @@ from .chat import ChatService
 from .domain import Delta, Finish
 from .embeddings import as_base64
 from .errors import GatewayError, internal_error
+from .http_stream import EventStream
 from .ollama_api import OllamaApi
 from .openai_schema import (
     ChatCompletionRequest,
@@ -74,7 +75,7 @@ class _Completions:
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             events = self._sse_events(stream, completion_id, include_usage)
-            return StreamingResponse(events, media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"})
+            return EventStream(events, media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"})
         return await self._whole(stream, completion_id, headers, ids)
 
     def _log(self, request_id: str, requested: str, started: float, status: int, outcome: str, message: str) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
 from service_core.auth import bearer_matches, bearer_token
 from service_core.request_ids import accept_request_id
@@ -31,6 +31,7 @@ from service_core.request_ids import accept_request_id
 from .chat import ChatService
 from .domain import ChatParams, Delta, Message
 from .errors import GatewayError, InvalidRequest, ModelNotFound, UpstreamStreamError, internal_error
+from .http_stream import EventStream
 from .request_body import UNAUTHORIZED, read_request
 from .stream import ChatStream, log_refusal
 
@@ -345,7 +346,7 @@ class OllamaApi:
             return _crashed(api, request_id, requested, started)
         headers = {"x-request-id": request_id, "x-route-model": stream.route.model}
         if body.stream:
-            return StreamingResponse(self._lines(stream, field, started), media_type="application/x-ndjson", headers=headers)
+            return EventStream(self._lines(stream, field, started), media_type="application/x-ndjson", headers=headers)
         whole: dict[str, Any] = {}
         text: list[str] = []
         thinking: list[str] = []

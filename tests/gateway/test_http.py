@@ -187,6 +187,23 @@ async def test_client_disconnect_closes_the_upstream_request(stack: Stack, sdk: 
     assert stack.ollama.closed_early == 1 and stack.ollama.open_streams == 0
 
 
+async def test_a_client_leaving_a_silent_stream_closes_the_upstream_request_at_once(stack: Stack) -> None:
+    """No next chunk to fail on: the gateway notices the disconnect itself and cancels the upstream call."""
+    stack.ollama.reply = tuple(f"token{i} " for i in range(20))
+    stack.ollama.stall_after, stack.ollama.stall_s = 2, 30.0  # then silent far longer than the test
+    async with httpx.AsyncClient(timeout=10) as http:
+        body = {"model": WEAK, "messages": [{"role": "user", "content": "long story"}], "stream": True}
+        async with http.stream("POST", f"{stack.base_url}/chat/completions", json=body) as response:
+            async for line in response.aiter_lines():
+                if "token1" in line:
+                    break  # leave while the upstream is silent
+    for _ in range(100):
+        if stack.ollama.closed_early:
+            break
+        await asyncio.sleep(0.02)
+    assert stack.ollama.closed_early == 1 and stack.ollama.open_streams == 0
+
+
 async def test_upstream_429_is_passed_on_with_retry_after(stack: Stack, sdk: openai.AsyncOpenAI) -> None:
     stack.openai.fail_status, stack.openai.retry_after = 429, "12"
     async with gateway_with(stack, fallback_model=None) as other:
