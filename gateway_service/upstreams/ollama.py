@@ -12,6 +12,8 @@ import uuid
 from collections.abc import AsyncGenerator
 from typing import Any
 
+import orjson
+
 from ..domain import ChatParams, Delta, Embedded, Finish, Usage
 from ..errors import InvalidRequest, UpstreamStreamError
 from .hosts import Host
@@ -147,7 +149,7 @@ class OllamaUpstream(HttpUpstream):
                 if not line.strip():
                     continue
                 try:
-                    chunk = json.loads(line)
+                    chunk = orjson.loads(line)
                     if "error" in chunk:
                         raise UpstreamStreamError(f"{where} failed mid-stream: {self.redact(str(chunk['error']))}")
                     message = chunk.get("message") or {}

@@ -14,6 +14,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiohttp
+import orjson
 from httpx_sse import ServerSentEvent
 
 # httpx-sse's decoders follow the SSE spec's line and field rules; its EventSource reads httpx responses
@@ -110,7 +111,7 @@ class OpenAIUpstream(HttpUpstream):
                     await self.finish_reading(events)
                     return
                 try:
-                    chunk = json.loads(event.data)
+                    chunk = orjson.loads(event.data)
                     if chunk.get("error"):
                         error = chunk["error"]
                         message = error.get("message", error) if isinstance(error, dict) else error
