@@ -46,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, help=CONFIG_HELP)
     serve.add_argument(
         "--workers", type=int, metavar="N",
-        help="processes sharing the ports (server.workers, default 1; 0: one per core); limits are split among them",
+        help="processes sharing the ports (server.workers; default 0: one per CPU this process may use, its cgroup "
+        "quota included); limits are split among them, metrics summed",
     )
     health = sub.add_parser("health", help="exit 0 if the gateway at --address is SERVING (container health checks)")
     health.add_argument("--config", type=Path, help=CONFIG_HELP)

@@ -52,7 +52,8 @@ class ServerSettings(TlsServerSettings):
     body_timeout_s: float = Field(30.0, gt=0, description="a request's body must arrive within this; then 408")
     max_connections: int = Field(4096, ge=1, description="HTTP connections and requests at once; more: 503")
     workers: int = Field(
-        1, ge=0, description="`serve` processes sharing the ports (SO_REUSEPORT); 0: one per core. Limits are split among them"
+        0, ge=0, description="`serve` processes sharing the ports (SO_REUSEPORT); 0: one per CPU this process may use "
+        "(affinity and cgroup quota: a container's limit). Limits are split among them",
     )
 
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -216,7 +216,7 @@ def build_http_app(chat: ChatService, ready: Any, keys: tuple[str, ...] = ()) ->
         return await _embeddings(request, chat, keys)
 
     async def metrics(request: Request) -> Response:
-        return Response(generate_latest(chat.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(chat.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})

@@ -1,12 +1,16 @@
 """Prometheus metrics of the gateway, served at GET /metrics.
 
 Labels stay bounded: models and upstreams come from the config, error kinds
-from the gateway's own error classes.
+from the gateway's own error classes. Under ``serve --workers N`` every worker writes
+its figures to PROMETHEUS_MULTIPROC_DIR (prometheus_client's multiprocess mode, set up
+by the parent), and whichever worker answers /metrics reports the sum of all of them.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 __all__ = ["GatewayMetrics"]
 
@@ -36,19 +40,33 @@ class GatewayMetrics:
             "gateway_upstream_errors_total", "Upstream failures by kind", ["upstream", "kind"], registry=r
         )
         self.fail_open = Counter("gateway_fail_open_total", "Requests answered by the default model: router down or slow", registry=r)
-        self.inflight = Gauge("gateway_inflight_streams", "Completions being streamed now", registry=r)
+        self.inflight = Gauge(
+            "gateway_inflight_streams", "Completions being streamed now", registry=r, multiprocess_mode="livesum"
+        )
         # Per host of a many-host upstream (hosts come from the config: bounded).
         self.host_requests = Counter(
             "gateway_upstream_host_requests_total", "Requests to each host by outcome (ok, or the failure kind)",
             ["upstream", "host", "outcome"], registry=r,
         )
         self.host_inflight = Gauge(
-            "gateway_upstream_host_inflight", "Requests in flight to each host", ["upstream", "host"], registry=r
+            "gateway_upstream_host_inflight", "Requests in flight to each host", ["upstream", "host"], registry=r,
+            multiprocess_mode="livesum",
         )
-        self.host_up = Gauge("gateway_upstream_host_up", "1 while a host takes requests, 0 while ejected", ["upstream", "host"], registry=r)
+        self.host_up = Gauge(  # each worker ejects on its own: 0 when any worker has the host ejected
+            "gateway_upstream_host_up", "1 while a host takes requests, 0 while ejected", ["upstream", "host"],
+            registry=r, multiprocess_mode="livemin",
+        )
         self.host_ejections = Counter(
             "gateway_upstream_host_ejections_total", "Times each host was ejected after failures", ["upstream", "host"], registry=r
         )
         self.retries = Counter(
             "gateway_upstream_retries_total", "Requests retried on another host before the first token", ["upstream"], registry=r
         )
+
+    def exposition(self) -> bytes:
+        """The text /metrics answers: this process's figures, or every worker's under ``--workers``."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)

@@ -5,18 +5,26 @@ bound with SO_REUSEPORT, so the kernel spreads new connections over them; nothin
 shared at run time. Limits are split: each worker enforces ceil(limit / N) of
 ``max_streams``, ``max_streams_per_key`` and ``max_connections``, so the totals hold
 while the kernel spreads connections evenly (per key only approximately: one key's
-connections may land unevenly). The parent only starts, watches and stops them: SIGTERM
-or SIGINT is passed on and each worker drains its streams; a worker that dies stops the rest.
+connections may land unevenly). Metrics are summed over the workers (prometheus_client's
+multiprocess mode, in a folder the parent makes). The parent only starts, watches and stops
+them: SIGTERM or SIGINT is passed on and each worker drains its streams; a worker that dies
+stops the rest, and a parent that is killed outright takes its workers with it.
+
+The default is one worker per CPU this process may use: its affinity, capped by a cgroup
+CPU quota, since in a container os.cpu_count() is the host's.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import math
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -27,16 +35,44 @@ from service_core.settings import with_section
 
 from .config import GatewaySettings, load_settings
 
-__all__ = ["per_worker", "run_workers", "worker_count"]
+__all__ = ["per_worker", "run_workers", "usable_cpus", "worker_count"]
 
 logger = logging.getLogger(__name__)
 
 
 def worker_count(settings: GatewaySettings, flag: int | None) -> int:
+    """``--workers``, else ``server.workers``; 0: one per usable CPU, or one where a port is 0 (picked at
+    random, so it cannot be shared)."""
     wanted = settings.server.workers if flag is None else flag
     if wanted < 0:
-        raise ConfigError(f"--workers {wanted}: give 1 or more, or 0 for one per core")
-    return wanted or os.cpu_count() or 1
+        raise ConfigError(f"--workers {wanted}: give 1 or more, or 0 for one per CPU")
+    if wanted:
+        return wanted
+    if not settings.server.http_port or not settings.server.grpc_port:
+        return 1
+    return usable_cpus()
+
+
+def usable_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """The CPUs this process may run on, capped by its cgroup's CPU quota (a container's CPU limit)."""
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = _cpu_quota(cgroup)
+    return max(1, min(count, math.ceil(quota))) if quota else count
+
+
+def _cpu_quota(cgroup: Path) -> float | None:
+    """CPUs' worth of quota: cgroup v2 ``cpu.max`` ("200000 100000" is 2; "max ..." none), else v1's cfs files."""
+    try:
+        quota, period = (cgroup / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((cgroup / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((cgroup / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
 
 
 def per_worker(settings: GatewaySettings, workers: int) -> GatewaySettings:
@@ -50,11 +86,21 @@ def per_worker(settings: GatewaySettings, workers: int) -> GatewaySettings:
     return with_section(settings, "server", max_connections=math.ceil(server.max_connections / workers))
 
 
-def _worker(config_file: Path | None, workers: int, index: int) -> None:
+def _die_with(parent: int) -> None:
+    """SIGTERM this worker (it drains, then exits) when the parent dies, even by SIGKILL, which leaves
+    the parent no chance to pass anything on: workers must not serve on alone (Linux; elsewhere a no-op)."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before prctl took effect
+        sys.exit(0)
+
+
+def _worker(config_file: Path | None, workers: int, index: int, parent: int) -> None:
     import asyncio
 
     from .server import serve
 
+    _die_with(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C during start-up: the parent passes it on as SIGTERM
     settings = per_worker(load_settings(config_file), workers)
     name = Path(settings.capture.file_name)  # one capture file per worker: rotation is per process
@@ -72,9 +118,23 @@ def run_workers(settings: GatewaySettings, config_file: Path | None, workers: in
     server = settings.server
     if not server.http_port or not server.grpc_port:
         raise ConfigError("server.workers > 1 needs fixed ports: set server.http_port and server.grpc_port (not 0)")
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # the operator's own (empty at start, as prometheus_client asks)
+        return _run(settings, config_file, workers)
+    metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # the workers inherit it
+    try:
+        return _run(settings, config_file, workers)
+    finally:
+        del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _run(settings: GatewaySettings, config_file: Path | None, workers: int) -> int:
+    server = settings.server
     context = multiprocessing.get_context("spawn")  # a fresh interpreter each: no event loop or socket inherited
     children: list[BaseProcess] = [
-        context.Process(target=_worker, args=(config_file, workers, i), name=f"gateway-worker-{i}") for i in range(workers)
+        context.Process(target=_worker, args=(config_file, workers, i, os.getpid()), name=f"gateway-worker-{i}")
+        for i in range(workers)
     ]
     stopping = False
 

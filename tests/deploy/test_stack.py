@@ -150,7 +150,7 @@ async def topology(tmp_path: Path) -> AsyncIterator[Topology]:
                 config.write_text(
                     f'default_model = "{STRONG}"\nfallback_model = "{WEAK}"\n'
                     f'[server]\nhttp_port = {http_port}\ngrpc_port = {grpc_port}\ngrace_s = 10\n'
-                    f'shutdown_delay_s = 0.5\nlog_level = "WARNING"\n'
+                    f'shutdown_delay_s = 0.5\nlog_level = "WARNING"\nworkers = 1\n'  # as deploy/compose: a process a replica
                     f'[router]\naddress = "127.0.0.1:{router_port}"\ntimeout_s = 2\n'
                     f'[[upstreams]]\nname = "ollama"\nprovider = "ollama"\nbase_url = "{upstream_url}"\n'
                     f'models = ["{STRONG}", "{WEAK}"]\n'

@@ -14,7 +14,7 @@ import pytest
 
 from bench.router_bench import free_port
 from gateway_service.config import load_settings
-from gateway_service.workers import per_worker
+from gateway_service.workers import per_worker, usable_cpus, worker_count
 from tests.conftest import ROOT, closed_port
 from tests.http_servers import serve_app_in_thread
 from tests.llm_servers import LLMServerState, llm_app
@@ -26,40 +26,69 @@ def test_each_worker_enforces_its_share_of_the_limits() -> None:
     assert (share.limits.max_streams, share.limits.max_streams_per_key, share.server.max_connections) == (51, 2, 5)
 
 
-def test_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
+def test_the_default_is_one_worker_per_usable_cpu_capped_by_the_cgroup_quota(tmp_path: Path) -> None:
+    cpus = len(os.sched_getaffinity(0))
+    assert usable_cpus(tmp_path) == cpus  # no cgroup files: the affinity
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert usable_cpus(tmp_path) == cpus  # v2, no quota
+    (tmp_path / "cpu.max").write_text("50000 100000\n")
+    assert usable_cpus(tmp_path) == 1  # half a CPU: one worker
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("150000\n")  # v1: 1.5 CPUs
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert usable_cpus(tmp_path) == min(cpus, 2)
+    settings = load_settings(None)
+    assert settings.server.workers == 0 and worker_count(settings, None) == usable_cpus()
+    assert worker_count(settings, 3) == 3
+    assert worker_count(load_settings(None, server={"http_port": 0}), None) == 1  # a random port cannot be shared
+
+
+def _start_workers(tmp_path: Path, upstream: str, log_name: str) -> tuple[subprocess.Popen[bytes], str]:
     http_port, grpc_port = free_port(), free_port()
-    with serve_app_in_thread(llm_app(LLMServerState())) as upstream:
-        config = tmp_path / "gateway.toml"
-        config.write_text(
-            f'[server]\nhttp_port = {http_port}\ngrpc_port = {grpc_port}\n[router]\naddress = "127.0.0.1:{closed_port()}"\n'
-            f'timeout_s = 0.2\n[[upstreams]]\nname = "ollama"\nprovider = "ollama"\nbase_url = "{upstream}"\n'
-            'models = ["llama3.1:8b", "llama3.2:1b"]\n'
-            f'[capture]\nenabled = true\ndir = "{tmp_path / "captures"}"\n'
-        )
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("ROUTER_", "GATEWAY_"))}
-        log = (tmp_path / "gateway.log").open("wb")
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'[server]\nhttp_port = {http_port}\ngrpc_port = {grpc_port}\n[router]\naddress = "127.0.0.1:{closed_port()}"\n'
+        f'timeout_s = 0.2\n[[upstreams]]\nname = "ollama"\nprovider = "ollama"\nbase_url = "{upstream}"\n'
+        'models = ["llama3.1:8b", "llama3.2:1b"]\n'
+        f'[capture]\nenabled = true\ndir = "{tmp_path / "captures"}"\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ROUTER_", "GATEWAY_", "PROMETHEUS_"))}
+    with (tmp_path / log_name).open("wb") as log:
         gateway = subprocess.Popen(
             [sys.executable, "-m", "gateway_service", "serve", "--config", str(config), "--workers", "2"],
             cwd=ROOT, env=env, stderr=log,
         )
+    url = f"http://127.0.0.1:{http_port}"
+    for _ in range(300):
         try:
-            url = f"http://127.0.0.1:{http_port}"
-            for _ in range(300):
-                try:
-                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
-            time.sleep(1.0)  # the second worker may bind a moment after the first answers
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    time.sleep(1.0)  # the second worker may bind a moment after the first answers
+    return gateway, url
+
+
+def _started_total(metrics: str) -> float:
+    line = next(x for x in metrics.splitlines() if x.startswith('gateway_requests_total{api="http",outcome="started"}'))
+    return float(line.rsplit(" ", 1)[1])
+
+
+def test_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
+    with serve_app_in_thread(llm_app(LLMServerState())) as upstream:
+        gateway, url = _start_workers(tmp_path, upstream, "gateway.log")
+        try:
             body = {"model": "llama3.2:1b", "messages": [{"role": "user", "content": "hi"}]}
             for _ in range(40):  # a new connection each: the kernel spreads connections, not requests
                 with httpx.Client(timeout=10) as client:
                     answer = client.post(f"{url}/v1/chat/completions", json=body)
                     assert answer.status_code == 200 and answer.json()["choices"][0]["message"]["content"] == "Hello, world!"
+            # Whichever worker answers /metrics reports every worker's requests.
+            assert {_started_total(httpx.get(f"{url}/metrics", timeout=5).text) for _ in range(6)} == {40.0}
         finally:
             gateway.send_signal(signal.SIGTERM)
             code = gateway.wait(timeout=30)
-            log.close()
     text = (tmp_path / "gateway.log").read_text()
     assert code == 0, text[-2000:]
     served = [sum(1 for line in text.splitlines() if f"[worker {i}] gateway_service.access" in line) for i in (0, 1)]
@@ -67,6 +96,22 @@ def test_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
     assert "Traceback" not in text
     # One capture file per worker: rotation is per process (nothing routed here: the router is down).
     assert sorted(p.name for p in (tmp_path / "captures").iterdir()) == ["prompts.w0.jsonl", "prompts.w1.jsonl"]
+
+
+def test_workers_stop_when_their_parent_is_killed_outright(tmp_path: Path) -> None:
+    with serve_app_in_thread(llm_app(LLMServerState())) as upstream:
+        gateway, url = _start_workers(tmp_path, upstream, "killed.log")
+        assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+        gateway.kill()  # SIGKILL: nothing is passed on
+        gateway.wait(timeout=10)
+        for _ in range(100):  # the workers drain (nothing in flight) and exit
+            try:
+                httpx.get(f"{url}/healthz", timeout=1)
+            except httpx.HTTPError:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("workers still serve after their parent was killed")
 
 
 def test_workers_need_fixed_ports(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
