@@ -9,10 +9,15 @@ import logging
 import grpc
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from gateway_service.server import build_gateway
 from routing_api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from tests.gateway.conftest import STRONG, WEAK, Stack
+from tests.conftest import closed_port
+from tests.gateway.conftest import STRONG, WEAK, Stack, gateway_settings
+from tests.http_servers import serve_app
 
 SAY_HI = [{"role": "user", "content": "hi"}]
 
@@ -268,3 +273,26 @@ async def test_a_grpc_call_broken_mid_stream_leaves_exactly_one_access_line(
                 pass
     lines = [line for line in access_lines(caplog) if line["request_id"] == "g-cut"]
     assert len(lines) == 1 and lines[0]["outcome"] == "error:UpstreamStreamError", lines
+
+
+async def test_an_upstream_that_answers_json_to_a_stream_request_is_named(stack: Stack) -> None:
+    """Some OpenAI-compatible servers ignore ``stream: true``: a clear 502, not a parse error or a hang."""
+    async def whole(request: object) -> JSONResponse:
+        return JSONResponse({"object": "chat.completion", "choices": [{"message": {"content": "hi"}}]})
+
+    app = Starlette(routes=[Route("/v1/chat/completions", whole, methods=["POST"])])
+    ollama_url, _ = stack.upstream_roots
+    async with serve_app(app) as json_only:
+        settings = gateway_settings(closed_port(), ollama_url, json_only, fallback_model=None)
+        gateway = await build_gateway(settings)
+        try:
+            async with httpx.AsyncClient(timeout=10) as http:
+                answer = await http.post(
+                    f"http://127.0.0.1:{gateway.http_port}/v1/chat/completions",
+                    json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "stream": True},
+                )
+        finally:
+            await gateway.stop()
+    assert answer.status_code == 502, answer.text
+    message = answer.json()["error"]["message"]
+    assert json_only in message and "application/json" in message and "not server-sent events" in message
