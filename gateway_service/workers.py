@@ -30,12 +30,13 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from types import FrameType
 
+from service_core.cpus import usable_cpus
 from service_core.errors import ConfigError
 from service_core.settings import with_section
 
 from .config import GatewaySettings, load_settings
 
-__all__ = ["per_worker", "run_workers", "usable_cpus", "worker_count"]
+__all__ = ["per_worker", "run_workers", "worker_count"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,28 +52,6 @@ def worker_count(settings: GatewaySettings, flag: int | None) -> int:
     if not settings.server.http_port or not settings.server.grpc_port:
         return 1
     return usable_cpus()
-
-
-def usable_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
-    """The CPUs this process may run on, capped by its cgroup's CPU quota (a container's CPU limit)."""
-    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    quota = _cpu_quota(cgroup)
-    return max(1, min(count, math.ceil(quota))) if quota else count
-
-
-def _cpu_quota(cgroup: Path) -> float | None:
-    """CPUs' worth of quota: cgroup v2 ``cpu.max`` ("200000 100000" is 2; "max ..." none), else v1's cfs files."""
-    try:
-        quota, period = (cgroup / "cpu.max").read_text().split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError):
-        pass
-    try:
-        quota_us = int((cgroup / "cpu" / "cpu.cfs_quota_us").read_text())
-        period_us = int((cgroup / "cpu" / "cpu.cfs_period_us").read_text())
-    except (OSError, ValueError):
-        return None
-    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
 
 
 def per_worker(settings: GatewaySettings, workers: int) -> GatewaySettings:

@@ -105,7 +105,7 @@ class LocalEmbedderSettings(Section):
     )
     cache_dir: Path = Field(default_factory=default_cache_dir)
     max_tokens: int = Field(256, ge=8, le=512, description="longer prompts are truncated, as sentence-transformers does")
-    threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0: one per core")
+    threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0: one per CPU this process may use (cgroup quota included)")
     max_batch: int = Field(32, ge=1, le=1024)
     dim: int | None = Field(None, description="expected dimension; unset: read from the model")
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from service_core.cpus import usable_cpus
 
 from .adapters import AsyncEmbedder, Embedder, open_embedder
 from .adapters.scorer import OnnxScorer
@@ -334,7 +335,7 @@ def _open_scorers(specs: dict[str, tuple[Path, str | None]], current: Mapping[st
 async def open_engine(settings: RouterSettings) -> AsyncIterator[RouteEngine]:
     """Open the embedder and scorers, check they fit together; close all on exit."""
     async with AsyncExitStack() as stack:
-        executor = ThreadPoolExecutor(max_workers=(os.cpu_count() or 1) + 2, thread_name_prefix="router-onnx")
+        executor = ThreadPoolExecutor(max_workers=usable_cpus() + 2, thread_name_prefix="router-onnx")
         stack.callback(executor.shutdown, wait=False, cancel_futures=True)
         scorers = {s.name: OnnxScorer(s.name, s.resolve_path(settings.embedder.backend)) for s in settings.scorers}
         embedder = open_embedder(settings.embedder)

@@ -8,13 +8,14 @@ build-embedder`` builds it ahead of time, e.g. in a container image.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
+
+from service_core.cpus import usable_cpus
 
 from ..config import LocalEmbedderSettings
 from ..errors import ConfigError
@@ -74,7 +75,7 @@ class LocalEmbedder:
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(settings.max_tokens)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = settings.threads or os.cpu_count() or 1
+        options.intra_op_num_threads = settings.threads or usable_cpus()
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Idle worker threads would spin for a while after each run, taking the cores

@@ -14,7 +14,8 @@ import pytest
 
 from bench.router_bench import free_port
 from gateway_service.config import load_settings
-from gateway_service.workers import per_worker, usable_cpus, worker_count
+from gateway_service.workers import per_worker, worker_count
+from service_core.cpus import usable_cpus
 from tests.conftest import ROOT, closed_port
 from tests.http_servers import serve_app_in_thread
 from tests.llm_servers import LLMServerState, llm_app
