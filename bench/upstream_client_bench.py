@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import os
 import platform
@@ -92,12 +93,11 @@ async def one_round(url: str, concurrency: int, seconds: float) -> dict[str, dic
     out = {}
     async with httpx.AsyncClient(limits=limits, timeout=30) as client:
         out["httpx"] = await measure(httpx_stream(client, url), concurrency, seconds)
-    try:
-        from httpx_aiohttp import AiohttpTransport
+    try:  # not a dependency any more: measured where it is installed
+        transport = importlib.import_module("httpx_aiohttp").AiohttpTransport(limits=limits, trust_env=False)
     except ImportError:
         pass
     else:
-        transport = AiohttpTransport(limits=limits, trust_env=False)
         async with httpx.AsyncClient(transport=transport, timeout=30) as client:
             out["httpx+aiohttp"] = await measure(httpx_stream(client, url), concurrency, seconds)
     connector = aiohttp.TCPConnector(limit=concurrency)

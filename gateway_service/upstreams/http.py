@@ -38,12 +38,48 @@ from ..errors import (
 from ..metrics import GatewayMetrics
 from .hosts import Host, HostPool
 
-__all__ = ["HttpUpstream"]
+__all__ = ["HttpUpstream", "body_chunks", "body_lines"]
 
 logger = logging.getLogger(__name__)
 
 HOST_FAULTS = (UpstreamUnreachable, UpstreamTimeout, UpstreamBusy, UpstreamStreamError)
 READ_BUFFER = 2**19  # aiohttp refuses a line (Ollama NDJSON, SSE) longer than twice this
+
+
+async def body_lines(content: aiohttp.StreamReader) -> AsyncGenerator[bytes, None]:
+    """The body's lines as they arrive; if the connection breaks, the whole lines that had arrived, then the error."""
+    try:
+        async for line in content:
+            yield line
+    except aiohttp.ClientPayloadError:
+        for line in _arrived(content).splitlines(keepends=True):
+            if line.endswith(b"\n"):  # a line cut short is not data
+                yield line
+        raise
+
+
+async def body_chunks(content: aiohttp.StreamReader) -> AsyncGenerator[bytes, None]:
+    """The body's bytes as they arrive; if the connection breaks, what had arrived, then the error."""
+    try:
+        async for data in content.iter_any():
+            yield data
+    except aiohttp.ClientPayloadError:
+        rest = _arrived(content)
+        if rest:
+            yield rest
+        raise
+
+
+def _arrived(content: aiohttp.StreamReader) -> bytes:
+    """Bytes that reached aiohttp before the connection broke but that it will not hand out: its reads raise
+    the break first (asyncio's StreamReader does the same: cpython#75044), which would drop the last tokens an
+    upstream sent before failing. Taken from its buffer, which is not public API: nothing if that changes."""
+    buffer, offset = getattr(content, "_buffer", None), getattr(content, "_buffer_offset", 0)
+    if not buffer or not isinstance(offset, int):
+        return b""
+    data = b"".join(buffer)[offset:]
+    buffer.clear()
+    return data
 
 
 class HttpUpstream:

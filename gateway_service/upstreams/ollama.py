@@ -17,7 +17,7 @@ import orjson
 from ..domain import ChatParams, Delta, Embedded, Finish, Usage
 from ..errors import InvalidRequest, UpstreamStreamError
 from .hosts import Host
-from .http import HttpUpstream
+from .http import HttpUpstream, body_lines
 
 __all__ = ["OllamaUpstream", "ollama_body"]
 
@@ -144,7 +144,7 @@ class OllamaUpstream(HttpUpstream):
         where = self.where(host, model)
         seen_calls: list[dict[str, Any]] = []
         async with self.post(host, model, body) as response:
-            lines = aiter(response.content)  # aiohttp's line reader
+            lines = body_lines(response.content)
             async for line in lines:
                 if not line.strip():
                     continue

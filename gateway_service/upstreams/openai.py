@@ -24,7 +24,7 @@ from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 from ..domain import ChatParams, Delta, Embedded, Finish, Usage
 from ..errors import UpstreamStreamError
 from .hosts import Host
-from .http import HttpUpstream
+from .http import HttpUpstream, body_chunks
 
 __all__ = ["OpenAIUpstream", "openai_body", "server_sent_events"]
 
@@ -59,7 +59,7 @@ async def server_sent_events(body: aiohttp.StreamReader) -> AsyncGenerator[Serve
     """The events of a ``text/event-stream`` body, decoded as they arrive (one read may hold several)."""
     text = codecs.getincrementaldecoder("utf-8")("replace")
     lines, fields = SSELineDecoder(), SSEDecoder()
-    async for data in body.iter_any():
+    async for data in body_chunks(body):
         for line in lines.decode(text.decode(data)):
             event = fields.decode(line)
             if event is not None:

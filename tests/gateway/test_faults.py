@@ -12,10 +12,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 
 from gateway_service.server import GatewayApp, build_gateway
+from gateway_service.upstreams.http import body_chunks, body_lines
 from tests.conftest import closed_port
 from tests.gateway.conftest import STRONG, Stack, gateway_settings
 
@@ -129,3 +131,36 @@ async def test_big_or_slow_streams_complete(stack: Stack, faulty: GatewayApp, fa
     expected = "Hello, world!" + "z" * knobs.get("huge_chunk_bytes", 0)
     assert status == 200 and text_of(lines) == expected and lines[-1] == "data: [DONE]"
     await settle(stack, faulty, tasks_before)
+
+
+async def _cut_server(body: bytes, content_type: str) -> tuple[asyncio.Server, str]:
+    """Answers one request with ``body`` as HTTP/1.1 chunks, one a line, then closes without the last chunk."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        head = f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+        chunks = b"".join(b"%x\r\n%s\r\n" % (len(line), line) for line in body.splitlines(keepends=True))
+        writer.write(head + chunks)
+        await writer.drain()
+        writer.close()  # no 0-chunk: the body is incomplete
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+
+
+@pytest.mark.parametrize("reader", ["lines", "chunks"])
+async def test_what_arrived_before_the_connection_broke_is_read_before_the_error(reader: str) -> None:
+    """aiohttp raises a broken connection before handing out what it had already buffered; the gateway reads
+    those bytes first, so the last tokens an upstream sent before it failed still reach the client."""
+    body = b'{"message":{"content":"Hello"},"done":false}\n{"message":{"content":","},"done":false}\n{"mess'
+    server, url = await _cut_server(body, "application/x-ndjson")
+    async with server, aiohttp.ClientSession() as session, session.get(url) as response:
+        await asyncio.sleep(0.2)  # the whole answer and the close arrive before the first read
+        got: list[bytes] = []
+        with pytest.raises(aiohttp.ClientPayloadError):
+            async for data in (body_lines if reader == "lines" else body_chunks)(response.content):
+                got.append(data)
+    if reader == "lines":  # whole lines only: the cut one is not data
+        assert got == body.splitlines(keepends=True)[:2]
+    else:
+        assert b"".join(got) == body
