@@ -296,7 +296,8 @@ class HttpUpstream:
             async with self._http.get(url, timeout=timeout) as response:
                 status, payload = response.status, await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            self.pool.check_failed(host, f"GET {url}: {type(exc).__name__}: {exc}")
+            reason = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc  # without "ssl:default"
+            self.pool.check_failed(host, f"GET {url}: {type(exc).__name__}: {reason}")
             return
         if status >= 500:
             self.pool.check_failed(host, f"GET {url} answered HTTP {status}")
