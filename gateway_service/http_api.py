@@ -102,24 +102,27 @@ class _Completions:
         writer = ChunkWriter(base, include_usage)
 
         async with stream:
-            yield writer.chunk({"role": "assistant", "content": ""})
+            # Events that are ready together go out in one write (one syscall, one packet): the role chunk
+            # with the first event (already in hand once the stream is open), the finish with usage and [DONE].
+            opening = writer.chunk({"role": "assistant", "content": ""})
             try:
                 async for event in stream.events():
                     if isinstance(event, Delta):
-                        yield writer.delta(event)
+                        yield opening + writer.delta(event)
                     else:
-                        yield writer.chunk({}, event.reason)
+                        end = writer.chunk({}, event.reason)
                         if include_usage:
-                            yield sse({**base, "choices": [], "usage": usage(event)})
-                        yield b"data: [DONE]\n\n"
+                            end += sse({**base, "choices": [], "usage": usage(event)})
+                        yield opening + end + b"data: [DONE]\n\n"
+                    opening = b""
             except GatewayError as exc:
                 logger.warning("stream %s broke after it started: %s", completion_id, exc)
-                yield sse(error_body(str(exc), exc.error_type, exc.code))
+                yield opening + sse(error_body(str(exc), exc.error_type, exc.code))
             except asyncio.CancelledError:
                 logger.info("stream %s cancelled (client gone, or shutdown grace over)", completion_id)
                 raise
             except Exception:  # noqa: BLE001 - any bug: an error event with an id that is also in the log
-                yield sse(error_body(internal_error(logger, f"stream {completion_id}"), "server_error"))
+                yield opening + sse(error_body(internal_error(logger, f"stream {completion_id}"), "server_error"))
 
     async def _whole(
         self, stream: ChatStream, completion_id: str, headers: dict[str, str], ids: dict[str, str]
