@@ -36,6 +36,8 @@ class EventStream(StreamingResponse):
         except asyncio.CancelledError:
             if not left or streaming.uncancel() > 0:  # cancelled by something else too (shutdown): go on cancelling
                 raise
+        except OSError:  # a server that reports the client gone on send (ASGI 2.4's way; uvicorn drops the data)
+            return
         finally:
             watcher.cancel()
         if self.background is not None:
