@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import openai
 import pytest
 
+from gateway_service.http_stream import EventStream
 from tests.gateway.conftest import STRONG, WEAK, Stack
 
 HELLO = "Hello, world!"
@@ -247,3 +249,24 @@ async def test_upstream_connections_are_kept_alive_between_requests(stack: Stack
     for state in (stack.ollama, stack.openai):
         peers = {r["peer"] for r in state.requests if r["path"] != "/api/tags" and "chat" in r["path"]}
         assert len(peers) == 1, peers
+
+
+async def test_a_client_reported_gone_on_send_ends_the_answer_quietly() -> None:
+    """Servers on ASGI 2.4 raise OSError from send() once the client left (uvicorn drops the data instead)."""
+    async def events() -> AsyncIterator[bytes]:
+        yield b"data: 1\n\n"
+        yield b"data: 2\n\n"
+
+    async def receive() -> MutableMapping[str, Any]:
+        await asyncio.Event().wait()  # no disconnect message: the send is what fails
+        raise AssertionError
+
+    sent: list[str] = []
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(str(message["type"]))
+        if message["type"] == "http.response.body":
+            raise OSError("the client is gone")
+
+    await EventStream(events(), media_type="text/event-stream")({"type": "http"}, receive, send)
+    assert sent == ["http.response.start", "http.response.body"]  # nothing sent after, no exception
