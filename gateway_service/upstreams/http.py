@@ -20,7 +20,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_exceptions import LineTooLong
 
 from service_core.redact import Redactor
 from service_core.upstream_errors import error_message
@@ -43,7 +43,7 @@ __all__ = ["HttpUpstream", "body_chunks", "body_lines"]
 logger = logging.getLogger(__name__)
 
 HOST_FAULTS = (UpstreamUnreachable, UpstreamTimeout, UpstreamBusy, UpstreamStreamError)
-READ_BUFFER = 2**19  # aiohttp refuses a line (Ollama NDJSON, SSE) longer than twice this
+READ_BUFFER = 2**19  # aiohttp refuses a line (Ollama NDJSON, SSE) longer than twice this: 1 MiB
 
 
 async def body_lines(content: aiohttp.StreamReader) -> AsyncGenerator[bytes, None]:
@@ -224,11 +224,11 @@ class HttpUpstream:
                 if response.status >= 400:
                     raise self._status_error(host, model, response, await response.read(), path)
                 yield response
-        except (aiohttp.ClientError, HttpProcessingError, TimeoutError) as exc:  # HttpProcessingError: a line too long
+        except (aiohttp.ClientError, LineTooLong, TimeoutError) as exc:
             raise self._transport_error(host, model, exc, path) from exc
 
     def _transport_error(
-        self, host: Host, model: str, exc: aiohttp.ClientError | HttpProcessingError | TimeoutError, path: str | None = None
+        self, host: Host, model: str, exc: aiohttp.ClientError | LineTooLong | TimeoutError, path: str | None = None
     ) -> GatewayError:
         """The right cause: an error must not say "timeout" when the server is simply not there."""
         where = self.where(host, model, path)
@@ -236,6 +236,8 @@ class HttpUpstream:
             return UpstreamUnreachable(
                 f"{where} is unreachable ({exc.os_error or exc}); is the server running? Check {self._settings.url_setting}"
             )
+        if isinstance(exc, LineTooLong):  # a bound on what one chunk may hold in memory, not a broken connection
+            return UpstreamStreamError(f"{where} sent a line longer than {2 * READ_BUFFER // 2**20} MiB, the most one chunk may be")
         if isinstance(exc, aiohttp.ServerDisconnectedError):
             return UpstreamStreamError(f"{where} closed the connection without an answer")
         if isinstance(exc, TimeoutError):  # aiohttp's ServerTimeoutError is one too

@@ -164,3 +164,11 @@ async def test_what_arrived_before_the_connection_broke_is_read_before_the_error
         assert got == body.splitlines(keepends=True)[:2]
     else:
         assert b"".join(got) == body
+
+
+async def test_a_line_over_the_chunk_bound_ends_in_an_error_that_names_the_bound(stack: Stack, faulty: GatewayApp) -> None:
+    stack.ollama.huge_chunk_bytes = 1_500_000  # one NDJSON line over the 1 MiB a chunk may be
+    status, _, lines = await stream(faulty)
+    assert status == 200 and text_of(lines) == "Hello, world!"  # what came before it, then the error
+    assert lines[-1].startswith('data: {"error"') and "data: [DONE]" not in lines
+    assert "sent a line longer than 1 MiB" in lines[-1] and "upstream 'ollama'" in lines[-1]
