@@ -2,11 +2,13 @@
 
 Slots are context managers, so every path out of a stream (done, error,
 client gone, cancelled) gives its slot back. With several worker processes
-each process holds its own counts; the limits are per process.
+each holds its own counts against its share of each limit (ceil(limit / workers)), and a
+refusal names both the configured limit and the share.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -17,8 +19,11 @@ __all__ = ["Admission"]
 
 
 class Admission:
-    def __init__(self, limits: LimitSettings, *, keys_checked: bool) -> None:
+    def __init__(self, limits: LimitSettings, *, keys_checked: bool, workers: int = 1) -> None:
         self._limits = limits
+        self._workers = workers
+        self._max_streams = math.ceil(limits.max_streams / workers)
+        self._max_per_key = math.ceil(limits.max_streams_per_key / workers)
         self._in_flight = 0
         self._per_key: dict[str, int] = {}
         # A bearer token is an identity only when auth checks it; without auth, one per-key
@@ -45,15 +50,19 @@ class Admission:
 
     def _take(self, key: str | None) -> None:
         limits = self._limits
-        if self._in_flight >= limits.max_streams:
+        if self._in_flight >= self._max_streams:
             raise TooManyStreams(
-                f"{self._in_flight} completions in flight, the limit (limits.max_streams); retry shortly", retry_after="1"
+                f"{self._in_flight} completions in flight, the limit (limits.max_streams={limits.max_streams}"
+                f"{self._share(self._max_streams)}); retry shortly", retry_after="1"
             )
-        if key is not None and self._per_key.get(key, 0) >= limits.max_streams_per_key:
+        if key is not None and self._per_key.get(key, 0) >= self._max_per_key:
             raise TooManyStreams(
-                f"this API key has {self._per_key[key]} completions in flight, the limit (limits.max_streams_per_key)",
-                retry_after="1",
+                f"this API key has {self._per_key[key]} completions in flight, the limit (limits.max_streams_per_key="
+                f"{limits.max_streams_per_key}{self._share(self._max_per_key)})", retry_after="1",
             )
         self._in_flight += 1
         if key is not None:
             self._per_key[key] = self._per_key.get(key, 0) + 1
+
+    def _share(self, share: int) -> str:
+        return f"; {share} in each of {self._workers} worker processes" if self._workers > 1 else ""

@@ -16,6 +16,7 @@ from .dispatch import Dispatcher
 from .domain import ChatParams
 from .embeddings import EmbeddingService
 from .errors import InvalidRequest, TooLarge
+from .exchange import Exchange
 from .metrics import GatewayMetrics
 from .models import ModelCatalog
 from .router_client import RouterClient
@@ -37,12 +38,13 @@ class ChatService:
         *,
         keys_checked: bool = False,
         capture: Capture | None = None,
+        workers: int = 1,
     ) -> None:
         self.metrics = metrics or GatewayMetrics()
         self.capture = capture
         self.limits = settings.limits
         self.catalog = ModelCatalog(settings)
-        self.admission = Admission(settings.limits, keys_checked=keys_checked)
+        self.admission = Admission(settings.limits, keys_checked=keys_checked, workers=workers)
         self.dispatch = Dispatcher(settings, router, upstreams, self.metrics)
         self.embeddings = EmbeddingService(self.catalog, self.dispatch.by_model, settings.limits)
 
@@ -58,24 +60,25 @@ class ChatService:
             return every - self.dispatch.lacks(model, every)
         return frozenset().union(*(every - self.dispatch.lacks(m, every) for m in self.dispatch.routable()))
 
-    async def open(self, model: str, params: ChatParams, request_id: str, client_key: str | None = None) -> ChatStream:
+    async def open(self, model: str, params: ChatParams, x: Exchange) -> ChatStream:
         """Validate, take a stream slot, route, and open the upstream up to its first event.
 
-        Use the result as ``async with stream:``; it owns the slot from here on."""
+        Use the result as ``async with stream:``; it owns the slot from here on, and leaves its record
+        in ``x`` when it closes."""
         validate(params, self.limits)
         spec = self.catalog.resolve(model)
-        captured = None if spec.concrete or self.capture is None else self.capture.sample(request_id, model, params)
+        captured = None if spec.concrete or self.capture is None else self.capture.sample(x.request_id, model, params)
         resources = ExitStack()
-        resources.enter_context(self.admission.slot(client_key))
+        resources.enter_context(self.admission.slot(x.client_key))
         try:
-            opened, first, rest = await self.dispatch.open(spec, params, request_id)
+            opened, first, rest = await self.dispatch.open(spec, params, x.request_id)
         except BaseException:
             resources.close()
             raise
         if captured is not None and self.capture is not None:
             captured.route = opened.route
-            return ChatStream(opened, first, rest, resources, self.metrics, (self.capture, captured))
-        return ChatStream(opened, first, rest, resources, self.metrics)
+            return ChatStream(x, opened, first, rest, resources, self.metrics, (self.capture, captured))
+        return ChatStream(x, opened, first, rest, resources, self.metrics)
 
 
 def validate(params: ChatParams, limits: LimitSettings) -> None:

@@ -45,6 +45,7 @@ class ServerSettings(TlsServerSettings):
     host: str = "127.0.0.1"
     http_port: int = Field(8000, ge=0, le=65535, description="OpenAI-compatible HTTP; 0 picks a free port")
     grpc_port: int = Field(50052, ge=0, le=65535, description="gateway.v1.GatewayService; 0 picks a free port")
+    grpc_host: str | None = Field(None, description="the gRPC listener's address, when it is not host's")
     grace_s: float = Field(30.0, ge=0, description="how long in-flight streams may finish after SIGTERM")
     shutdown_delay_s: float = Field(0.0, ge=0, description="time between failing health checks and closing listeners")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -54,6 +55,10 @@ class ServerSettings(TlsServerSettings):
     workers: int = Field(
         0, ge=0, description="`serve` processes sharing the ports (SO_REUSEPORT); 0: one per CPU this process may use "
         "(affinity and cgroup quota: a container's limit). Limits are split among them",
+    )
+    worker_hang_s: float = Field(
+        10.0, gt=0, description="under `serve --workers`, a worker with no heartbeat for this long (a stuck event "
+        "loop, a stopped process) is killed and restarted",
     )
 
 
@@ -72,6 +77,18 @@ class LimitSettings(Section):
     max_prompt_chars: int = Field(1_000_000, ge=1, description="all message contents together")
     max_message_chars: int = Field(
         100_000, ge=1, description="any one message; the router's limits.max_prompt_chars, so routed and concrete agree"
+    )
+    max_content_parts: int = Field(
+        1000, ge=1, description="content parts (text, images, audio) in all messages together; counted before "
+        "the body is validated, so a request of 150k parts costs milliseconds, not seconds"
+    )
+    max_images: int = Field(100, ge=0, description="images in all messages together (OpenAI image parts, Ollama images)")
+    max_extra_fields: int = Field(
+        256, ge=1, description="fields of a request: an HTTP body's top level, or a gRPC request's extra"
+    )
+    max_upstream_answer_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="a whole upstream answer (embeddings); a larger one is a 502, "
+        "read no further"
     )
     max_streams: int = Field(2048, ge=1, description="completions in flight at once; more: 429 / RESOURCE_EXHAUSTED")
     max_streams_per_key: int = Field(

@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ChatParams", "Delta", "Embedded", "Finish", "Message", "ModelSpec", "RouteDecision", "Usage"]
+__all__ = [
+    "ChatParams", "Delta", "Embedded", "Finish", "Message", "ModelSpec", "RouteDecision", "ToolCall", "ToolCallDelta", "Usage",
+]
 
 
 @dataclass(frozen=True)
@@ -61,10 +63,30 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """One streamed piece of a tool call, as OpenAI streams them: ``index`` says which call; the id and the
+    name come once, the arguments (JSON text) in pieces. Upstreams build these from validated fields only."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A whole tool call: its arguments are JSON text, as OpenAI carries them."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
 class Delta:
     text: str
-    tool_calls: tuple[dict[str, Any], ...] = ()  # OpenAI's streamed tool-call fragments, as sent
+    tool_calls: tuple[ToolCallDelta, ...] = ()
     reasoning: str = ""  # reasoning text (OpenAI-compatible servers' reasoning_content)
 
 

@@ -14,10 +14,15 @@ from .domain import RouteDecision
 
 __all__ = [
     "GatewayError",
+    "InternalError",
     "InvalidRequest",
+    "MethodNotAllowed",
     "ModelNotFound",
+    "NotFound",
+    "ShuttingDown",
     "TooLarge",
     "TooManyStreams",
+    "Unauthorized",
     "UpstreamBusy",
     "UpstreamError",
     "UpstreamStreamError",
@@ -42,6 +47,36 @@ class GatewayError(ServiceError):
 class InvalidRequest(GatewayError):
     http_status = 400
     error_type = "invalid_request_error"
+
+
+class Unauthorized(GatewayError):
+    http_status = 401
+    error_type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class NotFound(GatewayError):
+    """No such path (HTTP only)."""
+
+    http_status = 404
+    error_type = "invalid_request_error"
+
+
+class MethodNotAllowed(GatewayError):
+    http_status = 405
+    error_type = "invalid_request_error"
+
+
+class ShuttingDown(GatewayError):
+    """The shutdown grace ended with this request still running: it ends with this error, not torn."""
+
+    http_status = 503
+    error_type = "server_error"
+    code = "shutting_down"
+
+
+class InternalError(GatewayError):
+    """A bug: the client sees an id that is also in the one log line with the traceback."""
 
 
 class TooLarge(GatewayError):

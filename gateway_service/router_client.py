@@ -18,15 +18,24 @@ __all__ = ["RouterClient"]
 
 logger = logging.getLogger(__name__)
 
+RECONNECT_MIN_MS, RECONNECT_MAX_MS = 100, 250
+
 
 class RouterClient:
     def __init__(self, settings: RouterClientSettings, interceptors: list[Any] | None = None) -> None:
         self._settings = settings
         # round_robin: behind a headless Kubernetes Service the name resolves to every router
         # pod, and each call goes to the next one (HTTP/2 would otherwise pin one pod).
-        self._channel = open_channel(
-            settings, "router", options=[("grpc.lb_policy_name", "round_robin")], interceptors=interceptors
-        )
+        # A short, bounded reconnect back-off: gRPC's default grows to 120 s, so a gateway whose router was away
+        # (every compose start where the gateway is up first, every router rollout) went on failing open for
+        # up to two minutes after the router was back. Here it reconnects within RECONNECT_MAX_MS of that.
+        options = [
+            ("grpc.lb_policy_name", "round_robin"),
+            ("grpc.initial_reconnect_backoff_ms", RECONNECT_MIN_MS),
+            ("grpc.min_reconnect_backoff_ms", RECONNECT_MIN_MS),
+            ("grpc.max_reconnect_backoff_ms", RECONNECT_MAX_MS),
+        ]
+        self._channel = open_channel(settings, "router", options=options, interceptors=interceptors)
         self._stub = router_pb2_grpc.RouterServiceStub(self._channel)
         self._metadata = call_metadata(settings)
         self.routed: set[str] = set()  # the models the router may choose, once Describe has said

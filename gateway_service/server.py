@@ -7,7 +7,7 @@ import contextlib
 import logging
 import math
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,20 +15,20 @@ from typing import Any
 import uvicorn
 
 from routing_api.gateway.v1 import gateway_pb2
-from service_core.auth import BearerTokenInterceptor
 from service_core.errors import ConfigError
 from service_core.grpc_server import GrpcServer, build_grpc_server, wait_for_signal
 from service_core.tls import http_ssl_options
 from service_core.tracing import grpc_client_interceptors, grpc_server_interceptors, tracer_provider
 
+from .apis.app import build_http_app
+from .apis.frontdoor import FrontDoor
+from .apis.grpc import GatewayServicer
 from .capture import Capture
 from .chat import ChatService
 from .config import GatewaySettings, secrets_of
-from .http_api import build_http_app
 from .http_protocol import timed_protocol
 from .metrics import GatewayMetrics
 from .router_client import RouterClient
-from .servicer import GatewayServicer
 from .upstreams import open_upstream
 
 __all__ = ["SERVICE_NAME", "GatewayApp", "build_gateway", "serve"]
@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 SERVICE = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"]
 SERVICE_NAME = SERVICE.full_name
+CUT_S = 2.0  # after the grace, how long cut requests have to send their last event
 
 
 @dataclass
@@ -51,6 +52,7 @@ class GatewayApp:
     http_server: uvicorn.Server
     http_task: asyncio.Task[None]
     resources: AsyncExitStack
+    door: FrontDoor
     draining: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -58,11 +60,19 @@ class GatewayApp:
         return self.grpc.port
 
     async def stop(self) -> None:
-        """Fail readiness and health first, drain in-flight streams, then close clients."""
+        """Fail readiness and health first, let in-flight requests finish within the grace, end the rest
+        with a last error event each (never a torn stream), then close clients."""
+        server = self.settings.server
         self.draining.set()
-        await self.grpc.drain(self.settings.server.shutdown_delay_s)
+        await self.grpc.drain(server.shutdown_delay_s)
         self.http_server.should_exit = True
-        await asyncio.gather(self.grpc.stop(self.settings.server.grace_s), self.http_task)
+        # Both servers stop taking requests now; their own deadlines come after ours, so the cut is the gateway's.
+        stopping = asyncio.gather(self.grpc.stop(server.grace_s + CUT_S), self.http_task)
+        if not await self.door.settle(server.grace_s):
+            cut = self.door.cut()
+            logger.warning("shutdown grace (server.grace_s=%gs) over: ending %d requests with an error", server.grace_s, cut)
+            await self.door.settle(CUT_S)
+        await stopping
         await self.resources.aclose()
 
 
@@ -102,7 +112,7 @@ async def _start_http(app: Any, sock: socket.socket, settings: GatewaySettings) 
         app, lifespan="off", log_level="warning", access_log=False, timeout_keep_alive=30,
         http=timed_protocol(settings.server.header_timeout_s, settings.server.body_timeout_s),
         limit_concurrency=settings.server.max_connections,
-        timeout_graceful_shutdown=math.ceil(settings.server.grace_s),  # uvicorn takes whole seconds
+        timeout_graceful_shutdown=math.ceil(settings.server.grace_s + CUT_S + 1),  # after the gateway's own cut
         **http_ssl_options(settings.server, "server"),
     )
     server = _HttpServer(config)
@@ -115,18 +125,24 @@ async def _start_http(app: Any, sock: socket.socket, settings: GatewaySettings) 
     return server, task
 
 
-async def build_gateway(settings: GatewaySettings, tracing: Any | None = None, *, reuse_port: bool = False) -> GatewayApp:
+async def build_gateway(
+    settings: GatewaySettings, tracing: Any | None = None, *, reuse_port: bool = False, workers: int = 1
+) -> GatewayApp:
     """Start both listeners; nothing is connected to at import time.
 
     ``tracing``: an OpenTelemetry TracerProvider (tests); default: from settings.tracing.
-    ``reuse_port``: this process is one of several workers sharing the ports."""
+    ``reuse_port``: this process is one of several workers sharing the ports; ``workers``: how many share
+    its limits."""
     stack = AsyncExitStack()
     try:
         provider = tracing or tracer_provider(settings.tracing, "gateway")
         if provider is not None and tracing is None:
             stack.callback(provider.shutdown)
         metrics = GatewayMetrics()
-        upstreams = {u.name: open_upstream(u, provider, secrets_of(settings), metrics) for u in settings.upstreams}
+        upstreams = {
+            u.name: open_upstream(u, provider, secrets_of(settings), metrics, settings.limits.max_upstream_answer_bytes)
+            for u in settings.upstreams
+        }
         for upstream in upstreams.values():
             stack.push_async_callback(upstream.aclose)
             upstream.start()
@@ -135,18 +151,18 @@ async def build_gateway(settings: GatewaySettings, tracing: Any | None = None, *
         keys = settings.auth.resolve_keys()
         capture = Capture(settings.capture)
         stack.callback(capture.close)  # LIFO: after the streams have drained
-        chat = ChatService(settings, router, upstreams, metrics, keys_checked=bool(keys), capture=capture)
-        interceptors = grpc_server_interceptors(provider)
-        if keys:
-            interceptors.append(BearerTokenInterceptor(keys, SERVICE_NAME, "auth.api_keys / auth.api_keys_file"))
+        chat = ChatService(settings, router, upstreams, metrics, keys_checked=bool(keys), capture=capture, workers=workers)
+        door = FrontDoor(metrics, keys, settings.server.grace_s)  # auth of both APIs: its access line too
         grpc_server = build_grpc_server(
-            SERVICE, GatewayServicer(chat), host=settings.server.host, port=settings.server.grpc_port,
-            tls=settings.server, port_setting="server.grpc_port", interceptors=interceptors, reuse_port=reuse_port,
+            SERVICE, GatewayServicer(chat, door), host=settings.server.grpc_host or settings.server.host,
+            port=settings.server.grpc_port,
+            tls=settings.server, port_setting="server.grpc_port", interceptors=grpc_server_interceptors(provider),
+            reuse_port=reuse_port,
         )
         draining = asyncio.Event()
         sock = _listen(settings.server.host, settings.server.http_port, reuse_port)
         stack.callback(sock.close)
-        http_app: Any = build_http_app(chat, ready=lambda: not draining.is_set(), keys=keys)
+        http_app: Any = build_http_app(chat, door, ready=lambda: not draining.is_set())
         if provider is not None:
             from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
@@ -160,18 +176,30 @@ async def build_gateway(settings: GatewaySettings, tracing: Any | None = None, *
         await stack.aclose()
         raise
     http_port = sock.getsockname()[1]
-    return GatewayApp(http_port, grpc_server, chat, router, settings, http_server, http_task, stack, draining)
+    return GatewayApp(http_port, grpc_server, chat, router, settings, http_server, http_task, stack, door, draining)
 
 
-async def serve(settings: GatewaySettings, *, reuse_port: bool = False) -> None:
-    """Run until SIGTERM or SIGINT, then drain and exit."""
-    app = await build_gateway(settings, reuse_port=reuse_port)
+async def serve(
+    settings: GatewaySettings, *, reuse_port: bool = False, workers: int = 1, heartbeat: Callable[[], None] | None = None
+) -> None:
+    """Run until SIGTERM or SIGINT, then drain and exit. Under ``serve --workers``: ``workers`` share the
+    limits, and ``heartbeat`` is called each second from the event loop (the parent's watch for a hang)."""
+    app = await build_gateway(settings, reuse_port=reuse_port, workers=workers)
+    pulse = asyncio.create_task(_beat(heartbeat), name="gateway-heartbeat") if heartbeat is not None else None
     host = settings.server.host
     logger.info(
         "gateway serving OpenAI HTTP on http://%s:%d/v1 and gRPC %s on %s:%d; router at %s",
-        host, app.http_port, SERVICE_NAME, host, app.grpc_port, settings.router.address,
+        host, app.http_port, SERVICE_NAME, settings.server.grpc_host or host, app.grpc_port, settings.router.address,
     )
     await wait_for_signal()
     logger.info("shutting down: not ready, draining streams for up to %gs", settings.server.grace_s)
     await app.stop()
+    if pulse is not None:
+        await _cancel(pulse)
     logger.info("gateway stopped")
+
+
+async def _beat(heartbeat: Callable[[], None]) -> None:
+    while True:
+        heartbeat()
+        await asyncio.sleep(1.0)

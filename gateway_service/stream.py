@@ -1,14 +1,16 @@
-"""An opened completion as an async context manager: its slot, its upstream request, its access line.
+"""An opened completion as an async context manager: its slot, its upstream request, its record.
 
 ``async with stream:`` owns everything the stream holds; leaving the block, on
 any path (done, error, client gone, cancelled), closes the upstream request,
-gives the admission slot back and logs one access line, built once from how
-the stream was opened and how it ended.
+gives the admission slot back and leaves the stream's record in its exchange,
+for the front door's one access line. While it runs, whatever goes wrong comes
+out of ``events()`` as a GatewayError, so each API writes its last event one way:
+an upstream failure, a bug (with an id in the log), and the shutdown cut alike.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -19,29 +21,13 @@ from typing import Any
 
 from .capture import Capture, CaptureRecord
 from .domain import Delta, Finish, RouteDecision
-from .errors import GatewayError
+from .errors import GatewayError, InternalError, ShuttingDown, internal_error
+from .exchange import Exchange
 from .metrics import GatewayMetrics
 
-__all__ = ["ChatStream", "Opened", "log_refusal"]
+__all__ = ["ChatStream", "Opened"]
 
-# One JSON line per request: id, route, latencies, usage, outcome. Never prompts or keys.
-access_log = logging.getLogger("gateway_service.access")
-
-
-def log_refusal(
-    api: str, request_id: str, requested: str, status: int | str, outcome: str, message: str, started: float
-) -> None:
-    """The access line of a request that ended before any stream opened (opened streams log their own),
-    or of an answer that is no stream (embeddings: outcome "ok", no message)."""
-    if not access_log.isEnabledFor(logging.INFO):  # built only when written
-        return
-    record: dict[str, Any] = {
-        "request_id": request_id, "api": api, "requested": requested, "status": status, "outcome": outcome,
-        "total_ms": round((time.perf_counter() - started) * 1e3, 2),
-    }
-    if message:
-        record["error"] = message[:500]
-    access_log.info(json.dumps(record, separators=(",", ":")))
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -68,10 +54,8 @@ class _Progress:
 def access_record(opened: Opened, progress: _Progress, stream_ms: float) -> dict[str, Any]:
     route = opened.route
     record: dict[str, Any] = {
-        "request_id": opened.request_id,
         "upstream": opened.upstream,
         "model": route.model,
-        "requested": opened.requested,
         "routed": route.routed,
         "degraded": route.degraded,
         "fallback": route.fallback,
@@ -98,6 +82,7 @@ class ChatStream:
 
     def __init__(
         self,
+        exchange: Exchange,
         opened: Opened,
         first: Delta | Finish,
         rest: AsyncGenerator[Delta | Finish, None],
@@ -105,6 +90,7 @@ class ChatStream:
         metrics: GatewayMetrics,
         captured: tuple[Capture, CaptureRecord] | None = None,
     ) -> None:
+        self._exchange = exchange
         self.opened = opened
         self._captured = captured
         self._completion = captured[1].completion if captured is not None else None
@@ -139,7 +125,21 @@ class ChatStream:
         except GatewayError as exc:
             progress.outcome = f"error:{type(exc).__name__}"
             self._metrics.upstream_errors.labels(upstream=self.opened.upstream, kind=type(exc).__name__).inc()
+            if exc.route is None:
+                exc.route = self.route
             raise
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not self._exchange.cut or task is None:  # the client left (or a cancel not ours): go on cancelling
+                raise
+            task.uncancel()
+            progress.outcome = "error:ShuttingDown"
+            raise ShuttingDown(
+                "the gateway is shutting down: this stream was ended when its shutdown grace (server.grace_s) ran out"
+            ) from None
+        except Exception:  # noqa: BLE001 - a bug: the client gets an error event with an id that is also in the log
+            progress.outcome = "internal_error"
+            raise InternalError(internal_error(logger, f"stream {self.opened.request_id}")) from None
 
     def _passed(self, event: Delta | Finish) -> Delta | Finish:
         progress = self._progress
@@ -156,7 +156,7 @@ class ChatStream:
         return event
 
     async def aclose(self) -> None:
-        """Close the upstream request, free the slot, log the access line; idempotent."""
+        """Close the upstream request, free the slot, leave the record; idempotent."""
         if self._closed:
             return
         self._closed = True
@@ -169,7 +169,6 @@ class ChatStream:
                 capture, captured = self._captured
                 finish = self._progress.finish
                 capture.write(captured, self._progress.outcome, finish.reason if finish else None)
-            if access_log.isEnabledFor(logging.INFO):  # the record is built only when it is written
-                stream_ms = (time.perf_counter() - self._started) * 1e3
-                record = access_record(self.opened, self._progress, stream_ms)
-                access_log.info(json.dumps(record, separators=(",", ":")))
+            stream_ms = (time.perf_counter() - self._started) * 1e3
+            self._exchange.stream = access_record(self.opened, self._progress, stream_ms)
+            self._exchange.outcome = self._progress.outcome

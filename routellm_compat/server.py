@@ -105,9 +105,14 @@ async def _serve(options: RouteLLMOptions) -> None:
             "thresholds on this project's scorer, not RouteLLM's MF: calibrate, or use the share aliases "
             "router-mf-20 / -50 / -80"
         )
+        gateway, router = stack.gateway, stack.router
         logger.info(
-            "RouteLLM-compatible server on %s (models router-mf-<threshold>: %s); health at /health",
-            stack.base_url, meaning,
+            "RouteLLM-compatible server listening on %s:%d, %s from this machine (models router-mf-<threshold>: %s); "
+            "health at /health", options.host, gateway.http_port, stack.base_url, meaning,
+        )
+        logger.info(
+            "loopback only: the gateway's gRPC API on 127.0.0.1:%d, the router on 127.0.0.1:%d",
+            gateway.grpc_port, router.port,
         )
         await wait_for_signal()
         logger.info("shutting down")

@@ -118,7 +118,9 @@ def plan(options: RouteLLMOptions, scratch: Path) -> tuple[RouterSettings, Gatew
             "api_key_env": options.embedding_api_key_env, "dim": 1536,
         }}
     gateway: dict[str, Any] = {
-        "server": {"host": options.host, "http_port": options.port, "grpc_port": 0},
+        # RouteLLM's server is HTTP only: the gateway's gRPC API (which relays to the paid upstream with the
+        # operator's key) listens on loopback, never on --host.
+        "server": {"host": options.host, "http_port": options.port, "grpc_port": 0, "grpc_host": "127.0.0.1"},
         "upstreams": upstream_settings(models),
         "default_model": strong,  # fail open to quality when the router is down
         "fallback_model": weak,

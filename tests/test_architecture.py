@@ -15,7 +15,7 @@ PACKAGES = ("service_core", "router_service", "gateway_service")
 # The only modules that may touch the generated protobuf code: servicers, clients, server set-up.
 EDGES = {
     "router_service/servicer.py", "router_service/proto.py", "router_service/client.py", "router_service/server.py",
-    "gateway_service/servicer.py", "gateway_service/router_client.py", "gateway_service/server.py",
+    "gateway_service/apis/grpc.py", "gateway_service/router_client.py", "gateway_service/server.py",
 }
 
 

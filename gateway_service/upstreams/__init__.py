@@ -37,20 +37,22 @@ def open_upstream(
     tracing: Any | None = None,
     redact: Redactor | None = None,
     metrics: GatewayMetrics | None = None,
+    answer_limit: int = 64 * 2**20,
 ) -> Upstream:
     """One pooled client over ``settings``' hosts; ``tracing``: an OpenTelemetry TracerProvider, or None;
-    ``redact``: what to strip from upstream text (default: this upstream's own key); ``metrics``: per-host figures."""
+    ``redact``: what to strip from upstream text (default: this upstream's own key); ``metrics``: per-host figures;
+    ``answer_limit``: the most bytes of a whole answer (embeddings) read."""
     from .http import HttpUpstream
 
     upstream: HttpUpstream
     if settings.provider == "ollama":
         from .ollama import OllamaUpstream
 
-        upstream = OllamaUpstream(settings, redact, metrics)
+        upstream = OllamaUpstream(settings, redact, metrics, answer_limit)
     else:
         from .openai import OpenAIUpstream
 
-        upstream = OpenAIUpstream(settings, redact, metrics)
+        upstream = OpenAIUpstream(settings, redact, metrics, answer_limit)
     if tracing is not None:
         upstream.instrument(tracing)
     return upstream

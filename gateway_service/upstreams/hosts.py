@@ -53,9 +53,14 @@ class Host:
 
 class HostPool:
     def __init__(
-        self, settings: UpstreamSettings, metrics: GatewayMetrics | None = None, clock: Callable[[], float] = time.monotonic
+        self,
+        settings: UpstreamSettings,
+        metrics: GatewayMetrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        redact: Callable[[str], str] = str,
     ) -> None:
         self.hosts = [Host(url) for url in settings.hosts]
+        self._redact = redact  # a model list is upstream text: it may echo a key
         self._settings = settings
         self._metrics = metrics
         self._clock = clock
@@ -218,7 +223,8 @@ class HostPool:
                 level = logging.WARNING if self._settings.provider == "ollama" else logging.INFO
                 logger.log(
                     level, "upstream %r: host %s does not list %s (it lists %s); those go to other hosts that list "
-                    "them, or are tried anyway where none does", self._settings.name, host.url, unlisted, sorted(models)[:20],
+                    "them, or are tried anyway where none does", self._settings.name, host.url, unlisted,
+                    self._redact(str(sorted(models)[:20])),
                 )
 
     def check_failed(self, host: Host, error: str) -> None:

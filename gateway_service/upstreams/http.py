@@ -44,6 +44,20 @@ logger = logging.getLogger(__name__)
 
 HOST_FAULTS = (UpstreamUnreachable, UpstreamTimeout, UpstreamBusy, UpstreamStreamError)
 READ_BUFFER = 2**19  # aiohttp refuses a line (Ollama NDJSON, SSE) longer than twice this: 1 MiB
+ERROR_BODY_BYTES = 64 * 1024  # of an error answer, only this much is read: enough for any message
+MODEL_LIST_BYTES = 16 * 2**20  # a model list larger than this is not read
+
+
+async def read_at_most(content: aiohttp.StreamReader, limit: int) -> tuple[bytes, bool]:
+    """Up to ``limit`` bytes of a body, and whether there was more (left unread: the connection is dropped)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for data in content.iter_any():
+        chunks.append(data)
+        size += len(data)
+        if size > limit:
+            return b"".join(chunks)[:limit], True
+    return b"".join(chunks), False
 
 
 async def body_lines(content: aiohttp.StreamReader) -> AsyncGenerator[bytes, None]:
@@ -87,18 +101,23 @@ class HttpUpstream:
     models_path = ""  # the model list, under a host's base URL
 
     def __init__(
-        self, settings: UpstreamSettings, redact: Redactor | None = None, metrics: GatewayMetrics | None = None
+        self,
+        settings: UpstreamSettings,
+        redact: Redactor | None = None,
+        metrics: GatewayMetrics | None = None,
+        answer_limit: int = 64 * 2**20,
     ) -> None:
         self.name = settings.name
+        self._answer_limit = answer_limit  # limits.max_upstream_answer_bytes
         self._settings = settings
-        self.pool = HostPool(settings, metrics)
         self._metrics = metrics
         self._headers = {"Content-Type": "application/json"}
         key = settings.resolve_api_key()
         if key:
             self._headers["Authorization"] = f"Bearer {key}"
-        # Upstream text (error bodies, broken chunks) is shown to clients and logged: never with a secret in it.
+        # Upstream text (error bodies, broken chunks, model lists) is shown to clients and logged: never with a secret.
         self.redact = redact or Redactor([key])
+        self.pool = HostPool(settings, metrics, redact=self.redact)
         self._trace_configs: list[aiohttp.TraceConfig] = []
         self._session: aiohttp.ClientSession | None = None  # made in the event loop, on first use
         self._health: asyncio.Task[None] | None = None
@@ -141,7 +160,12 @@ class HttpUpstream:
 
     async def _json(self, host: Host, model: str, path: str, body: dict[str, Any]) -> AsyncGenerator[Any, None]:
         async with self.post(host, model, body, path) as response:
-            payload = await response.read()
+            payload, more = await read_at_most(response.content, self._answer_limit)
+        if more:
+            raise UpstreamError(
+                f"{self.where(host, model, path)} answered more than limits.max_upstream_answer_bytes="
+                f"{self._answer_limit} bytes; it was not read further"
+            )
         try:
             answer = json.loads(payload)
         except ValueError:
@@ -222,7 +246,8 @@ class HttpUpstream:
         try:
             async with self._http.post(host.url + (path or self.path), data=json.dumps(body).encode()) as response:
                 if response.status >= 400:
-                    raise self._status_error(host, model, response, await response.read(), path)
+                    payload, _ = await read_at_most(response.content, ERROR_BODY_BYTES)
+                    raise self._status_error(host, model, response, payload, path)
                 yield response
         except (aiohttp.ClientError, LineTooLong, TimeoutError) as exc:
             raise self._transport_error(host, model, exc, path) from exc
@@ -296,7 +321,10 @@ class HttpUpstream:
         try:
             timeout = aiohttp.ClientTimeout(total=10.0, sock_connect=settings.connect_timeout_s)
             async with self._http.get(url, timeout=timeout) as response:
-                status, payload = response.status, await response.read()
+                status, (payload, more) = response.status, await read_at_most(response.content, MODEL_LIST_BYTES)
+            if more:
+                self.pool.check_failed(host, f"GET {url} answered a model list over {MODEL_LIST_BYTES} bytes")
+                return
         except (aiohttp.ClientError, TimeoutError) as exc:
             reason = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc  # without "ssl:default"
             self.pool.check_failed(host, f"GET {url}: {type(exc).__name__}: {reason}")

@@ -14,8 +14,9 @@ from typing import Any
 
 import orjson
 
-from ..domain import ChatParams, Delta, Embedded, Finish, Usage
+from ..domain import ChatParams, Delta, Embedded, Finish, ToolCallDelta, Usage
 from ..errors import InvalidRequest, UpstreamStreamError
+from .checks import count, text
 from .hosts import Host
 from .http import HttpUpstream, body_lines
 
@@ -142,7 +143,7 @@ class OllamaUpstream(HttpUpstream):
 
     async def events(self, host: Host, model: str, body: dict[str, Any]) -> AsyncGenerator[Delta | Finish, None]:
         where = self.where(host, model)
-        seen_calls: list[dict[str, Any]] = []
+        calls_made = 0
         async with self.post(host, model, body) as response:
             lines = body_lines(response.content)
             async for line in lines:
@@ -150,28 +151,52 @@ class OllamaUpstream(HttpUpstream):
                     continue
                 try:
                     chunk = orjson.loads(line)
+                    if not isinstance(chunk, dict):
+                        raise ValueError("the line is not a JSON object")
                     if "error" in chunk:
                         raise UpstreamStreamError(f"{where} failed mid-stream: {self.redact(str(chunk['error']))}")
-                    message = chunk.get("message") or {}
-                    content, thinking = message.get("content") or "", message.get("thinking") or ""
-                    calls = tuple(
-                        {"index": len(seen_calls) + n, "id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
-                         "function": {"name": c["function"]["name"], "arguments": json.dumps(c["function"].get("arguments") or {})}}
-                        for n, c in enumerate(message.get("tool_calls") or ())
-                    )
-                    seen_calls.extend(calls)
-                    done = bool(chunk["done"])
-                except (json.JSONDecodeError, UnicodeDecodeError, KeyError, AttributeError, TypeError) as exc:
-                    text = line[:200].decode("utf-8", "replace")
-                    raise UpstreamStreamError(f"{where} sent a malformed chunk: {self.redact(text)!r}") from exc
-                if content or calls or thinking:
-                    yield Delta(content, calls, thinking)
-                if done:
-                    usage = None
-                    if "eval_count" in chunk or "prompt_eval_count" in chunk:
-                        usage = Usage(int(chunk.get("prompt_eval_count", 0)), int(chunk.get("eval_count", 0)))
-                    reason = chunk.get("done_reason") or "stop"
-                    yield Finish("tool_calls" if seen_calls and reason == "stop" else reason, usage)
+                    delta = _delta(chunk, calls_made)
+                    done = chunk["done"]
+                    if not isinstance(done, bool):
+                        raise ValueError(f"done is {done!r}, not true or false")
+                    finish = _finish(chunk, calls_made + len(delta.tool_calls)) if done else None
+                except (orjson.JSONDecodeError, KeyError, ValueError) as exc:
+                    text_ = line[:200].decode("utf-8", "replace")
+                    raise UpstreamStreamError(f"{where} sent a malformed chunk ({exc}): {self.redact(text_)!r}") from exc
+                calls_made += len(delta.tool_calls)
+                if delta.text or delta.tool_calls or delta.reasoning:
+                    yield delta
+                if finish is not None:
+                    yield finish
                     await self.finish_reading(lines)
                     return
         raise UpstreamStreamError(f"{where} ended the stream before its final chunk (done: true)")
+
+
+def _delta(chunk: dict[str, Any], calls_made: int) -> Delta:
+    """One NDJSON line's message: text, thinking, and whole tool calls as fragments with fresh ids."""
+    message = chunk.get("message") or {}
+    if not isinstance(message, dict):
+        raise ValueError("message is not an object")
+    content, thinking = text(message.get("content"), "message.content"), text(message.get("thinking"), "message.thinking")
+    raw_calls = message.get("tool_calls") or []
+    if not isinstance(raw_calls, list):
+        raise ValueError("message.tool_calls is not a list")
+    calls = []
+    for n, call in enumerate(raw_calls):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise ValueError(f"message.tool_calls[{n}] has no function.name")
+        arguments = function.get("arguments") or {}
+        if not isinstance(arguments, dict):
+            raise ValueError(f"message.tool_calls[{n}].function.arguments is not an object")
+        calls.append(ToolCallDelta(calls_made + n, f"call_{uuid.uuid4().hex[:24]}", function["name"], json.dumps(arguments)))
+    return Delta(content, tuple(calls), thinking)
+
+
+def _finish(chunk: dict[str, Any], calls_made: int) -> Finish:
+    usage = None
+    if "eval_count" in chunk or "prompt_eval_count" in chunk:
+        usage = Usage(count(chunk.get("prompt_eval_count", 0), "prompt_eval_count"), count(chunk.get("eval_count", 0), "eval_count"))
+    reason = text(chunk.get("done_reason"), "done_reason") or "stop"
+    return Finish("tool_calls" if calls_made and reason == "stop" else reason, usage)

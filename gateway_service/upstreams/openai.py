@@ -9,7 +9,6 @@ as ``data: {"error": {...}}``.
 from __future__ import annotations
 
 import codecs
-import json
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -23,6 +22,8 @@ from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 
 from ..domain import ChatParams, Delta, Embedded, Finish, Usage
 from ..errors import UpstreamStreamError
+from ..toolcalls import fragment_of
+from .checks import count, text
 from .hosts import Host
 from .http import HttpUpstream, body_chunks
 
@@ -70,6 +71,30 @@ async def server_sent_events(body: aiohttp.StreamReader) -> AsyncGenerator[Serve
             yield event
 
 
+def _usage(raw: Any) -> Usage:
+    if not isinstance(raw, dict):
+        raise ValueError("usage is not an object")
+    return Usage(count(raw.get("prompt_tokens", 0), "usage.prompt_tokens"),
+                 count(raw.get("completion_tokens", 0), "usage.completion_tokens"))
+
+
+def _choice(choice: Any) -> tuple[Delta | None, str]:
+    """One streamed choice: its delta (None when it carries nothing) and its finish_reason ("" if none)."""
+    if not isinstance(choice, dict):
+        raise ValueError("a choice is not an object")
+    delta = choice.get("delta") or {}
+    if not isinstance(delta, dict):
+        raise ValueError("choices[].delta is not an object")
+    content = text(delta.get("content"), "delta.content")
+    reasoning = text(delta.get("reasoning_content"), "delta.reasoning_content")
+    raw_calls = delta.get("tool_calls") or ()
+    if not isinstance(raw_calls, list | tuple):
+        raise ValueError("delta.tool_calls is not a list")
+    calls = tuple(fragment_of(raw, i) for i, raw in enumerate(raw_calls))
+    reason = text(choice.get("finish_reason"), "finish_reason")
+    return (Delta(content, calls, reasoning) if content or calls or reasoning else None), reason
+
+
 class OpenAIUpstream(HttpUpstream):
     path = "/chat/completions"
     models_path = "/models"
@@ -112,21 +137,22 @@ class OpenAIUpstream(HttpUpstream):
                     return
                 try:
                     chunk = orjson.loads(event.data)
+                    if not isinstance(chunk, dict):
+                        raise ValueError("the chunk is not a JSON object")
                     if chunk.get("error"):
                         error = chunk["error"]
                         message = error.get("message", error) if isinstance(error, dict) else error
                         raise UpstreamStreamError(f"{where} failed mid-stream: {self.redact(str(message))}")
                     if chunk.get("usage"):
-                        u = chunk["usage"]
-                        usage = Usage(int(u.get("prompt_tokens", 0)), int(u.get("completion_tokens", 0)))
+                        usage = _usage(chunk["usage"])
                     for choice in chunk.get("choices") or ():
-                        delta = choice.get("delta") or {}
-                        content, tool_calls = delta.get("content") or "", delta.get("tool_calls") or ()
-                        reasoning = delta.get("reasoning_content") or ""
-                        if content or tool_calls or reasoning:
-                            yield Delta(content, tuple(tool_calls), reasoning)
-                        if choice.get("finish_reason"):
-                            finish_reason = choice["finish_reason"]
-                except (json.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
-                    raise UpstreamStreamError(f"{where} sent a malformed chunk: {self.redact(event.data[:200])!r}") from exc
+                        delta, reason = _choice(choice)
+                        if delta is not None:
+                            yield delta
+                        if reason:
+                            finish_reason = reason
+                except (orjson.JSONDecodeError, ValueError) as exc:
+                    raise UpstreamStreamError(
+                        f"{where} sent a malformed chunk ({exc}): {self.redact(event.data[:200])!r}"
+                    ) from exc
         raise UpstreamStreamError(f"{where} ended the stream before data: [DONE]")

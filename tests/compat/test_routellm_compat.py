@@ -139,3 +139,36 @@ def test_an_imported_routellm_checkpoint_routes_as_routellm_would_at_its_thresho
             other.chat.completions.create(model="router", messages=[{"role": "user", "content": "hi"}])
     expected = ["openai/big" if rate >= threshold else "openai/small" for rate in rates]
     assert chosen == expected and 0 < expected.count("openai/big") < len(prompts)
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The addresses local sockets listen on at ``port`` (/proc/net/tcp and tcp6, state 0A: LISTEN)."""
+    import ipaddress
+
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:
+                raw = bytes.fromhex(address)
+                words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))  # each 32-bit word is little-endian
+                ip = ipaddress.ip_address(words)
+                mapped = getattr(ip, "ipv4_mapped", None)
+                found.add(str(mapped or ip))
+    return found
+
+
+async def test_only_the_routellm_http_port_listens_beyond_loopback() -> None:
+    """Issue #28.10: the gateway's gRPC API (no key, relaying to the paid upstream with the operator's key)
+    listened on --host (0.0.0.0): now only the HTTP port RouteLLM's server had does."""
+    from routellm_compat.stack import RouteLLMOptions, running_stack
+
+    with serve_app_in_thread(llm_app(LLMServerState())) as upstream:
+        options = RouteLLMOptions(routers=["mf"], strong_model="openai/big", weak_model="openai/small",
+                                  base_url=f"{upstream}/v1", api_key="k", host="0.0.0.0", port=0)
+        async with running_stack(options) as stack:
+            http, grpc_, router = stack.gateway.http_port, stack.gateway.grpc_port, stack.router.port
+            assert listening_addresses(http) == {"0.0.0.0"}
+            for port in (grpc_, router):
+                assert listening_addresses(port) and listening_addresses(port) <= {"127.0.0.1", "::1"}, listening_addresses(port)

@@ -234,31 +234,48 @@ async def test_a_spent_strong_budget_answers_weak_and_says_so(stack: Stack) -> N
     assert second.headers["x-route-model"] == WEAK and second.headers["x-route-budget-limited"] == "true"
 
 
-async def test_streams_cut_by_the_end_of_the_grace_cost_one_line_each(
+async def test_streams_cut_by_the_end_of_the_grace_end_with_an_error_event_and_one_line_each(
     stack: Stack, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Issue #28.5: they were torn (an incomplete chunked body, no error event) with a traceback each."""
     server = stack.gateway.settings.server.model_copy(update={"grace_s": 0.3})
     gateway = await build_gateway(stack.gateway.settings.model_copy(update={"server": server}))
-    stack.ollama.chunk_delay_s = 1.0  # far longer than the grace
+    stack.ollama.stall_after, stack.ollama.stall_s = 1, 5.0  # the first token, then silence far past the grace
     caplog.set_level(logging.INFO)
-    url = f"http://127.0.0.1:{gateway.http_port}/v1/chat/completions"
-    body = {"model": WEAK, "messages": SAY_HI, "stream": True}
-    async with httpx.AsyncClient(timeout=20) as http:
+    base = f"http://127.0.0.1:{gateway.http_port}"
+    request = gateway_pb2.ChatRequest(model=WEAK, messages=[gateway_pb2.ChatMessage(role="user", content="hi")])
+    async with httpx.AsyncClient(timeout=20) as http, grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
 
-        async def read() -> None:
+        async def read(path: str, body: dict[str, object]) -> list[str]:
+            async with http.stream("POST", base + path, json=body) as response:
+                return [line async for line in response.aiter_lines() if line]  # a torn body raises here
+
+        async def chat() -> grpc.StatusCode:
             try:
-                async with http.stream("POST", url, json=body) as response:
-                    async for _ in response.aiter_lines():
-                        pass
-            except httpx.HTTPError:
-                pass  # cut at the end of the grace: expected
+                async for _ in gateway_pb2_grpc.GatewayServiceStub(channel).Chat(request):
+                    pass
+            except grpc.aio.AioRpcError as exc:
+                return exc.code()
+            return grpc.StatusCode.OK
 
-        readers = [asyncio.create_task(read()) for _ in range(3)]
-        await asyncio.sleep(0.5)  # all three streaming
+        sse = [asyncio.create_task(read("/v1/chat/completions", {"model": WEAK, "messages": SAY_HI, "stream": True}))
+               for _ in range(2)]
+        ndjson = asyncio.create_task(read("/api/chat", {"model": WEAK, "messages": SAY_HI}))
+        called = asyncio.create_task(chat())
+        await asyncio.sleep(0.5)  # all streaming
         await gateway.stop()
-        await asyncio.gather(*readers)
+        answers = await asyncio.gather(*sse, ndjson)
+        status = await called
+    for lines in answers[:2]:  # a token, then the error event, in a whole chunked body
+        assert json.loads(lines[0].removeprefix("data: "))["choices"][0]["delta"]["role"] == "assistant"
+        last = json.loads(lines[-1].removeprefix("data: "))
+        assert last["error"]["code"] == "shutting_down" and "grace" in last["error"]["message"], lines
+    assert json.loads(answers[2][0])["message"]["content"] == "Hello"
+    assert "shutting down" in json.loads(answers[2][-1])["error"]
+    assert status == grpc.StatusCode.UNAVAILABLE
     assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records if r.exc_info]
-    assert sum("cancelled (client gone, or shutdown grace over)" in r.getMessage() for r in caplog.records) == 3
+    outcomes = [line["outcome"] for line in access_lines(caplog)]
+    assert outcomes == ["error:ShuttingDown"] * 4, outcomes
 
 
 async def test_a_grpc_call_broken_mid_stream_leaves_exactly_one_access_line(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -11,7 +13,10 @@ import httpx
 import openai
 import pytest
 
-from gateway_service.http_stream import EventStream
+from gateway_service.apis.frontdoor import Endpoint, FrontDoor, HttpFrontDoor
+from gateway_service.apis.http_stream import EventStream
+from gateway_service.apis.openai import OpenAICodec
+from gateway_service.metrics import GatewayMetrics
 from tests.gateway.conftest import STRONG, WEAK, Stack
 
 HELLO = "Hello, world!"
@@ -251,11 +256,14 @@ async def test_upstream_connections_are_kept_alive_between_requests(stack: Stack
         assert len(peers) == 1, peers
 
 
-async def test_a_client_reported_gone_on_send_ends_the_answer_quietly() -> None:
+async def test_a_client_reported_gone_on_send_ends_the_answer_quietly(caplog: pytest.LogCaptureFixture) -> None:
     """Servers on ASGI 2.4 raise OSError from send() once the client left (uvicorn drops the data instead)."""
     async def events() -> AsyncIterator[bytes]:
         yield b"data: 1\n\n"
         yield b"data: 2\n\n"
+
+    async def handler(request: object, x: object) -> EventStream:
+        return EventStream(events(), "text/event-stream", {})
 
     async def receive() -> MutableMapping[str, Any]:
         await asyncio.Event().wait()  # no disconnect message: the send is what fails
@@ -268,5 +276,10 @@ async def test_a_client_reported_gone_on_send_ends_the_answer_quietly() -> None:
         if message["type"] == "http.response.body":
             raise OSError("the client is gone")
 
-    await EventStream(events(), media_type="text/event-stream")({"type": "http"}, receive, send)
+    caplog.set_level(logging.INFO, logger="gateway_service.access")
+    endpoint = Endpoint("openai/chat", frozenset({"GET"}), handler, OpenAICodec(), auth=False)
+    app = HttpFrontDoor(FrontDoor(GatewayMetrics(), (), 1.0), {"/x": endpoint}, {}, lambda path: OpenAICodec())
+    await app({"type": "http", "path": "/x", "method": "GET", "headers": []}, receive, send)
     assert sent == ["http.response.start", "http.response.body"]  # nothing sent after, no exception
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "gateway_service.access"]
+    assert [(line["status"], line["outcome"]) for line in lines] == [(499, "client_disconnected")]

@@ -7,12 +7,14 @@ import grpc
 from service_core.errors import ServiceError
 from service_core.grpc_handlers import status_lookup
 
-from .errors import (
+from ..errors import (
     GatewayError,
     InvalidRequest,
     ModelNotFound,
+    ShuttingDown,
     TooLarge,
     TooManyStreams,
+    Unauthorized,
     UpstreamBusy,
     UpstreamError,
     UpstreamStreamError,
@@ -27,6 +29,8 @@ STATUS: dict[type[ServiceError], grpc.StatusCode] = {
     TooLarge: grpc.StatusCode.INVALID_ARGUMENT,
     TooManyStreams: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ModelNotFound: grpc.StatusCode.NOT_FOUND,
+    Unauthorized: grpc.StatusCode.UNAUTHENTICATED,
+    ShuttingDown: grpc.StatusCode.UNAVAILABLE,
     UpstreamUnreachable: grpc.StatusCode.UNAVAILABLE,
     UpstreamTimeout: grpc.StatusCode.DEADLINE_EXCEEDED,
     UpstreamError: grpc.StatusCode.UNAVAILABLE,

@@ -1,0 +1,61 @@
+"""The gateway's HTTP app: each path, its methods, its handler and the codec that says no for it.
+
+Every request, whatever its path, goes through the front door; only health probes and /metrics
+skip the access line (a probe every few seconds would drown the requests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ..chat import ChatService
+from ..exchange import Exchange
+from .frontdoor import Codec, Endpoint, FrontDoor, Handler, HttpFrontDoor
+from .ollama import OllamaApi, OllamaCodec
+from .openai import OpenAIApi, OpenAICodec
+
+__all__ = ["build_http_app"]
+
+POST, GET = frozenset({"POST"}), frozenset({"GET", "HEAD"})
+
+
+def build_http_app(chat: ChatService, door: FrontDoor, ready: Callable[[], bool]) -> HttpFrontDoor:
+    """``ready()`` is false while draining: /readyz fails first, as Kubernetes expects."""
+    openai, ollama = OpenAIApi(chat), OllamaApi(chat)
+    openai_codec, ollama_codec = OpenAICodec(), OllamaCodec()
+
+    def route(api: str, methods: frozenset[str], handler: Handler, codec: Codec, auth: bool = True) -> Endpoint:
+        return Endpoint(api, methods, handler, codec, auth)
+
+    endpoints = {
+        "/v1/chat/completions": route("openai/chat", POST, openai.completions, openai_codec),
+        "/v1/embeddings": route("openai/embeddings", POST, openai.embeddings, openai_codec),
+        "/v1/models": route("openai/models", GET, openai.models, openai_codec),
+        # Ollama's own API, for Ollama clients (OLLAMA_HOST=gateway:8000)
+        "/api/chat": route("ollama/chat", POST, ollama.chat, ollama_codec),
+        "/api/generate": route("ollama/generate", POST, ollama.generate, ollama_codec),
+        "/api/embed": route("ollama/embed", POST, ollama.embed, ollama_codec),
+        "/api/embeddings": route("ollama/embeddings", POST, ollama.embeddings, ollama_codec),
+        "/api/tags": route("ollama/tags", GET, ollama.tags, ollama_codec),
+        "/api/show": route("ollama/show", POST, ollama.show, ollama_codec),
+        "/api/ps": route("ollama/ps", GET, ollama.ps, ollama_codec),
+        "/api/version": route("ollama/version", GET, ollama.version, ollama_codec, auth=False),  # as Ollama: no key
+    }
+
+    async def metrics(request: Request, x: Exchange) -> Response:
+        return Response(chat.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    async def healthz(request: Request, x: Exchange) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request, x: Exchange) -> Response:
+        if ready():
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "draining"}, status_code=503)
+
+    quiet: dict[str, Handler] = {"/metrics": metrics, "/healthz": healthz, "/health": healthz, "/readyz": readyz}
+    return HttpFrontDoor(door, endpoints, quiet, lambda path: ollama_codec if path.startswith("/api/") else openai_codec)

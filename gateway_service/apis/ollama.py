@@ -1,0 +1,434 @@
+"""Ollama's own API on the gateway: /api/chat, /api/generate, /api/embed, /api/tags, /api/show, /api/ps, /api/version.
+
+So ``OLLAMA_HOST=gateway:8000``, the ``ollama`` Python client and other Ollama clients
+work unchanged, with the same routing (``model: "router"``, ``router-mf-50``, a concrete
+model). Requests become the gateway's own chat request (OpenAI semantics: ``format`` ->
+``response_format``, ``options.num_predict`` -> ``max_tokens``, images -> image parts,
+tool calls -> OpenAI's with ids, ``tools`` as they are; the rest of ``options``,
+``keep_alive`` and ``think`` go to Ollama upstreams as they are); answers are Ollama's
+NDJSON stream or single object (whole tool calls, ``thinking``), and errors Ollama's
+``{"error": ...}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ..chat import ChatService
+from ..config import LimitSettings
+from ..domain import ChatParams, Delta, Message, ToolCall
+from ..errors import GatewayError, InvalidRequest, ModelNotFound, TooLarge, UpstreamStreamError
+from ..exchange import Exchange
+from ..stream import ChatStream
+from ..toolcalls import ToolCallAssembler, arguments_object
+from .body import read_json, validated
+from .http_stream import EventStream
+
+__all__ = ["OllamaApi", "OllamaCodec"]
+
+logger = logging.getLogger(__name__)
+Body = TypeVar("Body", bound=BaseModel)
+
+# options with an OpenAI equivalent; the others (num_ctx, ...) go to Ollama upstreams as they are
+MAPPED_OPTIONS = {"temperature": "temperature", "top_p": "top_p", "num_predict": "max_tokens", "seed": "seed"}
+
+
+def _base64(images: list[str] | None) -> list[str] | None:
+    for i, image in enumerate(images or ()):
+        try:
+            base64.b64decode(image, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(f"images[{i}] is not base64 (Ollama takes an image as its base64 bytes)") from None
+    return images
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # as Ollama: fields it does not know are ignored
+
+    role: str
+    content: str = ""
+    images: list[str] | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # Ollama's whole calls: {"function": {"name", "arguments": {...}}}
+    tool_name: str | None = None  # on a tool answer: which tool it answers
+    tool_call_id: str | None = None  # on a tool answer, from OpenAI-minded clients (Open WebUI): which call
+    thinking: str | None = None  # an earlier answer's reasoning, sent back: not passed on (as Ollama does)
+
+    _images_are_base64 = field_validator("images")(_base64)
+
+
+class _Options(BaseModel):
+    """The options with an OpenAI equivalent, checked; the others (num_ctx, ...) go to Ollama upstreams as sent."""
+
+    model_config = ConfigDict(extra="allow")
+
+    temperature: float | None = None
+    top_p: float | None = None
+    num_predict: int | None = Field(None, ge=-2)  # -1: no limit, -2: fill the context (Ollama's meanings)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+
+
+class _Common(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    stream: bool = True
+    format: str | dict[str, Any] | None = None
+    options: _Options | None = None
+    keep_alive: str | int | float | None = None
+    tools: list[dict[str, Any]] | None = None
+    think: bool | str | None = None
+
+    def settings(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(ChatParams keyword arguments, extra fields) from options, format and keep_alive."""
+        known: dict[str, Any] = {}
+        rest: dict[str, Any] = {}
+        if self.options is not None:
+            given = self.options.model_dump(exclude_unset=True)
+            for name, value in given.items():
+                if name == "num_predict" and value is not None and value < 0:
+                    rest[name] = value  # no OpenAI equivalent: no max_tokens; an Ollama upstream gets it as sent
+                elif name == "stop":
+                    known["stop"] = (value,) if isinstance(value, str) else tuple(value or ())
+                elif name in MAPPED_OPTIONS:
+                    known[MAPPED_OPTIONS[name]] = value
+                else:
+                    rest[name] = value
+        extra: dict[str, Any] = {}
+        if rest:
+            extra["options"] = rest
+        if self.keep_alive is not None:
+            extra["keep_alive"] = self.keep_alive
+        if self.tools:
+            extra["tools"] = self.tools  # Ollama's tools are OpenAI's function tools
+        if self.think is not None:
+            extra["think"] = self.think
+        if self.format == "json":
+            extra["response_format"] = {"type": "json_object"}
+        elif isinstance(self.format, dict):
+            extra["response_format"] = {"type": "json_schema", "json_schema": {"name": "format", "schema": self.format}}
+        elif self.format:
+            raise InvalidRequest(f"format {self.format!r}: give \"json\" or a JSON schema")
+        return known, extra
+
+
+class _EmbedRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    input: str | list[str] = ""
+    truncate: bool | None = None
+    dimensions: int | None = None
+    options: dict[str, Any] | None = None
+    keep_alive: str | int | float | None = None
+
+
+class _LegacyEmbedRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    prompt: str = ""
+    options: dict[str, Any] | None = None
+    keep_alive: str | int | float | None = None
+
+
+class _ShowRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # verbose, and whatever newer clients add
+
+    model: str | None = None
+    name: str | None = None  # older clients' name for it
+
+
+class _ChatRequest(_Common):
+    messages: list[_Message] = []
+
+
+class _GenerateRequest(_Common):
+    prompt: str = ""
+    system: str | None = None
+    images: list[str] | None = None
+
+    _images_are_base64 = field_validator("images")(_base64)
+
+
+def _shape(body: Any, limits: LimitSettings) -> None:
+    """Refuse a parsed body that is too big, counted before it is validated (see body.py)."""
+    if not isinstance(body, dict):
+        return
+    messages = body.get("messages")
+    if isinstance(messages, list) and len(messages) > limits.max_messages:
+        raise InvalidRequest(f"{len(messages)} messages, more than limits.max_messages={limits.max_messages}")
+    images = len(body["images"]) if isinstance(body.get("images"), list) else 0
+    for message in messages if isinstance(messages, list) else ():
+        if isinstance(message, dict) and isinstance(message.get("images"), list):
+            images += len(message["images"])
+    if images > limits.max_images:
+        raise TooLarge(f"{images} images, more than limits.max_images={limits.max_images}")
+
+
+def _ignored(body: Any, schema: type[BaseModel]) -> None:
+    """Fields Ollama would ignore are ignored here too (clients send what newer servers take): said at debug."""
+    if isinstance(body, dict) and logger.isEnabledFor(logging.DEBUG):
+        unknown = sorted(set(body) - set(schema.model_fields))
+        if unknown:
+            logger.debug("ignoring fields this gateway does not take: %s", unknown[:20])
+
+
+def _image_url(data: str) -> str:
+    """An Ollama image (base64, no type) as a data URL; the type from the bytes' signature."""
+    head = base64.b64decode(data[:16] + "=" * (-len(data[:16]) % 4), validate=False)
+    kind = "png" if head.startswith(b"\x89PNG") else "gif" if head.startswith(b"GIF8") else \
+        "webp" if head[8:12] == b"WEBP" else "jpeg"
+    return f"data:image/{kind};base64,{data}"
+
+
+def _params(messages: list[_Message], common: _Common) -> ChatParams:
+    known, extra = common.settings()
+    raw: list[dict[str, Any]] = []
+    unanswered: list[tuple[str, str]] = []  # (id, tool name) of the calls made so far and not yet answered
+    calls_made = 0
+    for i, m in enumerate(messages):
+        item: dict[str, Any] = {"role": m.role, "content": m.content}
+        if m.images:
+            parts: list[dict[str, Any]] = [{"type": "text", "text": m.content}]
+            parts += [{"type": "image_url", "image_url": {"url": _image_url(image)}} for image in m.images]
+            item["content"] = parts
+        if m.tool_calls:  # OpenAI's shape: an id per call, arguments as a JSON string
+            item["tool_calls"] = []
+            for call in m.tool_calls:
+                function = call.get("function") if isinstance(call, dict) else None
+                if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+                    raise InvalidRequest(f"messages[{i}].tool_calls: each needs function.name")
+                if not isinstance(function.get("arguments") or {}, dict):
+                    raise InvalidRequest(f"messages[{i}].tool_calls: function.arguments must be an object")
+                given = call.get("id")
+                call_id = given if isinstance(given, str) and given else f"call_{calls_made}"
+                calls_made += 1
+                unanswered.append((call_id, function["name"]))
+                item["tool_calls"].append({"id": call_id, "type": "function", "function": {
+                    "name": function["name"], "arguments": json.dumps(function.get("arguments") or {})}})
+        if m.role == "tool" and unanswered:  # answers the call it names, or the call of that tool, or the oldest
+            match = next((c for c in unanswered if c[0] == m.tool_call_id), None) or next(
+                (c for c in unanswered if c[1] == m.tool_name), unanswered[0])
+            unanswered.remove(match)
+            item["tool_call_id"] = match[0]
+            item["name"] = m.tool_name or match[1]
+        raw.append(item)
+    return ChatParams(
+        messages=tuple(Message(m.role, m.content) for m in messages), raw_messages=tuple(raw), extra=extra, **known
+    )
+
+
+def _is_load(body: _Common) -> bool:
+    """Nothing to answer: no messages, or an empty prompt without images (Ollama loads the model, or unloads it)."""
+    if isinstance(body, _ChatRequest):
+        return not body.messages
+    return isinstance(body, _GenerateRequest) and not body.prompt and not body.images and not body.system
+
+
+def _details(owner: str) -> dict[str, Any]:
+    """A model's ``details`` as Ollama lists them: the family is the upstream serving it (or "router")."""
+    return {"parent_model": "", "format": "", "family": owner, "families": [owner], "parameter_size": "",
+            "quantization_level": ""}
+
+
+def _stamp() -> str:
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e9):09d}Z"
+
+
+def _line(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+
+
+def _whole_call(call: ToolCall) -> dict[str, Any]:
+    try:
+        arguments = arguments_object(call)
+    except ValueError as exc:
+        raise UpstreamStreamError(str(exc)) from None
+    return {"function": {"name": call.name, "arguments": arguments}}
+
+
+class OllamaCodec:
+    """A refusal as Ollama's ``{"error": ...}``, with the error's status."""
+
+    def refusal(self, error: GatewayError, x: Exchange) -> Response:
+        message = f"model '{x.requested}' not found" if isinstance(error, ModelNotFound) and x.api == "ollama/show" else str(error)
+        headers = x.id_headers() | ({"retry-after": error.retry_after} if error.retry_after else {})
+        if error.route is not None:
+            headers["x-route-model"] = error.route.model
+        return JSONResponse({"error": message}, status_code=error.http_status, headers=headers)
+
+
+class OllamaApi:
+    def __init__(self, chat: ChatService) -> None:
+        self._chat = chat
+
+    async def _read(self, request: Request, schema: type[Body]) -> Body:
+        body = await read_json(request, self._chat.limits)
+        _ignored(body, schema)
+        return validated(schema, body, self._chat.limits, _shape)
+
+    async def chat(self, request: Request, x: Exchange) -> Response:
+        return await self._answer(await self._read(request, _ChatRequest), x, "message")
+
+    async def generate(self, request: Request, x: Exchange) -> Response:
+        return await self._answer(await self._read(request, _GenerateRequest), x, "response")
+
+    async def tags(self, request: Request, x: Exchange) -> Response:
+        models = [
+            {"name": name, "model": name, "modified_at": "2026-01-01T00:00:00Z", "size": 0, "digest": "",
+             "details": _details(owner)}
+            for name, owner, _ in self._chat.models()
+        ]
+        return JSONResponse({"models": models}, headers=x.id_headers())
+
+    async def embed(self, request: Request, x: Exchange) -> Response:
+        """Ollama's ``POST /api/embed``: ``input`` (a string or strings) -> ``embeddings``."""
+        return await self._embed(await self._read(request, _EmbedRequest), x)
+
+    async def embeddings(self, request: Request, x: Exchange) -> Response:
+        """Ollama's older ``POST /api/embeddings``: one ``prompt`` -> one ``embedding``."""
+        return await self._embed(await self._read(request, _LegacyEmbedRequest), x)
+
+    async def _embed(self, body: _EmbedRequest | _LegacyEmbedRequest, x: Exchange) -> Response:
+        x.requested = body.model
+        given = body.prompt if isinstance(body, _LegacyEmbedRequest) else body.input
+        options = body.model_dump(exclude={"model", "input", "prompt"}, exclude_none=True)
+        embedded = await self._chat.embeddings.embed(body.model, given, options)
+        if isinstance(body, _LegacyEmbedRequest):
+            return JSONResponse({"embedding": embedded.vectors[0]}, headers=x.id_headers())
+        answer: dict[str, Any] = {
+            "model": body.model, "embeddings": embedded.vectors,
+            "total_duration": int((time.perf_counter() - x.started) * 1e9), "load_duration": 0,
+        }
+        if embedded.prompt_tokens is not None:
+            answer["prompt_eval_count"] = embedded.prompt_tokens
+        return JSONResponse(answer, headers=x.id_headers())
+
+    async def show(self, request: Request, x: Exchange) -> Response:
+        """Enough for Ollama clients that ask before they chat (the ollama CLI, Open WebUI): the model's
+        family (its upstream) and capabilities; the gateway has no weights, template or parameters to show."""
+        body = await self._read(request, _ShowRequest)
+        name = x.requested = body.model or body.name or ""
+        can = self._chat.capabilities(name)
+        owner = next((o for n, o, _ in self._chat.models() if n == name), "router")
+        return JSONResponse({
+            "modelfile": f"# {name}: served through the routestack gateway\n", "parameters": "", "template": "",
+            "details": _details(owner), "model_info": {}, "modified_at": "2026-01-01T00:00:00Z",
+            "capabilities": ["completion", *(c for c in ("tools", "vision") if c in can)],
+        }, headers=x.id_headers())
+
+    async def ps(self, request: Request, x: Exchange) -> Response:
+        """Ollama lists the models loaded in memory; the gateway loads none (its upstreams do)."""
+        return JSONResponse({"models": []}, headers=x.id_headers())
+
+    async def version(self, request: Request, x: Exchange) -> Response:
+        try:
+            ours = version("routestack")
+        except PackageNotFoundError:  # run from a source tree
+            ours = "0.0.0"
+        return JSONResponse({"version": ours}, headers=x.id_headers())
+
+    async def _answer(self, body: _Common, x: Exchange, field: str) -> Response:
+        x.requested = body.model
+        if _is_load(body):  # Ollama's "load this model" (or unload): the ollama CLI sends one before a chat
+            self._chat.catalog.resolve(body.model)  # an unknown name is still a 404
+            reason = "unload" if body.keep_alive in (0, "0", "0s") else "load"
+            done: dict[str, Any] = {"model": body.model, "created_at": _stamp(), "done": True, "done_reason": reason}
+            done.update({"message": {"role": "assistant", "content": ""}} if field == "message" else {"response": ""})
+            return JSONResponse(done, headers=x.id_headers())
+        if isinstance(body, _ChatRequest):
+            params = _params(body.messages, body)
+        else:
+            assert isinstance(body, _GenerateRequest)
+            messages = ([_Message(role="system", content=body.system)] if body.system else []) + [
+                _Message(role="user", content=body.prompt, images=body.images)
+            ]
+            params = _params(messages, body)
+        stream = await self._chat.open(body.model, params, x)
+        headers = x.id_headers() | {"x-route-model": stream.route.model}
+        if body.stream:
+            return EventStream(self._lines(stream, field, x), "application/x-ndjson", headers)
+        return JSONResponse(await self._whole(stream, field, x), headers=headers)
+
+    async def _whole(self, stream: ChatStream, field: str, x: Exchange) -> dict[str, Any]:
+        """A non-streamed answer; a failure is still the error's own status (nothing was sent)."""
+        whole: dict[str, Any] = {}
+        text: list[str] = []
+        thinking: list[str] = []
+        calls: list[dict[str, Any]] = []
+        async for item in self._events(stream, field, x, whole=True):
+            if item["done"]:
+                whole = item
+                continue
+            part = item["message"] if field == "message" else item
+            text.append(part["content"] if field == "message" else part["response"])
+            thinking.append(part.get("thinking", ""))
+            calls.extend(part.get("tool_calls", ()))
+        answer: dict[str, Any] = {"role": "assistant", "content": "".join(text)} if field == "message" else {"response": "".join(text)}
+        if any(thinking):
+            answer["thinking"] = "".join(thinking)
+        if calls:
+            answer["tool_calls"] = calls
+        if field == "message":
+            whole["message"] = answer
+        else:
+            whole.update(answer)
+        return whole
+
+    async def _lines(self, stream: ChatStream, field: str, x: Exchange) -> AsyncIterator[bytes]:
+        async for item in self._events(stream, field, x):
+            yield _line(item)
+
+    async def _events(
+        self, stream: ChatStream, field: str, x: Exchange, *, whole: bool = False
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Ollama's chunks: text, then the final one with the counts. A failure mid-stream is a last
+        chunk ``{"error": ...}`` (Ollama's way), or, for a ``whole`` answer, the GatewayError itself."""
+        model = stream.route.model
+        calls = ToolCallAssembler()  # Ollama sends each call whole, arguments as an object
+
+        def piece(text: str, thinking: str = "", tool_calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+            if field == "message":
+                part: dict[str, Any] = {"role": "assistant", "content": text}
+                item = {"model": model, "created_at": _stamp(), "message": part, "done": False}
+            else:
+                part = item = {"model": model, "created_at": _stamp(), "response": text, "done": False}
+            if thinking:
+                part["thinking"] = thinking
+            if tool_calls:
+                part["tool_calls"] = tool_calls
+            return item
+
+        async with stream:
+            try:
+                async for event in stream.events():
+                    if isinstance(event, Delta):
+                        calls.add(event.tool_calls)
+                        if event.text or event.reasoning:
+                            yield piece(event.text, event.reasoning)
+                        continue
+                    if calls:  # each call whole, arguments as an object, before the last chunk
+                        yield piece("", tool_calls=[_whole_call(call) for call in calls.calls()])
+                    final = piece("")
+                    final.update(done=True, done_reason="stop" if event.reason == "tool_calls" else event.reason,
+                                 total_duration=int((time.perf_counter() - x.started) * 1e9), load_duration=0)
+                    if event.usage is not None:  # unknown counts are left out, never 0
+                        final.update(prompt_eval_count=event.usage.prompt_tokens, eval_count=event.usage.completion_tokens)
+                    yield final
+            except GatewayError as exc:
+                if whole:
+                    raise
+                yield {"error": str(exc)}

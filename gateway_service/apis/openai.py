@@ -1,0 +1,145 @@
+"""OpenAI's API on the gateway: /v1/chat/completions (SSE or JSON), /v1/embeddings, /v1/models.
+
+The official ``openai`` SDK works against it unchanged. The routing decision is in the answer's
+``model`` field and in ``x-route-*`` headers. Refusals are OpenAI's error JSON; an error after
+the first token is an SSE error event and the stream ends without ``data: [DONE]``, so no client
+mistakes it for success. Request ids, auth, access lines and the catch-all are the front door's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ..chat import ChatService
+from ..domain import Delta, Finish
+from ..embeddings import as_base64
+from ..errors import GatewayError
+from ..exchange import Exchange
+from ..stream import ChatStream
+from ..toolcalls import ToolCallAssembler
+from .body import read_model
+from .http_stream import EventStream
+from .openai_wire import (
+    ChatCompletionRequest,
+    ChunkWriter,
+    check_shape,
+    error_body,
+    message_body,
+    route_headers,
+    sse,
+    usage,
+)
+
+__all__ = ["OpenAIApi", "OpenAICodec"]
+
+
+class OpenAICodec:
+    """A refusal as OpenAI's error JSON, with how the model was chosen when routing had happened."""
+
+    def refusal(self, error: GatewayError, x: Exchange) -> Response:
+        headers = x.id_headers() | (route_headers(error.route) if error.route is not None else {})
+        if error.retry_after:
+            headers["retry-after"] = error.retry_after
+        return JSONResponse(error_body(str(error), error.error_type, error.code), error.http_status, headers)
+
+
+class _EmbeddingRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")  # passed on to OpenAI-compatible upstreams
+
+    model: str
+    input: Any
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
+    user: str | None = None
+
+
+def _no_shape(body: Any, limits: object) -> None:
+    """Embeddings inputs are counted by the embedding service (at most 2048)."""
+
+
+class OpenAIApi:
+    def __init__(self, chat: ChatService) -> None:
+        self._chat = chat
+
+    async def completions(self, request: Request, x: Exchange) -> Response:
+        body = await read_model(request, ChatCompletionRequest, self._chat.limits, check_shape)
+        x.requested = body.model
+        stream = await self._chat.open(body.model, body.params(), x)
+        headers = x.id_headers() | route_headers(stream.route)
+        completion_id = f"chatcmpl-{x.request_id}"
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            events = self._sse_events(stream, completion_id, include_usage)
+            return EventStream(events, "text/event-stream", {**headers, "cache-control": "no-cache"})
+        return await self._whole(stream, completion_id, headers)
+
+    async def _sse_events(self, stream: ChatStream, completion_id: str, include_usage: bool) -> AsyncIterator[bytes]:
+        base = {"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time()), "model": stream.route.model}
+        writer = ChunkWriter(base, include_usage)
+        async with stream:
+            # Events that are ready together go out in one write (one syscall, one packet): the role chunk
+            # with the first event (already in hand once the stream is open), the finish with usage and [DONE].
+            opening = writer.chunk({"role": "assistant", "content": ""})
+            try:
+                async for event in stream.events():
+                    if isinstance(event, Delta):
+                        yield opening + writer.delta(event)
+                    else:
+                        end = writer.chunk({}, event.reason)
+                        if include_usage:
+                            end += sse({**base, "choices": [], "usage": usage(event)})
+                        yield opening + end + b"data: [DONE]\n\n"
+                    opening = b""
+            except GatewayError as exc:  # after the first token: a last error event, and no [DONE]
+                yield opening + sse(error_body(str(exc), exc.error_type, exc.code))
+
+    async def _whole(self, stream: ChatStream, completion_id: str, headers: dict[str, str]) -> Response:
+        """A non-streamed answer; an upstream failure is still the error's own status (nothing was sent)."""
+        parts: list[str] = []
+        reasoning: list[str] = []
+        calls = ToolCallAssembler()
+        finish: Finish | None = None
+        async with stream:
+            async for event in stream.events():
+                if isinstance(event, Delta):
+                    parts.append(event.text)
+                    reasoning.append(event.reasoning)
+                    calls.add(event.tool_calls)
+                else:
+                    finish = event
+        assert finish is not None  # upstreams end with exactly one Finish
+        message = message_body("".join(parts), "".join(reasoning), calls.calls())
+        return JSONResponse(
+            {
+                "id": completion_id, "object": "chat.completion", "created": int(time.time()), "model": stream.route.model,
+                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish.reason}],
+                "usage": usage(finish),
+            },
+            headers=headers,
+        )
+
+    async def embeddings(self, request: Request, x: Exchange) -> Response:
+        """``POST /v1/embeddings``, answered by the upstream that serves the model."""
+        body = await read_model(request, _EmbeddingRequest, self._chat.limits, _no_shape)
+        x.requested = body.model
+        options = {k: v for k, v in body.model_dump(exclude={"model", "input", "encoding_format"}).items() if v is not None}
+        embedded = await self._chat.embeddings.embed(body.model, body.input, options)
+        encode = as_base64 if body.encoding_format == "base64" else (lambda vector: vector)
+        answer: dict[str, Any] = {
+            "object": "list",
+            "data": [{"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(embedded.vectors)],
+            "model": body.model,
+        }
+        if embedded.prompt_tokens is not None:  # unknown is left out, never 0
+            answer["usage"] = {"prompt_tokens": embedded.prompt_tokens, "total_tokens": embedded.prompt_tokens}
+        return JSONResponse(answer, headers=x.id_headers())
+
+    async def models(self, request: Request, x: Exchange) -> Response:
+        data = [{"id": i, "object": "model", "created": 0, "owned_by": owner} for i, owner, _ in self._chat.models()]
+        return JSONResponse({"object": "list", "data": data}, headers=x.id_headers())

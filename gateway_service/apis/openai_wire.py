@@ -1,0 +1,263 @@
+"""OpenAI's chat-completions wire format: the request the gateway reads, the bodies and events it writes."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ..config import LimitSettings
+from ..domain import ChatParams, Delta, Finish, Message, RouteDecision, ToolCall
+from ..errors import InvalidRequest, TooLarge
+from ..toolcalls import wire_fragment
+
+__all__ = [
+    "ChatCompletionRequest",
+    "ChunkWriter",
+    "check_shape",
+    "delta_body",
+    "describe",
+    "error_body",
+    "message_body",
+    "route_headers",
+    "sse",
+    "usage",
+]
+
+
+class _ImageUrl(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    url: str
+    detail: str | None = None
+
+
+class _ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")  # input_audio, file: passed on as sent
+
+    type: str
+    text: str | None = None
+    image_url: _ImageUrl | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> _ContentPart:
+        if self.type == "text" and self.text is None:
+            raise ValueError("a text part needs text")
+        if self.type == "image_url" and self.image_url is None:
+            raise ValueError("an image_url part needs image_url: {\"url\": ...}")
+        return self
+
+
+class _Function(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    arguments: str  # JSON text, as OpenAI carries it
+
+
+class _ToolCall(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    type: Literal["function"] = "function"
+    function: _Function
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="allow")  # what else a message carries is passed on as sent
+
+    role: str
+    content: str | list[_ContentPart] | None = None
+    tool_calls: list[_ToolCall] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        """The text the router and the limits see: text parts only (images and audio are passed on)."""
+        if self.content is None or isinstance(self.content, str):
+            return self.content or ""
+        return "".join(part.text or "" for part in self.content if part.type == "text")
+
+
+class _JsonSchema(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class _ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: _JsonSchema | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> _ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("type json_schema needs json_schema: {\"name\": ..., \"schema\": {...}}")
+        return self
+
+
+class _StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    """OpenAI's request: the fields the gateway reads or checks, and every other one kept to pass on."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    messages: list[_Message]  # empty: refused by the chat core, in the same words for every API
+    stream: bool = False
+    stream_options: _StreamOptions | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: Literal[1] | None = None
+    response_format: _ResponseFormat | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+
+    def params(self) -> ChatParams:
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        extra = dict(self.model_extra or {})
+        for name in ("response_format", "tools", "tool_choice"):  # checked here, passed on as sent
+            if name in self.model_fields_set:
+                value = getattr(self, name)
+                extra[name] = value.model_dump(by_alias=True, exclude_unset=True) if isinstance(value, BaseModel) else value
+        return ChatParams(
+            messages=tuple(Message(m.role, m.text()) for m in self.messages),
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_tokens=self.max_completion_tokens or self.max_tokens,
+            stop=stop,
+            seed=self.seed,
+            raw_messages=tuple(m.model_dump(exclude_unset=True) for m in self.messages),
+            extra=extra,
+        )
+
+
+def check_shape(body: Any, limits: LimitSettings) -> None:
+    """Refuse a parsed body that is too big before it is validated (validating 150k content parts takes
+    seconds: counted first, they cost milliseconds)."""
+    messages = body.get("messages") if isinstance(body, dict) else None
+    if not isinstance(messages, list):
+        return
+    if len(messages) > limits.max_messages:
+        raise InvalidRequest(f"{len(messages)} messages, more than limits.max_messages={limits.max_messages}")
+    parts = images = 0
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            parts += len(content)
+            images += sum(1 for part in content if isinstance(part, dict) and part.get("type") == "image_url")
+    if parts > limits.max_content_parts:
+        raise TooLarge(f"{parts} content parts, more than limits.max_content_parts={limits.max_content_parts}")
+    if images > limits.max_images:
+        raise TooLarge(f"{images} images, more than limits.max_images={limits.max_images}")
+
+
+def describe(exc: ValidationError) -> str:
+    """A validation error in one line: the most specific place, what is wrong there, and how many more.
+
+    Union members (``str``, ``list[...]``) are left out of the place; where a value fits none of a
+    union's shapes, each shape's complaint is said."""
+    errors = exc.errors()
+
+    def place(error: Any) -> list[str | int]:
+        return [p for p in error["loc"] if not (isinstance(p, str) and ("[" in p or p in _SCALARS))]
+
+    deepest = max(len(place(e)) for e in errors)
+    chosen = [e for e in errors if len(place(e)) == deepest]
+    where = ".".join(str(p) for p in place(chosen[0])) or "body"
+    said = " or ".join(dict.fromkeys(_INSTANCE.sub("", e["msg"]) for e in chosen if place(e) == place(chosen[0])))
+    more = f" ({len(errors)} errors)" if len(errors) > 1 else ""
+    return f"invalid request: {where}: {said}{more}"
+
+
+_SCALARS = frozenset({"str", "int", "float", "bool", "none"})
+_INSTANCE = re.compile(r" or instance of \w+")
+
+
+def error_body(message: str, error_type: str, code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+
+
+def route_headers(route: RouteDecision) -> dict[str, str]:
+    return {
+        "x-route-model": route.model,
+        "x-route-routed": str(route.routed).lower(),
+        "x-route-score": f"{route.score:.6f}",
+        "x-route-threshold": f"{route.threshold:.6f}",
+        "x-route-degraded": str(route.degraded).lower(),
+        "x-route-fallback": str(route.fallback).lower(),
+        "x-route-budget-limited": str(route.budget_limited).lower(),
+        **({"x-route-rerouted-for": route.rerouted_for} if route.rerouted_for else {}),
+    }
+
+
+def sse(data: Any) -> bytes:
+    return f"data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+class ChunkWriter:
+    """A stream's ``chat.completion.chunk`` events. Everything but the delta is the same in every chunk
+    of a stream, so it is encoded once; a content-only delta (nearly all of them) costs one string
+    encode. The bytes are those ``sse()`` writes for the whole object."""
+
+    def __init__(self, base: dict[str, Any], include_usage: bool) -> None:
+        self._base = base
+        self._extra: dict[str, Any] = {"usage": None} if include_usage else {}
+        head = json.dumps(base, separators=(",", ":"))[:-1]
+        self._head = f'data: {head},"choices":[{{"index":0,"delta":'.encode()
+        tail = ',"usage":null' if include_usage else ""
+        self._tail = f',"logprobs":null,"finish_reason":null}}]{tail}}}\n\n'.encode()
+
+    def delta(self, delta: Delta) -> bytes:
+        if delta.tool_calls or delta.reasoning or not delta.text:
+            body = json.dumps(delta_body(delta), separators=(",", ":"))
+        else:
+            body = '{"content":' + json.dumps(delta.text) + "}"
+        return self._head + body.encode() + self._tail
+
+    def chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return sse({**self._base, "choices": [choice], **self._extra})
+
+
+def usage(finish: Finish) -> dict[str, int] | None:
+    """The token counts the upstream reported; None (JSON null) when it reported none (llama.cpp's
+    server in streams): a usage of 0 tokens would be a wrong number, not a missing one."""
+    if finish.usage is None:
+        return None
+    u = finish.usage
+    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens}
+
+
+def delta_body(delta: Delta) -> dict[str, Any]:
+    """A streamed chunk's ``delta``, as OpenAI streams it: content, tool-call fragments, reasoning."""
+    body: dict[str, Any] = {"content": delta.text} if delta.text or not (delta.tool_calls or delta.reasoning) else {}
+    if delta.tool_calls:
+        body["tool_calls"] = [wire_fragment(call) for call in delta.tool_calls]
+    if delta.reasoning:
+        body["reasoning_content"] = delta.reasoning
+    return body
+
+
+def message_body(text: str, reasoning: str, tool_calls: list[ToolCall]) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": text or (None if tool_calls else ""), "refusal": None}
+    if tool_calls:
+        message["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in tool_calls
+        ]
+    if reasoning:
+        message["reasoning_content"] = reasoning
+    return message

@@ -1,0 +1,51 @@
+"""One request of any API, from its first byte to its access line: what the front door and the chat core share.
+
+The front door (``apis/frontdoor.py``) makes an ``Exchange`` for every request, HTTP or gRPC; the
+chat core reads the request id and the caller from it, and an opened stream leaves its record
+in it when it ends, so the one access line carries both the request and its stream.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Exchange"]
+
+
+@dataclass(eq=False)
+class Exchange:
+    api: str  # the endpoint, e.g. "openai/chat", "ollama/embed", "grpc/Chat": a bounded metric label
+    request_id: str
+    id_note: str | None = None  # why the caller's x-request-id was replaced, if it was
+    client_key: str | None = None  # the caller's bearer token: an identity only where auth checks it
+    started: float = field(default_factory=time.perf_counter)
+    requested: str = ""  # the model the request named
+    status: int | str = 200  # HTTP status, or a gRPC status name
+    outcome: str = "ok"
+    error: str = ""
+    stream: dict[str, Any] | None = None  # an opened stream's record, left here when it closes
+    cut: bool = False  # the gateway is ending this request: the shutdown grace is over
+
+    def id_headers(self) -> dict[str, str]:
+        headers = {"x-request-id": self.request_id}
+        if self.id_note:
+            headers["x-request-id-note"] = self.id_note
+        return headers
+
+    def ended(self, status: int | str, outcome: str, error: str = "") -> None:
+        self.status, self.outcome, self.error = status, outcome, error
+
+    def record(self) -> dict[str, Any]:
+        """The access line: the request, how it ended, and its stream's figures when one opened. Never
+        prompts or keys."""
+        record: dict[str, Any] = {
+            "request_id": self.request_id, "api": self.api, "requested": self.requested, "status": self.status,
+            "outcome": self.outcome, "total_ms": round((time.perf_counter() - self.started) * 1e3, 2),
+        }
+        if self.error:
+            record["error"] = self.error[:500]
+        if self.stream is not None:
+            record.update(self.stream)
+        return record
