@@ -88,7 +88,8 @@ class RouterAdminServicer(router_pb2_grpc.RouterAdminServicer):
     async def ReloadScorers(
         self, request: router_pb2.ReloadScorersRequest, context: Context
     ) -> router_pb2.ReloadScorersResponse:
-        if any(not path for path in request.paths.values()):
-            raise InvalidRequest("paths: a scorer's path is empty")
+        for name, path in request.paths.items():
+            if not path or "\0" in path or len(path) > 4096:
+                raise InvalidRequest(f"paths[{name}]: give a file path (not empty, no NUL, at most 4096 characters)")
         reloaded = await self._engine.reload({name: Path(path) for name, path in request.paths.items()})
         return router_pb2.ReloadScorersResponse(serving=description_to_pb(reloaded.description), swapped=reloaded.swapped)

@@ -18,7 +18,11 @@ class OnnxScorer:
     """Loads a scorer file and its metadata (models, pair, embedder, thresholds)."""
 
     def __init__(self, name: str, path: Path) -> None:
-        if not path.is_file():
+        try:
+            found = path.is_file()
+        except (OSError, ValueError) as exc:  # a NUL in it, a name too long for the file system
+            raise ConfigError(f"scorers[{name}].path is not a usable file path ({exc})") from None
+        if not found:
             raise ConfigError(f"scorers[{name}].path: {path} does not exist")
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
@@ -39,8 +43,35 @@ class OnnxScorer:
         self.name = name
         self.path = path
         self._stamp = _file_stamp(path)
+        self._check(f"scorers[{name}].path: {path}")
         self.strong_index = self.models.index(self.strong_model)
         self.weak_index = self.models.index(self.weak_model)
+
+    def _check(self, where: str) -> None:
+        """What serving relies on, checked once here, so a broken file is refused at load (and at reload)
+        rather than making every Route fail: the pair among the models, one output per model, and sane
+        calibrated thresholds."""
+        if not self.models or not all(isinstance(m, str) and m for m in self.models):
+            raise ConfigError(f"{where}: scorer.models must list model names; it lists {list(self.models)[:5]}")
+        for role, model in (("strong", self.strong_model), ("weak", self.weak_model)):
+            if model not in self.models:
+                raise ConfigError(f"{where}: its {role} model {model!r} is not among its models {list(self.models)[:10]}")
+        for share, threshold in self.thresholds.items():
+            if not (0.0 < share < 1.0 and 0.0 <= threshold <= 1.0):  # NaN fails both
+                raise ConfigError(f"{where}: calibrated threshold {threshold} for share {share}: "
+                                  "shares must be within (0, 1) and thresholds within [0, 1]")
+        if self.embedding_dim < 1:
+            raise ConfigError(f"{where}: embedder.dim is {self.embedding_dim}")
+        try:
+            scores = self.model_scores_sync(np.zeros((2, self.embedding_dim), dtype=np.float32))
+        except Exception as exc:
+            raise ConfigError(f"{where}: scoring a batch of {self.embedding_dim}-dim embeddings failed ({exc})") from exc
+        if scores.shape != (2, len(self.models)):
+            raise ConfigError(
+                f"{where}: it scores {scores.shape[-1] if scores.ndim else 0} models a prompt but lists {len(self.models)}"
+            )
+        if not np.isfinite(scores).all():
+            raise ConfigError(f"{where}: it gives non-finite scores")
 
     def is_file(self, path: Path) -> bool:
         """True when ``path`` is the file this scorer was loaded from, unchanged since."""

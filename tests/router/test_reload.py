@@ -126,6 +126,43 @@ async def test_a_bad_file_is_refused_and_the_serving_scorer_stays(stubs, tmp_pat
     assert (await route.Route(RouteRequest(prompt=PROMPTS[0]), timeout=10)).scorer_version == "v1"
 
 
+def with_props(source: Path, out: Path, **changes: str) -> Path:
+    """A copy of a scorer file with changed metadata: what a careless hand or tool might write."""
+    model = onnx.load(str(source))
+    props = {p.key: p.value for p in model.metadata_props} | {k.replace("__", "."): v for k, v in changes.items()}
+    onnx.helper.set_model_props(model, props)
+    onnx.save_model(model, str(out))
+    return out
+
+
+BROKEN = {
+    "more models than outputs": (
+        {"scorer__models": '["a", "b", "gpt-4-1106-preview", "mixtral-8x7b-instruct-v0.1"]'}, "scores 2 models a prompt but lists 4"),
+    "NaN threshold": ({"scorer__thresholds": '{"0.5": NaN}'}, "calibrated threshold nan"),
+    "strong model missing": ({"scorer__strong_model": "gone"}, "strong model 'gone' is not among its models"),
+    "no models": ({"scorer__models": "[]"}, "scorer.models must list model names"),
+}
+
+
+@pytest.mark.parametrize("broken", list(BROKEN), ids=list(BROKEN))
+async def test_a_broken_scorer_file_is_refused_before_it_serves(stubs, tmp_path, broken: str) -> None:
+    """Issue #28.8: a models list longer than the output reloaded, then every Route was INTERNAL; a NaN
+    threshold sent every share request strong; a missing strong model or none at all gave INTERNAL."""
+    route, admin = stubs
+    changes, expected = BROKEN[broken]
+    bad = with_props(DIFFICULTY, tmp_path / "broken.onnx", **changes)
+    code, details = await status_of(admin.ReloadScorers(ReloadScorersRequest(paths={"main": str(bad)}), timeout=30))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and expected in details, details
+    assert (await route.Route(RouteRequest(prompt=PROMPTS[1], strong_share=0.5), timeout=10)).scorer_version == "v1"
+
+
+@pytest.mark.parametrize("path", ["bad\0path.onnx", "x" * 10_000], ids=["NUL", "10 KB"])
+async def test_an_unusable_path_is_invalid_argument(stubs, path: str) -> None:
+    _, admin = stubs
+    code, details = await status_of(admin.ReloadScorers(ReloadScorersRequest(paths={"main": path}), timeout=30))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "give a file path" in details
+
+
 async def test_unknown_scorer_name_is_invalid_argument(stubs, tmp_path) -> None:
     _, admin = stubs
     code, details = await status_of(admin.ReloadScorers(ReloadScorersRequest(paths={"nope": str(MF)}), timeout=30))
