@@ -101,14 +101,21 @@ def data_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def embedding_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One embedding cache for the training CLI tests: each used to embed the same slice again (~400 s of
+    the suite); the cache is keyed by text, so sharing it changes no result."""
+    return tmp_path_factory.mktemp("embedding-cache")
+
+
 def cli(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_")}
     env["XDG_CACHE_HOME"] = str(cache)  # the test's own embedding cache
     return subprocess.run([sys.executable, "-m", "router_service", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
 
 
-def test_train_calibrate_eval_round_trip(data_slice: Path, tmp_path: Path) -> None:
-    cache, scorer = tmp_path / "cache", tmp_path / "scorer.onnx"
+def test_train_calibrate_eval_round_trip(data_slice: Path, tmp_path: Path, embedding_cache: Path) -> None:
+    cache, scorer = embedding_cache, tmp_path / "scorer.onnx"
     mf = ("--method", "mf", "--epochs", "2", "--dim", "16")
     trained = cli("train", "--data-dir", str(data_slice), "--out", str(scorer), *mf, cache=cache)
     assert trained.returncode == 0, trained.stderr
@@ -140,11 +147,11 @@ def test_train_calibrate_eval_round_trip(data_slice: Path, tmp_path: Path) -> No
     assert "random" in evaluated.stdout and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_train_defaults_to_the_difficulty_scorer(data_slice: Path, tmp_path: Path) -> None:
+def test_train_defaults_to_the_difficulty_scorer(data_slice: Path, tmp_path: Path, embedding_cache: Path) -> None:
     from router_service.adapters.scorer import OnnxScorer
 
     out = tmp_path / "difficulty.onnx"
-    trained = cli("train", "--data-dir", str(data_slice), "--out", str(out), "--no-eval", cache=tmp_path / "cache")
+    trained = cli("train", "--data-dir", str(data_slice), "--out", str(out), "--no-eval", cache=embedding_cache)
     assert trained.returncode == 0, trained.stderr
     scorer = OnnxScorer("difficulty", out)
     assert scorer.models == ("gpt-4-1106-preview", "mixtral-8x7b-instruct-v0.1")
@@ -231,12 +238,14 @@ def own_labels(root: Path, strong: str, weak: str) -> Path:
     return root
 
 
-def test_own_labels_train_beside_the_shared_data_with_a_weight(data_slice: Path, tmp_path: Path) -> None:
+def test_own_labels_train_beside_the_shared_data_with_a_weight(
+    data_slice: Path, tmp_path: Path, embedding_cache: Path
+) -> None:
     from router_service.adapters.scorer import OnnxScorer
 
     strong, weak = "llama3.1:70b", "llama3.1:8b"
     labels = own_labels(tmp_path / "labels", strong, weak)
-    cache = tmp_path / "cache"
+    cache = embedding_cache
     base, mine = tmp_path / "base.onnx", tmp_path / "mine.onnx"
     pair = ("--strong", strong, "--weak", weak)
     trained = cli("train", "--data-dir", str(data_slice), "--data-dir", f"{labels}:5", *pair, "--out", str(mine), cache=cache)
