@@ -13,6 +13,7 @@ unless the config says so.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -194,6 +195,23 @@ class ModelSettings(Section):
     cost: float = Field(1.0, ge=0)
 
 
+class RuleSettings(Section):
+    """A prompt that matches ``pattern`` (a regular expression, case-insensitive, searched in the routed
+    text: the last user message) goes to ``tier`` without being scored."""
+
+    name: str = Field(min_length=1, max_length=64)
+    pattern: str = Field(min_length=1)
+    tier: Literal["weak", "strong"] = "weak"
+
+    @model_validator(mode="after")
+    def _compiles(self) -> RuleSettings:
+        try:
+            re.compile(self.pattern)
+        except re.error as exc:
+            raise ValueError(f"rule {self.name!r}: pattern is not a regular expression ({exc})") from None
+        return self
+
+
 class RoutingSettings(Section):
     strong_model: str = Field("llama3.1:8b", min_length=1, description="your model for the scorer's strong role")
     weak_model: str = Field("llama3.2:1b", min_length=1, description="your model for the scorer's weak role")
@@ -212,6 +230,11 @@ class RoutingSettings(Section):
         None, ge=0, description="at most this many strong calls per budget_window_s (per replica); then weak, flagged"
     )
     budget_window_s: float = Field(60.0, gt=0, description="the window of strong_budget; it refills continuously")
+    utility_rule: bool = Field(
+        True, description="clients' background tasks (titles, tags, follow-ups, search queries, autocompletion, "
+        "language or topic detection) go weak without being scored: the built-in rule 'client-utility'",
+    )
+    rules: tuple[RuleSettings, ...] = Field((), description="your own rules, tried before the built-in one")
 
 
 class LimitSettings(Section):

@@ -79,6 +79,7 @@ class Decision:
     embedding_cached: bool
     candidates: tuple[CandidateScore, ...] = ()  # only when the caller gave candidates
     budget_limited: bool = False  # routed weak because the strong-call budget was spent
+    rule: str = ""  # the rule that decided (the prompt was not scored)
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from .errors import ConfigError, DeadlineExceeded, InvalidRequest, ReloadRejecte
 from .metrics import RouterMetrics
 from .pipeline import ScoringPipeline
 from .routing import Plan, RoutingPolicy
+from .rules import Rule
 from .shadow import ShadowRecord
 
 __all__ = ["Reloaded", "RouteEngine", "open_engine"]
@@ -132,17 +133,31 @@ class RouteEngine:
         started = time.perf_counter()
         pipeline = generation.pipeline
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
-        try:
-            async with asyncio.timeout(timeout):
-                rows, cached, stages = await pipeline.scores([plan.text for plan in plans], deadline)
-        except TimeoutError:
-            raise DeadlineExceeded(
-                f"the call's deadline passed after {(time.perf_counter() - started) * 1e3:.1f} ms "
-                f"while embedding ({pipeline.embedder.name})"
-            ) from None
-        timings = Timings(stages.embed_ms, stages.score_ms, (time.perf_counter() - started) * 1e3)
-        decisions = [self._decide(generation, plan, row, hit, timings) for plan, row, hit in zip(plans, rows, cached, strict=True)]
-        for decision in decisions:
+        scored = [plan for plan in plans if plan.rule is None]  # a rule's prompts are not embedded
+        embed_ms = score_ms = 0.0
+        rows: Sequence[np.ndarray] | np.ndarray = ()
+        cached: Sequence[bool] = ()
+        if scored:
+            try:
+                async with asyncio.timeout(timeout):
+                    rows, cached, stages = await pipeline.scores([plan.text for plan in scored], deadline)
+            except TimeoutError:
+                raise DeadlineExceeded(
+                    f"the call's deadline passed after {(time.perf_counter() - started) * 1e3:.1f} ms "
+                    f"while embedding ({pipeline.embedder.name})"
+                ) from None
+            embed_ms, score_ms = stages.embed_ms, stages.score_ms
+        timings = Timings(embed_ms, score_ms, (time.perf_counter() - started) * 1e3)
+        results = iter(zip(rows, cached, strict=True))
+        decisions = [
+            self._by_rule(generation, plan, plan.rule, timings) if plan.rule is not None
+            else self._decide(generation, plan, *next(results), timings)
+            for plan in plans
+        ]
+        for plan, decision in zip(plans, decisions, strict=True):
+            if plan.rule is not None:
+                self.metrics.ruled(decision.model, plan.rule.name)
+                continue
             self.metrics.decided(
                 decision.model, decision.scorer_name, decision.score, decision.embedding_cached,
                 timings.embed_ms, timings.score_ms,
@@ -156,11 +171,21 @@ class RouteEngine:
                 )
         return decisions
 
+    def _by_rule(self, generation: _Generation, plan: Plan, rule: Rule, timings: Timings) -> Decision:
+        choice = generation.policy.by_rule(plan, rule)
+        return Decision(
+            model=choice.model, score=0.0, threshold=choice.threshold, routed_strong=choice.routed_strong,
+            scorer_name="", scorer_version="", timings=timings, embedding_cached=False,
+            budget_limited=choice.budget_limited, rule=rule.name,
+        )
+
     def _decide(self, generation: _Generation, plan: Plan, row: np.ndarray, cached: bool, timings: Timings) -> Decision:
         policy, columns = generation.policy, generation.pipeline.columns
         model_scores = row[columns[plan.scorer.name]]
         choice = policy.choose(plan, model_scores)
-        realised = policy.observe(plan, model_scores, choice.routed_strong)
+        # The live-share window estimates the spread of distinct prompts: a repeat (a tool loop re-sending its
+        # last user message, a client's retry) or a caller's own threshold would tilt it for everyone.
+        realised = policy.observe(plan, model_scores, choice.routed_strong) if plan.observed and not cached else None
         if policy.budget is not None:
             self.metrics.budget(policy.budget.left, choice.budget_limited)
         if realised is not None and plan.share is not None:

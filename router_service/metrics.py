@@ -21,6 +21,10 @@ class RouterMetrics:
         self.decisions = Counter(
             "router_route_decisions_total", "Route decisions by chosen model", ["model", "scorer"], registry=self.registry
         )
+        self.rule_decisions = Counter(
+            "router_rule_decisions_total", "Route decisions made by a rule (not scored), by model and rule",
+            ["model", "rule"], registry=self.registry,
+        )
         self.score = Histogram(
             "router_route_score", "Predicted strong win rate of routed prompts",
             buckets=tuple(i / 20 for i in range(1, 21)), registry=self.registry,
@@ -98,6 +102,10 @@ class RouterMetrics:
         labels = {"scorer": scorer if scorer in self._scorers else "other", "share": f"{round(share * 100)}"}
         self.realised_share.labels(**labels).set(realised)
         self.live_threshold.labels(**labels).set(threshold)
+
+    def ruled(self, model: str, rule: str) -> None:
+        """A decision by a rule (rules come from the config: a bounded label)."""
+        self.rule_decisions.labels(model=model if model in self._known else "other", rule=rule).inc()
 
     def decided(self, model: str, scorer: str, score: float, cached: bool, embed_ms: float, score_ms: float) -> None:
         self.decisions.labels(

@@ -26,6 +26,7 @@ from .config import LimitSettings, RoutingSettings
 from .domain import CandidateRequest, RouteQuery
 from .errors import ConfigError, InvalidRequest, Uncalibrated, UnknownScorer
 from .mf import sigmoid
+from .rules import Rule, Rules
 from .share import LiveShare
 
 __all__ = ["Choice", "Plan", "RoutingPolicy"]
@@ -51,6 +52,8 @@ class Plan:
     candidates: tuple[Candidate, ...]  # cheapest first; the last is the strongest
     explicit_candidates: bool
     share: float | None = None  # the strong share asked for, when the threshold comes from one
+    observed: bool = True  # enters the live-share window: not when the caller named its own threshold
+    rule: Rule | None = None  # a rule decides: the text is not scored
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ class RoutingPolicy:
     ) -> None:
         self._routing = routing
         self._limits = limits
+        self.rules = Rules(routing)
         self.scorers = dict(scorers)
         self.shadow_of = dict(shadows or {})
         self.default_scorer = next(name for name in self.scorers if name not in self.shadow_of)
@@ -133,7 +137,20 @@ class RoutingPolicy:
                 self._candidate(self._routing.weak_model, "weak", self._routing.weak_cost, scorer),
                 self._candidate(self._routing.strong_model, "strong", self._routing.strong_cost, scorer),
             )
-        return Plan(text, scorer, threshold, candidates, bool(query.candidates), share)
+        rule = self.rules.match(text)
+        return Plan(
+            text, scorer, threshold, candidates, bool(query.candidates), share, observed=query.threshold is None, rule=rule
+        )
+
+    def by_rule(self, plan: Plan, rule: Rule) -> Choice:
+        """A rule's choice: the cheapest candidate, or the strongest (within the strong-call budget)."""
+        cheapest, strongest = plan.candidates[0], plan.candidates[-1]
+        rates = tuple(0.0 for _ in plan.candidates)
+        if rule.tier == "weak":
+            return Choice(cheapest.model, 0.0, plan.threshold, False, rates)
+        if self.budget is not None and not self.budget.take():
+            return Choice(cheapest.model, 0.0, plan.threshold, False, rates, budget_limited=True)
+        return Choice(strongest.model, 0.0, plan.threshold, True, rates)
 
     def choose(self, plan: Plan, model_scores: np.ndarray) -> Choice:
         """Pick the cheapest candidate the strongest is not predicted to beat."""

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$routing_api/gateway/v1/gateway.proto\x12\ngateway.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xa5\x01\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12&\n\x05parts\x18\x03 \x03(\x0b\x32\x17.google.protobuf.Struct\x12+\n\ntool_calls\x18\x04 \x03(\x0b\x32\x17.google.protobuf.Struct\x12\x14\n\x0ctool_call_id\x18\x05 \x01(\t\x12\x0c\n\x04name\x18\x06 \x01(\t\"\x90\x03\n\x0b\x43hatRequest\x12)\n\x08messages\x18\x01 \x03(\x0b\x32\x17.gateway.v1.ChatMessage\x12\r\n\x05model\x18\x02 \x01(\t\x12\x18\n\x0btemperature\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x05 \x01(\x05H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x03\x88\x01\x01\x12&\n\x05tools\x18\x08 \x03(\x0b\x32\x17.google.protobuf.Struct\x12+\n\x0btool_choice\x18\t \x01(\x0b\x32\x16.google.protobuf.Value\x12\x30\n\x0fresponse_format\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x05\x65xtra\x18\x0b \x01(\x0b\x32\x17.google.protobuf.StructB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\r\n\x0b_max_tokensB\x07\n\x05_seed\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\"\xae\x01\n\tRouteInfo\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06routed\x18\x02 \x01(\x08\x12\r\n\x05score\x18\x03 \x01(\x01\x12\x11\n\tthreshold\x18\x04 \x01(\x01\x12\x10\n\x08\x64\x65graded\x18\x05 \x01(\x08\x12\x10\n\x08\x66\x61llback\x18\x06 \x01(\x08\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x16\n\x0e\x62udget_limited\x18\x08 \x01(\x08\x12\x14\n\x0crerouted_for\x18\t \x01(\t\"\xd4\x01\n\tChatChunk\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x15\n\rfinish_reason\x18\x04 \x01(\t\x12 \n\x05usage\x18\x05 \x01(\x0b\x32\x11.gateway.v1.Usage\x12$\n\x05route\x18\x06 \x01(\x0b\x32\x15.gateway.v1.RouteInfo\x12+\n\ntool_calls\x18\x07 \x03(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\treasoning\x18\x08 \x01(\t\"\x13\n\x11ListModelsRequest\">\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08owned_by\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\";\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.gateway.v1.ModelInfo2\x97\x01\n\x0eGatewayService\x12\x38\n\x04\x43hat\x12\x17.gateway.v1.ChatRequest\x1a\x15.gateway.v1.ChatChunk0\x01\x12K\n\nListModels\x12\x1d.gateway.v1.ListModelsRequest\x1a\x1e.gateway.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$routing_api/gateway/v1/gateway.proto\x12\ngateway.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xa5\x01\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12&\n\x05parts\x18\x03 \x03(\x0b\x32\x17.google.protobuf.Struct\x12+\n\ntool_calls\x18\x04 \x03(\x0b\x32\x17.google.protobuf.Struct\x12\x14\n\x0ctool_call_id\x18\x05 \x01(\t\x12\x0c\n\x04name\x18\x06 \x01(\t\"\x90\x03\n\x0b\x43hatRequest\x12)\n\x08messages\x18\x01 \x03(\x0b\x32\x17.gateway.v1.ChatMessage\x12\r\n\x05model\x18\x02 \x01(\t\x12\x18\n\x0btemperature\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x05 \x01(\x05H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x03\x88\x01\x01\x12&\n\x05tools\x18\x08 \x03(\x0b\x32\x17.google.protobuf.Struct\x12+\n\x0btool_choice\x18\t \x01(\x0b\x32\x16.google.protobuf.Value\x12\x30\n\x0fresponse_format\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x05\x65xtra\x18\x0b \x01(\x0b\x32\x17.google.protobuf.StructB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\r\n\x0b_max_tokensB\x07\n\x05_seed\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\"\xbc\x01\n\tRouteInfo\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06routed\x18\x02 \x01(\x08\x12\r\n\x05score\x18\x03 \x01(\x01\x12\x11\n\tthreshold\x18\x04 \x01(\x01\x12\x10\n\x08\x64\x65graded\x18\x05 \x01(\x08\x12\x10\n\x08\x66\x61llback\x18\x06 \x01(\x08\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x16\n\x0e\x62udget_limited\x18\x08 \x01(\x08\x12\x14\n\x0crerouted_for\x18\t \x01(\t\x12\x0c\n\x04rule\x18\n \x01(\t\"\xd4\x01\n\tChatChunk\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x15\n\rfinish_reason\x18\x04 \x01(\t\x12 \n\x05usage\x18\x05 \x01(\x0b\x32\x11.gateway.v1.Usage\x12$\n\x05route\x18\x06 \x01(\x0b\x32\x15.gateway.v1.RouteInfo\x12+\n\ntool_calls\x18\x07 \x03(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\treasoning\x18\x08 \x01(\t\"\x13\n\x11ListModelsRequest\">\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08owned_by\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\";\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.gateway.v1.ModelInfo2\x97\x01\n\x0eGatewayService\x12\x38\n\x04\x43hat\x12\x17.gateway.v1.ChatRequest\x1a\x15.gateway.v1.ChatChunk0\x01\x12K\n\nListModels\x12\x1d.gateway.v1.ListModelsRequest\x1a\x1e.gateway.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,15 +39,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_USAGE']._serialized_start=653
   _globals['_USAGE']._serialized_end=732
   _globals['_ROUTEINFO']._serialized_start=735
-  _globals['_ROUTEINFO']._serialized_end=909
-  _globals['_CHATCHUNK']._serialized_start=912
-  _globals['_CHATCHUNK']._serialized_end=1124
-  _globals['_LISTMODELSREQUEST']._serialized_start=1126
-  _globals['_LISTMODELSREQUEST']._serialized_end=1145
-  _globals['_MODELINFO']._serialized_start=1147
-  _globals['_MODELINFO']._serialized_end=1209
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1211
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1270
-  _globals['_GATEWAYSERVICE']._serialized_start=1273
-  _globals['_GATEWAYSERVICE']._serialized_end=1424
+  _globals['_ROUTEINFO']._serialized_end=923
+  _globals['_CHATCHUNK']._serialized_start=926
+  _globals['_CHATCHUNK']._serialized_end=1138
+  _globals['_LISTMODELSREQUEST']._serialized_start=1140
+  _globals['_LISTMODELSREQUEST']._serialized_end=1159
+  _globals['_MODELINFO']._serialized_start=1161
+  _globals['_MODELINFO']._serialized_end=1223
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1225
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1284
+  _globals['_GATEWAYSERVICE']._serialized_start=1287
+  _globals['_GATEWAYSERVICE']._serialized_end=1438
 # @@protoc_insertion_point(module_scope)

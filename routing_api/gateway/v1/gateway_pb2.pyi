@@ -60,7 +60,7 @@ class Usage(_message.Message):
     def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ...) -> None: ...
 
 class RouteInfo(_message.Message):
-    __slots__ = ("model", "routed", "score", "threshold", "degraded", "fallback", "reason", "budget_limited", "rerouted_for")
+    __slots__ = ("model", "routed", "score", "threshold", "degraded", "fallback", "reason", "budget_limited", "rerouted_for", "rule")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ROUTED_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
@@ -70,6 +70,7 @@ class RouteInfo(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     BUDGET_LIMITED_FIELD_NUMBER: _ClassVar[int]
     REROUTED_FOR_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
     model: str
     routed: bool
     score: float
@@ -79,7 +80,8 @@ class RouteInfo(_message.Message):
     reason: str
     budget_limited: bool
     rerouted_for: str
-    def __init__(self, model: _Optional[str] = ..., routed: _Optional[bool] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., degraded: _Optional[bool] = ..., fallback: _Optional[bool] = ..., reason: _Optional[str] = ..., budget_limited: _Optional[bool] = ..., rerouted_for: _Optional[str] = ...) -> None: ...
+    rule: str
+    def __init__(self, model: _Optional[str] = ..., routed: _Optional[bool] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., degraded: _Optional[bool] = ..., fallback: _Optional[bool] = ..., reason: _Optional[str] = ..., budget_limited: _Optional[bool] = ..., rerouted_for: _Optional[str] = ..., rule: _Optional[str] = ...) -> None: ...
 
 class ChatChunk(_message.Message):
     __slots__ = ("id", "delta", "model", "finish_reason", "usage", "route", "tool_calls", "reasoning")

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"routing_api/router/v1/router.proto\x12\trouter.v1\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"0\n\x04\x43hat\x12(\n\x08messages\x18\x01 \x03(\x0b\x32\x16.router.v1.ChatMessage\"L\n\tCandidate\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\x04\x63ost\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x0cscorer_model\x18\x03 \x01(\tB\x07\n\x05_cost\"\xbb\x01\n\x0cRouteRequest\x12\x10\n\x06prompt\x18\x01 \x01(\tH\x00\x12\x1f\n\x04\x63hat\x18\x02 \x01(\x0b\x32\x0f.router.v1.ChatH\x00\x12\x13\n\tthreshold\x18\x03 \x01(\x01H\x01\x12\x16\n\x0cstrong_share\x18\x04 \x01(\x01H\x01\x12(\n\ncandidates\x18\x05 \x03(\x0b\x32\x14.router.v1.Candidate\x12\x0e\n\x06scorer\x18\x06 \x01(\tB\x07\n\x05inputB\x08\n\x06policy\"_\n\x0e\x43\x61ndidateScore\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x0cscorer_model\x18\x02 \x01(\t\x12\x0c\n\x04\x63ost\x18\x03 \x01(\x01\x12\x1a\n\x12strongest_win_rate\x18\x04 \x01(\x01\"?\n\x07Timings\x12\x10\n\x08\x65mbed_ms\x18\x01 \x01(\x01\x12\x10\n\x08score_ms\x18\x02 \x01(\x01\x12\x10\n\x08total_ms\x18\x03 \x01(\x01\"\x8a\x02\n\rRouteResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x11\n\tthreshold\x18\x03 \x01(\x01\x12\x15\n\rrouted_strong\x18\x04 \x01(\x08\x12\x13\n\x0bscorer_name\x18\x05 \x01(\t\x12\x16\n\x0escorer_version\x18\x06 \x01(\t\x12#\n\x07timings\x18\x07 \x01(\x0b\x32\x12.router.v1.Timings\x12\x18\n\x10\x65mbedding_cached\x18\x08 \x01(\x08\x12-\n\ncandidates\x18\t \x03(\x0b\x32\x19.router.v1.CandidateScore\x12\x16\n\x0e\x62udget_limited\x18\n \x01(\x08\">\n\x11RouteBatchRequest\x12)\n\x08requests\x18\x01 \x03(\x0b\x32\x17.router.v1.RouteRequest\"A\n\x12RouteBatchResponse\x12+\n\tresponses\x18\x01 \x03(\x0b\x32\x18.router.v1.RouteResponse\"\x11\n\x0f\x44\x65scribeRequest\"\xd6\x03\n\nScorerInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06models\x18\x03 \x03(\t\x12\x14\n\x0cstrong_model\x18\x04 \x01(\t\x12\x12\n\nweak_model\x18\x05 \x01(\t\x12\x10\n\x08\x65mbedder\x18\x06 \x01(\t\x12\x15\n\rembedding_dim\x18\x07 \x01(\x05\x12\x39\n\nthresholds\x18\x08 \x03(\x0b\x32%.router.v1.ScorerInfo.ThresholdsEntry\x12\x42\n\x0flive_thresholds\x18\t \x03(\x0b\x32).router.v1.ScorerInfo.LiveThresholdsEntry\x12\x14\n\x0clive_samples\x18\n \x01(\x05\x12\x0c\n\x04path\x18\x0b \x01(\t\x12\x11\n\tshadow_of\x18\x0c \x01(\t\x12&\n\x06shadow\x18\r \x01(\x0b\x32\x16.router.v1.ShadowStats\x1a\x31\n\x0fThresholdsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x35\n\x13LiveThresholdsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"L\n\x0bShadowStats\x12\x0f\n\x07samples\x18\x01 \x01(\x03\x12\x11\n\tagreement\x18\x02 \x01(\x01\x12\x19\n\x11score_correlation\x18\x03 \x01(\x01\"A\n\x0cModelMapping\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x0cscorer_model\x18\x02 \x01(\t\x12\x0c\n\x04\x63ost\x18\x03 \x01(\x01\"\xda\x01\n\x10\x44\x65scribeResponse\x12\x16\n\x0e\x64\x65\x66\x61ult_scorer\x18\x01 \x01(\t\x12&\n\x07scorers\x18\x02 \x03(\x0b\x32\x15.router.v1.ScorerInfo\x12\'\n\x06models\x18\x03 \x03(\x0b\x32\x17.router.v1.ModelMapping\x12\x14\n\x0cstrong_model\x18\x04 \x01(\t\x12\x12\n\nweak_model\x18\x05 \x01(\t\x12\x19\n\x11\x64\x65\x66\x61ult_threshold\x18\x06 \x01(\x01\x12\x18\n\x10\x65mbedder_backend\x18\x07 \x01(\t\"\x7f\n\x14ReloadScorersRequest\x12\x39\n\x05paths\x18\x01 \x03(\x0b\x32*.router.v1.ReloadScorersRequest.PathsEntry\x1a,\n\nPathsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"V\n\x15ReloadScorersResponse\x12,\n\x07serving\x18\x01 \x01(\x0b\x32\x1b.router.v1.DescribeResponse\x12\x0f\n\x07swapped\x18\x02 \x03(\t2\xdb\x01\n\rRouterService\x12:\n\x05Route\x12\x17.router.v1.RouteRequest\x1a\x18.router.v1.RouteResponse\x12I\n\nRouteBatch\x12\x1c.router.v1.RouteBatchRequest\x1a\x1d.router.v1.RouteBatchResponse\x12\x43\n\x08\x44\x65scribe\x12\x1a.router.v1.DescribeRequest\x1a\x1b.router.v1.DescribeResponse2a\n\x0bRouterAdmin\x12R\n\rReloadScorers\x12\x1f.router.v1.ReloadScorersRequest\x1a .router.v1.ReloadScorersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"routing_api/router/v1/router.proto\x12\trouter.v1\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"0\n\x04\x43hat\x12(\n\x08messages\x18\x01 \x03(\x0b\x32\x16.router.v1.ChatMessage\"L\n\tCandidate\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\x04\x63ost\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x0cscorer_model\x18\x03 \x01(\tB\x07\n\x05_cost\"\xbb\x01\n\x0cRouteRequest\x12\x10\n\x06prompt\x18\x01 \x01(\tH\x00\x12\x1f\n\x04\x63hat\x18\x02 \x01(\x0b\x32\x0f.router.v1.ChatH\x00\x12\x13\n\tthreshold\x18\x03 \x01(\x01H\x01\x12\x16\n\x0cstrong_share\x18\x04 \x01(\x01H\x01\x12(\n\ncandidates\x18\x05 \x03(\x0b\x32\x14.router.v1.Candidate\x12\x0e\n\x06scorer\x18\x06 \x01(\tB\x07\n\x05inputB\x08\n\x06policy\"_\n\x0e\x43\x61ndidateScore\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x0cscorer_model\x18\x02 \x01(\t\x12\x0c\n\x04\x63ost\x18\x03 \x01(\x01\x12\x1a\n\x12strongest_win_rate\x18\x04 \x01(\x01\"?\n\x07Timings\x12\x10\n\x08\x65mbed_ms\x18\x01 \x01(\x01\x12\x10\n\x08score_ms\x18\x02 \x01(\x01\x12\x10\n\x08total_ms\x18\x03 \x01(\x01\"\x98\x02\n\rRouteResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x11\n\tthreshold\x18\x03 \x01(\x01\x12\x15\n\rrouted_strong\x18\x04 \x01(\x08\x12\x13\n\x0bscorer_name\x18\x05 \x01(\t\x12\x16\n\x0escorer_version\x18\x06 \x01(\t\x12#\n\x07timings\x18\x07 \x01(\x0b\x32\x12.router.v1.Timings\x12\x18\n\x10\x65mbedding_cached\x18\x08 \x01(\x08\x12-\n\ncandidates\x18\t \x03(\x0b\x32\x19.router.v1.CandidateScore\x12\x16\n\x0e\x62udget_limited\x18\n \x01(\x08\x12\x0c\n\x04rule\x18\x0b \x01(\t\">\n\x11RouteBatchRequest\x12)\n\x08requests\x18\x01 \x03(\x0b\x32\x17.router.v1.RouteRequest\"A\n\x12RouteBatchResponse\x12+\n\tresponses\x18\x01 \x03(\x0b\x32\x18.router.v1.RouteResponse\"\x11\n\x0f\x44\x65scribeRequest\"\xd6\x03\n\nScorerInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06models\x18\x03 \x03(\t\x12\x14\n\x0cstrong_model\x18\x04 \x01(\t\x12\x12\n\nweak_model\x18\x05 \x01(\t\x12\x10\n\x08\x65mbedder\x18\x06 \x01(\t\x12\x15\n\rembedding_dim\x18\x07 \x01(\x05\x12\x39\n\nthresholds\x18\x08 \x03(\x0b\x32%.router.v1.ScorerInfo.ThresholdsEntry\x12\x42\n\x0flive_thresholds\x18\t \x03(\x0b\x32).router.v1.ScorerInfo.LiveThresholdsEntry\x12\x14\n\x0clive_samples\x18\n \x01(\x05\x12\x0c\n\x04path\x18\x0b \x01(\t\x12\x11\n\tshadow_of\x18\x0c \x01(\t\x12&\n\x06shadow\x18\r \x01(\x0b\x32\x16.router.v1.ShadowStats\x1a\x31\n\x0fThresholdsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x35\n\x13LiveThresholdsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"L\n\x0bShadowStats\x12\x0f\n\x07samples\x18\x01 \x01(\x03\x12\x11\n\tagreement\x18\x02 \x01(\x01\x12\x19\n\x11score_correlation\x18\x03 \x01(\x01\"A\n\x0cModelMapping\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x0cscorer_model\x18\x02 \x01(\t\x12\x0c\n\x04\x63ost\x18\x03 \x01(\x01\"\xda\x01\n\x10\x44\x65scribeResponse\x12\x16\n\x0e\x64\x65\x66\x61ult_scorer\x18\x01 \x01(\t\x12&\n\x07scorers\x18\x02 \x03(\x0b\x32\x15.router.v1.ScorerInfo\x12\'\n\x06models\x18\x03 \x03(\x0b\x32\x17.router.v1.ModelMapping\x12\x14\n\x0cstrong_model\x18\x04 \x01(\t\x12\x12\n\nweak_model\x18\x05 \x01(\t\x12\x19\n\x11\x64\x65\x66\x61ult_threshold\x18\x06 \x01(\x01\x12\x18\n\x10\x65mbedder_backend\x18\x07 \x01(\t\"\x7f\n\x14ReloadScorersRequest\x12\x39\n\x05paths\x18\x01 \x03(\x0b\x32*.router.v1.ReloadScorersRequest.PathsEntry\x1a,\n\nPathsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"V\n\x15ReloadScorersResponse\x12,\n\x07serving\x18\x01 \x01(\x0b\x32\x1b.router.v1.DescribeResponse\x12\x0f\n\x07swapped\x18\x02 \x03(\t2\xdb\x01\n\rRouterService\x12:\n\x05Route\x12\x17.router.v1.RouteRequest\x1a\x18.router.v1.RouteResponse\x12I\n\nRouteBatch\x12\x1c.router.v1.RouteBatchRequest\x1a\x1d.router.v1.RouteBatchResponse\x12\x43\n\x08\x44\x65scribe\x12\x1a.router.v1.DescribeRequest\x1a\x1b.router.v1.DescribeResponse2a\n\x0bRouterAdmin\x12R\n\rReloadScorers\x12\x1f.router.v1.ReloadScorersRequest\x1a .router.v1.ReloadScorersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,33 +50,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TIMINGS']._serialized_start=510
   _globals['_TIMINGS']._serialized_end=573
   _globals['_ROUTERESPONSE']._serialized_start=576
-  _globals['_ROUTERESPONSE']._serialized_end=842
-  _globals['_ROUTEBATCHREQUEST']._serialized_start=844
-  _globals['_ROUTEBATCHREQUEST']._serialized_end=906
-  _globals['_ROUTEBATCHRESPONSE']._serialized_start=908
-  _globals['_ROUTEBATCHRESPONSE']._serialized_end=973
-  _globals['_DESCRIBEREQUEST']._serialized_start=975
-  _globals['_DESCRIBEREQUEST']._serialized_end=992
-  _globals['_SCORERINFO']._serialized_start=995
-  _globals['_SCORERINFO']._serialized_end=1465
-  _globals['_SCORERINFO_THRESHOLDSENTRY']._serialized_start=1361
-  _globals['_SCORERINFO_THRESHOLDSENTRY']._serialized_end=1410
-  _globals['_SCORERINFO_LIVETHRESHOLDSENTRY']._serialized_start=1412
-  _globals['_SCORERINFO_LIVETHRESHOLDSENTRY']._serialized_end=1465
-  _globals['_SHADOWSTATS']._serialized_start=1467
-  _globals['_SHADOWSTATS']._serialized_end=1543
-  _globals['_MODELMAPPING']._serialized_start=1545
-  _globals['_MODELMAPPING']._serialized_end=1610
-  _globals['_DESCRIBERESPONSE']._serialized_start=1613
-  _globals['_DESCRIBERESPONSE']._serialized_end=1831
-  _globals['_RELOADSCORERSREQUEST']._serialized_start=1833
-  _globals['_RELOADSCORERSREQUEST']._serialized_end=1960
-  _globals['_RELOADSCORERSREQUEST_PATHSENTRY']._serialized_start=1916
-  _globals['_RELOADSCORERSREQUEST_PATHSENTRY']._serialized_end=1960
-  _globals['_RELOADSCORERSRESPONSE']._serialized_start=1962
-  _globals['_RELOADSCORERSRESPONSE']._serialized_end=2048
-  _globals['_ROUTERSERVICE']._serialized_start=2051
-  _globals['_ROUTERSERVICE']._serialized_end=2270
-  _globals['_ROUTERADMIN']._serialized_start=2272
-  _globals['_ROUTERADMIN']._serialized_end=2369
+  _globals['_ROUTERESPONSE']._serialized_end=856
+  _globals['_ROUTEBATCHREQUEST']._serialized_start=858
+  _globals['_ROUTEBATCHREQUEST']._serialized_end=920
+  _globals['_ROUTEBATCHRESPONSE']._serialized_start=922
+  _globals['_ROUTEBATCHRESPONSE']._serialized_end=987
+  _globals['_DESCRIBEREQUEST']._serialized_start=989
+  _globals['_DESCRIBEREQUEST']._serialized_end=1006
+  _globals['_SCORERINFO']._serialized_start=1009
+  _globals['_SCORERINFO']._serialized_end=1479
+  _globals['_SCORERINFO_THRESHOLDSENTRY']._serialized_start=1375
+  _globals['_SCORERINFO_THRESHOLDSENTRY']._serialized_end=1424
+  _globals['_SCORERINFO_LIVETHRESHOLDSENTRY']._serialized_start=1426
+  _globals['_SCORERINFO_LIVETHRESHOLDSENTRY']._serialized_end=1479
+  _globals['_SHADOWSTATS']._serialized_start=1481
+  _globals['_SHADOWSTATS']._serialized_end=1557
+  _globals['_MODELMAPPING']._serialized_start=1559
+  _globals['_MODELMAPPING']._serialized_end=1624
+  _globals['_DESCRIBERESPONSE']._serialized_start=1627
+  _globals['_DESCRIBERESPONSE']._serialized_end=1845
+  _globals['_RELOADSCORERSREQUEST']._serialized_start=1847
+  _globals['_RELOADSCORERSREQUEST']._serialized_end=1974
+  _globals['_RELOADSCORERSREQUEST_PATHSENTRY']._serialized_start=1930
+  _globals['_RELOADSCORERSREQUEST_PATHSENTRY']._serialized_end=1974
+  _globals['_RELOADSCORERSRESPONSE']._serialized_start=1976
+  _globals['_RELOADSCORERSRESPONSE']._serialized_end=2062
+  _globals['_ROUTERSERVICE']._serialized_start=2065
+  _globals['_ROUTERSERVICE']._serialized_end=2284
+  _globals['_ROUTERADMIN']._serialized_start=2286
+  _globals['_ROUTERADMIN']._serialized_end=2383
 # @@protoc_insertion_point(module_scope)

@@ -69,7 +69,7 @@ class Timings(_message.Message):
     def __init__(self, embed_ms: _Optional[float] = ..., score_ms: _Optional[float] = ..., total_ms: _Optional[float] = ...) -> None: ...
 
 class RouteResponse(_message.Message):
-    __slots__ = ("model", "score", "threshold", "routed_strong", "scorer_name", "scorer_version", "timings", "embedding_cached", "candidates", "budget_limited")
+    __slots__ = ("model", "score", "threshold", "routed_strong", "scorer_name", "scorer_version", "timings", "embedding_cached", "candidates", "budget_limited", "rule")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
@@ -80,6 +80,7 @@ class RouteResponse(_message.Message):
     EMBEDDING_CACHED_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     BUDGET_LIMITED_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
     model: str
     score: float
     threshold: float
@@ -90,7 +91,8 @@ class RouteResponse(_message.Message):
     embedding_cached: bool
     candidates: _containers.RepeatedCompositeFieldContainer[CandidateScore]
     budget_limited: bool
-    def __init__(self, model: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., routed_strong: _Optional[bool] = ..., scorer_name: _Optional[str] = ..., scorer_version: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., embedding_cached: _Optional[bool] = ..., candidates: _Optional[_Iterable[_Union[CandidateScore, _Mapping]]] = ..., budget_limited: _Optional[bool] = ...) -> None: ...
+    rule: str
+    def __init__(self, model: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., routed_strong: _Optional[bool] = ..., scorer_name: _Optional[str] = ..., scorer_version: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., embedding_cached: _Optional[bool] = ..., candidates: _Optional[_Iterable[_Union[CandidateScore, _Mapping]]] = ..., budget_limited: _Optional[bool] = ..., rule: _Optional[str] = ...) -> None: ...
 
 class RouteBatchRequest(_message.Message):
     __slots__ = ("requests",)
