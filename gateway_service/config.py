@@ -35,6 +35,7 @@ __all__ = [
     "PolicySettings",
     "RouterClientSettings",
     "ServerSettings",
+    "TurnSettings",
     "UpstreamSettings",
     "load_settings",
     "secrets_of",
@@ -198,6 +199,14 @@ DEFAULT_UPSTREAMS = (
 Capability = Literal["vision", "tools", "json_schema"]
 
 
+class TurnSettings(Section):
+    """A request that continues a turn (its last message is a tool result or an assistant prefix) goes to the
+    model that started that turn, found by a hash of the conversation up to its last user message."""
+
+    remember_s: float = Field(1800.0, ge=0, description="how long a turn's model is remembered; 0: never (route each)")
+    max_turns: int = Field(100_000, ge=1, description="turns remembered at once (per process); the oldest go first")
+
+
 class CaptureSettings(Section):
     """Opt-in: a sample of routed prompts and their route decisions, to label and retrain on (README: Learn)."""
 
@@ -223,6 +232,7 @@ class GatewaySettings(TomlSettings):
     limits: LimitSettings = LimitSettings()
     tracing: TracingSettings = TracingSettings()
     capture: CaptureSettings = CaptureSettings()
+    turns: TurnSettings = TurnSettings()
     capabilities: dict[str, tuple[Capability, ...]] = Field(
         default_factory=dict,
         description="what a model can take: vision (image parts), tools, json_schema (structured output); a model "

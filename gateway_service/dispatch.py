@@ -18,6 +18,7 @@ from .errors import GatewayError, InvalidRequest, UpstreamStreamError
 from .metrics import GatewayMetrics
 from .router_client import RouterClient
 from .stream import Opened
+from .turns import TurnMemory, turn_key
 from .upstreams import Upstream
 
 __all__ = ["Dispatcher", "FirstEvent"]
@@ -36,6 +37,7 @@ class Dispatcher:
         self.by_model = {model: upstreams[u.name] for u in settings.upstreams for model in u.models}
         self._metrics = metrics
         self._capabilities = {model: frozenset(can) for model, can in settings.capabilities.items()}
+        self._turns = TurnMemory(settings.turns)
 
     def lacks(self, model: str, needs: frozenset[str]) -> frozenset[str]:
         """The capabilities of ``needs`` that ``model`` lacks (a model not in [capabilities] lacks none)."""
@@ -106,6 +108,21 @@ class Dispatcher:
     async def _route(self, spec: ModelSpec, params: ChatParams, request_id: str) -> RouteDecision:
         if spec.concrete:
             return RouteDecision(spec.name, reason="a concrete model was requested: no routing")
+        turn = turn_key(params.messages)
+        if turn is not None and turn[1]:
+            model = self._turns.model_of(turn[0])
+            if model is not None and model in self.by_model:
+                last = params.messages[-1].role
+                return RouteDecision(
+                    model, routed=True, rule="turn",
+                    reason=f"continues a turn {model} started (its last message is a {last} message): not routed again",
+                )
+        decision = await self._route_anew(spec, params, request_id)
+        if turn is not None and decision.routed:
+            self._turns.remember(turn[0], decision.model)
+        return decision
+
+    async def _route_anew(self, spec: ModelSpec, params: ChatParams, request_id: str) -> RouteDecision:
         decision = await self._router.route(
             params.messages,
             threshold=spec.threshold,

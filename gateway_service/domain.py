@@ -122,6 +122,7 @@ class RouteDecision:
     scorer: str = ""  # the router's scorer and its version (for capture)
     scorer_version: str = ""
     rerouted_for: str = ""  # the router's choice lacked these capabilities (comma-separated): another model answers
+    rule: str = ""  # the router's rule that decided (the prompt was not scored), or the gateway's sticky turn
 
 
 @dataclass(frozen=True)

@@ -69,12 +69,14 @@ class RouterClient:
             return RouteDecision(default_model, degraded=True, reason=reason)
         side = "strong" if response.routed_strong else "weak"
         reason = f"router chose the {side} model: score {response.score:.4f} vs threshold {response.threshold:.4f}"
+        if response.rule:
+            reason = f"router rule {response.rule!r} chose the {side} model (not scored)"
         if response.budget_limited:
             reason += " (the strong model was chosen, but the router's strong-call budget is spent)"
         return RouteDecision(
             response.model, routed=True, score=response.score, threshold=response.threshold, reason=reason,
             budget_limited=response.budget_limited, routed_strong=response.routed_strong, scorer=response.scorer_name,
-            scorer_version=response.scorer_version,
+            scorer_version=response.scorer_version, rule=response.rule,
         )
 
     async def routed_models(self) -> set[str]:

@@ -60,6 +60,7 @@ def access_record(opened: Opened, progress: _Progress, stream_ms: float) -> dict
         "degraded": route.degraded,
         "fallback": route.fallback,
         "budget_limited": route.budget_limited,
+        **({"rule": route.rule} if route.rule else {}),
         "score": round(route.score, 4),
         "threshold": round(route.threshold, 4),
         "route_ms": round(opened.route_ms, 2),

@@ -32,7 +32,7 @@ def _route_info(route: RouteDecision) -> gateway_pb2.RouteInfo:
     return gateway_pb2.RouteInfo(
         model=route.model, routed=route.routed, score=route.score, threshold=route.threshold,
         degraded=route.degraded, fallback=route.fallback, reason=route.reason, budget_limited=route.budget_limited,
-        rerouted_for=route.rerouted_for,
+        rerouted_for=route.rerouted_for, rule=route.rule,
     )
 
 

@@ -201,6 +201,7 @@ def route_headers(route: RouteDecision) -> dict[str, str]:
         "x-route-fallback": str(route.fallback).lower(),
         "x-route-budget-limited": str(route.budget_limited).lower(),
         **({"x-route-rerouted-for": route.rerouted_for} if route.rerouted_for else {}),
+        **({"x-route-rule": route.rule} if route.rule else {}),
     }
 
 

@@ -1,0 +1,54 @@
+"""Turns: a tool loop stays on the model that started it.
+
+A chat client answers a model's tool call with a ``role: tool`` message and asks again; so do
+agents, many times over. Each such request continues the turn its last user message began: a
+fresh routing decision there could switch models halfway through the loop (the router's live
+threshold moves between two calls). So the model chosen for a turn is remembered under a hash of
+the conversation up to its last user message, and a continuation of that turn is sent to it
+without asking the router (which also keeps the loop's repeats out of the router's live window).
+
+Per process, in memory (cachetools' TTLCache: bounded, oldest first): behind a load balancer a
+continuation that lands on another replica is routed afresh, and the router, which has seen its
+last user message, answers it from its cache without counting it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+from cachetools import TTLCache
+
+from .config import TurnSettings
+from .domain import Message
+
+__all__ = ["TurnMemory", "turn_key"]
+
+CONTINUING = frozenset({"tool", "assistant"})
+
+
+def turn_key(messages: tuple[Message, ...]) -> tuple[str, bool] | None:
+    """(the turn's key, whether this request continues it), or None without a user message."""
+    last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=-1)
+    if last_user < 0:
+        return None
+    digest = hashlib.blake2b(digest_size=16)
+    for message in messages[: last_user + 1]:
+        digest.update(message.role.encode())
+        digest.update(b"\0")
+        digest.update(message.content.encode("utf-8", "surrogatepass"))
+        digest.update(b"\1")
+    return digest.hexdigest(), messages[-1].role in CONTINUING
+
+
+class TurnMemory:
+    def __init__(self, settings: TurnSettings) -> None:
+        self._enabled = settings.remember_s > 0
+        self._models: TTLCache[str, str] = TTLCache(settings.max_turns, settings.remember_s or 1.0, timer=time.monotonic)
+
+    def model_of(self, key: str) -> str | None:
+        return self._models.get(key) if self._enabled else None
+
+    def remember(self, key: str, model: str) -> None:
+        if self._enabled:
+            self._models[key] = model

@@ -1,0 +1,40 @@
+"""A tool loop stays on the model that started its turn (issue #24), through the gateway's OpenAI API."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+
+from gateway_service.server import build_gateway
+from tests.gateway.conftest import STRONG, WEAK, Stack
+
+TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}]
+
+
+async def test_a_250_round_tool_loop_stays_on_one_model_and_leaves_a_fresh_hi_weak(stack: Stack) -> None:
+    """The loop switched models halfway (the live threshold moved under it), and its 250 identical last user
+    messages dragged the live threshold down until a fresh "hi" went strong."""
+    stack.ollama.tool_call = ("lookup", "{}")
+    limits = stack.gateway.settings.limits.model_copy(update={"max_messages": 1000})
+    gateway = await build_gateway(stack.gateway.settings.model_copy(update={"limits": limits}))
+    url = f"http://127.0.0.1:{gateway.http_port}/v1/chat/completions"
+    messages: list[dict[str, object]] = [{"role": "user", "content": "Prove that there are infinitely many primes, "
+                                                                      "looking up what you need."}]
+    models, rules = [], []
+    try:
+        async with httpx.AsyncClient(timeout=30) as http:
+            for round_ in range(250):
+                answer = await http.post(url, json={"model": "router", "messages": messages, "tools": TOOLS})
+                assert answer.status_code == 200, answer.text
+                models.append(answer.headers["x-route-model"])
+                rules.append(answer.headers.get("x-route-rule", ""))
+                call = answer.json()["choices"][0]["message"]["tool_calls"][0]
+                messages += [{"role": "assistant", "content": None, "tool_calls": [call]},
+                             {"role": "tool", "tool_call_id": call["id"], "content": json.dumps({"round": round_})}]
+            fresh = await http.post(url, json={"model": "router", "messages": [{"role": "user", "content": "hi"}]})
+    finally:
+        await gateway.stop()
+    assert len(set(models)) == 1 and models[0] in (STRONG, WEAK), set(models)
+    assert rules[0] == "" and set(rules[1:]) == {"turn"}  # routed once, then the turn's model
+    assert fresh.headers["x-route-model"] == WEAK
