@@ -10,7 +10,7 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -90,9 +90,15 @@ async def _sample(gateway: GatewayApp, prompts: list[str]) -> None:
     else:
         message = response.json().get("error", {}).get("message")
         logger.warning("sample completion failed (HTTP %d): %s", response.status_code, message)
+    logger.info(
+        "next: curl %s -H 'content-type: application/json' -d '{\"model\": \"router\", \"messages\": "
+        "[{\"role\": \"user\", \"content\": \"hi\"}]}'; or any OpenAI SDK with base_url=%s; README \"Use it\" "
+        "goes on from there. Ctrl-C stops.", url, url.removesuffix("/chat/completions"),
+    )
 
 
-LocalRouter = Callable[[Path | None], AbstractAsyncContextManager[str]]
+# The router's entry point yields the address to call, and what SIGHUP does (reload its scorers).
+LocalRouter = Callable[[Path | None], AbstractAsyncContextManager[tuple[str, Callable[[], Awaitable[None]]]]]
 
 
 def _local_router() -> LocalRouter:
@@ -110,7 +116,7 @@ def _local_router() -> LocalRouter:
 
 
 async def _up(settings: GatewaySettings, router_config: Path | None, samples: list[str] | None) -> None:
-    async with _local_router()(router_config) as router_address:
+    async with _local_router()(router_config) as (router_address, hangup):
         settings = with_section(settings, "router", address=router_address)
         gateway = await build_gateway(settings)
         try:
@@ -119,11 +125,18 @@ async def _up(settings: GatewaySettings, router_config: Path | None, samples: li
                 "up: router gRPC on %s, gateway OpenAI HTTP on http://%s:%d/v1, gateway gRPC on %s:%d",
                 router_address, host, gateway.http_port, host, gateway.grpc_port,
             )
+            async def on_hangup() -> None:  # as the router's `serve`: SIGHUP reloads [[scorers]], never stops
+                await hangup()
+
+            signals = asyncio.create_task(wait_for_signal(on_hangup=on_hangup))
+            await asyncio.sleep(0)  # its handlers are in place before anything says the stack is up
             if samples:
                 await _sample(gateway, samples)
-            await wait_for_signal()
+            await signals
+            logger.info("shutting down: not ready, draining streams for up to %gs", settings.server.grace_s)
         finally:
             await gateway.stop()
+            logger.info("gateway and router stopped")
 
 
 def main(argv: list[str] | None = None) -> int:

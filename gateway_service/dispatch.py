@@ -67,8 +67,10 @@ class Dispatcher:
             try:
                 upstream, ttft_ms, first, rest = await self._first_event(route.model, params)
             except GatewayError as second:
-                # Both attempts, in the client's message and the log: one id, the whole story.
-                second.args = (f"{second} (fallback model {fallback!r}, after {first_model!r} failed: {exc})",)
+                # Both attempts, in the client's message and the log: what was asked first, then the fallback.
+                same = str(second) == str(exc).replace(repr(first_model), repr(fallback))
+                again = "the same way" if same else f"too: {second}"
+                second.args = (f"model {first_model!r} failed: {exc}. Its fallback {fallback!r} failed {again}",)
                 second.route = route
                 logger.warning("request %s: the fallback failed too: %s", request_id, second)
                 raise

@@ -16,7 +16,7 @@ import uvicorn
 
 from routing_api.gateway.v1 import gateway_pb2
 from service_core.errors import ConfigError
-from service_core.grpc_server import GrpcServer, build_grpc_server, wait_for_signal
+from service_core.grpc_server import GrpcServer, build_grpc_server, cannot_listen, wait_for_signal
 from service_core.tls import http_ssl_options
 from service_core.tracing import grpc_client_interceptors, grpc_server_interceptors, tracer_provider
 
@@ -101,7 +101,7 @@ def _listen(host: str, port: int, reuse_port: bool = False) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise ConfigError(f"cannot listen on {host}:{port} for HTTP ({exc}): change server.http_port or server.host") from exc
+        raise ConfigError(f"{cannot_listen(f'{host}:{port}', 'HTTP', 'server.http_port (GATEWAY_SERVER__HTTP_PORT)')} ({exc.strerror})") from exc
     sock.listen(2048)
     sock.setblocking(False)
     return sock
@@ -156,7 +156,7 @@ async def build_gateway(
         grpc_server = build_grpc_server(
             SERVICE, GatewayServicer(chat, door), host=settings.server.grpc_host or settings.server.host,
             port=settings.server.grpc_port,
-            tls=settings.server, port_setting="server.grpc_port", interceptors=grpc_server_interceptors(provider),
+            tls=settings.server, port_setting="server.grpc_port (GATEWAY_SERVER__GRPC_PORT)", interceptors=grpc_server_interceptors(provider),
             reuse_port=reuse_port,
         )
         draining = asyncio.Event()

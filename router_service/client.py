@@ -44,8 +44,19 @@ async def route_remote(client: GrpcClientSettings, query: RouteQuery) -> dict[st
         try:
             response = await stub.Route(query_to_pb(query), timeout=client.timeout_s, metadata=call_metadata(client))
         except grpc.aio.AioRpcError as exc:
-            raise RouterError(f"router at {client.address} answered {exc.code().name}: {exc.details()}") from None
+            raise RouterError(call_failed(client.address, exc)) from None
     return MessageToDict(response, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+
+
+def call_failed(address: str, exc: grpc.aio.AioRpcError) -> str:
+    """What a failed call means, in words that point the right way (issue #27)."""
+    code, details = exc.code(), exc.details() or ""
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        return (f"{address} serves another gRPC service, not the router's (the gateway's port? the router listens on "
+                "its server.port, 50051 by default): check --address")
+    if code == grpc.StatusCode.UNAVAILABLE and ("connect" in details.lower() or "refused" in details.lower()):
+        return f"nothing answered at {address} (is the router running there? check --address): {details}"
+    return f"router at {address} answered {code.name}: {details}"
 
 
 async def route_once(settings: RouterSettings, args: argparse.Namespace) -> dict[str, Any]:
@@ -68,5 +79,5 @@ async def reload_remote(client: GrpcClientSettings, paths: dict[str, str]) -> di
                 router_pb2.ReloadScorersRequest(paths=paths), timeout=client.timeout_s, metadata=call_metadata(client)
             )
         except grpc.aio.AioRpcError as exc:
-            raise RouterError(f"router at {client.address} answered {exc.code().name}: {exc.details()}") from None
+            raise RouterError(call_failed(client.address, exc)) from None
     return MessageToDict(response, preserving_proto_field_name=True)

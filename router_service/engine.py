@@ -48,6 +48,18 @@ logger = logging.getLogger(__name__)
 class Reloaded:
     description: Description
     swapped: tuple[str, ...]  # scorers whose file changed and were swapped in
+    warnings: tuple[str, ...] = ()  # true of what now serves, and worth a look: a scorer trained for another pair
+
+
+def pair_warnings(scorers: Mapping[str, OnnxScorer], strong: str, weak: str) -> tuple[str, ...]:
+    """Scorers that know the routed models by name but were trained to choose between another pair: they answer
+    a question routing is not asking (a scorer from public benchmarks, which names none of them, is fine)."""
+    return tuple(
+        f"scorer {s.name!r} ({s.path}) was trained for {s.strong_model} (strong) / {s.weak_model} (weak), but routing "
+        f"uses {strong} / {weak} (routing.strong_model / weak_model): retrain for this pair, or change routing"
+        for s in scorers.values()
+        if {strong, weak} & set(s.models) and (s.strong_model, s.weak_model) != (strong, weak)
+    )
 
 
 class _Generation:
@@ -268,7 +280,10 @@ class RouteEngine:
                 "scorers reloaded: %s", ", ".join(f"{s.name} {s.version} ({s.path})" for s in opened.values())
                 + (f"; swapped in: {', '.join(swapped)}" if swapped else "; no file had changed")
             )
-            return Reloaded(self.describe(), swapped)
+            warnings = pair_warnings(opened, self._settings.routing.strong_model, self._settings.routing.weak_model)
+            for warning in warnings:
+                logger.warning("%s", warning)
+            return Reloaded(self.describe(), swapped, warnings)
 
     def _reload_specs(
         self, policy: RoutingPolicy, paths: Mapping[str, Path] | None, scorers: Sequence[ScorerSettings] | None
@@ -368,6 +383,8 @@ async def open_engine(settings: RouterSettings) -> AsyncIterator[RouteEngine]:
             stack.push_async_callback(embedder.aclose)
             await _probe_dimension(embedder)
         _check_dimension(embedder.backend, embedder.name, embedder.dim, scorers)
+        for warning in pair_warnings(scorers, settings.routing.strong_model, settings.routing.weak_model):
+            logger.warning("%s", warning)
         shadows = {s.name: s.shadow_of for s in settings.scorers if s.shadow_of}
         engine = RouteEngine(settings, embedder, executor, scorers, shadows)
         stack.push_async_callback(engine.aclose)

@@ -22,7 +22,7 @@ from .engine import RouteEngine, open_engine
 from .errors import ConfigError, RouterError
 from .servicer import RouterAdminServicer, RouterServicer
 
-__all__ = ["SERVICE_NAME", "RouterApp", "build_router", "serve"]
+__all__ = ["SERVICE_NAME", "RouterApp", "build_router", "reload_on_hangup", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ async def build_router(settings: RouterSettings, tracing: Any | None = None) -> 
             host=settings.server.host,
             port=settings.server.port,
             tls=settings.server,
-            port_setting="server.port",
+            port_setting="the router's server.port (ROUTER_SERVER__PORT; under gateway-service up, its --router-config)",
             interceptors=interceptors,
             options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
             maximum_concurrent_rpcs=settings.limits.max_concurrent_rpcs,
@@ -117,7 +117,7 @@ async def _route_sample(app: RouterApp, prompt: str) -> None:
     logger.info("sample prompt routed over gRPC: %s", json.dumps(await route_remote(client, query)))
 
 
-async def _reload_on_hangup(app: RouterApp, reread: Callable[[], RouterSettings]) -> None:
+async def reload_on_hangup(app: RouterApp, reread: Callable[[], RouterSettings]) -> None:
     """SIGHUP: take the config file's [[scorers]] again; other changed sections need a restart."""
     logger.info("SIGHUP: reloading the scorers from the configuration")
     try:
@@ -146,7 +146,7 @@ async def serve(
     )
     if sample:
         await _route_sample(app, sample)
-    await wait_for_signal(on_hangup=None if reread is None else lambda: _reload_on_hangup(app, reread))
+    await wait_for_signal(on_hangup=None if reread is None else lambda: reload_on_hangup(app, reread))
     logger.info("shutting down: health NOT_SERVING, draining calls for up to %gs", settings.server.grace_s)
     await app.stop()
     logger.info("router stopped")

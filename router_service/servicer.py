@@ -92,4 +92,6 @@ class RouterAdminServicer(router_pb2_grpc.RouterAdminServicer):
             if not path or "\0" in path or len(path) > 4096:
                 raise InvalidRequest(f"paths[{name}]: give a file path (not empty, no NUL, at most 4096 characters)")
         reloaded = await self._engine.reload({name: Path(path) for name, path in request.paths.items()})
-        return router_pb2.ReloadScorersResponse(serving=description_to_pb(reloaded.description), swapped=reloaded.swapped)
+        return router_pb2.ReloadScorersResponse(
+            serving=description_to_pb(reloaded.description), swapped=reloaded.swapped, warnings=reloaded.warnings
+        )

@@ -18,7 +18,7 @@ from .grpc_handlers import add_servicer
 from .settings import TlsServerSettings
 from .tls import server_credentials
 
-__all__ = ["GrpcServer", "build_grpc_server", "wait_for_signal"]
+__all__ = ["GrpcServer", "build_grpc_server", "cannot_listen", "wait_for_signal"]
 
 HEALTH_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
@@ -46,6 +46,14 @@ class GrpcServer:
     async def stop(self, grace_s: float) -> None:
         """Refuse new calls; in-flight ones may finish within ``grace_s``."""
         await self.server.stop(grace_s)
+
+
+def cannot_listen(address: str, what: str, port_setting: str) -> str:
+    """Why a listener could not start, pointing at the likely cause (gRPC's own text only says "Failed to bind")."""
+    return (
+        f"cannot listen on {address} for {what}: the port is taken (is another instance of this service running?) "
+        f"or the address is not one of this machine's; change {port_setting} or server.host"
+    )
 
 
 def build_grpc_server(
@@ -85,7 +93,7 @@ def build_grpc_server(
     try:
         bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     except RuntimeError as exc:
-        raise ConfigError(f"cannot listen on {address} for gRPC ({exc}): change {port_setting} or server.host") from exc
+        raise ConfigError(cannot_listen(address, "gRPC", port_setting)) from exc
     return GrpcServer(server, bound, health_servicer, service.full_name)
 
 

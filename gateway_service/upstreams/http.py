@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -94,6 +95,16 @@ def _arrived(content: aiohttp.StreamReader) -> bytes:
     data = b"".join(buffer)[offset:]
     buffer.clear()
     return data
+
+
+def _connect_failure(exc: aiohttp.ClientConnectorError) -> str:
+    """The cause in words: "connection refused: nothing listens there", not "[Errno 111] Connect call failed (...)"."""
+    error = exc.os_error
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused: nothing listens there"
+    if error is not None and error.errno:
+        return os.strerror(error.errno).lower()
+    return str(error or exc)
 
 
 class HttpUpstream:
@@ -259,7 +270,7 @@ class HttpUpstream:
         where = self.where(host, model, path)
         if isinstance(exc, aiohttp.ClientConnectorError):
             return UpstreamUnreachable(
-                f"{where} is unreachable ({exc.os_error or exc}); is the server running? Check {self._settings.url_setting}"
+                f"{where} is unreachable ({_connect_failure(exc)}); is the server running? Check {self._settings.url_setting}"
             )
         if isinstance(exc, LineTooLong):  # a bound on what one chunk may hold in memory, not a broken connection
             return UpstreamStreamError(f"{where} sent a line longer than {2 * READ_BUFFER // 2**20} MiB, the most one chunk may be")

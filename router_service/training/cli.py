@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     calibrate.add_argument("--config", type=Path, help=config_help)
     calibrate.add_argument("--prompts", type=Path, required=True, help="JSON lines with a 'prompt' field, one prompt a line, or the gateway's capture folder")
     calibrate.add_argument("--scorer", type=Path, help="scorer file to calibrate (default: the configured default scorer)")
-    calibrate.add_argument("--out", type=Path, help="where to write the calibrated scorer (default: in place)")
+    calibrate.add_argument(
+        "--out", type=Path, help="where to write the calibrated scorer (default: SCORER-calibrated.onnx in the current folder)"
+    )
+    calibrate.add_argument("--in-place", action="store_true", help="rewrite the scorer file itself instead")
     calibrate.add_argument(
         "--strong-model-pct", type=float, metavar="P",
         help="RouteLLM's wording: also print the threshold that sends this share (0..1) of the prompts to the "
@@ -234,13 +238,29 @@ def _distill_static(out: Path, dims: int) -> None:
     print(f"wrote {out}: {model.embedding.shape[0]} tokens x {model.dim} dims, {model.embedding.dtype}")
 
 
+STABLE_PROMPTS = 400  # a share estimated from n prompts is within 1.96 * sqrt(0.25 / n): +/-5 points at 400
+
+
 def _calibrate(args: argparse.Namespace, settings: RouterSettings) -> None:
     pct = args.strong_model_pct
     if pct is not None and not 0.0 < pct < 1.0:
         raise ConfigError(f"--strong-model-pct {pct}: give a share between 0 and 1, e.g. 0.5 for half the calls")
-    thresholds = pipeline.calibrate(settings, args.scorer, args.prompts, args.out or args.scorer, extra_share=pct)
+    if args.in_place and args.out is not None:
+        raise ConfigError("calibrate: give --out FILE or --in-place, not both")
+    out = args.scorer if args.in_place else args.out or Path(f"{args.scorer.stem}-calibrated.onnx")
+    thresholds, count = pipeline.calibrate(settings, args.scorer, args.prompts, out, extra_share=pct)
     for share, threshold in thresholds.items():
         print(f"strong share {float(share):4.0%}: threshold {threshold:.5f}")
+    print(f"wrote {out} (thresholds from {count} prompts)")
+    if count < STABLE_PROMPTS:
+        spread = 196 * (0.25 / count) ** 0.5  # the 95% interval of a share estimated from ``count`` prompts, in points
+        print(
+            f"warning: {count} prompts give each share to within about +/-{spread:.0f} points (95%); "
+            f"{STABLE_PROMPTS} give +/-5. Calibrate on more of your traffic before routing by it",
+            file=sys.stderr,
+        )
+    if not args.in_place:
+        print(f"to route by it: [[scorers]] path = \"{out}\", or router-service reload --scorer NAME={out}")
     if pct is not None:
         threshold = thresholds[f"{pct:.2f}"]
         print(f"For {pct * 100:g}% strong model calls, threshold = {threshold:.5f} (model name router-mf-{threshold:.5f})")

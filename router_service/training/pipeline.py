@@ -241,8 +241,9 @@ def _scorer(path: Path) -> OnnxScorer:
 
 def calibrate(
     settings: RouterSettings, scorer_path: Path, prompts_path: Path, out: Path, extra_share: float | None = None
-) -> dict[str, float]:
-    """Rewrite the scorer's thresholds so the shares hold on the given prompts (every 5%, and ``extra_share``)."""
+) -> tuple[dict[str, float], int]:
+    """Write the scorer with thresholds that make the shares hold on the given prompts (every 5%, and
+    ``extra_share``) to ``out``; the thresholds and how many prompts they come from."""
     scorer = _scorer(scorer_path)
     prompts = read_prompts([prompts_path], unique=False)
     if len(prompts) < 20:
@@ -260,7 +261,7 @@ def calibrate(
     props["scorer.training"] = json.dumps(training, sort_keys=True)
     onnx.helper.set_model_props(model, props)
     onnx.save_model(model, str(out))
-    return thresholds
+    return thresholds, len(prompts)
 
 
 def evaluate(

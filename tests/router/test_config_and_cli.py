@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -150,8 +151,11 @@ async def test_a_port_held_by_another_router_is_refused() -> None:
 
     first = await build_router(router_settings())
     try:
-        with pytest.raises(ConfigError, match=rf"cannot listen on 127\.0\.0\.1:{first.port} for gRPC.*server\.port"):
+        with pytest.raises(ConfigError) as refused:
             await build_router(router_settings(server={"host": "127.0.0.1", "port": first.port}))
+        message = str(refused.value)  # issue #27: gRPC's own text ("set GRPC_VERBOSITY=debug") pointed nowhere
+        assert f"cannot listen on 127.0.0.1:{first.port} for gRPC" in message and "another instance" in message
+        assert "ROUTER_SERVER__PORT" in message and "--router-config" in message and "GRPC_VERBOSITY" not in message
     finally:
         await first.stop()
 
@@ -161,3 +165,18 @@ def test_tls_flags_of_a_client_command_are_named_in_its_errors() -> None:
     assert missing.returncode == 2 and "--tls-ca: /nonexistent/ca.pem does not exist" in missing.stderr
     half = run_cli("route", "hi", "--address", "127.0.0.1:1", "--tls-cert", "/x.pem")
     assert half.returncode == 2 and "--tls-cert and --tls-key need --tls-ca" in half.stderr
+
+
+async def test_route_at_the_wrong_port_says_what_answered() -> None:
+    """Issue #27: the gateway's port gave "UNIMPLEMENTED: Method not found!"; a closed port "answered UNAVAILABLE"."""
+    from gateway_service.server import build_gateway
+    from tests.gateway.conftest import gateway_settings
+
+    gateway = await build_gateway(gateway_settings(closed_port(), "http://127.0.0.1:9", "http://127.0.0.1:9"))
+    try:
+        wrong = await asyncio.to_thread(run_cli, "route", "hi", "--address", f"127.0.0.1:{gateway.grpc_port}")
+    finally:
+        await gateway.stop()
+    closed = await asyncio.to_thread(run_cli, "route", "hi", "--address", f"127.0.0.1:{closed_port()}")
+    assert wrong.returncode != 0 and "serves another gRPC service, not the router's" in wrong.stderr, wrong.stderr
+    assert closed.returncode != 0 and "nothing answered at 127.0.0.1:" in closed.stderr, closed.stderr

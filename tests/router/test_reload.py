@@ -163,6 +163,18 @@ async def test_an_unusable_path_is_invalid_argument(stubs, path: str) -> None:
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "give a file path" in details
 
 
+async def test_a_scorer_for_another_pair_is_swapped_in_with_a_warning(stubs, tmp_path) -> None:
+    """Issue #27: a scorer trained for 70b/8b went in while routing stays on 8b/1b, without a word."""
+    _, admin = stubs
+    other = with_props(DIFFICULTY, tmp_path / "other-pair.onnx", scorer__models='["llama3.1:70b", "llama3.1:8b"]',
+                       scorer__strong_model="llama3.1:70b", scorer__weak_model="llama3.1:8b")
+    reply = await admin.ReloadScorers(ReloadScorersRequest(paths={"main": str(other)}), timeout=30)
+    assert list(reply.swapped) == ["main"] and len(reply.warnings) == 1
+    assert "trained for llama3.1:70b (strong) / llama3.1:8b (weak), but routing uses llama3.1:8b / llama3.2:1b" in reply.warnings[0]
+    bundled = await admin.ReloadScorers(ReloadScorersRequest(paths={"main": str(DIFFICULTY)}), timeout=30)
+    assert list(bundled.warnings) == []  # public benchmarks' models: no name in common, nothing to say
+
+
 async def test_unknown_scorer_name_is_invalid_argument(stubs, tmp_path) -> None:
     _, admin = stubs
     code, details = await status_of(admin.ReloadScorers(ReloadScorersRequest(paths={"nope": str(MF)}), timeout=30))

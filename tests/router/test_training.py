@@ -108,10 +108,11 @@ def embedding_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("embedding-cache")
 
 
-def cli(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, cache: Path, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_")}
     env["XDG_CACHE_HOME"] = str(cache)  # the test's own embedding cache
-    return subprocess.run([sys.executable, "-m", "router_service", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run([sys.executable, "-m", "router_service", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
 
 
 def test_train_calibrate_eval_round_trip(data_slice: Path, tmp_path: Path, embedding_cache: Path) -> None:
@@ -131,9 +132,17 @@ def test_train_calibrate_eval_round_trip(data_slice: Path, tmp_path: Path, embed
 
     prompts = tmp_path / "traffic.txt"
     prompts.write_text("\n".join(f"Question {i}: what is {i} squared?" for i in range(60)))
-    calibrated = cli("calibrate", "--prompts", str(prompts), "--scorer", str(scorer), cache=cache)
+    before = scorer.read_bytes()
+    calibrated = cli("calibrate", "--prompts", str(prompts), "--scorer", str(scorer), cache=cache, cwd=tmp_path)
     assert calibrated.returncode == 0, calibrated.stderr
     assert "strong share  50%: threshold" in calibrated.stdout
+    # Issue #27: it rewrote the scorer in place without a word; now a new file, said, with a warning on 60 prompts.
+    written = tmp_path / "scorer-calibrated.onnx"
+    assert scorer.read_bytes() == before and written.is_file()
+    assert f"wrote {written.name} (thresholds from 60 prompts)" in calibrated.stdout
+    assert "60 prompts give each share to within about +/-13 points" in calibrated.stderr
+    in_place = cli("calibrate", "--prompts", str(prompts), "--scorer", str(again), "--in-place", cache=cache)
+    assert in_place.returncode == 0 and f"wrote {again}" in in_place.stdout and again.read_bytes() != before
 
     plot = tmp_path / "curve.png"
     evaluated = cli("eval", "--data-dir", str(data_slice), "--scorer", str(scorer), "--plot", str(plot), "--json", cache=cache)

@@ -206,9 +206,11 @@ class ReloadScorersRequest(_message.Message):
     def __init__(self, paths: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ReloadScorersResponse(_message.Message):
-    __slots__ = ("serving", "swapped")
+    __slots__ = ("serving", "swapped", "warnings")
     SERVING_FIELD_NUMBER: _ClassVar[int]
     SWAPPED_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     serving: DescribeResponse
     swapped: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, serving: _Optional[_Union[DescribeResponse, _Mapping]] = ..., swapped: _Optional[_Iterable[str]] = ...) -> None: ...
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, serving: _Optional[_Union[DescribeResponse, _Mapping]] = ..., swapped: _Optional[_Iterable[str]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
