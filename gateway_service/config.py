@@ -145,6 +145,10 @@ class UpstreamSettings(Section):
     health_interval_s: float = Field(
         15.0, ge=0, description="how often each host's model list is fetched (Ollama /api/tags, OpenAI /models); 0: never"
     )
+    url_named_as: str | None = Field(
+        None, description="what errors call this upstream's URL setting, for tools that write this config from "
+        "their own flags (routestack-routellm: --base-url); default upstreams[NAME].base_url",
+    )
 
     @model_validator(mode="after")
     def _one_kind_of_url(self) -> UpstreamSettings:
@@ -162,7 +166,7 @@ class UpstreamSettings(Section):
 
     @property
     def url_setting(self) -> str:
-        return f"upstreams[{self.name}].{'base_urls' if self.base_urls else 'base_url'}"
+        return self.url_named_as or f"upstreams[{self.name}].{'base_urls' if self.base_urls else 'base_url'}"
 
     def resolve_api_key(self) -> str | None:
         return secret_value(self.api_key, self.api_key_env)

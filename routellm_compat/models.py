@@ -93,6 +93,9 @@ def upstream_settings(models: Mapping[str, ResolvedModel]) -> list[dict[str, Any
             upstream: dict[str, Any] = {
                 "name": f"{model.provider}-{len(upstreams) + 1}", "provider": model.provider,
                 "base_url": model.base_url, "models": [],
+                # errors name the flag its user gave (or the default it stands for), not a setting never written
+                "url_named_as": "--base-url" if model.base_url not in (OLLAMA_DEFAULT, OPENAI_URL)
+                else f"--base-url (not given: {model.base_url} was used)",
             }
             if model.api_key:
                 upstream["api_key"] = model.api_key

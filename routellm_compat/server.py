@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,23 @@ def read_config(path: Path | None) -> dict[str, Any] | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return run_cli("routestack-routellm", lambda: _run(args))
+    return run_cli("routestack-routellm", lambda: _in_its_own_words(lambda: _run(args)))
+
+
+# The gateway's settings this command writes from its flags: its errors name the flags its user gave.
+OWN_WORDS = {
+    "server.http_port (GATEWAY_SERVER__HTTP_PORT)": "--port", "server.host": "--host",
+}
+
+
+def _in_its_own_words(run: Callable[[], int]) -> int:
+    try:
+        return run()
+    except ConfigError as exc:
+        message = str(exc)
+        for setting, flag in OWN_WORDS.items():
+            message = message.replace(setting, flag)
+        raise ConfigError(message) from None
 
 
 def _run(args: argparse.Namespace) -> int:

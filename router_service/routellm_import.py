@@ -64,6 +64,12 @@ def _weights_file(path: Path) -> Path:
         raise ConfigError(f"{path} has no model.safetensors: give RouteLLM's MF checkpoint folder (save_pretrained)")
     if path.is_file():
         return path
+    raw = str(path)
+    if raw.count("/") == 1 and not raw.startswith((".", "/", "~")):
+        raise ConfigError(
+            f"RouteLLM checkpoint {raw}: it looks like a Hugging Face repo id, and nothing is downloaded here: fetch it "
+            f"where you can (huggingface-cli download {raw} --local-dir DIR) and give DIR"
+        )
     raise ConfigError(f"RouteLLM checkpoint {path} does not exist")
 
 

@@ -9,6 +9,7 @@ other ambient variable is read, except one that a setting names explicitly
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import tomllib
@@ -32,6 +33,7 @@ __all__ = [
     "Section",
     "TlsServerSettings",
     "TomlSettings",
+    "describe_settings_error",
     "load_toml_settings",
     "secret_value",
     "with_section",
@@ -105,7 +107,7 @@ def load_toml_settings(cls: type[Settings], config_file: Path | None, env_var: s
     path = config_file or (Path(env_path) if env_path else None)
     warn_unknown_env(cls, env_var)
     if path is None:
-        return cls(**overrides)
+        return _built(cls, cls, overrides, "")
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} not found (given by --config or {env_var})")
     try:
@@ -113,7 +115,42 @@ def load_toml_settings(cls: type[Settings], config_file: Path | None, env_var: s
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     from_file: type[Settings] = type(f"{cls.__name__}FromFile", (cls,), {"model_config": SettingsConfigDict(toml_file=path)})
-    return from_file(**overrides)
+    return _built(from_file, cls, overrides, f" in {path}")
+
+
+def _built(make: type[Settings], cls: type[Settings], overrides: dict[str, Any], where: str) -> Settings:
+    try:
+        return make(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(describe_settings_error(cls, exc, where)) from None
+
+
+def describe_settings_error(cls: type[BaseModel], exc: ValidationError, where: str = "") -> str:
+    """Each wrong key by its dotted name, what is wrong, and for a key that names nothing the nearest that does
+    ("did you mean http_port?"); without pydantic's own wording and links."""
+    lines = []
+    for error in exc.errors()[:5]:
+        loc = [str(part) for part in error["loc"]]
+        key = ".".join(loc) or "the settings"
+        if error["type"] == "extra_forbidden":
+            known = _fields_at(cls, loc[:-1])
+            near = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.6)
+            hint = f"; did you mean {'.'.join([*loc[:-1], near[0]])}?" if near else f"; known here: {', '.join(known)}"
+            lines.append(f"{key}: no such setting{where}{hint}")
+        else:
+            lines.append(f"{key}: {error['msg']}{where}")
+    more = f" (and {len(exc.errors()) - 5} more)" if len(exc.errors()) > 5 else ""
+    return "invalid configuration: " + "; ".join(lines) + more
+
+
+def _fields_at(cls: type[BaseModel], path: list[str]) -> list[str]:
+    model: Any = cls
+    for part in path:
+        fields = getattr(model, "model_fields", None)
+        if fields is None or part not in fields:
+            return []
+        model = _section_type(fields[part].annotation)
+    return sorted(getattr(model, "model_fields", {}))
 
 
 def warn_unknown_env(cls: type[TomlSettings], config_var: str) -> None:
@@ -126,11 +163,17 @@ def warn_unknown_env(cls: type[TomlSettings], config_var: str) -> None:
         if not name.startswith(prefix) or name == config_var:
             continue
         model: Any = cls
-        for part in name[len(prefix) :].lower().split(delimiter):
+        parts = name[len(prefix) :].lower().split(delimiter)
+        for depth, part in enumerate(parts):
             fields = getattr(model, "model_fields", None)
             if fields is None or part not in fields:
-                logger.warning("%s names no setting (no %r here); it is ignored: check its spelling", name, part)
-                break
+                near = difflib.get_close_matches(part, list(fields or ()), n=1, cutoff=0.6)
+                hint = f" (did you mean {prefix}{delimiter.join([*parts[:depth], near[0]]).upper()}?)" if near else ""
+                if depth == 0:  # pydantic-settings reads only known names: this one really is ignored
+                    logger.warning("%s names no setting (no %r here); it is ignored%s", name, part, hint)
+                    break
+                # inside a known section it would reach the settings and be refused there, in pydantic's words
+                raise ConfigError(f"{name} names no setting (no {part!r} in {'.'.join(parts[:depth])}){hint}")
             model = _section_type(fields[part].annotation)
 
 

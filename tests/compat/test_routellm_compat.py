@@ -28,7 +28,7 @@ def test_litellm_style_names_map_to_upstreams() -> None:
     seed = resolve_models({"strong": "llama3:70b", "weak": "llama3"}, "http://localhost:11434/v1/", "ollama", {})
     assert [(m.provider, m.base_url, m.api_key) for m in seed.values()] == [("openai", "http://localhost:11434/v1", "ollama")] * 2
     assert upstream_settings(seed) == [{"name": "openai-1", "provider": "openai", "base_url": "http://localhost:11434/v1",
-                                        "models": ["llama3:70b", "llama3"], "api_key": "ollama"}]
+                                        "models": ["llama3:70b", "llama3"], "api_key": "ollama", "url_named_as": "--base-url"}]
     # RouteLLM's local-models guide: GPT-4 and Ollama's own API. OPENAI_API_KEY only for GPT-4's completions.
     guide = resolve_models({"strong": "gpt-4-1106-preview", "weak": "ollama_chat/llama3"}, None, None, {"OPENAI_API_KEY": "sk"})
     assert (guide["strong"].provider, guide["strong"].base_url, guide["strong"].api_key_env) == (
@@ -172,3 +172,35 @@ async def test_only_the_routellm_http_port_listens_beyond_loopback() -> None:
             assert listening_addresses(http) == {"0.0.0.0"}
             for port in (grpc_, router):
                 assert listening_addresses(port) and listening_addresses(port) <= {"127.0.0.1", "::1"}, listening_addresses(port)
+
+
+def test_its_errors_name_its_own_flags(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue #27: errors named upstreams[openai-1].base_url and server.http_port, settings its user never wrote."""
+    import socket
+
+    from routellm_compat.models import resolve_models, upstream_settings
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = ["--strong-model", "openai/a", "--weak-model", "openai/b", "--base-url", "http://127.0.0.1:9/v1",
+                "--host", "127.0.0.1", "--port", str(port)]
+        assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{port}" in err and "change --port or --host" in err, err
+    assert "server.http_port" not in err
+    (upstream,) = upstream_settings(resolve_models({"strong": "openai/a", "weak": "openai/b"}, "http://h:1/v1", None, {}))
+    from gateway_service.config import UpstreamSettings
+
+    assert UpstreamSettings(**upstream).url_setting == "--base-url"
+    assert "huggingface-cli download routellm/mf_gpt4_augmented" in _import_error("routellm/mf_gpt4_augmented")
+
+
+def _import_error(checkpoint: str) -> str:
+    from router_service.errors import ConfigError
+    from router_service.routellm_import import import_routellm
+
+    with pytest.raises(ConfigError) as refused:
+        import_routellm(Path(checkpoint), Path("/nonexistent/out.onnx"))
+    return str(refused.value)

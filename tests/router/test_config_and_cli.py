@@ -180,3 +180,15 @@ async def test_route_at_the_wrong_port_says_what_answered() -> None:
     closed = await asyncio.to_thread(run_cli, "route", "hi", "--address", f"127.0.0.1:{closed_port()}")
     assert wrong.returncode != 0 and "serves another gRPC service, not the router's" in wrong.stderr, wrong.stderr
     assert closed.returncode != 0 and "nothing answered at 127.0.0.1:" in closed.stderr, closed.stderr
+
+
+def test_a_typo_names_the_key_and_the_nearest_one(tmp_path: Path) -> None:
+    """Issue #27: raw pydantic text (and its link); a nested env typo said "it is ignored", then refused to start."""
+    config = tmp_path / "router.toml"
+    config.write_text("[server]\nprot = 50051\n")
+    in_file = run_cli("route", "hi", "--config", str(config))
+    assert in_file.returncode == 2 and f"server.prot: no such setting in {config}; did you mean server.port?" in in_file.stderr
+    assert "pydantic" not in in_file.stderr and "Traceback" not in in_file.stderr
+    in_env = run_cli("route", "hi", env={"ROUTER_SERVER__PROT": "1"})
+    assert in_env.returncode == 2 and "did you mean ROUTER_SERVER__PORT?" in in_env.stderr
+    assert "it is ignored" not in in_env.stderr  # it is refused, and says only that
