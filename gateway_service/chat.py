@@ -71,7 +71,7 @@ class ChatService:
         resources = ExitStack()
         resources.enter_context(self.admission.slot(x.client_key))
         try:
-            opened, first, rest = await self.dispatch.open(spec, params, x.request_id)
+            opened, first, rest = await self.dispatch.open(spec, params, x.request_id, x.headers)
         except BaseException:
             resources.close()
             raise

@@ -172,6 +172,23 @@ class UpstreamSettings(Section):
         return secret_value(self.api_key, self.api_key_env)
 
 
+class RuleSettings(Section):
+    """A routed request that meets every condition given goes to ``model`` without asking the router: what only
+    the gateway sees (the request's max_tokens, a header, OpenAI ``metadata``). Prompt rules live in the router."""
+
+    name: str = Field(min_length=1, max_length=64)
+    model: str = Field(min_length=1, description="a served model")
+    max_tokens_below: int | None = Field(None, ge=1, description="max_tokens (Ollama: num_predict) set and below this")
+    header: str | None = Field(None, description="'name' (present) or 'name: value' (equal, case-insensitive)")
+    metadata: str | None = Field(None, description="'key' (present) or 'key=value' in the request's metadata")
+
+    @model_validator(mode="after")
+    def _some_condition(self) -> RuleSettings:
+        if self.max_tokens_below is None and self.header is None and self.metadata is None:
+            raise ValueError(f"rule {self.name!r}: give max_tokens_below, header or metadata (or several)")
+        return self
+
+
 class PolicySettings(Section):
     """A friendly router pseudo-model, e.g. ``router-mf-50`` for a 50% strong share."""
 
@@ -232,6 +249,7 @@ class GatewaySettings(TomlSettings):
     router: RouterClientSettings = RouterClientSettings()
     upstreams: tuple[UpstreamSettings, ...] = DEFAULT_UPSTREAMS
     policies: tuple[PolicySettings, ...] = DEFAULT_POLICIES
+    rules: tuple[RuleSettings, ...] = Field((), description="routed requests decided here, before the router")
     auth: AuthSettings = AuthSettings()
     limits: LimitSettings = LimitSettings()
     tracing: TracingSettings = TracingSettings()
@@ -263,6 +281,9 @@ class GatewaySettings(TomlSettings):
         for setting, wanted in required:
             if wanted is not None and wanted not in served:
                 raise ValueError(f"{setting} {wanted!r} is not served by any upstream; add it to an upstream's models")
+        for rule in self.rules:
+            if rule.model not in served:
+                raise ValueError(f"rules[{rule.name}].model {rule.model!r} is not served by any upstream")
         for model in self.capabilities:
             if model not in served:
                 raise ValueError(f"capabilities: {model!r} is not served by any upstream; add it to an upstream's models")

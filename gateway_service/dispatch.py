@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import replace
 
 from .config import GatewaySettings
@@ -17,6 +17,7 @@ from .domain import ChatParams, Delta, Finish, ModelSpec, RouteDecision
 from .errors import GatewayError, InvalidRequest, UpstreamStreamError
 from .metrics import GatewayMetrics
 from .router_client import RouterClient
+from .rules import GatewayRules
 from .stream import Opened
 from .turns import TurnMemory, turn_key
 from .upstreams import Upstream
@@ -38,17 +39,20 @@ class Dispatcher:
         self._metrics = metrics
         self._capabilities = {model: frozenset(can) for model, can in settings.capabilities.items()}
         self._turns = TurnMemory(settings.turns)
+        self._rules = GatewayRules(settings.rules)
 
     def lacks(self, model: str, needs: frozenset[str]) -> frozenset[str]:
         """The capabilities of ``needs`` that ``model`` lacks (a model not in [capabilities] lacks none)."""
         can = self._capabilities.get(model)
         return frozenset() if can is None else needs - can
 
-    async def open(self, spec: ModelSpec, params: ChatParams, request_id: str) -> FirstEvent:
+    async def open(
+        self, spec: ModelSpec, params: ChatParams, request_id: str, headers: Mapping[str, str] | None = None
+    ) -> FirstEvent:
         """Route, then open the chosen model's stream up to its first event (or the fallback's)."""
         started = time.perf_counter()
         needs = params.needs()
-        route = self._capable(await self._route(spec, params, request_id), needs)
+        route = self._capable(await self._route(spec, params, request_id, headers or {}), needs)
         route_ms = (time.perf_counter() - started) * 1e3
         if not spec.concrete:
             self._metrics.router_overhead.observe(route_ms / 1e3)
@@ -107,9 +111,14 @@ class Dispatcher:
             f"model {route.model!r} cannot take this request: it lacks {wanted} (the gateway's [capabilities]); {hint}"
         )
 
-    async def _route(self, spec: ModelSpec, params: ChatParams, request_id: str) -> RouteDecision:
+    async def _route(
+        self, spec: ModelSpec, params: ChatParams, request_id: str, headers: Mapping[str, str]
+    ) -> RouteDecision:
         if spec.concrete:
             return RouteDecision(spec.name, reason="a concrete model was requested: no routing")
+        rule = self._rules.match(params, headers)
+        if rule is not None:
+            return RouteDecision(rule.model, routed=True, rule=rule.name, reason=f"gateway rule {rule.name!r}: not routed")
         turn = turn_key(params.messages)
         if turn is not None and turn[1]:
             model = self._turns.model_of(turn[0])

@@ -8,6 +8,7 @@ in it when it ends, so the one access line carries both the request and its stre
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ class Exchange:
     error: str = ""
     stream: dict[str, Any] | None = None  # an opened stream's record, left here when it closes
     cut: bool = False  # the gateway is ending this request: the shutdown grace is over
+    headers: Mapping[str, str] = field(default_factory=dict)  # HTTP headers or gRPC metadata, for gateway rules
 
     def id_headers(self) -> dict[str, str]:
         headers = {"x-request-id": self.request_id}

@@ -122,3 +122,4 @@ class Description:
     weak_model: str
     default_threshold: float
     embedder_backend: str
+    warnings: tuple[str, ...] = ()  # a scorer trained for another pair than routing uses

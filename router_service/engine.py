@@ -359,6 +359,7 @@ class RouteEngine:
             weak_model=policy.weak_model,
             default_threshold=_or_nan(policy.default_threshold),
             embedder_backend=generation.pipeline.embedder.backend,
+            warnings=pair_warnings(policy.scorers, policy.strong_model, policy.weak_model),
         )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -79,9 +79,11 @@ class FrontDoor:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    def enter(self, api: str, request_id: str | None, authorization: str | None) -> Exchange:
+    def enter(
+        self, api: str, request_id: str | None, authorization: str | None, headers: Mapping[str, str] | None = None
+    ) -> Exchange:
         request_id, note = accept_request_id(request_id)
-        x = Exchange(api, request_id, note, bearer_token(authorization))
+        x = Exchange(api, request_id, note, bearer_token(authorization), headers=headers or {})
         task = asyncio.current_task()
         if task is not None:
             self._in_flight[task] = x
@@ -197,7 +199,7 @@ class HttpFrontDoor:
         endpoint = self._endpoints.get(path)
         headers = Headers(scope=scope)
         authorization = headers.get("authorization")
-        x = self._door.enter(endpoint.api if endpoint else "http/unknown", headers.get("x-request-id"), authorization)
+        x = self._door.enter(endpoint.api if endpoint else "http/unknown", headers.get("x-request-id"), authorization, headers)
         codec = endpoint.codec if endpoint else self._codec_of(path)
         body = _Body(receive)
         try:
@@ -272,7 +274,8 @@ async def grpc_exchange(door: FrontDoor, context: grpc.aio.ServicerContext[Any, 
     metadata = dict(context.invocation_metadata() or ())
     given, authorization = metadata.get("x-request-id"), metadata.get("authorization")
     authorization = authorization if isinstance(authorization, str) else None
-    x = door.enter(api, given if isinstance(given, str) else None, authorization)
+    text = {k: v for k, v in metadata.items() if isinstance(v, str)}
+    x = door.enter(api, given if isinstance(given, str) else None, authorization, text)
     x.status = "OK"
     try:
         door.check_auth(authorization)

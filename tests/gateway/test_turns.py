@@ -38,3 +38,28 @@ async def test_a_250_round_tool_loop_stays_on_one_model_and_leaves_a_fresh_hi_we
     assert len(set(models)) == 1 and models[0] in (STRONG, WEAK), set(models)
     assert rules[0] == "" and set(rules[1:]) == {"turn"}  # routed once, then the turn's model
     assert fresh.headers["x-route-model"] == WEAK
+
+
+async def test_gateway_rules_decide_by_max_tokens_header_or_metadata_before_the_router(stack: Stack) -> None:
+    from gateway_service.config import RuleSettings
+
+    rules = (
+        RuleSettings(name="short", model=WEAK, max_tokens_below=64),
+        RuleSettings(name="tasks", model=WEAK, header="x-client-task"),
+        RuleSettings(name="tagged", model=STRONG, metadata="tier=premium"),
+    )
+    gateway = await build_gateway(stack.gateway.settings.model_copy(update={"rules": rules}))
+    url = f"http://127.0.0.1:{gateway.http_port}/v1/chat/completions"
+    proof = [{"role": "user", "content": "Prove that there are infinitely many primes."}]
+    try:
+        async with httpx.AsyncClient(timeout=30) as http:
+            short = await http.post(url, json={"model": "router", "messages": proof, "max_tokens": 20})
+            task = await http.post(url, json={"model": "router", "messages": proof}, headers={"x-client-task": "title"})
+            tagged = await http.post(url, json={"model": "router", "messages": [{"role": "user", "content": "hi"}],
+                                                "metadata": {"tier": "Premium"}})
+            concrete = await http.post(url, json={"model": STRONG, "messages": proof, "max_tokens": 20})
+    finally:
+        await gateway.stop()
+    assert [(a.headers["x-route-model"], a.headers.get("x-route-rule")) for a in (short, task, tagged)] == [
+        (WEAK, "short"), (WEAK, "tasks"), (STRONG, "tagged")]
+    assert concrete.headers["x-route-model"] == STRONG and "x-route-rule" not in concrete.headers  # only routed requests

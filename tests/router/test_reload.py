@@ -171,6 +171,7 @@ async def test_a_scorer_for_another_pair_is_swapped_in_with_a_warning(stubs, tmp
     reply = await admin.ReloadScorers(ReloadScorersRequest(paths={"main": str(other)}), timeout=30)
     assert list(reply.swapped) == ["main"] and len(reply.warnings) == 1
     assert "trained for llama3.1:70b (strong) / llama3.1:8b (weak), but routing uses llama3.1:8b / llama3.2:1b" in reply.warnings[0]
+    assert list(reply.serving.warnings) == list(reply.warnings)  # and Describe says so while it serves
     bundled = await admin.ReloadScorers(ReloadScorersRequest(paths={"main": str(DIFFICULTY)}), timeout=30)
     assert list(bundled.warnings) == []  # public benchmarks' models: no name in common, nothing to say
 

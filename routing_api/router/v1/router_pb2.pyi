@@ -175,7 +175,7 @@ class ModelMapping(_message.Message):
     def __init__(self, model: _Optional[str] = ..., scorer_model: _Optional[str] = ..., cost: _Optional[float] = ...) -> None: ...
 
 class DescribeResponse(_message.Message):
-    __slots__ = ("default_scorer", "scorers", "models", "strong_model", "weak_model", "default_threshold", "embedder_backend")
+    __slots__ = ("default_scorer", "scorers", "models", "strong_model", "weak_model", "default_threshold", "embedder_backend", "warnings")
     DEFAULT_SCORER_FIELD_NUMBER: _ClassVar[int]
     SCORERS_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
@@ -183,6 +183,7 @@ class DescribeResponse(_message.Message):
     WEAK_MODEL_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     EMBEDDER_BACKEND_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     default_scorer: str
     scorers: _containers.RepeatedCompositeFieldContainer[ScorerInfo]
     models: _containers.RepeatedCompositeFieldContainer[ModelMapping]
@@ -190,7 +191,8 @@ class DescribeResponse(_message.Message):
     weak_model: str
     default_threshold: float
     embedder_backend: str
-    def __init__(self, default_scorer: _Optional[str] = ..., scorers: _Optional[_Iterable[_Union[ScorerInfo, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelMapping, _Mapping]]] = ..., strong_model: _Optional[str] = ..., weak_model: _Optional[str] = ..., default_threshold: _Optional[float] = ..., embedder_backend: _Optional[str] = ...) -> None: ...
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, default_scorer: _Optional[str] = ..., scorers: _Optional[_Iterable[_Union[ScorerInfo, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelMapping, _Mapping]]] = ..., strong_model: _Optional[str] = ..., weak_model: _Optional[str] = ..., default_threshold: _Optional[float] = ..., embedder_backend: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ReloadScorersRequest(_message.Message):
     __slots__ = ("paths",)
