@@ -153,7 +153,10 @@ async def test_fallback_down_too_is_a_502_naming_the_url(stack: Stack, sdk: open
     with pytest.raises(openai.APIStatusError) as info:
         await sdk.chat.completions.create(model=STRONG, messages=[{"role": "user", "content": "hello"}])
     assert info.value.status_code == 502
-    assert "/api/chat for model 'llama3.2:1b' answered HTTP 500" in info.value.message
+    # What was asked first, with its URL and status; then the fallback, in one clause when it failed alike.
+    assert f"model {STRONG!r} failed: upstream 'ollama' (ollama) at http://" in info.value.message
+    assert f"/api/chat for model {STRONG!r} answered HTTP 500" in info.value.message
+    assert info.value.message.endswith(f"Its fallback {WEAK!r} failed the same way")
 
 
 async def test_stream_cut_mid_way_is_a_terminal_error_not_done(stack: Stack, sdk: openai.AsyncOpenAI) -> None:
