@@ -135,6 +135,7 @@ class _Slot:
         self.started = 0.0
         self.backoff = BACKOFF_S
         self.restart_at: float | None = None
+        self.announced = False  # its first heartbeat has been logged
 
     @property
     def ready(self) -> bool:
@@ -163,7 +164,7 @@ class _Supervisor:
             name=f"gateway-worker-{slot.index}",
         )
         slot.process.start()
-        slot.started, slot.restart_at = time.monotonic(), None
+        slot.started, slot.restart_at, slot.announced = time.monotonic(), None, False
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
         if not self._stopping:
@@ -188,6 +189,8 @@ class _Supervisor:
                 return 0
             logger.error("%s before it served; not starting the others", first.describe())
             return 2 if first.process.exitcode == 2 else 1
+        first.announced = True
+        logger.info("worker 0 (pid %s) serving; starting the others", first.process.pid)
         for slot in self._slots[1:]:
             self._start(slot)
         server = self._settings.server
@@ -211,6 +214,9 @@ class _Supervisor:
             if process.is_alive() and now - slot.started > 0 and self._overdue(slot, now):
                 process.kill()  # a stopped (SIGSTOP) worker cannot drain
             return
+        if process.is_alive() and slot.ready and not slot.announced:
+            slot.announced = True
+            logger.info("worker %d (pid %s) serving", slot.index, process.pid)
         if process.is_alive():
             hang_s = self._settings.server.worker_hang_s
             if slot.ready and slot.heartbeat is not None and now - slot.heartbeat.value > hang_s:

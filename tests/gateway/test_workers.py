@@ -71,13 +71,9 @@ def _start_workers(
             cwd=ROOT, env=env, stderr=log,
         )
     url = f"http://127.0.0.1:{http_port}"
-    for _ in range(300):
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    time.sleep(1.0)  # the second worker may bind a moment after the first answers
+    log = tmp_path / log_name
+    # Every worker serving (the supervisor says so at each one's first heartbeat), not only the first.
+    assert _wait_for(lambda: log.read_text().count(") serving") >= 2 or gateway.poll() is not None, 120), log.read_text()
     return gateway, url
 
 
