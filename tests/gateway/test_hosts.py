@@ -177,7 +177,8 @@ async def test_a_host_killed_mid_load_costs_no_error_before_the_first_token_and_
             process.wait()
             await load
             assert set(outcomes) <= {"ok", "cut"}, outcomes  # no status error: nothing failed before the first token
-            assert outcomes["cut"] <= 9 and outcomes["ok"] > 50, outcomes  # only streams open on the killed host
+            # only streams open on the killed host are cut; the rest go on (how many in 2 s depends on the machine's load)
+            assert outcomes["cut"] <= 9 and outcomes["ok"] > 20, outcomes
             ok_before = [line for line in await metric_lines(app, "gateway_upstream_host_requests_total")
                          if killable_url in line and 'outcome="ok"' in line]
 

@@ -71,9 +71,10 @@ def _start_workers(
             cwd=ROOT, env=env, stderr=log,
         )
     url = f"http://127.0.0.1:{http_port}"
-    log = tmp_path / log_name
+    written = tmp_path / log_name
     # Every worker serving (the supervisor says so at each one's first heartbeat), not only the first.
-    assert _wait_for(lambda: log.read_text().count(") serving") >= 2 or gateway.poll() is not None, 120), log.read_text()
+    assert _wait_for(lambda: written.read_text().count(") serving") >= 2 or gateway.poll() is not None, 120), \
+        written.read_text()
     return gateway, url
 
 
