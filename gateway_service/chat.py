@@ -13,7 +13,7 @@ from .admission import Admission
 from .capture import Capture
 from .config import GatewaySettings, LimitSettings
 from .dispatch import Dispatcher
-from .domain import ChatParams
+from .domain import ChatParams, RouteDecision
 from .embeddings import EmbeddingService
 from .errors import InvalidRequest, TooLarge
 from .exchange import Exchange
@@ -59,6 +59,11 @@ class ChatService:
         if spec.concrete:
             return every - self.dispatch.lacks(model, every)
         return frozenset().union(*(every - self.dispatch.lacks(m, every) for m in self.dispatch.routable()))
+
+    async def route(self, model: str, params: ChatParams, x: Exchange) -> RouteDecision:
+        """The decision a chat request would get, without opening any upstream (POST /v1/route)."""
+        validate(params, self.limits)
+        return await self.dispatch.decide(self.catalog.resolve(model), params, x.request_id, x.headers)
 
     async def open(self, model: str, params: ChatParams, x: Exchange) -> ChatStream:
         """Validate, take a stream slot, route, and open the upstream up to its first event.

@@ -46,6 +46,12 @@ class Dispatcher:
         can = self._capabilities.get(model)
         return frozenset() if can is None else needs - can
 
+    async def decide(
+        self, spec: ModelSpec, params: ChatParams, request_id: str, headers: Mapping[str, str] | None = None
+    ) -> RouteDecision:
+        """Which model would answer, and why (rules, turn, router, capabilities), without asking any LLM."""
+        return self._capable(await self._route(spec, params, request_id, headers or {}), params.needs())
+
     async def open(
         self, spec: ModelSpec, params: ChatParams, request_id: str, headers: Mapping[str, str] | None = None
     ) -> FirstEvent:

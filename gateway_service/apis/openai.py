@@ -140,6 +140,19 @@ class OpenAIApi:
             answer["usage"] = {"prompt_tokens": embedded.prompt_tokens, "total_tokens": embedded.prompt_tokens}
         return JSONResponse(answer, headers=x.id_headers())
 
+    async def route(self, request: Request, x: Exchange) -> Response:
+        """``POST /v1/route``: a chat request's body (model and messages; tools and the rest are read for
+        capabilities) -> the model that would answer and why, without calling any LLM."""
+        body = await read_model(request, ChatCompletionRequest, self._chat.limits, check_shape)
+        x.requested = body.model
+        decision = await self._chat.route(body.model, body.params(), x)
+        return JSONResponse({
+            "model": decision.model, "routed": decision.routed, "routed_strong": decision.routed_strong,
+            "score": decision.score, "threshold": decision.threshold, "reason": decision.reason, "rule": decision.rule,
+            "degraded": decision.degraded, "budget_limited": decision.budget_limited,
+            "rerouted_for": decision.rerouted_for, "scorer": decision.scorer, "scorer_version": decision.scorer_version,
+        }, headers=x.id_headers() | route_headers(decision))
+
     async def models(self, request: Request, x: Exchange) -> Response:
         data = [{"id": i, "object": "model", "created": 0, "owned_by": owner} for i, owner, _ in self._chat.models()]
         return JSONResponse({"object": "list", "data": data}, headers=x.id_headers())

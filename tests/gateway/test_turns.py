@@ -63,3 +63,25 @@ async def test_gateway_rules_decide_by_max_tokens_header_or_metadata_before_the_
     assert [(a.headers["x-route-model"], a.headers.get("x-route-rule")) for a in (short, task, tagged)] == [
         (WEAK, "short"), (WEAK, "tasks"), (STRONG, "tagged")]
     assert concrete.headers["x-route-model"] == STRONG and "x-route-rule" not in concrete.headers  # only routed requests
+
+
+async def test_the_route_endpoint_gives_the_decision_without_calling_any_llm(stack: Stack) -> None:
+    """POST /v1/route: what a chat request would get, for HTTP clients that want the decision, not the completion."""
+    url = f"http://127.0.0.1:{stack.gateway.http_port}/v1/route"
+    def chats() -> int:
+        return sum("chat" in r["path"] for r in [*stack.ollama.requests, *stack.openai.requests])
+
+    sent = chats()
+    async with httpx.AsyncClient(timeout=30) as http:
+        hi = await http.post(url, json={"model": "router", "messages": [{"role": "user", "content": "hi"}]})
+        proof = await http.post(url, json={"model": "router-mf-50", "messages": [
+            {"role": "user", "content": "Prove that there are infinitely many primes."}]})
+        task = await http.post(url, json={"model": "router", "messages": [
+            {"role": "user", "content": "### Task:\nGenerate a concise title for the chat history."}]})
+        unknown = await http.post(url, json={"model": "nope", "messages": [{"role": "user", "content": "hi"}]})
+    assert hi.status_code == proof.status_code == task.status_code == 200, hi.text
+    assert (hi.json()["model"], hi.json()["routed_strong"]) == (WEAK, False) and hi.json()["score"] > 0
+    assert proof.json()["model"] == STRONG and "score" in proof.json()["reason"]
+    assert (task.json()["model"], task.json()["rule"]) == (WEAK, "client-utility")
+    assert unknown.status_code == 404 and "nope" in unknown.json()["error"]["message"]
+    assert chats() == sent  # no upstream was asked
