@@ -7,6 +7,7 @@ in it when it ends, so the one access line carries both the request and its stre
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,6 +36,15 @@ class Exchange:
         if self.id_note:
             headers["x-request-id-note"] = self.id_note
         return headers
+
+    def take_back_cut(self) -> bool:
+        """After a CancelledError: true when it was the shutdown cut, now withdrawn so the request may still say
+        why it ends; false when something else cancelled the task, which must go on cancelling."""
+        task = asyncio.current_task()
+        if not self.cut or task is None:
+            return False
+        task.uncancel()
+        return True
 
     def ended(self, status: int | str, outcome: str, error: str = "") -> None:
         self.status, self.outcome, self.error = status, outcome, error

@@ -130,10 +130,8 @@ class ChatStream:
                 exc.route = self.route
             raise
         except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if not self._exchange.cut or task is None:  # the client left (or a cancel not ours): go on cancelling
+            if not self._exchange.take_back_cut():  # the client left (or a cancel not ours): go on cancelling
                 raise
-            task.uncancel()
             progress.outcome = "error:ShuttingDown"
             raise ShuttingDown(
                 "the gateway is shutting down: this stream was ended when its shutdown grace (server.grace_s) ran out"

@@ -132,16 +132,6 @@ class FrontDoor:
         )
 
 
-def swallow_cut(x: Exchange) -> bool:
-    """After a CancelledError: true when it was the shutdown cut (now withdrawn, so the request may still
-    say why it ends); false when something else cancelled the task, which must go on cancelling."""
-    task = asyncio.current_task()
-    if not x.cut or task is None:
-        return False
-    task.uncancel()
-    return True
-
-
 class _Body:
     """The request's ``receive``, watched: once the body has arrived, a task waits for the client to
     leave and cancels the request's task, wherever it waits (an upstream's first token, a stream)."""
@@ -213,7 +203,7 @@ class HttpFrontDoor:
                 asyncio.current_task().uncancel()  # type: ignore[union-attr]
                 if x.stream is None:
                     x.ended(499, "client_disconnected", GONE)
-            elif not swallow_cut(x):
+            elif not x.take_back_cut():
                 raise
         except OSError:  # a server that reports the client gone by raising on send (ASGI 2.4)
             if x.stream is None:
@@ -247,7 +237,7 @@ class HttpFrontDoor:
                 asyncio.current_task().uncancel()  # type: ignore[union-attr]
                 x.ended(499, "client_disconnected", GONE)
                 return None
-            if swallow_cut(x):
+            if x.take_back_cut():
                 return self._refuse(codec, self._door.shutting_down(), x)
             raise
         except Exception:  # noqa: BLE001 - any bug: a 500 with an id that is also in the log, never a traceback
@@ -283,7 +273,7 @@ async def grpc_exchange(door: FrontDoor, context: grpc.aio.ServicerContext[Any, 
     except GatewayError as exc:
         await _abort(context, x, exc)
     except asyncio.CancelledError:
-        if not swallow_cut(x):
+        if not x.take_back_cut():
             if x.stream is None:
                 x.ended("CANCELLED", "client_disconnected", GONE)
             raise
