@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import GatewayError, InternalError
+
 __all__ = ["Exchange"]
 
 
@@ -48,6 +50,11 @@ class Exchange:
 
     def ended(self, status: int | str, outcome: str, error: str = "") -> None:
         self.status, self.outcome, self.error = status, outcome, error
+
+    def refused(self, error: GatewayError, status: int | str) -> None:
+        """Ended by a domain error: its class is the outcome (a bug's is "internal_error")."""
+        outcome = "internal_error" if isinstance(error, InternalError) else type(error).__name__
+        self.ended(status, outcome, str(error))
 
     def record(self) -> dict[str, Any]:
         """The access line: the request, how it ended, and its stream's figures when one opened. Never

@@ -156,6 +156,7 @@ class _Supervisor:
         self._context = multiprocessing.get_context("spawn")  # a fresh interpreter each: no loop or socket inherited
         self._slots = [_Slot(i) for i in range(workers)]
         self._stopping = False
+        self._kill_at = math.inf  # once stopping: a worker still alive past the grace (and a margin) will not drain
 
     def _start(self, slot: _Slot) -> None:
         slot.heartbeat = self._context.Value("d", 0.0, lock=False)
@@ -169,6 +170,7 @@ class _Supervisor:
     def _stop(self, signum: int, frame: FrameType | None) -> None:
         if not self._stopping:
             self._stopping = True
+            self._kill_at = time.monotonic() + self._settings.server.grace_s + 10
             logger.info("stopping %d workers (they drain their streams for up to %gs)", self._workers,
                         self._settings.server.grace_s)
             for slot in self._slots:
@@ -211,7 +213,7 @@ class _Supervisor:
         process, now = slot.process, time.monotonic()
         assert process is not None
         if self._stopping:
-            if process.is_alive() and now - slot.started > 0 and self._overdue(slot, now):
+            if process.is_alive() and now > self._kill_at:
                 process.kill()  # a stopped (SIGSTOP) worker cannot drain
             return
         if process.is_alive() and slot.ready and not slot.announced:
@@ -239,9 +241,3 @@ class _Supervisor:
         elif now >= slot.restart_at:
             self._start(slot)
             logger.info("worker %d restarted (pid %s)", slot.index, slot.process.pid if slot.process else None)
-
-    def _overdue(self, slot: _Slot, now: float) -> bool:
-        """While stopping: a worker still alive past the grace (and a margin) will not drain by itself."""
-        if slot.restart_at is None:
-            slot.restart_at = now  # when stopping began for it
-        return now - slot.restart_at > self._settings.server.grace_s + 10

@@ -104,10 +104,6 @@ class FrontDoor:
         if access_log.isEnabledFor(logging.INFO):  # the record is built only when it is written
             access_log.info(json.dumps(x.record(), separators=(",", ":")))
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._in_flight)
-
     def cut(self) -> int:
         """End every request still running (the shutdown grace is over): each ends with a ShuttingDown
         error on its own wire (a last SSE event, an Ollama error line, a gRPC status), never torn."""
@@ -233,11 +229,7 @@ class HttpFrontDoor:
             x.ended(499, "client_disconnected", "the client went away while sending its body")
             return None
         except asyncio.CancelledError:
-            if body.gone:
-                asyncio.current_task().uncancel()  # type: ignore[union-attr]
-                x.ended(499, "client_disconnected", GONE)
-                return None
-            if x.take_back_cut():
+            if not body.gone and x.take_back_cut():  # the client gone: __call__ ends it, as it does mid-stream
                 return self._refuse(codec, self._door.shutting_down(), x)
             raise
         except Exception:  # noqa: BLE001 - any bug: a 500 with an id that is also in the log, never a traceback
@@ -245,7 +237,7 @@ class HttpFrontDoor:
 
     @staticmethod
     def _refuse(codec: Codec, error: GatewayError, x: Exchange) -> Response:
-        x.ended(error.http_status, type(error).__name__ if not isinstance(error, InternalError) else "internal_error", str(error))
+        x.refused(error, error.http_status)
         return codec.refusal(error, x)
 
 
@@ -291,5 +283,5 @@ async def grpc_exchange(door: FrontDoor, context: grpc.aio.ServicerContext[Any, 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], x: Exchange, error: GatewayError) -> None:
     status = grpc_status(error)
     if x.stream is None or isinstance(error, ShuttingDown):
-        x.ended(status.name, "internal_error" if isinstance(error, InternalError) else type(error).__name__, str(error))
+        x.refused(error, status.name)
     await context.abort(status, str(error))
