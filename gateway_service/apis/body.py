@@ -18,7 +18,7 @@ from ..config import LimitSettings
 from ..errors import InvalidRequest, TooLarge
 from .openai_wire import describe
 
-__all__ = ["read_json", "read_model"]
+__all__ = ["read_json", "read_model", "validated"]
 
 Body = TypeVar("Body", bound=BaseModel)
 
@@ -54,6 +54,8 @@ async def read_model(
 
 
 def validated(schema: type[Body], body: Any, limits: LimitSettings, shape: Callable[[Any, LimitSettings], None]) -> Body:
+    """An already-parsed body (HTTP JSON, or a gRPC request in OpenAI's shape) checked the one way: fields, shape,
+    schema, with the same messages for every API."""
     if isinstance(body, dict) and len(body) > limits.max_extra_fields:
         raise InvalidRequest(f"the request has {len(body)} fields, more than limits.max_extra_fields={limits.max_extra_fields}")
     shape(body, limits)

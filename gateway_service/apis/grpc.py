@@ -12,7 +12,6 @@ from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.message import Message as Message_
-from pydantic import ValidationError
 
 from routing_api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from service_core.grpc_handlers import Context, MalformedRequest
@@ -22,8 +21,9 @@ from ..config import LimitSettings
 from ..domain import ChatParams, Delta, RouteDecision
 from ..errors import InvalidRequest, TooLarge
 from ..toolcalls import wire_fragment
+from .body import validated
 from .frontdoor import FrontDoor, grpc_exchange
-from .openai_wire import ChatCompletionRequest, check_shape, describe
+from .openai_wire import ChatCompletionRequest, check_shape
 
 __all__ = ["GatewayServicer"]
 
@@ -86,12 +86,7 @@ def _params(request: gateway_pb2.ChatRequest, limits: LimitSettings) -> ChatPara
             body[name] = getattr(request, name)
     if request.stop:
         body["stop"] = list(request.stop)
-    check_shape(body, limits)
-    try:
-        checked = ChatCompletionRequest.model_validate(body)
-    except ValidationError as exc:
-        raise InvalidRequest(describe(exc)) from None
-    return checked.params()
+    return validated(ChatCompletionRequest, body, limits, check_shape).params()
 
 
 def _delta(chunk_id: str, model: str, delta: Delta) -> gateway_pb2.ChatChunk:
