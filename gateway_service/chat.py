@@ -8,19 +8,25 @@ or RouteLLM's ``router-mf-<threshold>`` (see models.py).
 from __future__ import annotations
 
 from contextlib import ExitStack
+from dataclasses import replace
+
+from service_core.callers import ANONYMOUS, SHARED_KEY
+from service_core.quota import Counters
 
 from .admission import Admission
 from .capture import Capture
 from .config import GatewaySettings, LimitSettings
-from .dispatch import Dispatcher
-from .domain import ChatParams, RouteDecision
+from .dispatch import Ask, Dispatcher
+from .domain import ChatParams, Finish, ModelSpec, RouteDecision
 from .embeddings import EmbeddingService
 from .errors import InvalidRequest, TooLarge
 from .exchange import Exchange
 from .metrics import GatewayMetrics
 from .models import ModelCatalog
+from .policy import Allowance, CallerPolicies
 from .router_client import RouterClient
-from .stream import ChatStream
+from .spend import SpendBook, Usage, estimate_tokens
+from .stream import ChatStream, Opened
 from .upstreams import Upstream
 
 __all__ = ["ChatService"]
@@ -39,14 +45,18 @@ class ChatService:
         keys_checked: bool = False,
         capture: Capture | None = None,
         workers: int = 1,
+        counters: Counters | None = None,
     ) -> None:
         self.metrics = metrics or GatewayMetrics()
+        self.counters = counters or Counters(settings.redis)
         self.capture = capture
         self.limits = settings.limits
         self.catalog = ModelCatalog(settings)
         self.admission = Admission(settings.limits, keys_checked=keys_checked, workers=workers)
         self.dispatch = Dispatcher(settings, router, upstreams, self.metrics)
         self.embeddings = EmbeddingService(self.catalog, self.dispatch.by_model, settings.limits)
+        self.policies = CallerPolicies(settings, self.counters, self.metrics)
+        self.spend = SpendBook(settings, self.counters, self.metrics, self.dispatch.routable())
 
     def models(self) -> list[tuple[str, str, str]]:
         """(id, owned_by, description) for /v1/models and ListModels."""
@@ -61,29 +71,74 @@ class ChatService:
         return frozenset().union(*(every - self.dispatch.lacks(m, every) for m in self.dispatch.routable()))
 
     async def route(self, model: str, params: ChatParams, x: Exchange) -> RouteDecision:
-        """The decision a chat request would get, without opening any upstream (POST /v1/route)."""
+        """The decision a chat request would get, without opening any upstream (POST /v1/route). It counts
+        against the caller's requests per minute; a strong call it reserves is given back."""
         validate(params, self.limits)
-        return await self.dispatch.decide(self.catalog.resolve(model), params, x.request_id, x.headers)
+        spec, allowance = await self._admit(model, x)
+        try:
+            decision = await self.dispatch.decide(spec, params, self._ask(x, allowance))
+        finally:
+            await self.policies.routed(allowance, routed_strong=False)
+        return self._flagged(decision, allowance)
 
     async def open(self, model: str, params: ChatParams, x: Exchange) -> ChatStream:
-        """Validate, take a stream slot, route, and open the upstream up to its first event.
+        """Validate, apply the caller's policy, take a stream slot, route, and open the upstream up to its
+        first event.
 
         Use the result as ``async with stream:``; it owns the slot from here on, and leaves its record
-        in ``x`` when it closes."""
+        in ``x`` (and its spend in the book) when it closes."""
         validate(params, self.limits)
-        spec = self.catalog.resolve(model)
+        spec, allowance = await self._admit(model, x)
         captured = None if spec.concrete or self.capture is None else self.capture.sample(x.request_id, model, params)
         resources = ExitStack()
-        resources.enter_context(self.admission.slot(x.client_key))
+        routed_strong = False
         try:
-            opened, first, rest = await self.dispatch.open(spec, params, x.request_id, x.headers)
+            resources.enter_context(self.admission.slot(x.client_key))
+            opened, first, rest = await self.dispatch.open(spec, params, self._ask(x, allowance))
+            routed_strong = opened.route.routed_strong
         except BaseException:
             resources.close()
             raise
+        finally:
+            await self.policies.routed(allowance, routed_strong)
+        opened = replace(opened, route=self._flagged(opened.route, allowance))
+        prompt_chars = sum(len(m.content) for m in params.messages)
+
+        def settle(finish: Finish | None, completion_chars: int) -> None:
+            self._settle(x, opened, finish, prompt_chars, completion_chars)
+
         if captured is not None and self.capture is not None:
             captured.route = opened.route
-            return ChatStream(x, opened, first, rest, resources, self.metrics, (self.capture, captured))
-        return ChatStream(x, opened, first, rest, resources, self.metrics)
+            return ChatStream(x, opened, first, rest, resources, self.metrics, (self.capture, captured), settle)
+        return ChatStream(x, opened, first, rest, resources, self.metrics, settle=settle)
+
+    async def _admit(self, model: str, x: Exchange) -> tuple[ModelSpec, Allowance]:
+        spec = self.policies.spec(x.caller, self.catalog.resolve(model))
+        return spec, await self.policies.admit(x.caller, spec, self.dispatch.strong_model)
+
+    @staticmethod
+    def _ask(x: Exchange, allowance: Allowance) -> Ask:
+        name = x.caller.name
+        window = "" if name in (ANONYMOUS, SHARED_KEY) else name  # the router's default window for them
+        return Ask(x.request_id, x.headers, window, allowance.strong_spent)
+
+    def _flagged(self, route: RouteDecision, allowance: Allowance) -> RouteDecision:
+        if allowance.unenforced:
+            self.metrics.budget_unenforced.inc()
+            route = replace(route, budget_unenforced=True)
+        if route.budget_limited and allowance.strong_spent:
+            self.metrics.budget_limited.labels(caller=allowance.caller.name).inc()
+        return route
+
+    def _settle(self, x: Exchange, opened: Opened, finish: Finish | None, prompt_chars: int, completion_chars: int) -> None:
+        """A finished (or ended) completion's tokens and spend, for the caller's book and limits."""
+        usage = finish.usage if finish is not None else None
+        counted = (
+            Usage(usage.prompt_tokens, usage.completion_tokens, estimated=False) if usage is not None
+            else Usage(estimate_tokens(prompt_chars), estimate_tokens(completion_chars), estimated=True)
+        )
+        route = opened.route
+        self.spend.record(x.caller, route.model, counted, routed=route.routed, routed_strong=route.routed_strong)
 
 
 def validate(params: ChatParams, limits: LimitSettings) -> None:

@@ -15,7 +15,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from service_core.errors import ConfigError
+from service_core.callers import BudgetSettings, CallerSettings, read_keys_file
+from service_core.quota import RedisSettings
 from service_core.redact import Redactor
 from service_core.settings import (
     GrpcClientSettings,
@@ -29,10 +30,12 @@ from service_core.tracing import TracingSettings
 
 __all__ = [
     "AuthSettings",
+    "CallerPolicySettings",
     "CaptureSettings",
     "GatewaySettings",
     "LimitSettings",
     "PolicySettings",
+    "PriceSettings",
     "RouterClientSettings",
     "ServerSettings",
     "TurnSettings",
@@ -98,7 +101,8 @@ class LimitSettings(Section):
 
 
 class AuthSettings(Section):
-    """Client API keys; none configured (the default) means no auth, for local use."""
+    """Client API keys without a name (one caller, ``default``); named callers are [[callers]]. None configured
+    (the default) means no auth, for local use."""
 
     api_keys: tuple[SecretStr, ...] = ()
     api_keys_file: Path | None = Field(None, description="one key a line; # starts a comment")
@@ -106,13 +110,30 @@ class AuthSettings(Section):
     def resolve_keys(self) -> tuple[str, ...]:
         keys = [k.get_secret_value() for k in self.api_keys]
         if self.api_keys_file is not None:
-            if not self.api_keys_file.is_file():
-                raise ConfigError(f"auth.api_keys_file: {self.api_keys_file} does not exist")
-            for line in self.api_keys_file.read_text().splitlines():
-                line = line.split("#", 1)[0].strip()
-                if line:
-                    keys.append(line)
+            keys.extend(read_keys_file(self.api_keys_file, "auth.api_keys_file"))
         return tuple(keys)
+
+
+class CallerPolicySettings(BudgetSettings):
+    """What callers following this policy may ask and spend. The policy named ``default`` applies to callers
+    that name none (and to unnamed keys)."""
+
+    name: str = Field(min_length=1, max_length=64)
+    models: tuple[str, ...] = Field(
+        ("*",), description="concrete models it may name (names or wildcards such as 'llama3.2:*'); [] for none"
+    )
+    strong_cost_usd: float | None = Field(
+        None, ge=0, description="dollars of strong calls per budget_window_s (needs [[prices]]); past it, routed weak"
+    )
+    tokens_per_minute: int | None = Field(None, ge=1, description="prompt and completion tokens; past it: 429")
+
+
+class PriceSettings(Section):
+    """What a model costs, for spend and savings (gateway_spend_usd_total, GET /v1/spend, `gateway-service spend`)."""
+
+    model: str = Field(min_length=1)
+    input_per_million: float = Field(ge=0, description="dollars per million prompt tokens")
+    output_per_million: float = Field(ge=0, description="dollars per million completion tokens")
 
 
 class UpstreamSettings(Section):
@@ -251,6 +272,12 @@ class GatewaySettings(TomlSettings):
     policies: tuple[PolicySettings, ...] = DEFAULT_POLICIES
     rules: tuple[RuleSettings, ...] = Field((), description="routed requests decided here, before the router")
     auth: AuthSettings = AuthSettings()
+    callers: tuple[CallerSettings, ...] = Field((), description="named API keys, each with an optional policy")
+    caller_policies: tuple[CallerPolicySettings, ...] = Field(
+        (), description="what callers may ask and spend; 'default' applies to callers that name none"
+    )
+    prices: tuple[PriceSettings, ...] = Field((), description="per model, for spend and the all-strong baseline")
+    redis: RedisSettings = RedisSettings()
     limits: LimitSettings = LimitSettings()
     tracing: TracingSettings = TracingSettings()
     capture: CaptureSettings = CaptureSettings()
@@ -287,6 +314,18 @@ class GatewaySettings(TomlSettings):
         for model in self.capabilities:
             if model not in served:
                 raise ValueError(f"capabilities: {model!r} is not served by any upstream; add it to an upstream's models")
+        policies = {p.name for p in self.caller_policies}
+        if len(policies) != len(self.caller_policies):
+            raise ValueError("caller_policies: names must be unique")
+        for caller in self.callers:
+            if caller.policy is not None and caller.policy not in policies:
+                raise ValueError(
+                    f"callers[{caller.name}].policy {caller.policy!r} is not among caller_policies "
+                    f"({', '.join(sorted(policies)) or 'none configured'})"
+                )
+        for price in self.prices:
+            if price.model not in served:
+                raise ValueError(f"prices: {price.model!r} is not served by any upstream")
         names = [u.name for u in self.upstreams]
         if len(set(names)) != len(names):
             raise ValueError(f"upstreams: names must be unique, got {names}")
@@ -296,7 +335,8 @@ class GatewaySettings(TomlSettings):
 def secrets_of(settings: GatewaySettings) -> Redactor:
     """A redactor for every secret this configuration holds: upstream keys, the router token, client keys."""
     return Redactor([
-        *(u.resolve_api_key() for u in settings.upstreams), settings.router.resolve_token(), *settings.auth.resolve_keys()
+        *(u.resolve_api_key() for u in settings.upstreams), settings.router.resolve_token(), *settings.auth.resolve_keys(),
+        *(key for caller in settings.callers for key in caller.resolve_keys()), settings.redis.resolve_password(),
     ])
 
 

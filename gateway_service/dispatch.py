@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncGenerator, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 from .config import GatewaySettings
 from .domain import ChatParams, Delta, Finish, ModelSpec, RouteDecision
@@ -22,9 +22,20 @@ from .stream import Opened
 from .turns import TurnMemory, turn_key
 from .upstreams import Upstream
 
-__all__ = ["Dispatcher", "FirstEvent"]
+__all__ = ["Ask", "Dispatcher", "FirstEvent"]
 
 logger = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class Ask:
+    """Who asks, for routing: the request id, its headers (gateway rules), the caller's window name (empty: the
+    router's default window) and whether the caller's strong budget is spent."""
+
+    request_id: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    caller: str = ""
+    strong_spent: bool = False
+
 
 FirstEvent = tuple[Opened, Delta | Finish, AsyncGenerator[Delta | Finish, None]]
 
@@ -46,19 +57,21 @@ class Dispatcher:
         can = self._capabilities.get(model)
         return frozenset() if can is None else needs - can
 
-    async def decide(
-        self, spec: ModelSpec, params: ChatParams, request_id: str, headers: Mapping[str, str] | None = None
-    ) -> RouteDecision:
-        """Which model would answer, and why (rules, turn, router, capabilities), without asking any LLM."""
-        return self._capable(await self._route(spec, params, request_id, headers or {}), params.needs())
+    @property
+    def strong_model(self) -> str:
+        """The router's strong model (as Describe said), else the fail-open model: what a strong budget counts."""
+        return self._router.strong_model or self._settings.default_model
 
-    async def open(
-        self, spec: ModelSpec, params: ChatParams, request_id: str, headers: Mapping[str, str] | None = None
-    ) -> FirstEvent:
+    async def decide(self, spec: ModelSpec, params: ChatParams, ask: Ask) -> RouteDecision:
+        """Which model would answer, and why (rules, turn, router, capabilities), without asking any LLM."""
+        return self._capable(await self._route(spec, params, ask), params.needs())
+
+    async def open(self, spec: ModelSpec, params: ChatParams, ask: Ask) -> FirstEvent:
         """Route, then open the chosen model's stream up to its first event (or the fallback's)."""
         started = time.perf_counter()
         needs = params.needs()
-        route = self._capable(await self._route(spec, params, request_id, headers or {}), needs)
+        request_id = ask.request_id
+        route = self._capable(await self._route(spec, params, ask), needs)
         route_ms = (time.perf_counter() - started) * 1e3
         if not spec.concrete:
             self._metrics.router_overhead.observe(route_ms / 1e3)
@@ -117,12 +130,10 @@ class Dispatcher:
             f"model {route.model!r} cannot take this request: it lacks {wanted} (the gateway's [capabilities]); {hint}"
         )
 
-    async def _route(
-        self, spec: ModelSpec, params: ChatParams, request_id: str, headers: Mapping[str, str]
-    ) -> RouteDecision:
+    async def _route(self, spec: ModelSpec, params: ChatParams, ask: Ask) -> RouteDecision:
         if spec.concrete:
             return RouteDecision(spec.name, reason="a concrete model was requested: no routing")
-        rule = self._rules.match(params, headers)
+        rule = self._rules.match(params, ask.headers)
         if rule is not None:
             return RouteDecision(rule.model, routed=True, rule=rule.name, reason=f"gateway rule {rule.name!r}: not routed")
         turn = turn_key(params.messages)
@@ -134,18 +145,20 @@ class Dispatcher:
                     model, routed=True, rule="turn",
                     reason=f"continues a turn {model} started (its last message is a {last} message): not routed again",
                 )
-        decision = await self._route_anew(spec, params, request_id)
+        decision = await self._route_anew(spec, params, ask)
         if turn is not None and decision.routed:
             self._turns.remember(turn[0], decision.model)
         return decision
 
-    async def _route_anew(self, spec: ModelSpec, params: ChatParams, request_id: str) -> RouteDecision:
+    async def _route_anew(self, spec: ModelSpec, params: ChatParams, ask: Ask) -> RouteDecision:
         decision = await self._router.route(
             params.messages,
             threshold=spec.threshold,
             strong_share=spec.strong_share,
             default_model=self._settings.default_model,
-            request_id=request_id,
+            request_id=ask.request_id,
+            caller=ask.caller,
+            strong_spent=ask.strong_spent,
         )
         if decision.model not in self.by_model:
             raise GatewayError(

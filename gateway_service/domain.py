@@ -123,6 +123,7 @@ class RouteDecision:
     scorer_version: str = ""
     rerouted_for: str = ""  # the router's choice lacked these capabilities (comma-separated): another model answers
     rule: str = ""  # the router's rule that decided (the prompt was not scored), or the gateway's sticky turn
+    budget_unenforced: bool = False  # the caller's limits could not be checked (Redis unavailable): served anyway
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,10 @@ __all__ = [
     "MethodNotAllowed",
     "ModelNotFound",
     "NotFound",
+    "OverLimit",
+    "PolicyDenied",
     "ShuttingDown",
+    "StoreUnavailable",
     "TooLarge",
     "TooManyStreams",
     "Unauthorized",
@@ -90,6 +93,31 @@ class TooManyStreams(GatewayError):
     http_status = 429
     error_type = "rate_limit_error"
     code = "too_many_streams"
+
+
+class PolicyDenied(GatewayError):
+    """The caller's policy does not allow this request (a model it may not name, a share it may not pick)."""
+
+    http_status = 403
+    error_type = "permission_error"
+    code = "policy_denied"
+
+
+class OverLimit(GatewayError):
+    """The caller is past one of its limits (requests or tokens per minute, a strong budget): Retry-After says when
+    it frees."""
+
+    http_status = 429
+    error_type = "rate_limit_error"
+    code = "caller_limit"
+
+
+class StoreUnavailable(GatewayError):
+    """The shared counters (Redis) are gone and redis.on_unavailable is 'refuse'."""
+
+    http_status = 503
+    error_type = "server_error"
+    code = "budget_store_unavailable"
 
 
 class ModelNotFound(GatewayError):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import GatewayError, InternalError
+from .policy import ANYONE, Caller
 
 __all__ = ["Exchange"]
 
@@ -24,6 +25,7 @@ class Exchange:
     request_id: str
     id_note: str | None = None  # why the caller's x-request-id was replaced, if it was
     client_key: str | None = None  # the caller's bearer token: an identity only where auth checks it
+    caller: Caller = ANYONE  # who the key belongs to (named by the front door); its name is what logs show
     started: float = field(default_factory=time.perf_counter)
     requested: str = ""  # the model the request named
     status: int | str = 200  # HTTP status, or a gRPC status name
@@ -60,7 +62,8 @@ class Exchange:
         """The access line: the request, how it ended, and its stream's figures when one opened. Never
         prompts or keys."""
         record: dict[str, Any] = {
-            "request_id": self.request_id, "api": self.api, "requested": self.requested, "status": self.status,
+            "request_id": self.request_id, "api": self.api, "caller": self.caller.name, "requested": self.requested,
+            "status": self.status,
             "outcome": self.outcome, "total_ms": round((time.perf_counter() - self.started) * 1e3, 2),
         }
         if self.error:

@@ -63,6 +63,39 @@ class GatewayMetrics:
             "gateway_upstream_retries_total", "Requests retried on another host before the first token", ["upstream"], registry=r
         )
 
+        # Callers come from the config (bounded); "anonymous" and "default" stand for keyless and unnamed keys.
+        self.caller_refusals = Counter(
+            "gateway_caller_refusals_total", "Requests refused by their caller's policy, by the limit that refused",
+            ["caller", "limit"], registry=r,
+        )
+        self.caller_tokens = Counter(
+            "gateway_tokens_total", "Tokens of finished completions (source: the upstream's usage, or estimated)",
+            ["caller", "model", "kind", "source"], registry=r,
+        )
+        self.spend = Counter(
+            "gateway_spend_usd_total", "What completions cost, from [[prices]]", ["caller", "model"], registry=r
+        )
+        self.routed_spend = Counter(
+            "gateway_routed_spend_usd_total", "What routed completions cost", ["caller"], registry=r
+        )
+        self.spend_baseline = Counter(
+            "gateway_spend_baseline_usd_total", "What the routed completions would have cost on the priciest routable model",
+            ["caller"], registry=r,
+        )
+        self.budget_limited = Counter(
+            "gateway_budget_limited_total", "Routed requests sent weak because their caller's strong budget was spent",
+            ["caller"], registry=r,
+        )
+        self.budget_unenforced = Counter(
+            "gateway_budget_unenforced_total", "Requests served without their limits checked: Redis was unavailable",
+            registry=r,
+        )
+        self.redis_up = Gauge(
+            "gateway_redis_up", "1 while the shared counters (Redis) answer; 0 while they do not (no Redis: 1)",
+            registry=r, multiprocess_mode="livemin",
+        )
+        self.redis_up.set(1)
+
     def exposition(self) -> bytes:
         """The text /metrics answers: this process's figures, or every worker's under ``--workers``."""
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

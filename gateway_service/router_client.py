@@ -39,6 +39,7 @@ class RouterClient:
         self._stub = router_pb2_grpc.RouterServiceStub(self._channel)
         self._metadata = call_metadata(settings)
         self.routed: set[str] = set()  # the models the router may choose, once Describe has said
+        self.strong_model: str | None = None  # its strong model, once Describe has said
 
     async def route(
         self,
@@ -48,10 +49,14 @@ class RouterClient:
         strong_share: float | None,
         default_model: str,
         request_id: str,
+        caller: str = "",
+        strong_spent: bool = False,
     ) -> RouteDecision:
-        """Ask the router; if it is down or slow, answer with the default model, flagged."""
+        """Ask the router; if it is down or slow, answer with the default model, flagged. ``caller``: whose
+        live-share window; ``strong_spent``: the caller's strong budget here is spent (route weak)."""
         request = router_pb2.RouteRequest(
-            chat=router_pb2.Chat(messages=[router_pb2.ChatMessage(role=m.role, content=m.content) for m in messages])
+            chat=router_pb2.Chat(messages=[router_pb2.ChatMessage(role=m.role, content=m.content) for m in messages]),
+            caller=caller, strong_budget_spent=strong_spent,
         )
         if threshold is not None:
             request.threshold = threshold
@@ -72,7 +77,8 @@ class RouterClient:
         if response.rule:
             reason = f"router rule {response.rule!r} chose the {side} model (not scored)"
         if response.budget_limited:
-            reason += " (the strong model was chosen, but the router's strong-call budget is spent)"
+            whose = "this caller's strong budget" if strong_spent else "the router's strong-call budget"
+            reason += f" (the strong model was chosen, but {whose} is spent)"
         return RouteDecision(
             response.model, routed=True, score=response.score, threshold=response.threshold, reason=reason,
             budget_limited=response.budget_limited, routed_strong=response.routed_strong, scorer=response.scorer_name,
@@ -85,6 +91,7 @@ class RouterClient:
             router_pb2.DescribeRequest(), timeout=max(self._settings.timeout_s, 5.0), metadata=self._metadata
         )
         self.routed = {reply.strong_model, reply.weak_model, *(m.model for m in reply.models)}
+        self.strong_model = reply.strong_model
         return self.routed
 
     async def check_models(self, served: set[str]) -> None:

@@ -15,8 +15,10 @@ from typing import Any
 import uvicorn
 
 from routing_api.gateway.v1 import gateway_pb2
+from service_core.callers import Callers
 from service_core.errors import ConfigError
 from service_core.grpc_server import GrpcServer, build_grpc_server, cannot_listen, wait_for_signal
+from service_core.quota import Counters
 from service_core.tls import http_ssl_options
 from service_core.tracing import grpc_client_interceptors, grpc_server_interceptors, tracer_provider
 
@@ -28,6 +30,7 @@ from .chat import ChatService
 from .config import GatewaySettings, secrets_of
 from .http_protocol import timed_protocol
 from .metrics import GatewayMetrics
+from .policy import Caller
 from .router_client import RouterClient
 from .upstreams import open_upstream
 
@@ -148,11 +151,23 @@ async def build_gateway(
             upstream.start()
         router = RouterClient(settings.router, grpc_client_interceptors(provider))
         stack.push_async_callback(router.aclose)
-        keys = settings.auth.resolve_keys()
+        callers = Callers(settings.callers, settings.auth.resolve_keys())
+        counters = Counters(settings.redis, on_state=lambda up: metrics.redis_up.set(int(up)))
+        stack.push_async_callback(counters.aclose)
         capture = Capture(settings.capture)
         stack.callback(capture.close)  # LIFO: after the streams have drained
-        chat = ChatService(settings, router, upstreams, metrics, keys_checked=bool(keys), capture=capture, workers=workers)
-        door = FrontDoor(metrics, keys, settings.server.grace_s)  # auth of both APIs: its access line too
+        chat = ChatService(
+            settings, router, upstreams, metrics, keys_checked=callers.required, capture=capture, workers=workers,
+            counters=counters,
+        )
+        chat.spend.start()
+        stack.push_async_callback(chat.spend.aclose)  # after the streams: their spend is sent to Redis
+
+        def identify(token: str | None) -> Caller | None:
+            identity = callers.identify(token)
+            return chat.policies.caller(identity) if identity is not None else None
+
+        door = FrontDoor(metrics, identify, settings.server.grace_s)  # auth of both APIs: its access line too
         grpc_server = build_grpc_server(
             SERVICE, GatewayServicer(chat, door), host=settings.server.grpc_host or settings.server.host,
             port=settings.server.grpc_port,

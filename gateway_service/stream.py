@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from types import TracebackType
@@ -47,6 +47,7 @@ class _Progress:
     """How far the events got (updated as they pass)."""
 
     chunks: int = 0
+    chars: int = 0  # of text passed on: the token estimate when the upstream sends no usage
     outcome: str = "cancelled"
     finish: Finish | None = None
 
@@ -90,8 +91,10 @@ class ChatStream:
         resources: ExitStack,
         metrics: GatewayMetrics,
         captured: tuple[Capture, CaptureRecord] | None = None,
+        settle: Callable[[Finish | None, int], None] | None = None,
     ) -> None:
         self._exchange = exchange
+        self._settle = settle  # told the finish (or None) and the characters passed, once, at close
         self.opened = opened
         self._captured = captured
         self._completion = captured[1].completion if captured is not None else None
@@ -144,6 +147,7 @@ class ChatStream:
         progress = self._progress
         if isinstance(event, Delta):
             progress.chunks += 1
+            progress.chars += len(event.text)
             if self._completion is not None:
                 self._completion.append(event.text)
             return event
@@ -168,6 +172,8 @@ class ChatStream:
                 capture, captured = self._captured
                 finish = self._progress.finish
                 capture.write(captured, self._progress.outcome, finish.reason if finish else None)
+            if self._settle is not None:
+                self._settle(self._progress.finish, self._progress.chars)
             stream_ms = (time.perf_counter() - self._started) * 1e3
             self._exchange.stream = access_record(self.opened, self._progress, stream_ms)
             self._exchange.outcome = self._progress.outcome

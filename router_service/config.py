@@ -20,6 +20,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from service_core.callers import BudgetSettings, CallerSettings
+from service_core.quota import RedisSettings
 from service_core.settings import Section, TlsServerSettings, TomlSettings, load_toml_settings, secret_value
 from service_core.tracing import TracingSettings
 
@@ -227,9 +229,10 @@ class RoutingSettings(Section):
     live_window: int = Field(1_000, ge=10, description="how many recent prompts the live threshold is computed on")
     live_warmup: int = Field(200, ge=1, description="until this many were seen, the calibrated threshold is used")
     strong_budget: int | None = Field(
-        None, ge=0, description="at most this many strong calls per budget_window_s (per replica); then weak, flagged"
+        None, ge=0, description="at most this many strong calls in any budget_window_s (per replica; with redis.url, "
+        "for the whole fleet); then weak, flagged"
     )
-    budget_window_s: float = Field(60.0, gt=0, description="the window of strong_budget; it refills continuously")
+    budget_window_s: float = Field(60.0, gt=0, description="the window of strong_budget (sliding)")
     utility_rule: bool = Field(
         True, description="clients' background tasks (titles, tags, follow-ups, search queries, autocompletion, "
         "language or topic detection) go weak without being scored: the built-in rule 'client-utility'",
@@ -248,6 +251,12 @@ class LimitSettings(Section):
     max_concurrent_rpcs: int = Field(4_096, ge=1, description="calls in progress at once; more: RESOURCE_EXHAUSTED")
 
 
+class RouterCallerPolicy(BudgetSettings):
+    """How a caller's Route calls are routed and limited (a service calling the router directly)."""
+
+    name: str = Field(min_length=1, max_length=64)
+
+
 class RouterSettings(TomlSettings):
     model_config = SettingsConfigDict(
         env_prefix="ROUTER_",
@@ -262,11 +271,27 @@ class RouterSettings(TomlSettings):
     routing: RoutingSettings = RoutingSettings()
     limits: LimitSettings = LimitSettings()
     auth: AuthSettings = AuthSettings()
+    callers: tuple[CallerSettings, ...] = Field(
+        (), description="named tokens of services calling Route directly, each with an optional policy"
+    )
+    caller_policies: tuple[RouterCallerPolicy, ...] = Field(
+        (), description="how callers are routed and what they may spend; 'default' applies to callers that name none"
+    )
+    redis: RedisSettings = RedisSettings()
     tracing: TracingSettings = TracingSettings()
 
     @model_validator(mode="after")
     def _unique_scorers(self) -> RouterSettings:
         check_scorers(self.scorers)
+        names = {p.name for p in self.caller_policies}
+        if len(names) != len(self.caller_policies):
+            raise ValueError("caller_policies: names must be unique")
+        for caller in self.callers:
+            if caller.policy is not None and caller.policy not in names:
+                raise ValueError(
+                    f"callers[{caller.name}].policy {caller.policy!r} is not among caller_policies "
+                    f"({', '.join(sorted(names)) or 'none configured'})"
+                )
         return self
 
 

@@ -48,6 +48,8 @@ class RouteQuery:
     strong_share: float | None = None
     candidates: tuple[CandidateRequest, ...] = ()
     scorer: str = ""
+    caller: str = ""  # whose live-share window: the router caller, and the name it asks for ("" for none)
+    strong_spent: bool = False  # the asking service's strong budget for this caller is spent: route weak
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,13 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from service_core.cpus import usable_cpus
+from service_core.quota import Counters
 
 from .adapters import AsyncEmbedder, Embedder, open_embedder
 from .adapters.scorer import OnnxScorer
@@ -85,8 +86,11 @@ class RouteEngine:
         executor: ThreadPoolExecutor,
         scorers: dict[str, OnnxScorer],
         shadows: dict[str, str],
+        counters: Counters | None = None,
     ) -> None:
         self._settings = settings
+        # The strong-call budget (routing.strong_budget): per process, or fleet-wide on Redis. It spans reloads.
+        self.counters = counters or Counters(settings.redis)
         self._embedder = embedder
         self._executor = executor
         self._current = self._generation(RoutingPolicy(settings.routing, settings.limits, scorers, shadows=shadows))
@@ -166,6 +170,7 @@ class RouteEngine:
             else self._decide(generation, plan, *next(results), timings)
             for plan in plans
         ]
+        decisions = [await self._within_budget(plan, d) for plan, d in zip(plans, decisions, strict=True)]
         for plan, decision in zip(plans, decisions, strict=True):
             if plan.rule is not None:
                 self.metrics.ruled(decision.model, plan.rule.name)
@@ -198,13 +203,11 @@ class RouteEngine:
         # The live-share window estimates the spread of distinct prompts: a repeat (a tool loop re-sending its
         # last user message, a client's retry) or a caller's own threshold would tilt it for everyone.
         realised = policy.observe(plan, model_scores, choice.routed_strong) if plan.observed and not cached else None
-        if policy.budget is not None:
-            self.metrics.budget(policy.budget.left, choice.budget_limited)
         if realised is not None and plan.share is not None:
             self.metrics.share(plan.scorer.name, plan.share, realised, plan.threshold)
         if not plan.explicit_candidates:  # a pair: the choice's score is the serving scorer's strong win rate
             for shadow in generation.shadows_of.get(plan.scorer.name, ()):
-                self._compare(generation, plan, shadow, row, choice.score, choice.routed_strong or choice.budget_limited)
+                self._compare(generation, plan, shadow, row, choice.score, choice.routed_strong)
         candidates: tuple[CandidateScore, ...] = ()
         if plan.explicit_candidates:
             candidates = tuple(
@@ -223,6 +226,23 @@ class RouteEngine:
             candidates=candidates,
             budget_limited=choice.budget_limited,
         )
+
+    async def _within_budget(self, plan: Plan, decision: Decision) -> Decision:
+        """A strong choice within the asking service's budget for its caller (``strong_spent``) and the router's
+        own (routing.strong_budget); past either, the cheapest candidate, flagged budget_limited."""
+        if not decision.routed_strong:
+            return decision
+        routing = self._settings.routing
+        allowed = not plan.strong_spent
+        if allowed and routing.strong_budget is not None:
+            taken = await self.counters.take("router:strong", 1, routing.strong_budget, routing.budget_window_s)
+            allowed = taken.allowed
+            self.metrics.budget(max(routing.strong_budget - taken.used, 0), not allowed, taken.enforced)
+        elif not allowed:
+            self.metrics.budget(None, True, True)
+        if allowed:
+            return decision
+        return replace(decision, model=plan.candidates[0].model, routed_strong=False, budget_limited=True)
 
     def _compare(
         self, generation: _Generation, plan: Plan, shadow: OnnxScorer, row: np.ndarray, serving_rate: float,
@@ -321,8 +341,10 @@ class RouteEngine:
     # -- description ---------------------------------------------------------------------
 
     def _live_thresholds(self, scorer: OnnxScorer) -> dict[str, float]:
-        """Thresholds on recent traffic for the calibrated shares; empty until warmed up (or off)."""
-        live = self.policy.live.get(scorer.name)
+        """Thresholds on recent traffic (of callers that name no one) for the calibrated shares; empty until
+        warmed up (or off)."""
+        windows = self.policy.live.get(scorer.name)
+        live = windows.peek("") if windows is not None else None
         if live is None or not live.ready:
             return {}
         return {f"{share * 100:g}": t for share in scorer.thresholds if (t := live.threshold(share)) is not None}
@@ -343,7 +365,7 @@ class RouteEngine:
                     embedding_dim=s.embedding_dim,
                     thresholds={f"{share * 100:g}": t for share, t in s.thresholds.items()},
                     live_thresholds=self._live_thresholds(s),
-                    live_samples=policy.live[s.name].samples if s.name in policy.live else 0,
+                    live_samples=_samples(policy, s.name),
                     path=str(s.path),
                     shadow_of=policy.shadow_of.get(s.name, ""),
                     shadow=(
@@ -361,6 +383,12 @@ class RouteEngine:
             embedder_backend=generation.pipeline.embedder.backend,
             warnings=pair_warnings(policy.scorers, policy.strong_model, policy.weak_model),
         )
+
+
+def _samples(policy: RoutingPolicy, scorer: str) -> int:
+    windows = policy.live.get(scorer)
+    live = windows.peek("") if windows is not None else None
+    return live.samples if live is not None else 0
 
 
 def _open_scorers(specs: dict[str, tuple[Path, str | None]], current: Mapping[str, OnnxScorer]) -> dict[str, OnnxScorer]:
@@ -387,7 +415,9 @@ async def open_engine(settings: RouterSettings) -> AsyncIterator[RouteEngine]:
         for warning in pair_warnings(scorers, settings.routing.strong_model, settings.routing.weak_model):
             logger.warning("%s", warning)
         shadows = {s.name: s.shadow_of for s in settings.scorers if s.shadow_of}
-        engine = RouteEngine(settings, embedder, executor, scorers, shadows)
+        counters = Counters(settings.redis)
+        stack.push_async_callback(counters.aclose)
+        engine = RouteEngine(settings, embedder, executor, scorers, shadows, counters)
         stack.push_async_callback(engine.aclose)
         if embedder.runs == "in_process":  # a remote embedder was probed above, or is probed by the first call
             await engine.pipeline.warm_up()

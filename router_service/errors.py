@@ -8,12 +8,15 @@ from __future__ import annotations
 from service_core.errors import ConfigError, ServiceError
 
 __all__ = [
+    "BudgetStoreUnavailable",
     "ConfigError",
     "DeadlineExceeded",
     "EmbedderMisconfigured",
     "EmbedderUnavailable",
     "InvalidRequest",
+    "OverLimit",
     "Overloaded",
+    "PolicyDenied",
     "ReloadRejected",
     "RouterError",
     "Uncalibrated",
@@ -55,3 +58,15 @@ class DeadlineExceeded(RouterError):
 
 class ReloadRejected(RouterError):
     """A scorer reload found a bad file (or a mismatch); the serving scorers were kept."""
+
+
+class PolicyDenied(RouterError):
+    """The caller's policy does not allow this call (its own threshold or share, with may_choose = false)."""
+
+
+class OverLimit(RouterError):
+    """The caller is past its requests_per_minute (the message says when it frees)."""
+
+
+class BudgetStoreUnavailable(RouterError):
+    """The shared counters (Redis) are gone and redis.on_unavailable is 'refuse'."""

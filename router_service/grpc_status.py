@@ -10,11 +10,14 @@ from service_core.errors import ServiceError
 from service_core.grpc_handlers import mapped_errors, status_lookup
 
 from .errors import (
+    BudgetStoreUnavailable,
     DeadlineExceeded,
     EmbedderMisconfigured,
     EmbedderUnavailable,
     InvalidRequest,
+    OverLimit,
     Overloaded,
+    PolicyDenied,
     ReloadRejected,
     Uncalibrated,
     UnknownScorer,
@@ -30,6 +33,9 @@ STATUS: dict[type[ServiceError], grpc.StatusCode] = {
     Uncalibrated: grpc.StatusCode.INVALID_ARGUMENT,  # this scorer cannot honour a share: the request must change
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    OverLimit: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    PolicyDenied: grpc.StatusCode.PERMISSION_DENIED,
+    BudgetStoreUnavailable: grpc.StatusCode.UNAVAILABLE,
     ReloadRejected: grpc.StatusCode.FAILED_PRECONDITION,  # the file is wrong; the serving scorers stay
 }
 

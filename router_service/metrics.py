@@ -48,6 +48,14 @@ class RouterMetrics:
             "router_budget_limited_total", "Calls routed weak because the strong-call budget was spent",
             registry=self.registry,
         )
+        self.budget_unenforced = Counter(
+            "router_budget_unenforced_total", "Strong choices made without the budget checked: Redis was unavailable",
+            registry=self.registry,
+        )
+        self.caller_refusals = Counter(
+            "router_caller_refusals_total", "Calls refused by their caller's policy, by the limit that refused",
+            ["caller", "limit"], registry=self.registry,
+        )
         self.live_threshold = Gauge(
             "router_threshold_live", "The threshold a strong-share policy uses now", ["scorer", "share"],
             registry=self.registry,
@@ -92,10 +100,14 @@ class RouterMetrics:
         self.shadow_agreement.labels(scorer=scorer, shadow=shadow).set(agreement)
         self.shadow_correlation.labels(scorer=scorer, shadow=shadow).set(correlation)
 
-    def budget(self, left: float, limited: bool) -> None:
-        self.budget_left.set(left)
+    def budget(self, left: float | None, limited: bool, enforced: bool) -> None:
+        """A strong choice met the budget: ``left`` in the router's own (None: not checked there)."""
+        if left is not None and enforced:
+            self.budget_left.set(left)
         if limited:
             self.budget_limited.inc()
+        if not enforced:
+            self.budget_unenforced.inc()
 
     def share(self, scorer: str, share: float, realised: float, threshold: float) -> None:
         """A share policy's realised share and current threshold; shares are whole percents (bounded labels)."""

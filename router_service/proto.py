@@ -27,11 +27,15 @@ def query_from_pb(request: router_pb2.RouteRequest) -> RouteQuery:
             for c in request.candidates
         ),
         scorer=request.scorer,
+        caller=request.caller,
+        strong_spent=request.strong_budget_spent,
     )
 
 
 def query_to_pb(query: RouteQuery) -> router_pb2.RouteRequest:
-    request = router_pb2.RouteRequest(scorer=query.scorer)
+    request = router_pb2.RouteRequest(
+        scorer=query.scorer, caller=query.caller, strong_budget_spent=query.strong_spent
+    )
     if query.prompt is not None:
         request.prompt = query.prompt
     elif query.messages is not None:

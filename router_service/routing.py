@@ -21,13 +21,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from .adapters.scorer import OnnxScorer
-from .budget import StrongBudget
 from .config import LimitSettings, RoutingSettings
 from .domain import CandidateRequest, RouteQuery
 from .errors import ConfigError, InvalidRequest, Uncalibrated, UnknownScorer
 from .mf import sigmoid
 from .rules import Rule, Rules
-from .share import LiveShare
+from .share import CallerWindows
 
 __all__ = ["Choice", "Plan", "RoutingPolicy"]
 
@@ -54,6 +53,8 @@ class Plan:
     share: float | None = None  # the strong share asked for, when the threshold comes from one
     observed: bool = True  # enters the live-share window: not when the caller named its own threshold
     rule: Rule | None = None  # a rule decides: the text is not scored
+    caller: str = ""  # whose live-share window
+    strong_spent: bool = False  # the asking service's strong budget for this caller is spent
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,8 @@ class RoutingPolicy:
     """Thresholds and choices over one set of scorers; a reload builds a new policy.
 
     ``shadows``: shadow scorer name -> the serving scorer it shadows (never the default).
-    ``carry``: the policy being replaced: its strong-call budget is kept, and so is each
-    scorer's live-share window where the scorer itself is unchanged."""
+    ``carry``: the policy being replaced: each scorer's live-share windows are kept where the scorer
+    itself is unchanged. The strong-call budget is the engine's (it spans reloads)."""
 
     def __init__(
         self,
@@ -103,20 +104,13 @@ class RoutingPolicy:
                     )
         if routing.strong_model == routing.weak_model:
             raise ConfigError("routing.strong_model and routing.weak_model must differ")
-        self.budget: StrongBudget | None
-        if carry is not None:
-            self.budget = carry.budget
-        else:
-            self.budget = (
-                StrongBudget(routing.strong_budget, routing.budget_window_s) if routing.strong_budget is not None else None
-            )
-        # Recent traffic per scorer, for share requests (share.py); empty when live_share is off.
-        self.live: dict[str, LiveShare] = {}
+        # Recent traffic per scorer and caller, for share requests (share.py); empty when live_share is off.
+        self.live: dict[str, CallerWindows] = {}
         if routing.live_share:
             kept = carry.live if carry is not None else {}
             for name, scorer in self.scorers.items():
                 same = carry is not None and carry.scorers.get(name) is scorer and name in kept
-                self.live[name] = kept[name] if same else LiveShare(routing.live_window, routing.live_warmup)
+                self.live[name] = kept[name] if same else CallerWindows(routing.live_window, routing.live_warmup)
 
     @property
     def strong_model(self) -> str:
@@ -129,7 +123,7 @@ class RoutingPolicy:
     def plan(self, query: RouteQuery) -> Plan:
         scorer = self._scorer(query.scorer)
         text = self._text(query)
-        threshold, share = self._threshold(query, scorer)
+        threshold, share = self._threshold(query, scorer, query.caller)
         if query.candidates:
             candidates = self._candidates(query.candidates, scorer)
         else:
@@ -139,17 +133,16 @@ class RoutingPolicy:
             )
         rule = self.rules.match(text)
         return Plan(
-            text, scorer, threshold, candidates, bool(query.candidates), share, observed=query.threshold is None, rule=rule
+            text, scorer, threshold, candidates, bool(query.candidates), share, observed=query.threshold is None,
+            rule=rule, caller=query.caller, strong_spent=query.strong_spent,
         )
 
     def by_rule(self, plan: Plan, rule: Rule) -> Choice:
-        """A rule's choice: the cheapest candidate, or the strongest (within the strong-call budget)."""
+        """A rule's choice: the cheapest candidate, or the strongest (the engine then checks the budget)."""
         cheapest, strongest = plan.candidates[0], plan.candidates[-1]
         rates = tuple(0.0 for _ in plan.candidates)
         if rule.tier == "weak":
             return Choice(cheapest.model, 0.0, plan.threshold, False, rates)
-        if self.budget is not None and not self.budget.take():
-            return Choice(cheapest.model, 0.0, plan.threshold, False, rates, budget_limited=True)
         return Choice(strongest.model, 0.0, plan.threshold, True, rates)
 
     def choose(self, plan: Plan, model_scores: np.ndarray) -> Choice:
@@ -162,9 +155,6 @@ class RoutingPolicy:
             if rate < plan.threshold:
                 return Choice(candidate.model, rate, plan.threshold, False, (*rates, 0.5))
         # The strongest wins: report its closest contender's win rate.
-        if self.budget is not None and not self.budget.take():
-            cheapest = plan.candidates[0]
-            return Choice(cheapest.model, min(rates), plan.threshold, False, (*rates, 0.5), budget_limited=True)
         return Choice(strongest.model, min(rates), plan.threshold, True, (*rates, 0.5))
 
     # -- validation -----------------------------------------------------------------
@@ -203,7 +193,7 @@ class RoutingPolicy:
             )
         return text
 
-    def _threshold(self, query: RouteQuery, scorer: OnnxScorer) -> tuple[float, float | None]:
+    def _threshold(self, query: RouteQuery, scorer: OnnxScorer, caller: str) -> tuple[float, float | None]:
         """The threshold, and the strong share it stands for (None for an explicit threshold)."""
         if query.threshold is not None:
             value = query.threshold
@@ -214,14 +204,16 @@ class RoutingPolicy:
             share = query.strong_share
             if not (math.isfinite(share) and 0.0 <= share <= 1.0):
                 raise InvalidRequest(f"strong_share must be within [0, 1], got {share}")
-            return self.threshold_for(scorer, share), share
+            return self.threshold_for(scorer, share, caller), share
         if self._routing.threshold is not None:
             return self._routing.threshold, None
-        return self.threshold_for(scorer, self._routing.strong_share), self._routing.strong_share
+        return self.threshold_for(scorer, self._routing.strong_share, caller), self._routing.strong_share
 
-    def threshold_for(self, scorer: OnnxScorer, share: float) -> float:
-        """The live threshold for ``share`` on recent traffic, or the calibrated one until there is enough."""
-        live = self.live.get(scorer.name)
+    def threshold_for(self, scorer: OnnxScorer, share: float, caller: str = "") -> float:
+        """The live threshold for ``share`` on the caller's recent traffic, or the calibrated one until there
+        is enough."""
+        windows = self.live.get(scorer.name)
+        live = windows.peek(caller) if windows is not None else None
         threshold = live.threshold(share) if live is not None else None
         return scorer.threshold_for_share(share) if threshold is None else threshold
 
@@ -233,22 +225,23 @@ class RoutingPolicy:
 
     def observe(self, plan: Plan, model_scores: np.ndarray, routed_strong: bool) -> float | None:
         """Record a routed prompt's strong-vs-weak score; for a share policy, its realised share of recent calls."""
-        live = self.live.get(plan.scorer.name)
-        if live is None:
+        windows = self.live.get(plan.scorer.name)
+        if windows is None:
             return None
+        live = windows.of(plan.caller)
         live.observe(plan.scorer.win_rate(model_scores))
         return None if plan.share is None else live.routed(f"{plan.share * 100:g}", routed_strong)
 
     def shadow_choice(self, plan: Plan, shadow: OnnxScorer, win_rate: float) -> bool | None:
         """Would ``shadow`` have routed strong? Its own threshold for the plan's share (its live one
         once warmed up), or the plan's explicit threshold; None when it cannot honour the share."""
-        live = self.live.get(shadow.name)
-        if live is not None:
-            live.observe(win_rate)
+        windows = self.live.get(shadow.name)
+        if windows is not None and plan.observed:
+            windows.of(plan.caller).observe(win_rate)
         if plan.share is None:
             return win_rate >= plan.threshold
         try:
-            return win_rate >= self.threshold_for(shadow, plan.share)
+            return win_rate >= self.threshold_for(shadow, plan.share, plan.caller)
         except Uncalibrated:
             return None
 

@@ -17,6 +17,7 @@ from service_core.grpc_server import GrpcServer, build_grpc_server, wait_for_sig
 from service_core.settings import GrpcClientSettings
 from service_core.tracing import grpc_server_interceptors, tracer_provider
 
+from .callers import RouterCallers
 from .config import RouterSettings
 from .engine import RouteEngine, open_engine
 from .errors import ConfigError, RouterError
@@ -60,21 +61,22 @@ async def build_router(settings: RouterSettings, tracing: Any | None = None) -> 
     try:
         engine = await stack.enter_async_context(open_engine(settings))
         limit = settings.limits.max_message_bytes
-        tokens = settings.auth.resolve_tokens("auth")
+        tokens = (*settings.auth.resolve_tokens("auth"), *(k for c in settings.callers for k in c.resolve_keys()))
         admin_tokens = settings.auth.resolve_admin_tokens("auth")
+        callers = RouterCallers(settings, engine.counters, engine.metrics)
         provider = tracing or tracer_provider(settings.tracing, "router")
         if provider is not None and tracing is None:
             stack.callback(provider.shutdown)
         interceptors = grpc_server_interceptors(provider)
         if tokens:
-            interceptors.append(BearerTokenInterceptor(tokens, SERVICE_NAME, "auth.token / auth.token_env"))
+            interceptors.append(BearerTokenInterceptor(tokens, SERVICE_NAME, "auth.token / auth.token_env / callers"))
         if admin_tokens:
             interceptors.append(
                 BearerTokenInterceptor(admin_tokens, ADMIN.full_name, "auth.admin_token / auth.admin_token_env")
             )
         server = build_grpc_server(
             SERVICE,
-            RouterServicer(engine, settings.limits.max_batch),
+            RouterServicer(engine, settings.limits.max_batch, callers),
             host=settings.server.host,
             port=settings.server.port,
             tls=settings.server,

@@ -10,7 +10,8 @@ from routing_api.router.v1 import router_pb2, router_pb2_grpc
 from service_core.grpc_handlers import Context
 from service_core.request_ids import accept_request_id
 
-from .domain import Decision
+from .callers import RouterCallers
+from .domain import Decision, RouteQuery
 from .engine import RouteEngine
 from .errors import InvalidRequest
 from .grpc_status import grpc_errors
@@ -23,12 +24,13 @@ __all__ = ["RouterAdminServicer", "RouterServicer"]
 access_log = logging.getLogger("router_service.access")
 
 
-def _access_line(context: Context, decisions: list[Decision]) -> str:
+def _access_line(context: Context, caller: str, decisions: list[Decision]) -> str:
     metadata = dict(context.invocation_metadata() or ())
     given = metadata.get("x-request-id")
     first = decisions[0]
     record = {
         "request_id": accept_request_id(given if isinstance(given, str) else None)[0],
+        "caller": caller,
         "routes": len(decisions),
         "models": [d.model for d in decisions[:8]],
         "score": round(first.score, 4),
@@ -42,18 +44,32 @@ def _access_line(context: Context, decisions: list[Decision]) -> str:
 
 
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):
-    def __init__(self, engine: RouteEngine, max_batch: int) -> None:
+    def __init__(self, engine: RouteEngine, max_batch: int, callers: RouterCallers) -> None:
         self._engine = engine
         self._max_batch = max_batch
+        self._callers = callers
         self.metrics = engine.metrics  # grpc_errors counts errors here
+
+    async def _route(self, context: Context, queries: list[RouteQuery], indexed: bool) -> list[Decision]:
+        """Route as the caller's policy says: its window and share, its limits, its strong budget."""
+        identity = self._callers.identify(context)
+        admitted = [await self._callers.admit(identity, query) for query in queries]
+        decisions: list[Decision] = []
+        try:
+            decisions = await self._engine.route([q for q, _ in admitted], context.time_remaining(), indexed=indexed)
+        finally:
+            strong = [d.routed_strong for d in decisions] or [False] * len(admitted)
+            for (_, reserved), routed_strong in zip(admitted, strong, strict=True):
+                await self._callers.routed(identity, reserved, routed_strong)
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(_access_line(context, identity.name, decisions))
+        return decisions
 
     @grpc_errors
     async def Route(
         self, request: router_pb2.RouteRequest, context: Context
     ) -> router_pb2.RouteResponse:
-        (decision,) = await self._engine.route([query_from_pb(request)], context.time_remaining())
-        if access_log.isEnabledFor(logging.INFO):
-            access_log.info(_access_line(context, [decision]))
+        (decision,) = await self._route(context, [query_from_pb(request)], indexed=False)
         return decision_to_pb(decision)
 
     @grpc_errors
@@ -66,10 +82,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             raise InvalidRequest(
                 f"{len(request.requests)} requests in one batch, more than limits.max_batch={self._max_batch}"
             )
-        queries = [query_from_pb(item) for item in request.requests]
-        decisions = await self._engine.route(queries, context.time_remaining(), indexed=True)
-        if access_log.isEnabledFor(logging.INFO):
-            access_log.info(_access_line(context, decisions))
+        decisions = await self._route(context, [query_from_pb(item) for item in request.requests], indexed=True)
         return router_pb2.RouteBatchResponse(responses=[decision_to_pb(d) for d in decisions])
 
     @grpc_errors

@@ -9,16 +9,17 @@ that window as its threshold, so that share of recent traffic scores above it.
 Why a bounded window rather than a decayed quantile sketch: the window is exact, has one
 easily explained parameter (how many recent prompts count), forgets old traffic completely,
 and costs a sort of ``window`` floats every ``refresh`` prompts (about 50 us for 1,000), which
-is nothing beside an embedding. Each replica estimates on the traffic it sees.
+is nothing beside an embedding. Each replica estimates on the traffic it sees, one window per caller
+(``CallerWindows``).
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 
 import numpy as np
 
-__all__ = ["LiveShare"]
+__all__ = ["CallerWindows", "LiveShare"]
 
 FEEDBACK = 1.0  # how strongly the realised share's error moves the quantile (1: by as much as the error)
 
@@ -74,3 +75,34 @@ class LiveShare:
             self._since_sort = 0
         # Strong when score >= threshold: the (1 - share) quantile, as the offline calibration does.
         return float(np.quantile(self._sorted, 1.0 - share, method="higher"))
+
+
+class CallerWindows:
+    """One live-share window per caller, so one caller's traffic never moves another's threshold.
+
+    Why a window per caller and not one shared window with weights: a caller's share is asked of its own
+    traffic (a team sending only hard prompts at 50% gets half of *its* prompts strong), a shared window
+    would answer for the mix, and a flood by one caller would still move everyone's quantile. The cost is
+    a warm-up per caller: until a caller has sent ``warmup`` prompts, its requests use the calibrated
+    threshold. Windows are bounded: the ``max_callers`` most recently active are kept."""
+
+    def __init__(self, window: int, warmup: int, max_callers: int = 1024) -> None:
+        self._window, self._warmup, self._max = window, warmup, max_callers
+        self._by_caller: OrderedDict[str, LiveShare] = OrderedDict()
+
+    def of(self, caller: str) -> LiveShare:
+        live = self._by_caller.get(caller)
+        if live is None:
+            live = self._by_caller[caller] = LiveShare(self._window, self._warmup)
+            if len(self._by_caller) > self._max:
+                self._by_caller.popitem(last=False)
+        else:
+            self._by_caller.move_to_end(caller)
+        return live
+
+    def peek(self, caller: str) -> LiveShare | None:
+        return self._by_caller.get(caller)
+
+    @property
+    def callers(self) -> list[str]:
+        return list(self._by_caller)

@@ -36,6 +36,7 @@ def build_http_app(chat: ChatService, door: FrontDoor, ready: Callable[[], bool]
         "/v1/embeddings": route("openai/embeddings", POST, openai.embeddings, openai_codec),
         "/v1/models": route("openai/models", GET, openai.models, openai_codec),
         "/v1/route": route("openai/route", POST, openai.route, openai_codec),  # the decision only: no LLM is called
+        "/v1/spend": route("admin/spend", GET, openai.spend, openai_codec),  # admin callers: spend and savings
         # Ollama's own API, for Ollama clients (OLLAMA_HOST=gateway:8000)
         "/api/chat": route("ollama/chat", POST, ollama.chat, ollama_codec),
         "/api/generate": route("ollama/generate", POST, ollama.generate, ollama_codec),

@@ -25,7 +25,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from service_core.auth import bearer_matches, bearer_token
+from service_core.auth import bearer_token
 from service_core.request_ids import accept_request_id
 
 from ..errors import (
@@ -39,6 +39,7 @@ from ..errors import (
 )
 from ..exchange import Exchange
 from ..metrics import GatewayMetrics
+from ..policy import Caller
 from .grpc_status import grpc_status
 
 __all__ = ["Codec", "Endpoint", "FrontDoor", "HttpFrontDoor", "grpc_exchange"]
@@ -46,7 +47,7 @@ __all__ = ["Codec", "Endpoint", "FrontDoor", "HttpFrontDoor", "grpc_exchange"]
 logger = logging.getLogger(__name__)
 access_log = logging.getLogger("gateway_service.access")
 
-UNAUTHORIZED = "missing or invalid API key: send 'Authorization: Bearer <key>' (see auth.api_keys)"
+UNAUTHORIZED = "missing or invalid API key: send 'Authorization: Bearer <key>' (see callers and auth.api_keys)"
 GONE = "the client went away before its answer was sent"
 
 
@@ -57,6 +58,7 @@ class Codec(Protocol):
 
 
 Handler = Callable[[Request, Exchange], Awaitable[Response]]
+Identify = Callable[[str | None], Caller | None]  # a bearer token's caller; None: refused
 
 
 @dataclass(frozen=True)
@@ -71,9 +73,9 @@ class Endpoint:
 class FrontDoor:
     """The requests in flight, their auth, and their end: one metric and one access line each."""
 
-    def __init__(self, metrics: GatewayMetrics, keys: tuple[str, ...], grace_s: float) -> None:
+    def __init__(self, metrics: GatewayMetrics, identify: Identify, grace_s: float) -> None:
         self.metrics = metrics
-        self._keys = keys
+        self._identify = identify
         self._grace_s = grace_s
         self._in_flight: dict[asyncio.Task[Any], Exchange] = {}
         self._idle = asyncio.Event()
@@ -90,9 +92,12 @@ class FrontDoor:
             self._idle.clear()
         return x
 
-    def check_auth(self, authorization: str | None) -> None:
-        if self._keys and not bearer_matches(authorization, self._keys):
+    def check_auth(self, x: Exchange) -> None:
+        """Name the caller of the exchange's key, or refuse it."""
+        caller = self._identify(x.client_key)
+        if caller is None:
             raise Unauthorized(UNAUTHORIZED)
+        x.caller = caller
 
     def leave(self, x: Exchange) -> None:
         task = asyncio.current_task()
@@ -221,7 +226,7 @@ class HttpFrontDoor:
             if scope["method"] not in endpoint.methods:
                 raise MethodNotAllowed(f"{scope['method']} is not allowed on {scope['path']}; use {', '.join(sorted(endpoint.methods))}")
             if endpoint.auth:
-                self._door.check_auth(authorization)
+                self._door.check_auth(x)
             return await endpoint.handler(Request(scope, body.receive), x)
         except GatewayError as exc:
             return self._refuse(codec, exc, x)
@@ -260,7 +265,7 @@ async def grpc_exchange(door: FrontDoor, context: grpc.aio.ServicerContext[Any, 
     x = door.enter(api, given if isinstance(given, str) else None, authorization, text)
     x.status = "OK"
     try:
-        door.check_auth(authorization)
+        door.check_auth(x)
         yield x
     except GatewayError as exc:
         await _abort(context, x, exc)

@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 from ..chat import ChatService
 from ..domain import Delta, Finish
 from ..embeddings import as_base64
-from ..errors import GatewayError
+from ..errors import GatewayError, PolicyDenied
 from ..exchange import Exchange
 from ..stream import ChatStream
 from ..toolcalls import ToolCallAssembler
@@ -152,6 +152,13 @@ class OpenAIApi:
             "degraded": decision.degraded, "budget_limited": decision.budget_limited,
             "rerouted_for": decision.rerouted_for, "scorer": decision.scorer, "scorer_version": decision.scorer_version,
         }, headers=x.id_headers() | route_headers(decision))
+
+    async def spend(self, request: Request, x: Exchange) -> Response:
+        """``GET /v1/spend``: requests, strong share, spend, all-strong baseline and savings per caller (and per
+        day and model); fleet-wide with Redis. For callers with ``admin = true`` (anyone, without keys)."""
+        if not x.caller.admin:
+            raise PolicyDenied(f"caller {x.caller.name!r} may not read spend: give it admin = true in [[callers]]")
+        return JSONResponse(await self._chat.spend.report(), headers=x.id_headers())
 
     async def models(self, request: Request, x: Exchange) -> Response:
         data = [{"id": i, "object": "model", "created": 0, "owned_by": owner} for i, owner, _ in self._chat.models()]

@@ -202,6 +202,7 @@ def route_headers(route: RouteDecision) -> dict[str, str]:
         "x-route-budget-limited": str(route.budget_limited).lower(),
         **({"x-route-rerouted-for": route.rerouted_for} if route.rerouted_for else {}),
         **({"x-route-rule": route.rule} if route.rule else {}),
+        **({"x-route-budget-unenforced": "true"} if route.budget_unenforced else {}),
     }
 
 

@@ -17,6 +17,7 @@ from gateway_service.apis.frontdoor import Endpoint, FrontDoor, HttpFrontDoor
 from gateway_service.apis.http_stream import EventStream
 from gateway_service.apis.openai import OpenAICodec
 from gateway_service.metrics import GatewayMetrics
+from gateway_service.policy import ANYONE
 from tests.gateway.conftest import STRONG, WEAK, Stack
 
 HELLO = "Hello, world!"
@@ -281,7 +282,7 @@ async def test_a_client_reported_gone_on_send_ends_the_answer_quietly(caplog: py
 
     caplog.set_level(logging.INFO, logger="gateway_service.access")
     endpoint = Endpoint("openai/chat", frozenset({"GET"}), handler, OpenAICodec(), auth=False)
-    app = HttpFrontDoor(FrontDoor(GatewayMetrics(), (), 1.0), {"/x": endpoint}, {}, lambda path: OpenAICodec())
+    app = HttpFrontDoor(FrontDoor(GatewayMetrics(), lambda token: ANYONE, 1.0), {"/x": endpoint}, {}, lambda path: OpenAICodec())
     await app({"type": "http", "path": "/x", "method": "GET", "headers": []}, receive, send)
     assert sent == ["http.response.start", "http.response.body"]  # nothing sent after, no exception
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "gateway_service.access"]

@@ -71,21 +71,24 @@ async def test_a_restart_starts_from_the_calibrated_threshold() -> None:
     assert decision.threshold == calibrated
 
 
-async def test_a_spent_budget_routes_weak_flagged_and_refills() -> None:
+async def test_a_spent_budget_routes_weak_flagged_until_its_window_passes() -> None:
     settings = RouterSettings(
         embedder={"backend": "static"}, routing={"strong_budget": 3, "budget_window_s": 1.0, "live_share": False}
     )
     proofs = [RouteQuery(prompt=f"Prove that {n} is not a sum of two squares.", threshold=0.0) for n in range(10)]
     async with open_engine(settings) as engine:
         burst = await engine.route(proofs)  # threshold 0: every one wants the strong model
-        spent = await engine.route(proofs[:3])  # at once: a few milliseconds refill far less than one call
-        await asyncio.sleep(0.5)  # half the window: 1.5 calls' worth back
+        spent = await engine.route(proofs[:3])  # within the window: still spent
+        await asyncio.sleep(0.5)  # half the window: the burst still counts (a sliding window, not a refill)
+        half = await engine.route(proofs[:1])
+        await asyncio.sleep(0.65)  # past the window (and its one-slice margin): the budget is back
         refilled = await engine.route(proofs[:3])
         metrics = engine.metrics.budget_limited._value.get()
     assert [d.routed_strong for d in burst] == [True] * 3 + [False] * 7  # the burst is served, none refused
     assert all(d.budget_limited and d.model == "llama3.2:1b" for d in burst[3:] + spent)
-    assert not any(d.routed_strong for d in spent) and refilled[0].routed_strong
-    assert metrics == 7 + 3 + sum(d.budget_limited for d in refilled)
+    assert not any(d.routed_strong for d in spent + half)
+    assert [d.routed_strong for d in refilled] == [True] * 3
+    assert metrics == 7 + 3 + 1
 
 
 async def test_two_replicas_each_estimating_on_half_the_traffic() -> None:

@@ -31,20 +31,24 @@ class Candidate(_message.Message):
     def __init__(self, model: _Optional[str] = ..., cost: _Optional[float] = ..., scorer_model: _Optional[str] = ...) -> None: ...
 
 class RouteRequest(_message.Message):
-    __slots__ = ("prompt", "chat", "threshold", "strong_share", "candidates", "scorer")
+    __slots__ = ("prompt", "chat", "threshold", "strong_share", "candidates", "scorer", "caller", "strong_budget_spent")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     CHAT_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     STRONG_SHARE_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     SCORER_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
+    STRONG_BUDGET_SPENT_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     chat: Chat
     threshold: float
     strong_share: float
     candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
     scorer: str
-    def __init__(self, prompt: _Optional[str] = ..., chat: _Optional[_Union[Chat, _Mapping]] = ..., threshold: _Optional[float] = ..., strong_share: _Optional[float] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., scorer: _Optional[str] = ...) -> None: ...
+    caller: str
+    strong_budget_spent: bool
+    def __init__(self, prompt: _Optional[str] = ..., chat: _Optional[_Union[Chat, _Mapping]] = ..., threshold: _Optional[float] = ..., strong_share: _Optional[float] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., scorer: _Optional[str] = ..., caller: _Optional[str] = ..., strong_budget_spent: _Optional[bool] = ...) -> None: ...
 
 class CandidateScore(_message.Message):
     __slots__ = ("model", "scorer_model", "cost", "strongest_win_rate")

@@ -1,0 +1,153 @@
+"""Each caller's policy, applied to each request: what it may name, how it is routed, what it may spend.
+
+Checked before routing (the front door has already named the caller): the model it asks for (403
+when its policy does not allow it), its requests and tokens per minute (429 naming the limit and
+when it frees), and its strong budget. A routed request reserves one strong call before the router
+is asked (so concurrent requests can never pass the budget together) and gives it back when the
+router chooses weak; past the budget the router is told, and routes weak, flagged, as before.
+Counters are ``service_core.quota``: per process, or fleet-wide on Redis.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Awaitable
+from dataclasses import dataclass, replace
+
+from service_core.callers import ANONYMOUS, CallerLimits, Identity
+from service_core.quota import Counters, StoreUnavailable, Taken
+
+from .config import CallerPolicySettings, GatewaySettings
+from .domain import ModelSpec
+from .errors import OverLimit, PolicyDenied
+from .errors import StoreUnavailable as StoreGone
+from .metrics import GatewayMetrics
+
+__all__ = ["NANO", "Allowance", "Caller", "CallerPolicies"]
+
+NANO = 1_000_000_000  # spend is counted in nano-dollars: integers on Redis, exact sums to $0.001 per million tokens
+
+
+@dataclass(frozen=True)
+class Caller:
+    name: str
+    policy: CallerPolicySettings | None
+    admin: bool = False
+
+
+ANYONE = Caller(ANONYMOUS, None, admin=True)
+
+
+@dataclass
+class Allowance:
+    """What the checks found for one request: whether its strong budget is spent, a reserved strong call."""
+
+    caller: Caller
+    strong_spent: bool = False
+    reserved: Taken | None = None
+    unenforced: bool = False  # the shared counters were unavailable: limits were not enforced for it
+
+
+class CallerPolicies:
+    def __init__(self, settings: GatewaySettings, counters: Counters, metrics: GatewayMetrics) -> None:
+        self._policies = {p.name: p for p in settings.caller_policies}
+        self._default = self._policies.get("default")
+        self.limits = CallerLimits(counters, "gw")
+        self._metrics = metrics
+
+    def caller(self, identity: Identity) -> Caller:
+        policy = self._policies[identity.policy] if identity.policy else self._default
+        return Caller(identity.name, policy, identity.admin)
+
+    def spec(self, caller: Caller, spec: ModelSpec) -> ModelSpec:
+        """The request's model as the caller's policy allows it: 403 outside it; ``router`` takes its share."""
+        policy = caller.policy
+        if policy is None:
+            return spec
+        if spec.concrete:
+            if not any(fnmatch.fnmatchcase(spec.name, pattern) for pattern in policy.models):
+                allowed = ", ".join(policy.models) or "none"
+                raise self._denied(caller, f"may not name model {spec.name!r} (its policy {policy.name!r} allows: "
+                                   f"{allowed}); ask for 'router'")
+            return spec
+        if spec.name == "router":
+            if policy.threshold is not None or policy.strong_share is not None:
+                return replace(spec, threshold=policy.threshold, strong_share=policy.strong_share)
+            return spec
+        if not policy.may_choose:
+            raise self._denied(caller, f"may not choose its own routing ({spec.name!r}): its policy {policy.name!r} "
+                               "sets may_choose = false; ask for 'router'")
+        return spec
+
+    def _denied(self, caller: Caller, what: str) -> PolicyDenied:
+        self._metrics.caller_refusals.labels(caller=caller.name, limit="policy").inc()
+        return PolicyDenied(f"caller {caller.name!r} {what}")
+
+    async def admit(self, caller: Caller, spec: ModelSpec, strong_model: str) -> Allowance:
+        """Rate limits, then the strong budget (a reserved call for a routed request)."""
+        allowance = Allowance(caller)
+        policy = caller.policy
+        if policy is None:
+            return allowance
+        name, limits = caller.name, self.limits
+        taken = self._seen(allowance, await self._store(limits.requests(name, policy)))
+        if taken is not None and not taken.allowed:
+            raise self._over(caller, "requests_per_minute", policy.requests_per_minute or 0, taken, "requests")
+        if policy.tokens_per_minute is not None:
+            taken = self._seen(allowance, await self._store(limits.counters.take(limits.key("tpm", name), 0, None, 60.0)))
+            if taken is not None and taken.used >= policy.tokens_per_minute:
+                raise self._over(caller, "tokens_per_minute", policy.tokens_per_minute, taken, "tokens")
+        if spec.concrete and spec.name != strong_model:
+            return allowance
+        window = policy.budget_window_s
+        if policy.strong_cost_usd is not None:
+            cost = limits.counters.take(limits.key("cost", name), 0, None, window)
+            taken = self._seen(allowance, await self._store(cost))
+            if taken is not None and taken.used >= policy.strong_cost_usd * NANO:
+                self._spent(allowance, spec, "strong_cost_usd", f"${policy.strong_cost_usd:g}", taken, window)
+        if not allowance.strong_spent:
+            taken = self._seen(allowance, await self._store(limits.reserve_strong(name, policy)))
+            if taken is not None and taken.allowed:
+                allowance.reserved = taken
+            elif taken is not None:
+                self._spent(allowance, spec, "strong_calls", str(policy.strong_calls), taken, window)
+        return allowance
+
+    def _spent(self, allowance: Allowance, spec: ModelSpec, limit: str, value: str, taken: Taken, window: float) -> None:
+        caller = allowance.caller
+        if spec.concrete:  # it named the strong model itself: nothing to route weak, so refused
+            self._metrics.caller_refusals.labels(caller=caller.name, limit=limit).inc()
+            raise OverLimit(
+                f"caller {caller.name!r} has spent its strong budget ({limit}={value} per {window:g}s, policy "
+                f"{caller.policy.name if caller.policy else ''!r}); it frees in {math.ceil(taken.frees_in_s)}s. Ask for "
+                "'router' to be routed (weak while the budget is spent)", retry_after=str(max(math.ceil(taken.frees_in_s), 1)),
+            )
+        allowance.strong_spent = True
+
+    async def routed(self, allowance: Allowance, routed_strong: bool) -> None:
+        """After routing: a reserved strong call the router did not make is given back."""
+        reserved, allowance.reserved = allowance.reserved, None
+        await self.limits.routed(allowance.caller.name, reserved, routed_strong)
+
+    @staticmethod
+    async def _store(pending: Awaitable[Taken | None]) -> Taken | None:
+        try:
+            return await pending
+        except StoreUnavailable as exc:
+            raise StoreGone(str(exc), retry_after="1") from None
+
+    @staticmethod
+    def _seen(allowance: Allowance, taken: Taken | None) -> Taken | None:
+        if taken is not None and not taken.enforced:
+            allowance.unenforced = True
+        return taken
+
+    def _over(self, caller: Caller, limit: str, value: int, taken: Taken, unit: str) -> OverLimit:
+        self._metrics.caller_refusals.labels(caller=caller.name, limit=limit).inc()
+        frees = max(math.ceil(taken.frees_in_s), 1)
+        return OverLimit(
+            f"caller {caller.name!r} is past its limit: {taken.used} {unit} in the last minute, "
+            f"{limit}={value} (policy {caller.policy.name if caller.policy else ''!r}); it frees in {frees}s",
+            retry_after=str(frees),
+        )

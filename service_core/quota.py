@@ -1,0 +1,292 @@
+"""Windowed counters (strong-call budgets, rate limits, spend budgets), per process or fleet-wide on Redis.
+
+One algorithm in both places: a sliding window of ``SLICES`` slices (each ``window_s / SLICES``),
+counting the slice now and the ``SLICES`` before it. A take is refused when the count plus the
+amount passes the limit, so any span of ``window_s`` holds at most ``limit``: a strict bound, a
+little conservative (the oldest slice counts up to one slice longer than the window). Counts are
+integers (calls, tokens, micro-dollars).
+
+``LocalCounters`` keeps them in this process (one replica, or per process as before Redis).
+``RedisCounters`` keeps them in one Redis hash per counter, read and changed by one Lua script on
+Redis's own clock (replicas' clocks need not agree). Every Redis call has a deadline
+(``redis.timeout_ms``); past it, or with Redis gone, ``Counters`` answers by ``redis.on_unavailable``
+(serve unenforced and flagged, fall back to this process's counters, or refuse), writes one warning a
+minute, and tries Redis again after ``redis.retry_s``: never a hang, never a lost request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr
+
+from .settings import Section, secret_value
+
+__all__ = ["Counters", "LocalCounters", "RedisCounters", "RedisSettings", "StoreUnavailable", "Taken"]
+
+logger = logging.getLogger(__name__)
+
+SLICES = 10
+WARN_EVERY_S = 60.0
+
+
+class RedisSettings(Section):
+    """Fleet-wide budgets, rate limits and spend: every replica pointed at one Redis shares them."""
+
+    url: str | None = Field(
+        None, description="redis://host:6379/0 (rediss:// for TLS); unset: counters are per process"
+    )
+    password: SecretStr | None = None
+    password_env: str | None = Field(None, description="name of the env variable holding the password")
+    tls_ca: Path | None = Field(None, description="PEM CA of Redis's certificate (with rediss://)")
+    prefix: str = Field("routestack", min_length=1, description="key prefix: several stacks may share one Redis")
+    timeout_ms: float = Field(50.0, gt=0, description="longest wait for Redis on a request's path")
+    retry_s: float = Field(1.0, gt=0, description="after a failure, Redis is tried again after this long")
+    on_unavailable: Literal["serve", "local", "refuse"] = Field(
+        "serve", description="Redis slow or gone: serve unenforced (flagged), count in this process, or refuse (503)"
+    )
+
+    def resolve_password(self) -> str | None:
+        return secret_value(self.password, self.password_env)
+
+
+@dataclass(frozen=True)
+class Taken:
+    """What a take found: allowed or not, the count in the window after it, and when room frees."""
+
+    allowed: bool
+    used: int
+    frees_in_s: float
+    slice: int = 0  # where it was counted, for give_back
+    enforced: bool = True  # false: the shared store was unavailable and the take was not counted
+
+
+class StoreUnavailable(Exception):
+    """The shared store did not answer in time and on_unavailable is "refuse"."""
+
+
+class CounterStore(Protocol):
+    async def take(self, key: str, amount: int, limit: int | None, window_s: float) -> Taken: ...
+
+    async def give_back(self, key: str, taken: Taken, amount: int) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+def _slice_of(now_s: float, window_s: float) -> int:
+    return int(now_s // (window_s / SLICES))
+
+
+def _frees_in(oldest: int, window_s: float, now_s: float) -> float:
+    width = window_s / SLICES
+    return max((oldest + SLICES + 1) * width - now_s, 0.0)
+
+
+class LocalCounters:
+    """Counters in this process; with several processes or replicas, each has its own."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._counts: dict[str, dict[int, int]] = {}
+
+    async def take(self, key: str, amount: int, limit: int | None, window_s: float) -> Taken:
+        return self.take_now(key, amount, limit, window_s)
+
+    def take_now(self, key: str, amount: int, limit: int | None, window_s: float) -> Taken:
+        now = self._clock()
+        current = _slice_of(now, window_s)
+        slices = self._counts.setdefault(key, {})
+        for old in [s for s in slices if s < current - SLICES]:
+            del slices[old]
+        used = sum(slices.values())
+        oldest = min((s for s, n in slices.items() if n > 0), default=current)
+        if limit is not None and used + amount > limit:
+            return Taken(False, used, _frees_in(oldest, window_s, now), current)
+        if amount:
+            slices[current] = slices.get(current, 0) + amount
+        return Taken(True, used + amount, _frees_in(oldest, window_s, now), current)
+
+    async def give_back(self, key: str, taken: Taken, amount: int) -> None:
+        slices = self._counts.get(key)
+        if slices is not None and taken.slice in slices:
+            slices[taken.slice] -= amount
+
+    async def aclose(self) -> None:
+        return None
+
+
+# KEYS[1]: the counter's hash (slice -> count). ARGV: slice width in ms, slices, amount, limit (-1: none), ttl s.
+# Returns {allowed (0/1), used after, ms until the oldest counted slice leaves, slice}.
+_TAKE = """
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local width = tonumber(ARGV[1])
+local slices = tonumber(ARGV[2])
+local amount = tonumber(ARGV[3])
+local limit = tonumber(ARGV[4])
+local current = math.floor(now_ms / width)
+local fields = redis.call('HGETALL', KEYS[1])
+local used = 0
+local oldest = current
+for i = 1, #fields, 2 do
+  local s = tonumber(fields[i])
+  local n = tonumber(fields[i + 1])
+  if s < current - slices then
+    redis.call('HDEL', KEYS[1], fields[i])
+  else
+    used = used + n
+    if n > 0 and s < oldest then oldest = s end
+  end
+end
+local frees_ms = (oldest + slices + 1) * width - now_ms
+if limit >= 0 and used + amount > limit then
+  return {0, used, frees_ms, current}
+end
+if amount ~= 0 then
+  redis.call('HINCRBY', KEYS[1], current, amount)
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
+end
+return {1, used + amount, frees_ms, current}
+"""
+
+
+class RedisCounters:
+    """Counters in Redis, shared by every replica that names the same URL and prefix."""
+
+    def __init__(self, settings: RedisSettings) -> None:
+        from redis.asyncio import Redis  # the official client; imported only where Redis is configured
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        assert settings.url is not None
+        timeout = settings.timeout_ms / 1e3
+        extra: dict[str, Any] = {}
+        if settings.tls_ca is not None:
+            extra["ssl_ca_certs"] = str(settings.tls_ca)
+            extra["ssl_cert_reqs"] = ssl.CERT_REQUIRED
+        # No retries inside the client: a request waits at most timeout_ms, then Counters decides.
+        self.client = Redis.from_url(
+            settings.url, password=settings.resolve_password(), socket_timeout=timeout,
+            socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0), health_check_interval=0, **extra,
+        )
+        self._prefix = settings.prefix
+        self._take = self.client.register_script(_TAKE)
+
+    def key(self, key: str) -> str:
+        return f"{self._prefix}:{key}"
+
+    async def take(self, key: str, amount: int, limit: int | None, window_s: float) -> Taken:
+        width_ms = max(int(window_s * 1e3 / SLICES), 1)
+        ttl = max(math.ceil(window_s * (SLICES + 2) / SLICES), 1)
+        allowed, used, frees_ms, current = await self._take(
+            keys=[self.key(key)], args=[width_ms, SLICES, amount, -1 if limit is None else limit, ttl]
+        )
+        return Taken(bool(allowed), int(used), max(int(frees_ms), 0) / 1e3, int(current))
+
+    async def give_back(self, key: str, taken: Taken, amount: int) -> None:
+        await self.client.hincrby(self.key(key), str(taken.slice), -amount)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+class Counters:
+    """The counters a service uses: Redis when configured (with its deadline and fallback), else local."""
+
+    def __init__(self, settings: RedisSettings, on_state: Callable[[bool], None] | None = None) -> None:
+        self.settings = settings
+        self.local = LocalCounters()
+        self.shared: RedisCounters | None = RedisCounters(settings) if settings.url else None
+        self._down_until = 0.0
+        self._warned_at = -math.inf
+        self._on_state = on_state or (lambda up: None)
+        self.unavailable = 0  # requests answered without the shared store, since start
+
+    @property
+    def fleet_wide(self) -> bool:
+        return self.shared is not None
+
+    async def take(self, key: str, amount: int, limit: int | None, window_s: float) -> Taken:
+        """Count ``amount`` against ``limit`` in the window, unless it would pass it."""
+        if self.shared is None:
+            return self.local.take_now(key, amount, limit, window_s)
+        if time.monotonic() < self._down_until:
+            return self._without_redis(key, amount, limit, window_s, None)
+        try:
+            async with asyncio.timeout(self.settings.timeout_ms / 1e3):
+                taken = await self.shared.take(key, amount, limit, window_s)
+        except Exception as exc:  # noqa: BLE001 - any failure of the store: timeouts, refused connections, errors
+            return self._without_redis(key, amount, limit, window_s, exc)
+        if self._down_until:
+            self._down_until = 0.0
+            self._on_state(True)
+            logger.warning("Redis at %s answers again: budgets and rate limits are fleet-wide again", self._where())
+        return taken
+
+    async def add(self, key: str, amount: int, window_s: float) -> Taken:
+        """Count ``amount`` with no limit (what a request used, known after it)."""
+        return await self.take(key, amount, None, window_s)
+
+    async def give_back(self, key: str, taken: Taken, amount: int) -> None:
+        """Undo a take (a strong call reserved, then not made)."""
+        if not taken.allowed or not amount:
+            return
+        if self.shared is None or not taken.enforced:
+            if not taken.enforced and self.settings.on_unavailable != "local":
+                return
+            await self.local.give_back(key, taken, amount)
+            return
+        try:
+            async with asyncio.timeout(self.settings.timeout_ms / 1e3):
+                await self.shared.give_back(key, taken, amount)
+        except Exception as exc:  # noqa: BLE001 - the reservation stays counted: conservative, never an error
+            self._failed(exc)
+
+    def _without_redis(
+        self, key: str, amount: int, limit: int | None, window_s: float, exc: BaseException | None
+    ) -> Taken:
+        if exc is not None:
+            self._failed(exc)
+        self.unavailable += 1
+        mode = self.settings.on_unavailable
+        if mode == "refuse":
+            raise StoreUnavailable(
+                f"Redis at {self._where()} is unavailable and redis.on_unavailable is 'refuse'; retry shortly"
+            )
+        if mode == "local":
+            taken = self.local.take_now(key, amount, limit, window_s)
+            return Taken(taken.allowed, taken.used, taken.frees_in_s, taken.slice, enforced=False)
+        return Taken(True, 0, 0.0, 0, enforced=False)
+
+    def _failed(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        first = not self._down_until
+        self._down_until = now + self.settings.retry_s
+        if first:
+            self._on_state(False)
+        if now - self._warned_at >= WARN_EVERY_S:
+            self._warned_at = now
+            logger.warning(
+                "Redis at %s is unavailable (%s); budgets and rate limits are %s until it answers (tried again every "
+                "%gs; this warning at most once a minute)", self._where(), type(exc).__name__ if str(exc) == "" else exc,
+                {"serve": "not enforced (requests are flagged)", "local": "counted per process",
+                 "refuse": "refusing requests"}[self.settings.on_unavailable], self.settings.retry_s,
+            )
+
+    def _where(self) -> str:
+        parts = urlsplit(self.settings.url or "")
+        return f"{parts.hostname}:{parts.port or 6379}{parts.path}"  # never the password of redis://:pw@host
+
+    async def aclose(self) -> None:
+        if self.shared is not None:
+            await self.shared.aclose()
+
