@@ -76,9 +76,9 @@ async def ttft(client: httpx.AsyncClient, url: str, model: str) -> float:
     return first
 
 
-async def ttft_series(url: str, model: str, seconds: float) -> list[float]:
+async def ttft_series(url: str, model: str, seconds: float, headers: dict[str, str] | None = None) -> list[float]:
     out = []
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=30, headers=headers) as client:
         for _ in range(20):
             await ttft(client, url, model)  # warm-up
         deadline = time.perf_counter() + seconds
@@ -87,14 +87,16 @@ async def ttft_series(url: str, model: str, seconds: float) -> list[float]:
     return out
 
 
-async def throughput(url: str, model: str, concurrency: int, seconds: float, pid: int | None) -> dict[str, float]:
+async def throughput(
+    url: str, model: str, concurrency: int, seconds: float, pid: int | None, headers: dict[str, str] | None = None
+) -> dict[str, float]:
     chunks = errors = streams = 0
     deadline = time.perf_counter() + seconds
 
     async def worker() -> None:
         nonlocal chunks, errors, streams
         limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        async with httpx.AsyncClient(timeout=60, limits=limits) as client:  # one client, one connection, per worker
+        async with httpx.AsyncClient(timeout=60, limits=limits, headers=headers) as client:  # one client + connection each
             while time.perf_counter() < deadline:
                 try:
                     async with client.stream("POST", url, json=body(model)) as response:

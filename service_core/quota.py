@@ -165,6 +165,7 @@ class RedisCounters:
     def __init__(self, settings: RedisSettings) -> None:
         from redis.asyncio import Redis  # the official client; imported only where Redis is configured
         from redis.backoff import NoBackoff
+        from redis.exceptions import ConnectionError
         from redis.retry import Retry
 
         assert settings.url is not None
@@ -173,11 +174,12 @@ class RedisCounters:
         if settings.tls_ca is not None:
             extra["ssl_ca_certs"] = str(settings.tls_ca)
             extra["ssl_cert_reqs"] = ssl.CERT_REQUIRED
-        # No retries inside the client: a request waits at most timeout_ms, then Counters decides.
+        # No retries inside the client (take retries once itself); Counters bounds every call by timeout_ms.
         self.client = Redis.from_url(
             settings.url, password=settings.resolve_password(), socket_timeout=timeout,
             socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0), health_check_interval=0, **extra,
         )
+        self._connection_error = ConnectionError
         self._prefix = settings.prefix
         self._take = self.client.register_script(_TAKE)
 
@@ -187,9 +189,12 @@ class RedisCounters:
     async def take(self, key: str, amount: int, limit: int | None, window_s: float) -> Taken:
         width_ms = max(int(window_s * 1e3 / SLICES), 1)
         ttl = max(math.ceil(window_s * (SLICES + 2) / SLICES), 1)
-        allowed, used, frees_ms, current = await self._take(
-            keys=[self.key(key)], args=[width_ms, SLICES, amount, -1 if limit is None else limit, ttl]
-        )
+        args = [width_ms, SLICES, amount, -1 if limit is None else limit, ttl]
+        try:
+            reply = await self._take(keys=[self.key(key)], args=args)
+        except self._connection_error:  # a pooled connection from before a Redis restart: once more, on a new one
+            reply = await self._take(keys=[self.key(key)], args=args)
+        allowed, used, frees_ms, current = reply
         return Taken(bool(allowed), int(used), max(int(frees_ms), 0) / 1e3, int(current))
 
     async def give_back(self, key: str, taken: Taken, amount: int) -> None:

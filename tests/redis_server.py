@@ -16,8 +16,9 @@ __all__ = ["RedisServer", "redis_server"]
 
 
 class RedisServer:
-    def __init__(self, port: int, workdir: Path) -> None:
+    def __init__(self, port: int, workdir: Path, persist: bool = False) -> None:
         self.port = port
+        self._persist = persist  # an append-only file, fsynced each write: a restart keeps every count
         self.url = f"redis://127.0.0.1:{port}/0"
         self._workdir = workdir
         self._process: subprocess.Popen[bytes] | None = None
@@ -27,7 +28,8 @@ class RedisServer:
         if not Path(binary).exists():
             raise RuntimeError("redis-server is not installed: apt-get install redis-server (.ci/run does)")
         self._process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes" if self._persist else "no", "--appendfsync", "always",
              "--dir", str(self._workdir), "--protected-mode", "no"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
@@ -59,11 +61,11 @@ class RedisServer:
 
 
 @contextmanager
-def redis_server(workdir: Path) -> Iterator[RedisServer]:
+def redis_server(workdir: Path, persist: bool = False) -> Iterator[RedisServer]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    server = RedisServer(port, workdir)
+    server = RedisServer(port, workdir, persist)
     server.start()
     try:
         yield server

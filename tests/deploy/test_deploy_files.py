@@ -122,6 +122,9 @@ def test_commands_images_and_ports_agree_with_the_code() -> None:
     assert services["gateway"]["expose"] == [str(gateway.server.http_port), str(gateway.server.grpc_port)]
     assert services["gateway"]["healthcheck"]["test"][1] in scripts
     assert gateway.router.address == f"router:{router.server.port}"
+    # One Redis for the budgets of every replica: the compose service and the k8s Service that the configs name.
+    assert gateway.redis.url == router.redis.url == "redis://redis:6379/0"
+    assert "redis" in services and "redis" in services["gateway"]["depends_on"]
     nginx = (DEPLOY / "compose" / "nginx.conf").read_text()
     assert f"server gateway:{gateway.server.http_port}" in nginx and f"server gateway:{gateway.server.grpc_port}" in nginx
     for name, listens in (
@@ -144,6 +147,9 @@ def test_commands_images_and_ports_agree_with_the_code() -> None:
             for c in doc["spec"]["template"]["spec"]["containers"] for p in c.get("ports", [])
         }
         assert ("router", router.server.port) in ports
+        redis_ports = {p["port"] for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "redis"
+                       for p in d["spec"]["ports"]}
+        assert redis_ports == {6379} and any(d["kind"] == "StatefulSet" for d in docs)
         assert {("gateway", gateway.server.http_port), ("gateway", gateway.server.grpc_port)} <= ports
         for doc in docs:
             if doc["kind"] == "Deployment" and doc["metadata"]["name"] in ("router", "gateway"):

@@ -119,7 +119,8 @@ def test_readme_config_examples_load(tmp_path: Path) -> None:
     for i, block in enumerate(blocks):
         path = tmp_path / f"example-{i}.toml"
         path.write_text(block)
-        settings = load_gateway(path) if "[[upstreams]]" in block else load_settings(path)
+        gateway = "[[upstreams]]" in block or "[[prices]]" in block
+        settings = load_gateway(path) if gateway else load_settings(path)
         assert settings is not None
 
 
