@@ -11,7 +11,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
-SUITES = ("bench.router_bench", "bench.gateway_bench", "bench.upstream_client_bench", "bench.versus_routellm.run")
+SUITES = (
+    "bench.router_bench", "bench.gateway_bench", "bench.redis_bench", "bench.upstream_client_bench",
+    "bench.versus_routellm.run",
+)
 
 
 def main() -> int:

@@ -41,6 +41,7 @@ class CaptureRecord:
     completion: list[str] | None  # the answer's pieces; None when completions are not captured
     route: RouteDecision | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    caller: str = ""  # the caller's name (never its key)
 
 
 class _CaptureFile(RotatingFileHandler):
@@ -94,14 +95,16 @@ class Capture:
     def enabled(self) -> bool:
         return self._listener is not None
 
-    def sample(self, request_id: str, requested: str, params: ChatParams) -> CaptureRecord | None:
+    def sample(self, request_id: str, requested: str, params: ChatParams, caller: str = "") -> CaptureRecord | None:
         """A record to fill for this request, if it is sampled (routed requests only: the caller checks)."""
         if self._listener is None or random.random() >= self._settings.rate:
             return None
         users = [m.content for m in params.messages if m.role == "user"]
         if not users:
             return None
-        return CaptureRecord(request_id, requested, users[-1], [] if self._settings.completions else None)
+        return CaptureRecord(
+            request_id, requested, users[-1], [] if self._settings.completions else None, caller=caller
+        )
 
     def write(self, record: CaptureRecord, outcome: str, finish_reason: str | None) -> None:
         route = record.route
@@ -110,6 +113,7 @@ class Capture:
         line: dict[str, Any] = {
             "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
             "request_id": record.request_id,
+            **({"caller": record.caller} if record.caller else {}),
             "prompt": record.prompt,
             "requested": record.requested,
             "model": route.model,

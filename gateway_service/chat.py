@@ -89,7 +89,8 @@ class ChatService:
         in ``x`` (and its spend in the book) when it closes."""
         validate(params, self.limits)
         spec, allowance = await self._admit(model, x)
-        captured = None if spec.concrete or self.capture is None else self.capture.sample(x.request_id, model, params)
+        capture = self.capture
+        captured = None if spec.concrete or capture is None else capture.sample(x.request_id, model, params, x.caller.name)
         resources = ExitStack()
         routed_strong = False
         try:

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 
 from service_core.callers import ANONYMOUS, CallerLimits, Identity
-from service_core.quota import Counters, StoreUnavailable, Taken
+from service_core.quota import Check, Counters, StoreUnavailable, Taken
 
 from .config import CallerPolicySettings, GatewaySettings
 from .domain import ModelSpec
@@ -91,27 +90,30 @@ class CallerPolicies:
         if policy is None:
             return allowance
         name, limits = caller.name, self.limits
-        taken = self._seen(allowance, await self._store(limits.requests(name, policy)))
-        if taken is not None and not taken.allowed:
-            raise self._over(caller, "requests_per_minute", policy.requests_per_minute or 0, taken, "requests")
-        if policy.tokens_per_minute is not None:
-            taken = self._seen(allowance, await self._store(limits.counters.take(limits.key("tpm", name), 0, None, 60.0)))
-            if taken is not None and taken.used >= policy.tokens_per_minute:
-                raise self._over(caller, "tokens_per_minute", policy.tokens_per_minute, taken, "tokens")
-        if spec.concrete and spec.name != strong_model:
-            return allowance
+        strong = not spec.concrete or spec.name == strong_model
         window = policy.budget_window_s
-        if policy.strong_cost_usd is not None:
-            cost = limits.counters.take(limits.key("cost", name), 0, None, window)
-            taken = self._seen(allowance, await self._store(cost))
-            if taken is not None and taken.used >= policy.strong_cost_usd * NANO:
-                self._spent(allowance, spec, "strong_cost_usd", f"${policy.strong_cost_usd:g}", taken, window)
-        if not allowance.strong_spent:
-            taken = self._seen(allowance, await self._store(limits.reserve_strong(name, policy)))
-            if taken is not None and taken.allowed:
-                allowance.reserved = taken
-            elif taken is not None:
-                self._spent(allowance, spec, "strong_calls", str(policy.strong_calls), taken, window)
+        extra: list[tuple[str, Check]] = []
+        if policy.tokens_per_minute is not None:  # refused once the tokens counted reach the limit
+            extra.append(("tpm", Check(limits.key("tpm", name), 0, policy.tokens_per_minute - 1, 60.0)))
+        if strong and policy.strong_cost_usd is not None:  # spent: no strong call is reserved either
+            limit = max(math.ceil(policy.strong_cost_usd * NANO) - 1, 0)
+            extra.append(("cost", Check(limits.key("cost", name), 0, limit, window)))
+        try:
+            found = await limits.check(name, policy, extra, strong=strong)
+        except StoreUnavailable as exc:
+            raise StoreGone(str(exc), retry_after="1") from None
+        allowance.unenforced = any(not taken.enforced for taken in found.values())
+        rate, tokens, cost, reserved = (found.get(kind) for kind in ("rpm", "tpm", "cost", "strong"))
+        if rate is not None and not rate.allowed:
+            raise self._over(caller, "requests_per_minute", policy.requests_per_minute or 0, rate, "requests")
+        if tokens is not None and not tokens.allowed:
+            raise self._over(caller, "tokens_per_minute", policy.tokens_per_minute or 0, tokens, "tokens")
+        if cost is not None and not cost.allowed:
+            self._spent(allowance, spec, "strong_cost_usd", f"${policy.strong_cost_usd:g}", cost, window)
+        elif reserved is not None and reserved.allowed:
+            allowance.reserved = reserved if reserved.enforced else None
+        elif reserved is not None:
+            self._spent(allowance, spec, "strong_calls", str(policy.strong_calls), reserved, window)
         return allowance
 
     def _spent(self, allowance: Allowance, spec: ModelSpec, limit: str, value: str, taken: Taken, window: float) -> None:
@@ -130,18 +132,6 @@ class CallerPolicies:
         reserved, allowance.reserved = allowance.reserved, None
         await self.limits.routed(allowance.caller.name, reserved, routed_strong)
 
-    @staticmethod
-    async def _store(pending: Awaitable[Taken | None]) -> Taken | None:
-        try:
-            return await pending
-        except StoreUnavailable as exc:
-            raise StoreGone(str(exc), retry_after="1") from None
-
-    @staticmethod
-    def _seen(allowance: Allowance, taken: Taken | None) -> Taken | None:
-        if taken is not None and not taken.enforced:
-            allowance.unenforced = True
-        return taken
 
     def _over(self, caller: Caller, limit: str, value: int, taken: Taken, unit: str) -> OverLimit:
         self._metrics.caller_refusals.labels(caller=caller.name, limit=limit).inc()

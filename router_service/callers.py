@@ -59,18 +59,18 @@ class RouterCallers:
         if not chose:
             query = replace(query, threshold=policy.threshold, strong_share=policy.strong_share)
         try:
-            rate = await self._limits.requests(identity.name, policy)
-            if rate is not None and not rate.allowed:
-                self._refused(identity, "requests_per_minute")
-                frees = max(math.ceil(rate.frees_in_s), 1)
-                raise OverLimit(
-                    f"caller {identity.name!r} is past its limit: {rate.used} calls in the last minute, "
-                    f"requests_per_minute={policy.requests_per_minute} (policy {policy.name!r}); it frees in {frees}s",
-                    retry_after=str(frees),
-                )
-            reserved = None if query.strong_spent else await self._limits.reserve_strong(identity.name, policy)
+            found = await self._limits.check(identity.name, policy, strong=not query.strong_spent)
         except StoreUnavailable as exc:
             raise BudgetStoreUnavailable(str(exc)) from None
+        rate, reserved = found.get("rpm"), found.get("strong")
+        if rate is not None and not rate.allowed:
+            self._refused(identity, "requests_per_minute")
+            frees = max(math.ceil(rate.frees_in_s), 1)
+            raise OverLimit(
+                f"caller {identity.name!r} is past its limit: {rate.used} calls in the last minute, "
+                f"requests_per_minute={policy.requests_per_minute} (policy {policy.name!r}); it frees in {frees}s",
+                retry_after=str(frees),
+            )
         if reserved is not None and not reserved.allowed:
             query = replace(query, strong_spent=True)
         return query, reserved

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
 
 from .errors import ConfigError
-from .quota import Counters, Taken
+from .quota import Check, Counters, Taken
 from .settings import Section
 
 __all__ = ["ANONYMOUS", "SHARED_KEY", "BudgetSettings", "CallerLimits", "CallerSettings", "Callers", "Identity"]
@@ -133,10 +133,10 @@ class Callers:
 
 
 class CallerLimits:
-    """A caller's requests per minute and strong-call budget on the service's counters (``service``: the key
-    prefix, so the gateway's and the router's budgets are apart). A routed request reserves its strong call
-    before it is routed, so concurrent requests can never pass the budget together, and gives it back when
-    routed weak."""
+    """A caller's checks on the service's counters, in one round trip: requests per minute, the service's own
+    checks (``extra``: tokens per minute, spend), then one strong call reserved. ``service``: the key prefix, so the
+    gateway's and the router's budgets are apart. The reservation is made before routing, so concurrent requests
+    can never pass the budget together, and given back when routed weak."""
 
     def __init__(self, counters: Counters, service: str) -> None:
         self.counters = counters
@@ -145,17 +145,25 @@ class CallerLimits:
     def key(self, kind: str, caller: str) -> str:
         return f"{self._service}:{kind}:{caller}"
 
-    async def requests(self, caller: str, policy: BudgetSettings) -> Taken | None:
-        """One request counted against requests_per_minute (None: no such limit; not allowed: past it)."""
-        if policy.requests_per_minute is None:
-            return None
-        return await self.counters.take(self.key("rpm", caller), 1, policy.requests_per_minute, 60.0)
-
-    async def reserve_strong(self, caller: str, policy: BudgetSettings) -> Taken | None:
-        """One strong call reserved (None: no call budget; not allowed: the budget is spent)."""
-        if policy.strong_calls is None:
-            return None
-        return await self.counters.take(self.key("strong", caller), 1, policy.strong_calls, policy.budget_window_s)
+    async def check(
+        self, caller: str, policy: BudgetSettings, extra: Sequence[tuple[str, Check]] = (), *, strong: bool = True
+    ) -> dict[str, Taken]:
+        """Each check's answer by kind ("rpm", the extra kinds, "strong"); a refused gate ends them, so a kind
+        after it is missing. Raises StoreUnavailable when Redis is gone and on_unavailable is 'refuse'."""
+        kinds: list[str] = []
+        checks: list[Check] = []
+        if policy.requests_per_minute is not None:
+            kinds.append("rpm")
+            checks.append(Check(self.key("rpm", caller), 1, policy.requests_per_minute, 60.0))
+        for kind, check in extra:
+            kinds.append(kind)
+            checks.append(check)
+        if strong and policy.strong_calls is not None:
+            kinds.append("strong")
+            checks.append(Check(self.key("strong", caller), 1, policy.strong_calls, policy.budget_window_s, gate=False))
+        if not checks:
+            return {}
+        return dict(zip(kinds, await self.counters.take_all(checks), strict=False))
 
     async def routed(self, caller: str, reserved: Taken | None, routed_strong: bool) -> None:
         """After routing: a reserved strong call the router did not make is given back."""

@@ -21,7 +21,7 @@ import logging
 import math
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -31,7 +31,7 @@ from pydantic import Field, SecretStr
 
 from .settings import Section, secret_value
 
-__all__ = ["Counters", "LocalCounters", "RedisCounters", "RedisSettings", "StoreUnavailable", "Taken"]
+__all__ = ["Check", "Counters", "LocalCounters", "RedisCounters", "RedisSettings", "StoreUnavailable", "Taken"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +74,20 @@ class StoreUnavailable(Exception):
     """The shared store did not answer in time and on_unavailable is "refuse"."""
 
 
+@dataclass(frozen=True)
+class Check:
+    """One counter of a request's checks: ``amount`` against ``limit`` (None: counted, never refused) in a window of
+    ``window_s``. ``gate``: refused, it ends the checks (those after it are neither counted nor answered)."""
+
+    key: str
+    amount: int
+    limit: int | None
+    window_s: float
+    gate: bool = True
+
+
 class CounterStore(Protocol):
-    async def take(self, key: str, amount: int, limit: int | None, window_s: float) -> Taken: ...
+    async def take_all(self, checks: Sequence[Check]) -> list[Taken]: ...
 
     async def give_back(self, key: str, taken: Taken, amount: int) -> None: ...
 
@@ -98,8 +110,17 @@ class LocalCounters:
         self._clock = clock
         self._counts: dict[str, dict[int, int]] = {}
 
-    async def take(self, key: str, amount: int, limit: int | None, window_s: float) -> Taken:
-        return self.take_now(key, amount, limit, window_s)
+    async def take_all(self, checks: Sequence[Check]) -> list[Taken]:
+        return self.take_all_now(checks)
+
+    def take_all_now(self, checks: Sequence[Check]) -> list[Taken]:
+        out = []
+        for check in checks:
+            taken = self.take_now(check.key, check.amount, check.limit, check.window_s)
+            out.append(taken)
+            if not taken.allowed and check.gate:
+                break
+        return out
 
     def take_now(self, key: str, amount: int, limit: int | None, window_s: float) -> Taken:
         now = self._clock()
@@ -124,38 +145,46 @@ class LocalCounters:
         return None
 
 
-# KEYS[1]: the counter's hash (slice -> count). ARGV: slice width in ms, slices, amount, limit (-1: none), ttl s.
-# Returns {allowed (0/1), used after, ms until the oldest counted slice leaves, slice}.
-_TAKE = """
+# KEYS: one hash (slice -> count) per check. ARGV: slices, then per check: slice width in ms, amount, limit (-1: none),
+# ttl s, gate (1/0). Returns per check answered: allowed (0/1), used after, ms until the oldest counted slice leaves,
+# slice. All checks of a request in one call: one round trip, atomic.
+_TAKE_ALL = """
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local width = tonumber(ARGV[1])
-local slices = tonumber(ARGV[2])
-local amount = tonumber(ARGV[3])
-local limit = tonumber(ARGV[4])
-local current = math.floor(now_ms / width)
-local fields = redis.call('HGETALL', KEYS[1])
-local used = 0
-local oldest = current
-for i = 1, #fields, 2 do
-  local s = tonumber(fields[i])
-  local n = tonumber(fields[i + 1])
-  if s < current - slices then
-    redis.call('HDEL', KEYS[1], fields[i])
+local slices = tonumber(ARGV[1])
+local out = {}
+for k = 1, #KEYS do
+  local a = 2 + (k - 1) * 5
+  local width = tonumber(ARGV[a])
+  local amount = tonumber(ARGV[a + 1])
+  local limit = tonumber(ARGV[a + 2])
+  local current = math.floor(now_ms / width)
+  local fields = redis.call('HGETALL', KEYS[k])
+  local used = 0
+  local oldest = current
+  for i = 1, #fields, 2 do
+    local s = tonumber(fields[i])
+    local n = tonumber(fields[i + 1])
+    if s < current - slices then
+      redis.call('HDEL', KEYS[k], fields[i])
+    else
+      used = used + n
+      if n > 0 and s < oldest then oldest = s end
+    end
+  end
+  local frees_ms = (oldest + slices + 1) * width - now_ms
+  if limit >= 0 and used + amount > limit then
+    table.insert(out, 0); table.insert(out, used); table.insert(out, frees_ms); table.insert(out, current)
+    if tonumber(ARGV[a + 4]) == 1 then return out end
   else
-    used = used + n
-    if n > 0 and s < oldest then oldest = s end
+    if amount ~= 0 then
+      redis.call('HINCRBY', KEYS[k], current, amount)
+      redis.call('EXPIRE', KEYS[k], tonumber(ARGV[a + 3]))
+    end
+    table.insert(out, 1); table.insert(out, used + amount); table.insert(out, frees_ms); table.insert(out, current)
   end
 end
-local frees_ms = (oldest + slices + 1) * width - now_ms
-if limit >= 0 and used + amount > limit then
-  return {0, used, frees_ms, current}
-end
-if amount ~= 0 then
-  redis.call('HINCRBY', KEYS[1], current, amount)
-  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
-end
-return {1, used + amount, frees_ms, current}
+return out
 """
 
 
@@ -174,28 +203,33 @@ class RedisCounters:
         if settings.tls_ca is not None:
             extra["ssl_ca_certs"] = str(settings.tls_ca)
             extra["ssl_cert_reqs"] = ssl.CERT_REQUIRED
-        # No retries inside the client (take retries once itself); Counters bounds every call by timeout_ms.
+        # No retries inside the client (take_all retries once itself); Counters bounds every call by timeout_ms.
         self.client = Redis.from_url(
             settings.url, password=settings.resolve_password(), socket_timeout=timeout,
             socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0), health_check_interval=0, **extra,
         )
         self._connection_error = ConnectionError
         self._prefix = settings.prefix
-        self._take = self.client.register_script(_TAKE)
+        self._take_all = self.client.register_script(_TAKE_ALL)
 
     def key(self, key: str) -> str:
         return f"{self._prefix}:{key}"
 
-    async def take(self, key: str, amount: int, limit: int | None, window_s: float) -> Taken:
-        width_ms = max(int(window_s * 1e3 / SLICES), 1)
-        ttl = max(math.ceil(window_s * (SLICES + 2) / SLICES), 1)
-        args = [width_ms, SLICES, amount, -1 if limit is None else limit, ttl]
+    async def take_all(self, checks: Sequence[Check]) -> list[Taken]:
+        keys = [self.key(c.key) for c in checks]
+        args: list[int] = [SLICES]
+        for c in checks:
+            width_ms = max(int(c.window_s * 1e3 / SLICES), 1)
+            ttl = max(math.ceil(c.window_s * (SLICES + 2) / SLICES), 1)
+            args += [width_ms, c.amount, -1 if c.limit is None else c.limit, ttl, int(c.gate)]
         try:
-            reply = await self._take(keys=[self.key(key)], args=args)
+            reply = await self._take_all(keys=keys, args=args)
         except self._connection_error:  # a pooled connection from before a Redis restart: once more, on a new one
-            reply = await self._take(keys=[self.key(key)], args=args)
-        allowed, used, frees_ms, current = reply
-        return Taken(bool(allowed), int(used), max(int(frees_ms), 0) / 1e3, int(current))
+            reply = await self._take_all(keys=keys, args=args)
+        return [
+            Taken(bool(reply[i]), int(reply[i + 1]), max(int(reply[i + 2]), 0) / 1e3, int(reply[i + 3]))
+            for i in range(0, len(reply), 4)
+        ]
 
     async def give_back(self, key: str, taken: Taken, amount: int) -> None:
         await self.client.hincrby(self.key(key), str(taken.slice), -amount)
@@ -222,15 +256,20 @@ class Counters:
 
     async def take(self, key: str, amount: int, limit: int | None, window_s: float) -> Taken:
         """Count ``amount`` against ``limit`` in the window, unless it would pass it."""
+        (taken,) = await self.take_all([Check(key, amount, limit, window_s)])
+        return taken
+
+    async def take_all(self, checks: Sequence[Check]) -> list[Taken]:
+        """A request's checks in order, in one round trip; a refused gate ends them (the list is shorter)."""
         if self.shared is None:
-            return self.local.take_now(key, amount, limit, window_s)
+            return self.local.take_all_now(checks)
         if time.monotonic() < self._down_until:
-            return self._without_redis(key, amount, limit, window_s, None)
+            return self._without_redis(checks, None)
         try:
             async with asyncio.timeout(self.settings.timeout_ms / 1e3):
-                taken = await self.shared.take(key, amount, limit, window_s)
+                taken = await self.shared.take_all(checks)
         except Exception as exc:  # noqa: BLE001 - any failure of the store: timeouts, refused connections, errors
-            return self._without_redis(key, amount, limit, window_s, exc)
+            return self._without_redis(checks, exc)
         if self._down_until:
             self._down_until = 0.0
             self._on_state(True)
@@ -256,9 +295,7 @@ class Counters:
         except Exception as exc:  # noqa: BLE001 - the reservation stays counted: conservative, never an error
             self._failed(exc)
 
-    def _without_redis(
-        self, key: str, amount: int, limit: int | None, window_s: float, exc: BaseException | None
-    ) -> Taken:
+    def _without_redis(self, checks: Sequence[Check], exc: BaseException | None) -> list[Taken]:
         if exc is not None:
             self._failed(exc)
         self.unavailable += 1
@@ -268,9 +305,10 @@ class Counters:
                 f"Redis at {self._where()} is unavailable and redis.on_unavailable is 'refuse'; retry shortly"
             )
         if mode == "local":
-            taken = self.local.take_now(key, amount, limit, window_s)
-            return Taken(taken.allowed, taken.used, taken.frees_in_s, taken.slice, enforced=False)
-        return Taken(True, 0, 0.0, 0, enforced=False)
+            return [
+                Taken(t.allowed, t.used, t.frees_in_s, t.slice, enforced=False) for t in self.local.take_all_now(checks)
+            ]
+        return [Taken(True, 0, 0.0, 0, enforced=False) for _ in checks]
 
     def _failed(self, exc: BaseException) -> None:
         now = time.monotonic()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from service_core.quota import Counters, LocalCounters, RedisSettings, StoreUnavailable
+from service_core.quota import Check, Counters, LocalCounters, RedisSettings, StoreUnavailable
 from tests.redis_server import RedisServer, redis_server
 
 
@@ -121,3 +121,19 @@ def test_local_counters_keep_only_the_window() -> None:
     assert counters.take_now("k", 0, None, 10.0).used == 3
     now[0] += 6.1  # 11.1 s after: past the window and its slice
     assert counters.take_now("k", 0, None, 10.0).used == 0
+
+
+@pytest.mark.parametrize("where", ["local", "redis"])
+async def test_a_request_s_checks_go_in_one_call_and_a_refused_gate_ends_them(where: str, redis: RedisServer) -> None:
+    counters = Counters(RedisSettings()) if where == "local" else counters_on(redis)
+    checks = [Check("rpm", 1, 2, 60.0), Check("tpm", 0, 99, 60.0), Check("strong", 1, 1, 60.0, gate=False)]
+    try:
+        first = await counters.take_all(checks)
+        second = await counters.take_all(checks)
+        third = await counters.take_all(checks)
+    finally:
+        await counters.aclose()
+    assert [t.allowed for t in first] == [True, True, True]
+    assert [t.allowed for t in second] == [True, True, False]  # the budget of 1 spent: not a gate, answered
+    assert [t.allowed for t in third] == [False]  # past the rate: nothing after it is counted or answered
+    assert second[0].used == 2 and third[0].used == 2

@@ -23,7 +23,9 @@ KEY = "sk-client-key-never-stored"
 async def capturing_gateway(router_port: int, **capture: Any) -> AsyncIterator[GatewayApp]:
     ollama, other = LLMServerState(), LLMServerState()
     async with serve_app(llm_app(ollama)) as ollama_url, serve_app(llm_app(other)) as openai_url:
-        settings = gateway_settings(router_port, ollama_url, openai_url, capture=capture, auth={"api_keys": [KEY]})
+        settings = gateway_settings(
+            router_port, ollama_url, openai_url, capture=capture, callers=[{"name": "notebooks", "api_keys": [KEY]}]
+        )
         app = await build_gateway(settings)
         try:
             yield app
@@ -63,6 +65,7 @@ async def test_routed_prompts_and_decisions_are_captured_but_never_keys_or_other
     assert first["scorer"] == "difficulty" and first["scorer_version"] and first["outcome"] == "ok"
     assert isinstance(first["routed_strong"], bool) and 0.0 <= first["score"] <= 1.0 and "threshold" in first
     assert "completion" not in first  # completions only when capture.completions says so
+    assert {r["caller"] for r in records} == {"notebooks"}  # the caller's name, never its key
     text = "".join(path.read_text() for path in tmp_path.iterdir())
     assert KEY not in text and "an earlier" not in text and "You are terse" not in text
 
