@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from service_core.callers import BudgetSettings, CallerSettings, read_keys_file
+from service_core.callers import BudgetSettings, CallerSettings, check_callers, read_keys_file
 from service_core.quota import RedisSettings
 from service_core.redact import Redactor
 from service_core.settings import (
@@ -314,15 +314,7 @@ class GatewaySettings(TomlSettings):
         for model in self.capabilities:
             if model not in served:
                 raise ValueError(f"capabilities: {model!r} is not served by any upstream; add it to an upstream's models")
-        policies = {p.name for p in self.caller_policies}
-        if len(policies) != len(self.caller_policies):
-            raise ValueError("caller_policies: names must be unique")
-        for caller in self.callers:
-            if caller.policy is not None and caller.policy not in policies:
-                raise ValueError(
-                    f"callers[{caller.name}].policy {caller.policy!r} is not among caller_policies "
-                    f"({', '.join(sorted(policies)) or 'none configured'})"
-                )
+        check_callers(self.callers, [p.name for p in self.caller_policies])
         for price in self.prices:
             if price.model not in served:
                 raise ValueError(f"prices: {price.model!r} is not served by any upstream")

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from service_core.callers import BudgetSettings, CallerSettings
+from service_core.callers import BudgetSettings, CallerSettings, check_callers
 from service_core.quota import RedisSettings
 from service_core.settings import Section, TlsServerSettings, TomlSettings, load_toml_settings, secret_value
 from service_core.tracing import TracingSettings
@@ -283,15 +283,7 @@ class RouterSettings(TomlSettings):
     @model_validator(mode="after")
     def _unique_scorers(self) -> RouterSettings:
         check_scorers(self.scorers)
-        names = {p.name for p in self.caller_policies}
-        if len(names) != len(self.caller_policies):
-            raise ValueError("caller_policies: names must be unique")
-        for caller in self.callers:
-            if caller.policy is not None and caller.policy not in names:
-                raise ValueError(
-                    f"callers[{caller.name}].policy {caller.policy!r} is not among caller_policies "
-                    f"({', '.join(sorted(names)) or 'none configured'})"
-                )
+        check_callers(self.callers, [p.name for p in self.caller_policies])
         return self
 
 

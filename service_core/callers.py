@@ -20,7 +20,9 @@ from .errors import ConfigError
 from .quota import Check, Counters, Taken
 from .settings import Section
 
-__all__ = ["ANONYMOUS", "SHARED_KEY", "BudgetSettings", "CallerLimits", "CallerSettings", "Callers", "Identity"]
+__all__ = [
+    "ANONYMOUS", "SHARED_KEY", "BudgetSettings", "CallerLimits", "CallerSettings", "Callers", "Identity", "check_callers",
+]
 
 ANONYMOUS = "anonymous"  # the caller of a service without keys
 SHARED_KEY = "default"  # the caller of a key given without a name (auth.api_keys, auth.token)
@@ -68,6 +70,19 @@ class CallerSettings(Section):
         if not keys:
             raise ConfigError(f"callers[{self.name}]: give api_keys, api_key_env or api_keys_file")
         return tuple(keys)
+
+
+def check_callers(callers: Iterable[CallerSettings], policy_names: Sequence[str]) -> None:
+    """Unique policy names, and each caller's policy among them (a settings validator of both services)."""
+    names = set(policy_names)
+    if len(names) != len(policy_names):
+        raise ValueError("caller_policies: names must be unique")
+    for caller in callers:
+        if caller.policy is not None and caller.policy not in names:
+            raise ValueError(
+                f"callers[{caller.name}].policy {caller.policy!r} is not among caller_policies "
+                f"({', '.join(sorted(names)) or 'none configured'})"
+            )
 
 
 def read_keys_file(path: Path, setting: str) -> list[str]:
