@@ -10,7 +10,7 @@ from __future__ import annotations
 from contextlib import ExitStack
 from dataclasses import replace
 
-from service_core.callers import ANONYMOUS, SHARED_KEY
+from service_core.callers import window_of
 from service_core.quota import Counters
 
 from .admission import Admission
@@ -108,9 +108,9 @@ class ChatService:
         def settle(finish: Finish | None, completion_chars: int) -> None:
             self._settle(x, opened, finish, prompt_chars, completion_chars)
 
-        if captured is not None and self.capture is not None:
+        if captured is not None and capture is not None:
             captured.route = opened.route
-            return ChatStream(x, opened, first, rest, resources, self.metrics, (self.capture, captured), settle)
+            return ChatStream(x, opened, first, rest, resources, self.metrics, (capture, captured), settle)
         return ChatStream(x, opened, first, rest, resources, self.metrics, settle=settle)
 
     async def _admit(self, model: str, x: Exchange) -> tuple[ModelSpec, Allowance]:
@@ -119,9 +119,7 @@ class ChatService:
 
     @staticmethod
     def _ask(x: Exchange, allowance: Allowance) -> Ask:
-        name = x.caller.name
-        window = "" if name in (ANONYMOUS, SHARED_KEY) else name  # the router's default window for them
-        return Ask(x.request_id, x.headers, window, allowance.strong_spent)
+        return Ask(x.request_id, x.headers, window_of(x.caller.name), allowance.strong_spent)
 
     def _flagged(self, route: RouteDecision, allowance: Allowance) -> RouteDecision:
         if allowance.unenforced:

@@ -120,10 +120,11 @@ class CallerPolicies:
         caller = allowance.caller
         if spec.concrete:  # it named the strong model itself: nothing to route weak, so refused
             self._metrics.caller_refusals.labels(caller=caller.name, limit=limit).inc()
+            frees = math.ceil(taken.frees_in_s)
             raise OverLimit(
                 f"caller {caller.name!r} has spent its strong budget ({limit}={value} per {window:g}s, policy "
-                f"{caller.policy.name if caller.policy else ''!r}); it frees in {math.ceil(taken.frees_in_s)}s. Ask for "
-                "'router' to be routed (weak while the budget is spent)", retry_after=str(max(math.ceil(taken.frees_in_s), 1)),
+                f"{caller.policy.name if caller.policy else ''!r}); it frees in {frees}s. Ask for "
+                "'router' to be routed (weak while the budget is spent)", retry_after=str(max(frees, 1)),
             )
         allowance.strong_spent = True
 
@@ -131,7 +132,6 @@ class CallerPolicies:
         """After routing: a reserved strong call the router did not make is given back."""
         reserved, allowance.reserved = allowance.reserved, None
         await self.limits.routed(allowance.caller.name, reserved, routed_strong)
-
 
     def _over(self, caller: Caller, limit: str, value: int, taken: Taken, unit: str) -> OverLimit:
         self._metrics.caller_refusals.labels(caller=caller.name, limit=limit).inc()

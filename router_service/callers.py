@@ -12,7 +12,7 @@ import math
 from dataclasses import replace
 
 from service_core.auth import bearer_token
-from service_core.callers import ANONYMOUS, SHARED_KEY, CallerLimits, Callers, Identity
+from service_core.callers import CallerLimits, Callers, Identity, window_of
 from service_core.grpc_handlers import Context
 from service_core.quota import Counters, StoreUnavailable, Taken
 
@@ -30,9 +30,6 @@ class RouterCallers:
         self._limits = CallerLimits(counters, "router")
         self._metrics = metrics
 
-    def tokens(self) -> int:
-        return self.callers.keys_known()
-
     def identify(self, context: Context) -> Identity:
         """The caller of this call (the interceptor has already refused unknown tokens)."""
         authorization = dict(context.invocation_metadata() or ()).get("authorization")
@@ -44,7 +41,7 @@ class RouterCallers:
 
     async def admit(self, identity: Identity, query: RouteQuery) -> tuple[RouteQuery, Taken | None]:
         """The query as the caller's policy shapes it (its window, its share), and a reserved strong call."""
-        base = "" if identity.name in (ANONYMOUS, SHARED_KEY) else identity.name  # "": the window Describe shows
+        base = window_of(identity.name)
         query = replace(query, caller=f"{base}/{query.caller}" if query.caller else base)
         policy = self.policy(identity)
         if policy is None:

@@ -102,7 +102,3 @@ class CallerWindows:
 
     def peek(self, caller: str) -> LiveShare | None:
         return self._by_caller.get(caller)
-
-    @property
-    def callers(self) -> list[str]:
-        return list(self._by_caller)

@@ -22,6 +22,7 @@ from .settings import Section
 
 __all__ = [
     "ANONYMOUS", "SHARED_KEY", "BudgetSettings", "CallerLimits", "CallerSettings", "Callers", "Identity", "check_callers",
+    "window_of",
 ]
 
 ANONYMOUS = "anonymous"  # the caller of a service without keys
@@ -103,6 +104,12 @@ class Identity:
     admin: bool = False
 
 
+def window_of(name: str) -> str:
+    """The live-share window a caller's own requests use: keyless and unnamed-key callers share the default one
+    ("", the one Describe shows)."""
+    return "" if name in (ANONYMOUS, SHARED_KEY) else name
+
+
 def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
@@ -134,9 +141,6 @@ class Callers:
     def required(self) -> bool:
         """Whether a key is needed at all (any key configured)."""
         return bool(self._by_digest)
-
-    def keys_known(self) -> int:
-        return len(self._by_digest)
 
     def identify(self, token: str | None) -> Identity | None:
         """The caller of ``token``; without any keys configured, everyone is ``anonymous``; None: refused."""

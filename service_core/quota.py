@@ -250,9 +250,6 @@ class Counters:
         self._on_state = on_state or (lambda up: None)
         self.unavailable = 0  # requests answered without the shared store, since start
 
-    @property
-    def fleet_wide(self) -> bool:
-        return self.shared is not None
 
     async def take(self, key: str, amount: int, limit: int | None, window_s: float) -> Taken:
         """Count ``amount`` against ``limit`` in the window, unless it would pass it."""
