@@ -193,9 +193,9 @@ class RedisCounters:
 
     def __init__(self, settings: RedisSettings) -> None:
         from redis.asyncio import Redis  # the official client; imported only where Redis is configured
+        from redis.asyncio.retry import Retry  # the asyncio one: redis 8 warns about (and converts) the other
         from redis.backoff import NoBackoff
         from redis.exceptions import ConnectionError
-        from redis.retry import Retry
 
         assert settings.url is not None
         timeout = settings.timeout_ms / 1e3
