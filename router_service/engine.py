@@ -93,8 +93,12 @@ class RouteEngine:
         self.counters = counters or Counters(settings.redis)
         self._embedder = embedder
         self._executor = executor
-        self._current = self._generation(RoutingPolicy(settings.routing, settings.limits, scorers, shadows=shadows))
-        self.metrics = RouterMetrics(set(self._current.policy.models), set(scorers))
+        policy = RoutingPolicy(settings.routing, settings.limits, scorers, shadows=shadows)
+        self.metrics = RouterMetrics(set(policy.models), set(scorers))
+        self._current = self._generation(policy)
+        self.metrics.queued.set_function(lambda: self._current.pipeline.queued)
+        budget = settings.routing.strong_budget
+        self.metrics.budget_left.set(math.nan if budget is None else budget)  # NaN: no budget (not "none left")
         self.metrics.serving(self._serving_versions())
         self._closing: set[asyncio.Task[None]] = set()
         self._reload_lock = asyncio.Lock()
@@ -113,6 +117,7 @@ class RouteEngine:
         pipeline = ScoringPipeline(
             self._embedder, list(policy.scorers.values()), self._executor,
             cache_size=settings.embedder.cache_size, max_queued=settings.limits.max_queued_prompts,
+            watch=self.metrics,
         )
         shadows = {}
         for shadow, serving in policy.shadow_of.items():
@@ -204,7 +209,8 @@ class RouteEngine:
         # last user message, a client's retry) or a caller's own threshold would tilt it for everyone.
         realised = policy.observe(plan, model_scores, choice.routed_strong) if plan.observed and not cached else None
         if realised is not None and plan.share is not None:
-            self.metrics.share(plan.scorer.name, plan.share, realised, plan.threshold)
+            calibrated = _or_nan(lambda: plan.scorer.threshold_for_share(plan.share or 0.0))
+            self.metrics.share(plan.scorer.name, plan.share, realised, plan.threshold, calibrated)
         if not plan.explicit_candidates:  # a pair: the choice's score is the serving scorer's strong win rate
             for shadow in generation.shadows_of.get(plan.scorer.name, ()):
                 self._compare(generation, plan, shadow, row, choice.score, choice.routed_strong)

@@ -56,10 +56,32 @@ class RouterMetrics:
             "router_caller_refusals_total", "Calls refused by their caller's policy, by the limit that refused",
             ["caller", "limit"], registry=self.registry,
         )
+        self.asked_share = Gauge(
+            "router_strong_share_asked", "The strong share a policy asks for (beside router_strong_share_realised)",
+            ["scorer", "share"], registry=self.registry,
+        )
         self.live_threshold = Gauge(
             "router_threshold_live", "The threshold a strong-share policy uses now", ["scorer", "share"],
             registry=self.registry,
         )
+        self.calibrated_threshold = Gauge(
+            "router_threshold_calibrated", "The offline-calibrated threshold for the same share (NaN: uncalibrated)",
+            ["scorer", "share"], registry=self.registry,
+        )
+        self.queued = Gauge(
+            "router_queued_prompts", "Prompts waiting to be embedded, not yet in a batch", registry=self.registry
+        )
+        self.batch_size = Histogram(
+            "router_batch_size", "Prompts embedded and scored together (cache misses of concurrent calls)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=self.registry,
+        )
+        self.shed_prompts = Counter(
+            "router_shed_prompts_total", "Prompts refused or dropped under load (RESOURCE_EXHAUSTED), by reason: "
+            "queue_full, deadline (the queue ahead would outlast it), late (dropped while queued)", ["reason"],
+            registry=self.registry,
+        )
+        for reason in ("queue_full", "deadline", "late"):  # known label values start at 0: rate() works from the start
+            self.shed_prompts.labels(reason=reason)
 
         self.scorer_info = Gauge(
             "router_scorer_info", "The scorers loaded now (value 1), by version and role (serving or shadow)",
@@ -69,6 +91,8 @@ class RouterMetrics:
             "router_scorer_reloads_total", "Scorer reloads by outcome: swapped, unchanged or rejected", ["outcome"],
             registry=self.registry,
         )
+        for outcome in ("swapped", "unchanged", "rejected"):
+            self.reloads.labels(outcome=outcome)
         self.shadow_routes = Counter(
             "router_shadow_routes_total", "Routes a shadow scorer also scored, by whether it would have chosen alike "
             "(undecided: it has no threshold for the share asked)", ["scorer", "shadow", "agree"], registry=self.registry,
@@ -109,11 +133,19 @@ class RouterMetrics:
         if not enforced:
             self.budget_unenforced.inc()
 
-    def share(self, scorer: str, share: float, realised: float, threshold: float) -> None:
+    def share(self, scorer: str, share: float, realised: float, threshold: float, calibrated: float) -> None:
         """A share policy's realised share and current threshold; shares are whole percents (bounded labels)."""
         labels = {"scorer": scorer if scorer in self._scorers else "other", "share": f"{round(share * 100)}"}
+        self.asked_share.labels(**labels).set(share)
         self.realised_share.labels(**labels).set(realised)
         self.live_threshold.labels(**labels).set(threshold)
+        self.calibrated_threshold.labels(**labels).set(calibrated)
+
+    def batch(self, size: int) -> None:
+        self.batch_size.observe(size)
+
+    def shed(self, reason: str, count: int) -> None:
+        self.shed_prompts.labels(reason=reason).inc(count)
 
     def ruled(self, model: str, rule: str) -> None:
         """A decision by a rule (rules come from the config: a bounded label)."""

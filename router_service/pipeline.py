@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 from cachetools import LRUCache
@@ -24,7 +24,7 @@ from .adapters import Embedder
 from .adapters.scorer import OnnxScorer
 from .errors import Overloaded
 
-__all__ = ["MicroBatcher", "ScoringPipeline", "StageTimes"]
+__all__ = ["BatchWatch", "MicroBatcher", "ScoringPipeline", "StageTimes"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,24 @@ class _Pending(Generic[Item, Meta]):
     )
 
 
+class BatchWatch(Protocol):
+    """What a batcher tells its observer (the router's metrics): each batch's size, each prompt it sheds."""
+
+    def batch(self, size: int) -> None:
+        """A batch of ``size`` prompts starts."""
+
+    def shed(self, reason: str, count: int) -> None:
+        """``count`` prompts refused (queue_full, deadline) or dropped while queued (late: their deadline would pass)."""
+
+
+class _Unwatched:
+    def batch(self, size: int) -> None:
+        pass
+
+    def shed(self, reason: str, count: int) -> None:
+        pass
+
+
 class MicroBatcher(Generic[Item, Meta]):
     """Runs ``fn`` on batches of whatever was submitted while the last batch ran.
 
@@ -67,8 +85,10 @@ class MicroBatcher(Generic[Item, Meta]):
         max_batch: int,
         workers: int = 1,
         max_queued: int | None = None,
+        watch: BatchWatch | None = None,
     ) -> None:
         self._fn = fn
+        self._watch: BatchWatch = watch or _Unwatched()
         self._max_batch = max_batch
         self._workers = workers
         self._max_queued = max_queued
@@ -82,6 +102,7 @@ class MicroBatcher(Generic[Item, Meta]):
         """Raise Overloaded when the queue is full, or when the work queued ahead would outlast
         ``deadline`` (loop time). Synchronous, so a caller can refuse before it builds anything."""
         if self._max_queued is not None and self.queued + count > self._max_queued:
+            self._watch.shed("queue_full", count)
             raise Overloaded(
                 f"the router is overloaded: {self.queued} prompts are waiting to be embedded "
                 f"(limits.max_queued_prompts={self._max_queued}); retry shortly or add router replicas"
@@ -90,6 +111,7 @@ class MicroBatcher(Generic[Item, Meta]):
             wait = (self.queued + count) / (self._rate * self._workers)
             left = deadline - asyncio.get_running_loop().time()
             if wait > left:
+                self._watch.shed("deadline", count)
                 raise Overloaded(
                     f"the router is overloaded: about {wait * 1e3:.0f} ms of work is queued ahead, more than the "
                     f"{max(left, 0) * 1e3:.0f} ms left of this call's deadline; retry shortly or add router replicas"
@@ -117,6 +139,7 @@ class MicroBatcher(Generic[Item, Meta]):
             if self._rate and self._batches >= 3:  # and those it could only answer after their deadline: wasted work
                 finish = asyncio.get_running_loop().time() + sum(len(p.items) for p in live) / self._rate
                 for late in [p for p in live if p.deadline is not None and p.deadline < finish]:
+                    self._watch.shed("late", len(late.items))
                     late.future.set_exception(Overloaded(
                         "the router is overloaded: this call's deadline would pass before its prompt is embedded; "
                         "retry shortly or add router replicas"
@@ -127,6 +150,7 @@ class MicroBatcher(Generic[Item, Meta]):
 
     async def _run(self, batch: list[_Pending[Item, Meta]]) -> None:
         items = [item for pending in batch for item in pending.items]
+        self._watch.batch(len(items))
         started = time.perf_counter()
         try:
             rows, meta = await self._fn(items)
@@ -179,6 +203,7 @@ class ScoringPipeline:
         cache_size: int,
         workers: int | None = None,
         max_queued: int | None = None,
+        watch: BatchWatch | None = None,
     ) -> None:
         self.embedder = embedder
         self._scorers = list(scorers)
@@ -195,8 +220,13 @@ class ScoringPipeline:
         if workers is None:
             workers = 1 if embedder.runs == "in_process" else embedder.max_concurrency
         self._batcher: MicroBatcher[str, StageTimes] = MicroBatcher(
-            self._compute, embedder.max_batch, workers, max_queued
+            self._compute, embedder.max_batch, workers, max_queued, watch
         )
+
+    @property
+    def queued(self) -> int:
+        """Prompts waiting to be embedded, not yet in a batch."""
+        return self._batcher.queued
 
     async def scores(
         self, texts: Sequence[str], deadline: float | None = None
