@@ -2,6 +2,7 @@
 
     gateway-service serve [--config FILE] [--workers N]   the gateway alone (router elsewhere)
     gateway-service up [--sample PROMPT ...]       router + gateway in one process, for local use
+    gateway-service spend | report [--out DIR]     spend and savings of a running gateway (GET /v1/spend)
 """
 
 from __future__ import annotations
@@ -10,13 +11,11 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import sys
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -28,6 +27,7 @@ from service_core.settings import with_section
 
 from .config import GatewaySettings, load_settings
 from .domain import Message
+from .report import fetch_spend, read_spend, savings_markdown, spend_table, write_report
 from .server import GatewayApp, build_gateway, serve
 
 __all__ = ["main"]
@@ -63,6 +63,18 @@ def _parser() -> argparse.ArgumentParser:
     spend.add_argument("--url", default="http://127.0.0.1:8000", help="the gateway's HTTP root (default: %(default)s)")
     spend.add_argument("--key-env", metavar="VAR", help="env variable holding an admin caller's API key")
     spend.add_argument("--json", action="store_true", help="print the endpoint's JSON instead of the table")
+    report = sub.add_parser(
+        "report", help="write the savings report: strong share, spend against the all-strong baseline, per caller "
+        "and per day, as markdown tables (savings.md) and a plot (savings.png)",
+    )
+    report.add_argument("--url", default="http://127.0.0.1:8000", help="the gateway's HTTP root (default: %(default)s)")
+    report.add_argument("--key-env", metavar="VAR", help="env variable holding an admin caller's API key")
+    report.add_argument(
+        "--from", dest="source", type=Path, metavar="FILE",
+        help="a saved GET /v1/spend answer (`gateway-service spend --json > spend.json`) instead of --url",
+    )
+    report.add_argument("--out", type=Path, default=Path("savings"), help="folder to write into (default: %(default)s)")
+    report.add_argument("--no-plot", action="store_true", help="tables only (the plot needs matplotlib: the report extra)")
     up = sub.add_parser("up", help="run router and gateway together in one process, for local use")
     up.add_argument("--config", type=Path, help=CONFIG_HELP)
     up.add_argument("--router-config", type=Path, help="the router's TOML config (default: $ROUTER_CONFIG)")
@@ -151,49 +163,18 @@ async def _up(settings: GatewaySettings, router_config: Path | None, samples: li
 
 def _spend(args: argparse.Namespace) -> int:
     """The spend table of a running gateway (GET /v1/spend)."""
-    headers = {}
-    if args.key_env:
-        key = os.environ.get(args.key_env)
-        if not key:
-            raise ConfigError(f"--key-env names {args.key_env}, which is unset or empty")
-        headers["authorization"] = f"Bearer {key}"
-    url = args.url.rstrip("/").removesuffix("/v1") + "/v1/spend"
-    try:
-        response = httpx.get(url, headers=headers, timeout=10)
-    except httpx.HTTPError as exc:
-        raise ConfigError(f"could not reach the gateway at {url} ({exc}); give its HTTP root with --url") from None
-    if response.status_code != 200:
-        raise ConfigError(f"{url} answered HTTP {response.status_code}: {response.text[:300]}")
-    report = response.json()
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return 0
-    print(spend_table(report))
+    report = fetch_spend(args.url, args.key_env)
+    print(json.dumps(report, indent=2) if args.json else spend_table(report))
     return 0
 
 
-def spend_table(report: dict[str, Any]) -> str:
-    """A markdown table, one row per caller and a total."""
-    rows = [
-        "| caller | requests | routed | strong share | spend $ | routed spend $ | all-strong $ | saved $ |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    totals = dict.fromkeys(("requests", "routed", "strong", "spend_usd", "routed_spend_usd", "baseline_usd", "saved_usd"), 0.0)
-    for name, c in report["callers"].items():
-        share = "-" if c["strong_share"] is None else f"{c['strong_share']:.1%}"
-        rows.append(
-            f"| {name} | {c['requests']} | {c['routed']} | {share} | {c['spend_usd']:.4f} | {c['routed_spend_usd']:.4f} "
-            f"| {c['baseline_usd']:.4f} | {c['saved_usd']:.4f} |"
-        )
-        for field in totals:
-            totals[field] += c[field]
-    share = f"{totals['strong'] / totals['routed']:.1%}" if totals["routed"] else "-"
-    rows.append(
-        f"| **all** | {totals['requests']:.0f} | {totals['routed']:.0f} | {share} | {totals['spend_usd']:.4f} "
-        f"| {totals['routed_spend_usd']:.4f} | {totals['baseline_usd']:.4f} | {totals['saved_usd']:.4f} |"
-    )
-    scope = "the whole fleet (Redis)" if report["scope"] == "fleet" else "the gateway process that answered"
-    return "\n".join(rows) + f"\n\nfigures of {scope}; all-strong: the same tokens on {report['baseline_model']}"
+def _report(args: argparse.Namespace) -> int:
+    """The savings report: markdown tables and a plot, from a running gateway or a saved /v1/spend answer."""
+    report = read_spend(args.source) if args.source else fetch_spend(args.url, args.key_env)
+    written = write_report(report, args.out, plot=not args.no_plot)
+    print(savings_markdown(report))
+    print("wrote " + ", ".join(str(p) for p in written), file=sys.stderr)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "spend":
         return _spend(args)
+    if args.command == "report":
+        return _report(args)
     settings = load_settings(args.config)
     logging.basicConfig(
         level=settings.server.log_level,

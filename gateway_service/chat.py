@@ -7,6 +7,7 @@ or RouteLLM's ``router-mf-<threshold>`` (see models.py).
 
 from __future__ import annotations
 
+from collections import deque
 from contextlib import ExitStack
 from dataclasses import replace
 
@@ -17,7 +18,7 @@ from .admission import Admission
 from .capture import Capture
 from .config import GatewaySettings, LimitSettings
 from .dispatch import Ask, Dispatcher
-from .domain import ChatParams, Finish, ModelSpec, RouteDecision
+from .domain import ChatParams, Finish, ModelSpec, RecentShare, RouteDecision, RoutingStatus
 from .embeddings import EmbeddingService
 from .errors import InvalidRequest, TooLarge
 from .exchange import Exchange
@@ -32,6 +33,7 @@ from .upstreams import Upstream
 __all__ = ["ChatService"]
 
 ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
+RECENT = 500  # routed completions remembered per caller for the routing page's realised share
 
 
 class ChatService:
@@ -57,6 +59,8 @@ class ChatService:
         self.embeddings = EmbeddingService(self.catalog, self.dispatch.by_model, settings.limits)
         self.policies = CallerPolicies(settings, self.counters, self.metrics)
         self.spend = SpendBook(settings, self.counters, self.metrics, self.dispatch.routable())
+        self._recent: dict[str, deque[bool]] = {}  # caller -> strong or not, last RECENT routed completions
+        self._recent_all: deque[bool] = deque(maxlen=RECENT)
 
     def models(self) -> list[tuple[str, str, str]]:
         """(id, owned_by, description) for /v1/models and ListModels."""
@@ -70,16 +74,35 @@ class ChatService:
             return every - self.dispatch.lacks(model, every)
         return frozenset().union(*(every - self.dispatch.lacks(m, every) for m in self.dispatch.routable()))
 
-    async def route(self, model: str, params: ChatParams, x: Exchange) -> RouteDecision:
-        """The decision a chat request would get, without opening any upstream (POST /v1/route). It counts
-        against the caller's requests per minute; a strong call it reserves is given back."""
+    async def route(self, model: str, params: ChatParams, x: Exchange, scorer: str = "") -> RouteDecision:
+        """The decision a chat request would get, without opening any upstream (POST /v1/route); ``scorer``: as
+        that scorer of the router's would decide. It counts against the caller's requests per minute; a strong
+        call it reserves is given back."""
         validate(params, self.limits)
         spec, allowance = await self._admit(model, x)
+        if scorer and not spec.concrete:
+            spec = replace(spec, scorer=scorer)
         try:
             decision = await self.dispatch.decide(spec, params, self._ask(x, allowance))
         finally:
             await self.policies.routed(allowance, routed_strong=False)
         return self._flagged(decision, allowance)
+
+    async def status(self, x: Exchange) -> RoutingStatus:
+        """What the router serves now, the caller's policy and its recent strong share here, and (admin callers)
+        the upstream hosts: GET /v1/router and the routing page."""
+        policy = x.caller.policy
+        return RoutingStatus(
+            router=await self.dispatch.router_view(),
+            caller=x.caller.name,
+            policy=policy.name if policy is not None else "",
+            strong_share_asked=policy.strong_share if policy is not None else None,
+            strong_calls=policy.strong_calls if policy is not None else None,
+            models=tuple(self.dispatch.routable()),
+            recent_caller=_share(self._recent.get(x.caller.name, ())),
+            recent_all=_share(self._recent_all),
+            hosts=tuple(self.dispatch.host_states()) if x.caller.admin else None,
+        )
 
     async def open(self, model: str, params: ChatParams, x: Exchange) -> ChatStream:
         """Validate, apply the caller's policy, take a stream slot, route, and open the upstream up to its
@@ -103,6 +126,12 @@ class ChatService:
         finally:
             await self.policies.routed(allowance, routed_strong)
         opened = replace(opened, route=self._flagged(opened.route, allowance))
+        if opened.route.routed:
+            policy = x.caller.policy.name if x.caller.policy is not None else "none"
+            tier = "strong" if opened.route.routed_strong else "weak"
+            self.metrics.routed.labels(caller=x.caller.name, policy=policy, tier=tier).inc()
+            self._recent.setdefault(x.caller.name, deque(maxlen=RECENT)).append(opened.route.routed_strong)
+            self._recent_all.append(opened.route.routed_strong)
         prompt_chars = sum(len(m.content) for m in params.messages)
 
         def settle(finish: Finish | None, completion_chars: int) -> None:
@@ -162,3 +191,7 @@ def validate(params: ChatParams, limits: LimitSettings) -> None:
         value = getattr(params, name)
         if value is not None and not 0.0 <= value <= 2.0:
             raise InvalidRequest(f"{name} must be within [0, 2]")
+
+
+def _share(recent: deque[bool] | tuple[()]) -> RecentShare:
+    return RecentShare(RECENT, len(recent), sum(recent))

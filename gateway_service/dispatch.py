@@ -13,7 +13,7 @@ from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field, replace
 
 from .config import GatewaySettings
-from .domain import ChatParams, Delta, Finish, ModelSpec, RouteDecision
+from .domain import ChatParams, Delta, Finish, HostState, ModelSpec, RouteDecision, RouterView
 from .errors import GatewayError, InvalidRequest, UpstreamStreamError
 from .metrics import GatewayMetrics
 from .router_client import RouterClient
@@ -51,6 +51,14 @@ class Dispatcher:
         self._capabilities = {model: frozenset(can) for model, can in settings.capabilities.items()}
         self._turns = TurnMemory(settings.turns)
         self._rules = GatewayRules(settings.rules)
+
+    async def router_view(self) -> RouterView:
+        return await self._router.describe()
+
+    def host_states(self) -> list[HostState]:
+        """Every upstream host, in config order."""
+        upstreams = {id(u): u for u in self.by_model.values()}
+        return [state for upstream in upstreams.values() for state in upstream.hosts()]
 
     def lacks(self, model: str, needs: frozenset[str]) -> frozenset[str]:
         """The capabilities of ``needs`` that ``model`` lacks (a model not in [capabilities] lacks none)."""
@@ -159,6 +167,7 @@ class Dispatcher:
             request_id=ask.request_id,
             caller=ask.caller,
             strong_spent=ask.strong_spent,
+            scorer=spec.scorer,
         )
         if decision.model not in self.by_model:
             raise GatewayError(

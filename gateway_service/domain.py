@@ -104,6 +104,7 @@ class ModelSpec:
     concrete: bool
     threshold: float | None = None
     strong_share: float | None = None
+    scorer: str = ""  # one of the router's scorers (POST /v1/route's "scorer"); empty: its default
 
 
 @dataclass(frozen=True)
@@ -132,3 +133,74 @@ class Embedded:
 
     vectors: list[list[float]]
     prompt_tokens: int | None
+
+
+@dataclass(frozen=True)
+class HostState:
+    """One upstream host as this gateway process sees it now (GET /v1/router, the routing page)."""
+
+    upstream: str
+    url: str
+    up: bool
+    back_in_s: float  # ejected: seconds until it is tried again
+    in_flight: int
+    last_error: str
+
+
+@dataclass(frozen=True)
+class ScorerView:
+    """One of the router's scorers, as Describe tells it: thresholds by share (percent), live ones, shadow figures."""
+
+    name: str
+    version: str
+    role: str  # serving or shadow
+    shadow_of: str
+    thresholds: dict[str, float]
+    live_thresholds: dict[str, float]
+    live_samples: int
+    shadow_samples: int
+    shadow_agreement: float
+    shadow_correlation: float
+
+
+@dataclass(frozen=True)
+class RouterView:
+    """What the router serves now (its Describe), for operators; ``error`` set when it did not answer."""
+
+    address: str
+    error: str = ""
+    default_scorer: str = ""
+    strong_model: str = ""
+    weak_model: str = ""
+    default_threshold: float = 0.0
+    embedder: str = ""
+    scorers: tuple[ScorerView, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RecentShare:
+    """Of the last ``window`` routed completions this process served (for one caller, or all): how many went strong."""
+
+    window: int
+    routed: int
+    strong: int
+
+    @property
+    def strong_share(self) -> float | None:
+        return self.strong / self.routed if self.routed else None
+
+
+@dataclass(frozen=True)
+class RoutingStatus:
+    """GET /v1/router and the routing page: what the router serves, what the caller asked and got, the hosts."""
+
+    router: RouterView
+    caller: str
+    policy: str
+    strong_share_asked: float | None  # the caller's policy; None: the model's alias or the router's default decides
+    strong_calls: int | None  # the caller's strong-call budget a window, if any
+    models: tuple[str, ...]  # what the router may choose, with an upstream serving each
+    recent_caller: RecentShare
+    recent_all: RecentShare
+    hosts: tuple[HostState, ...] | None  # admin callers only (they name internal addresses)

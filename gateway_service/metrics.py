@@ -82,6 +82,18 @@ class GatewayMetrics:
             "gateway_spend_baseline_usd_total", "What the routed completions would have cost on the priciest routable model",
             ["caller"], registry=r,
         )
+        self.routed = Counter(
+            "gateway_routed_total", "Routed completions by caller, its policy, and the tier the router chose "
+            "(strong, weak): the share each caller and policy realises", ["caller", "policy", "tier"], registry=r,
+        )
+        self.asked_share = Gauge(
+            "gateway_policy_strong_share_asked", "The strong share each caller policy asks for ([[caller_policies]])",
+            ["policy"], registry=r, multiprocess_mode="max",
+        )
+        self.strong_calls_left = Gauge(
+            "gateway_caller_strong_calls_left", "Strong calls left in each caller's budget, at its latest request",
+            ["caller"], registry=r, multiprocess_mode="mostrecent",
+        )
         self.budget_limited = Counter(
             "gateway_budget_limited_total", "Routed requests sent weak because their caller's strong budget was spent",
             ["caller"], registry=r,

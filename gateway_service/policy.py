@@ -54,6 +54,9 @@ class CallerPolicies:
         self._default = self._policies.get("default")
         self.limits = CallerLimits(counters, "gw")
         self._metrics = metrics
+        for policy in settings.caller_policies:
+            if policy.strong_share is not None:
+                metrics.asked_share.labels(policy=policy.name).set(policy.strong_share)
 
     def caller(self, identity: Identity) -> Caller:
         policy = self._policies[identity.policy] if identity.policy else self._default
@@ -104,6 +107,8 @@ class CallerPolicies:
             raise StoreGone(str(exc), retry_after="1") from None
         allowance.unenforced = any(not taken.enforced for taken in found.values())
         rate, tokens, cost, reserved = (found.get(kind) for kind in ("rpm", "tpm", "cost", "strong"))
+        if reserved is not None and reserved.enforced and policy.strong_calls is not None:
+            self._metrics.strong_calls_left.labels(caller=name).set(max(policy.strong_calls - reserved.used, 0))
         if rate is not None and not rate.allowed:
             raise self._over(caller, "requests_per_minute", policy.requests_per_minute or 0, rate, "requests")
         if tokens is not None and not tokens.allowed:

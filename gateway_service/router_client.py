@@ -11,7 +11,7 @@ from routing_api.router.v1 import router_pb2, router_pb2_grpc
 from service_core.grpc_client import call_metadata, open_channel
 
 from .config import RouterClientSettings
-from .domain import Message, RouteDecision
+from .domain import Message, RouteDecision, RouterView, ScorerView
 from .errors import InvalidRequest
 
 __all__ = ["RouterClient"]
@@ -51,12 +51,13 @@ class RouterClient:
         request_id: str,
         caller: str = "",
         strong_spent: bool = False,
+        scorer: str = "",
     ) -> RouteDecision:
         """Ask the router; if it is down or slow, answer with the default model, flagged. ``caller``: whose
         live-share window; ``strong_spent``: the caller's strong budget here is spent (route weak)."""
         request = router_pb2.RouteRequest(
             chat=router_pb2.Chat(messages=[router_pb2.ChatMessage(role=m.role, content=m.content) for m in messages]),
-            caller=caller, strong_budget_spent=strong_spent,
+            caller=caller, strong_budget_spent=strong_spent, scorer=scorer,
         )
         if threshold is not None:
             request.threshold = threshold
@@ -69,6 +70,8 @@ class RouterClient:
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
                 raise InvalidRequest(f"the router refused the messages: {exc.details()}") from None
+            if exc.code() == grpc.StatusCode.NOT_FOUND and scorer:
+                raise InvalidRequest(f"the router has no scorer {scorer!r}: {exc.details()}") from None
             reason = f"router at {self._settings.address} failed ({exc.code().name}: {exc.details()}); failed open"
             logger.warning("request %s: %s to default model %s", request_id, reason, default_model)
             return RouteDecision(default_model, degraded=True, reason=reason)
@@ -93,6 +96,28 @@ class RouterClient:
         self.routed = {reply.strong_model, reply.weak_model, *(m.model for m in reply.models)}
         self.strong_model = reply.strong_model
         return self.routed
+
+    async def describe(self) -> RouterView:
+        """What the router serves now, for the routing page; its error when it does not answer."""
+        address = self._settings.address
+        try:
+            reply = await self._stub.Describe(
+                router_pb2.DescribeRequest(), timeout=max(self._settings.timeout_s, 5.0), metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as exc:
+            return RouterView(address, error=f"{exc.code().name}: {exc.details()}")
+        scorers = tuple(
+            ScorerView(
+                s.name, s.version, "shadow" if s.shadow_of else "serving", s.shadow_of, dict(s.thresholds),
+                dict(s.live_thresholds), s.live_samples, s.shadow.samples, s.shadow.agreement, s.shadow.score_correlation,
+            )
+            for s in reply.scorers
+        )
+        return RouterView(
+            address, default_scorer=reply.default_scorer, strong_model=reply.strong_model, weak_model=reply.weak_model,
+            default_threshold=reply.default_threshold, embedder=reply.embedder_backend, scorers=scorers,
+            warnings=tuple(reply.warnings),
+        )
 
     async def check_models(self, served: set[str]) -> None:
         """Warn at start when the router may choose a model no upstream serves (each such request would fail)."""

@@ -61,6 +61,10 @@ class SpendBook:
         self._pending_counts: dict[tuple[str, float], int] = defaultdict(int)  # (counter key, window) -> amount
         self._flusher: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        if self._prices:  # each configured caller's series start at 0, so increase() counts its first completions
+            for name in (c.name for c in settings.callers):
+                metrics.routed_spend.labels(caller=name)
+                metrics.spend_baseline.labels(caller=name)
 
     def cost_nano(self, model: str, usage: Usage) -> int:
         price = self._prices.get(model)

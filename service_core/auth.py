@@ -7,13 +7,15 @@ metadata. Tokens are compared in constant time and never logged.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TypeVar
 
 import grpc
 
-__all__ = ["BearerTokenInterceptor", "bearer_matches", "bearer_metadata", "bearer_token"]
+__all__ = ["BearerTokenInterceptor", "api_key", "bearer_matches", "bearer_metadata", "bearer_token"]
 
 PREFIX = "Bearer "
 
@@ -26,6 +28,20 @@ def bearer_token(header: str | None) -> str | None:
     if not header or not header.startswith(PREFIX):
         return None
     return header[len(PREFIX) :]
+
+
+def api_key(header: str | None) -> str | None:
+    """The key of an HTTP ``authorization`` header: a Bearer token, or the password of Basic auth (what a
+    browser sends for a page such as the gateway's /ui, and then for the page's own requests)."""
+    token = bearer_token(header)
+    if token is not None or not header or not header.startswith("Basic "):
+        return token
+    try:
+        decoded = base64.b64decode(header[len("Basic ") :], validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    _, colon, password = decoded.partition(":")
+    return password if colon and password else None
 
 
 def bearer_matches(header: str | None, tokens: Iterable[str]) -> bool:

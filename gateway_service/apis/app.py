@@ -17,6 +17,7 @@ from ..exchange import Exchange
 from .frontdoor import Codec, Endpoint, FrontDoor, Handler, HttpFrontDoor
 from .ollama import OllamaApi, OllamaCodec
 from .openai import OpenAIApi, OpenAICodec
+from .ui import PageCodec, RoutingPage
 
 __all__ = ["build_http_app"]
 
@@ -27,6 +28,7 @@ def build_http_app(chat: ChatService, door: FrontDoor, ready: Callable[[], bool]
     """``ready()`` is false while draining: /readyz fails first, as Kubernetes expects."""
     openai, ollama = OpenAIApi(chat), OllamaApi(chat)
     openai_codec, ollama_codec = OpenAICodec(), OllamaCodec()
+    page = RoutingPage()
 
     def route(api: str, methods: frozenset[str], handler: Handler, codec: Codec, auth: bool = True) -> Endpoint:
         return Endpoint(api, methods, handler, codec, auth)
@@ -36,7 +38,9 @@ def build_http_app(chat: ChatService, door: FrontDoor, ready: Callable[[], bool]
         "/v1/embeddings": route("openai/embeddings", POST, openai.embeddings, openai_codec),
         "/v1/models": route("openai/models", GET, openai.models, openai_codec),
         "/v1/route": route("openai/route", POST, openai.route, openai_codec),  # the decision only: no LLM is called
+        "/v1/router": route("openai/router", GET, openai.status, openai_codec),  # scorers, thresholds, share, hosts
         "/v1/spend": route("admin/spend", GET, openai.spend, openai_codec),  # admin callers: spend and savings
+        "/ui": route("ui/routing", GET, page.page, PageCodec()),  # the routing page: a prompt's decision, the hosts
         # Ollama's own API, for Ollama clients (OLLAMA_HOST=gateway:8000)
         "/api/chat": route("ollama/chat", POST, ollama.chat, ollama_codec),
         "/api/generate": route("ollama/generate", POST, ollama.generate, ollama_codec),

@@ -25,7 +25,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from service_core.auth import bearer_token
+from service_core.auth import api_key
 from service_core.request_ids import accept_request_id
 
 from ..errors import (
@@ -85,7 +85,7 @@ class FrontDoor:
         self, api: str, request_id: str | None, authorization: str | None, headers: Mapping[str, str] | None = None
     ) -> Exchange:
         request_id, note = accept_request_id(request_id)
-        x = Exchange(api, request_id, note, bearer_token(authorization), headers=headers or {})
+        x = Exchange(api, request_id, note, api_key(authorization), headers=headers or {})
         task = asyncio.current_task()
         if task is not None:
             self._in_flight[task] = x

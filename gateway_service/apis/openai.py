@@ -1,4 +1,5 @@
-"""OpenAI's API on the gateway: /v1/chat/completions (SSE or JSON), /v1/embeddings, /v1/models.
+"""OpenAI's API on the gateway: /v1/chat/completions (SSE or JSON), /v1/embeddings, /v1/models; and beside it
+the routing decision alone (/v1/route), what the router serves (/v1/router) and spend (/v1/spend).
 
 The official ``openai`` SDK works against it unchanged. The routing decision is in the answer's
 ``model`` field and in ``x-route-*`` headers. Refusals are OpenAI's error JSON; an error after
@@ -8,6 +9,8 @@ mistakes it for success. Request ids, auth, access lines and the catch-all are t
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal
@@ -17,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..chat import ChatService
-from ..domain import Delta, Finish
+from ..domain import Delta, Finish, RoutingStatus
 from ..embeddings import as_base64
 from ..errors import GatewayError, PolicyDenied
 from ..exchange import Exchange
@@ -28,6 +31,7 @@ from .http_stream import EventStream
 from .openai_wire import (
     ChatCompletionRequest,
     ChunkWriter,
+    RouteOnlyRequest,
     check_shape,
     error_body,
     message_body,
@@ -143,15 +147,20 @@ class OpenAIApi:
     async def route(self, request: Request, x: Exchange) -> Response:
         """``POST /v1/route``: a chat request's body (model and messages; tools and the rest are read for
         capabilities) -> the model that would answer and why, without calling any LLM."""
-        body = await read_model(request, ChatCompletionRequest, self._chat.limits, check_shape)
+        body = await read_model(request, RouteOnlyRequest, self._chat.limits, check_shape)
         x.requested = body.model
-        decision = await self._chat.route(body.model, body.params(), x)
+        decision = await self._chat.route(body.model, body.params(), x, scorer=body.scorer)
         return JSONResponse({
             "model": decision.model, "routed": decision.routed, "routed_strong": decision.routed_strong,
             "score": decision.score, "threshold": decision.threshold, "reason": decision.reason, "rule": decision.rule,
             "degraded": decision.degraded, "budget_limited": decision.budget_limited,
             "rerouted_for": decision.rerouted_for, "scorer": decision.scorer, "scorer_version": decision.scorer_version,
         }, headers=x.id_headers() | route_headers(decision))
+
+    async def status(self, request: Request, x: Exchange) -> Response:
+        """``GET /v1/router``: what the router serves (scorers, calibrated and live thresholds, shadow figures), the
+        caller's policy and its recent strong share, and for admin callers the upstream hosts (the routing page)."""
+        return JSONResponse(status_json(await self._chat.status(x)), headers=x.id_headers())
 
     async def spend(self, request: Request, x: Exchange) -> Response:
         """``GET /v1/spend``: requests, strong share, spend, all-strong baseline and savings per caller (and per
@@ -163,3 +172,21 @@ class OpenAIApi:
     async def models(self, request: Request, x: Exchange) -> Response:
         data = [{"id": i, "object": "model", "created": 0, "owned_by": owner} for i, owner, _ in self._chat.models()]
         return JSONResponse({"object": "list", "data": data}, headers=x.id_headers())
+
+
+def status_json(status: RoutingStatus) -> dict[str, Any]:
+    """GET /v1/router's body; NaN (a shadow's correlation below 2 samples) is null, as JSON has no NaN."""
+    body: dict[str, Any] = _finite(dataclasses.asdict(status))
+    for name, recent in (("recent_caller", status.recent_caller), ("recent_all", status.recent_all)):
+        body[name]["strong_share"] = recent.strong_share
+    return body
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value

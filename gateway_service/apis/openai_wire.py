@@ -145,6 +145,12 @@ class ChatCompletionRequest(BaseModel):
         )
 
 
+class RouteOnlyRequest(ChatCompletionRequest):
+    """``POST /v1/route``'s body: a chat request, and which of the router's scorers decides (empty: its default)."""
+
+    scorer: str = Field("", max_length=200)
+
+
 def check_shape(body: Any, limits: LimitSettings) -> None:
     """Refuse a parsed body that is too big before it is validated (validating 150k content parts takes
     seconds: counted first, they cost milliseconds)."""

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 from service_core.redact import Redactor
 
 from ..config import UpstreamSettings
-from ..domain import ChatParams, Delta, Embedded, Finish
+from ..domain import ChatParams, Delta, Embedded, Finish, HostState
 from ..metrics import GatewayMetrics
 
 __all__ = ["Upstream", "open_upstream"]
@@ -23,6 +23,10 @@ class Upstream(Protocol):
 
     async def embed(self, model: str, inputs: list[str], options: dict[str, Any]) -> Embedded:
         """One vector per input; ``options``: dimensions, user, and Ollama's truncate / keep_alive / options."""
+        ...
+
+    def hosts(self) -> list[HostState]:
+        """Each host's state now (GET /v1/router)."""
         ...
 
     def start(self) -> None:

@@ -21,8 +21,10 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
 
 from ..config import UpstreamSettings
+from ..domain import HostState
 from ..errors import UpstreamBusy, UpstreamUnreachable
 from ..metrics import GatewayMetrics
 
@@ -67,6 +69,10 @@ class HostPool:
         self._waiters: list[asyncio.Future[None]] = []
         for host in self.hosts:
             self._gauge_up(host)
+            if metrics is not None:  # known label values start at 0, so rate() and increase() see the first one
+                metrics.host_ejections.labels(upstream=settings.name, host=host.url)
+        if metrics is not None:
+            metrics.retries.labels(upstream=settings.name)
 
     # -- choosing a host ------------------------------------------------------------------
 
@@ -230,6 +236,18 @@ class HostPool:
     def check_failed(self, host: Host, error: str) -> None:
         self.failed(host, "HealthCheck", f"health check: {error}")
 
+    def states(self) -> list[HostState]:
+        """Each host now: up or ejected (and for how long), requests in flight, its last error."""
+        now = self._clock()
+        return [
+            HostState(
+                self._settings.name, public_url(host.url), up=not host.ejected_until,
+                back_in_s=round(max(host.ejected_until - now, 0.0), 1) if host.ejected_until else 0.0,
+                in_flight=host.outstanding, last_error=self._redact(host.last_error),
+            )
+            for host in self.hosts
+        ]
+
     def count(self, host: Host, outcome: str) -> None:
         if self._metrics is not None:
             self._metrics.host_requests.labels(upstream=self._settings.name, host=host.url, outcome=outcome).inc()
@@ -237,3 +255,11 @@ class HostPool:
     def _gauge_up(self, host: Host) -> None:
         if self._metrics is not None:
             self._metrics.host_up.labels(upstream=self._settings.name, host=host.url).set(0 if host.ejected_until else 1)
+
+
+def public_url(url: str) -> str:
+    """``url`` without user and password, to show to clients."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))

@@ -27,7 +27,7 @@ from service_core.redact import Redactor
 from service_core.upstream_errors import error_message
 
 from ..config import UpstreamSettings
-from ..domain import ChatParams, Delta, Finish
+from ..domain import ChatParams, Delta, Finish, HostState
 from ..errors import (
     GatewayError,
     UpstreamBusy,
@@ -313,6 +313,9 @@ class HttpUpstream:
         return error
 
     # -- health checks --------------------------------------------------------------------
+
+    def hosts(self) -> list[HostState]:
+        return self.pool.states()
 
     def start(self) -> None:
         """Start the health checks (model lists, and bringing ejected hosts back); needs a running loop."""

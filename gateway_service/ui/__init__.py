@@ -1,0 +1,1 @@
+"""The routing page's files (served by apis/ui.py)."""

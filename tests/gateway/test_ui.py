@@ -1,0 +1,194 @@
+"""The routing page (GET /ui) in a real headless browser (Debian's chromium), and the endpoints it calls.
+
+Chromium opens the page as a person would, with the API key as the Basic-auth password; the page routes a
+prompt through each of the router's serving scorers (POST /v1/route, no LLM called) and shows what
+GET /v1/router says (thresholds, the share, the hosts: one of them dead and ejected). The DOM chromium
+leaves must hold the same decisions the endpoint gives. With ROUTESTACK_SCREENSHOTS=DIR the screenshot is
+also written there (README's docs/images/routing-page.png comes from this test).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import pytest
+
+from gateway_service.server import GatewayApp, build_gateway
+from router_service.config import BUNDLED_SCORERS
+from router_service.server import build_router
+from tests.conftest import closed_port, router_settings
+from tests.gateway.conftest import STRONG, WEAK, gateway_settings
+from tests.http_servers import serve_app
+from tests.llm_servers import LLMServerState, llm_app
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+OPS, WEB = "sk-ops-ui-0000000001", "sk-web-ui-0000000001"
+TRAFFIC = ["What is 2 + 2?", "Name a fruit.", "Write a Python function that merges overlapping intervals.",
+           "Design a rate limiter for a distributed API gateway.", "Say hello.", "Explain TCP versus UDP."]
+PROMPT = "Prove that there are infinitely many primes, then generalise the argument to primes of the form 4k+3."
+
+
+@dataclass
+class Page:
+    gateway: GatewayApp
+    live_host: str
+    dead_host: str  # ejected by the health check, or by the first request it fails
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.gateway.http_port}"
+
+
+@pytest.fixture
+async def page_stack() -> AsyncIterator[Page]:
+    router = await build_router(router_settings(
+        server={"host": "127.0.0.1", "port": 0, "metrics_port": 0},
+        scorers=[{"name": "difficulty"}, {"name": "mf", "path": BUNDLED_SCORERS["mf"]["local"]}],
+    ))
+    try:
+        async with serve_app(llm_app(LLMServerState())) as ollama_url:
+            dead = f"http://127.0.0.1:{closed_port()}"
+            gateway = await build_gateway(gateway_settings(
+                router.port, ollama_url, "unused",
+                callers=[{"name": "ops", "api_keys": [OPS], "admin": True, "policy": "interactive"},
+                         {"name": "web", "api_keys": [WEB], "policy": "interactive"}],
+                caller_policies=[{"name": "interactive", "strong_share": 0.5}],
+                upstreams=[{"name": "ollama", "provider": "ollama", "base_urls": [ollama_url, dead],
+                            "models": [STRONG, WEAK], "eject_after": 1, "eject_base_s": 60}],
+            ))
+            try:
+                yield Page(gateway, ollama_url, dead)
+            finally:
+                await gateway.stop()
+    finally:
+        await router.stop()
+
+
+def basic(user: str, key: str) -> dict[str, str]:
+    return {"authorization": "Basic " + base64.b64encode(f"{user}:{key}".encode()).decode()}
+
+
+async def chromium(*args: str, profile: Path) -> bytes:
+    """Run headless chromium to the end; its stdout. Asynchronous: the gateway under test shares this loop."""
+    assert CHROMIUM is not None
+    process = await asyncio.create_subprocess_exec(
+        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+        "--disable-extensions", "--hide-scrollbars", f"--user-data-dir={profile}", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=90)
+    assert process.returncode == 0, stderr.decode(errors="replace")[-2000:]
+    return stdout
+
+
+class Rows(HTMLParser):
+    """The rows of the page's tables that carry data attributes, and the body's attributes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: dict[str, list[dict[str, str]]] = {}
+        self.body: dict[str, str] = {}
+        self._table = ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = {k: v or "" for k, v in attrs}
+        if tag == "tbody":
+            self._table = found.get("id", "")
+        elif tag == "tr" and self._table:
+            self.rows.setdefault(self._table, []).append(found)
+        elif tag == "body":
+            self.body = found
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "tbody":
+            self._table = ""
+
+
+async def test_the_page_is_behind_the_same_auth(page_stack: Page) -> None:
+    async with httpx.AsyncClient(timeout=10) as client:
+        refused = await client.get(f"{page_stack.url}/ui")
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"].startswith("Basic ")  # a browser asks for the key
+        assert "API key as password" in refused.text
+        wrong = await client.get(f"{page_stack.url}/ui", headers=basic("me", "sk-wrong"))
+        assert wrong.status_code == 401
+        page = await client.get(f"{page_stack.url}/ui", headers=basic("me", WEB))
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "connect-src 'self'" in page.headers["content-security-policy"]
+        assert "<script src" not in page.text and "https://" not in page.text  # nothing from elsewhere
+        bearer = await client.get(f"{page_stack.url}/ui", headers={"authorization": f"Bearer {WEB}"})
+        assert bearer.status_code == 200
+        for odd in ("Basic", "Basic !!!", "Basic " + base64.b64encode(WEB.encode()).decode(), "Basic " + base64.b64encode(b"\xff:\xfe").decode()):
+            assert (await client.get(f"{page_stack.url}/ui", headers={"authorization": odd})).status_code == 401, odd
+        # the API takes the same Basic credentials (the page's own calls carry them)
+        models = await client.get(f"{page_stack.url}/v1/models", headers=basic("", WEB))
+        assert models.status_code == 200
+        refused = await client.get(f"{page_stack.url}/v1/models")
+        assert refused.status_code == 401 and "www-authenticate" not in refused.headers  # an API client: no prompt
+
+
+async def test_router_status_shows_hosts_to_admin_callers_only(page_stack: Page) -> None:
+    async with httpx.AsyncClient(timeout=10) as client:
+        web = (await client.get(f"{page_stack.url}/v1/router", headers={"authorization": f"Bearer {WEB}"})).json()
+        ops = (await client.get(f"{page_stack.url}/v1/router", headers={"authorization": f"Bearer {OPS}"})).json()
+    assert web["hosts"] is None and web["policy"] == "interactive" and web["strong_share_asked"] == 0.5
+    assert [h["url"] for h in ops["hosts"]] == [page_stack.live_host, page_stack.dead_host]
+    assert ops["hosts"][0]["up"] and ops["hosts"][0]["last_error"] == ""
+    router = ops["router"]
+    assert router["error"] == "" and router["default_scorer"] == "difficulty"
+    assert {s["name"]: s["role"] for s in router["scorers"]} == {"difficulty": "serving", "mf": "serving"}
+    assert all(s["thresholds"] for s in router["scorers"])  # calibrated thresholds by share
+
+
+async def test_route_takes_a_scorer_and_refuses_an_unknown_one(page_stack: Page) -> None:
+    body = {"model": "router", "messages": [{"role": "user", "content": PROMPT}]}
+    async with httpx.AsyncClient(timeout=10, headers={"authorization": f"Bearer {WEB}"}) as client:
+        by_mf = (await client.post(f"{page_stack.url}/v1/route", json=body | {"scorer": "mf"})).json()
+        default = (await client.post(f"{page_stack.url}/v1/route", json=body)).json()
+        unknown = await client.post(f"{page_stack.url}/v1/route", json=body | {"scorer": "nope"})
+    assert by_mf["scorer"] == "mf" and default["scorer"] == "difficulty"
+    assert unknown.status_code == 400 and "no scorer 'nope'" in unknown.json()["error"]["message"]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs chromium (Debian's package; .ci/run installs it)")
+async def test_the_page_routes_a_prompt_in_a_real_browser(page_stack: Page, tmp_path: Path) -> None:
+    ops = {"authorization": f"Bearer {OPS}"}
+    async with httpx.AsyncClient(timeout=30, headers=ops) as client:
+        strong = 0
+        for prompt in TRAFFIC:  # a realised share to show
+            chat = {"model": "router", "messages": [{"role": "user", "content": prompt}], "stream": False}
+            answered = await client.post(f"{page_stack.url}/v1/chat/completions", json=chat)
+            assert answered.status_code == 200
+            strong += answered.headers["x-route-model"] == STRONG
+        recent = (await client.get(f"{page_stack.url}/v1/router")).json()["recent_caller"]
+        assert (recent["routed"], recent["strong"]) == (len(TRAFFIC), strong)
+        expected = {}
+        for scorer in ("difficulty", "mf"):
+            body = {"model": "router", "messages": [{"role": "user", "content": PROMPT}], "scorer": scorer}
+            expected[scorer] = (await client.post(f"{page_stack.url}/v1/route", json=body)).json()["model"]
+    # as a person would open it: the key as the Basic-auth password, in the URL; the prompt given in the query
+    page = f"http://ops:{OPS}@127.0.0.1:{page_stack.gateway.http_port}/ui?prompt={quote(PROMPT)}"
+    dom = await chromium("--virtual-time-budget=15000", "--dump-dom", page, profile=tmp_path / "profile")
+    found = Rows()
+    found.feed(dom.decode())
+    assert found.body.get("data-routed") == "2", dom.decode()[-3000:]  # a decision per serving scorer
+    decisions = {row["data-scorer"]: row["data-model"] for row in found.rows["decisions"]}
+    assert decisions == expected
+    assert {row["data-scorer"] for row in found.rows["scorers"]} == {"difficulty", "mf"}
+    hosts = {row["data-host"]: row["data-up"] for row in found.rows["hosts"]}
+    assert hosts[page_stack.dead_host] == "false" and list(hosts.values()).count("true") == 1
+    shot = tmp_path / "routing-page.png"
+    await chromium("--virtual-time-budget=15000", "--window-size=1280,1000", f"--screenshot={shot}", page,
+                   profile=tmp_path / "profile")
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if os.environ.get("ROUTESTACK_SCREENSHOTS"):
+        shutil.copy(shot, Path(os.environ["ROUTESTACK_SCREENSHOTS"]) / "routing-page.png")
