@@ -74,16 +74,19 @@ class ChatService:
             return every - self.dispatch.lacks(model, every)
         return frozenset().union(*(every - self.dispatch.lacks(m, every) for m in self.dispatch.routable()))
 
-    async def route(self, model: str, params: ChatParams, x: Exchange, scorer: str = "") -> RouteDecision:
+    async def route(
+        self, model: str, params: ChatParams, x: Exchange, scorer: str = "", preview: bool = False
+    ) -> RouteDecision:
         """The decision a chat request would get, without opening any upstream (POST /v1/route); ``scorer``: as
         that scorer of the router's would decide. It counts against the caller's requests per minute; a strong
-        call it reserves is given back."""
+        call it reserves is given back. ``preview``: the router records nothing of it either (its live-share
+        windows and budget, its metrics), nor is the turn remembered: for looking, not routing."""
         validate(params, self.limits)
         spec, allowance = await self._admit(model, x)
         if scorer and not spec.concrete:
             spec = replace(spec, scorer=scorer)
         try:
-            decision = await self.dispatch.decide(spec, params, self._ask(x, allowance))
+            decision = await self.dispatch.decide(spec, params, replace(self._ask(x, allowance), preview=preview))
         finally:
             await self.policies.routed(allowance, routed_strong=False)
         return self._flagged(decision, allowance)

@@ -35,6 +35,7 @@ class Ask:
     headers: Mapping[str, str] = field(default_factory=dict)
     caller: str = ""
     strong_spent: bool = False
+    preview: bool = False  # POST /v1/route: the router records nothing, the turn is not remembered
 
 
 FirstEvent = tuple[Opened, Delta | Finish, AsyncGenerator[Delta | Finish, None]]
@@ -154,7 +155,7 @@ class Dispatcher:
                     reason=f"continues a turn {model} started (its last message is a {last} message): not routed again",
                 )
         decision = await self._route_anew(spec, params, ask)
-        if turn is not None and decision.routed:
+        if turn is not None and decision.routed and not ask.preview:
             self._turns.remember(turn[0], decision.model)
         return decision
 
@@ -168,6 +169,7 @@ class Dispatcher:
             caller=ask.caller,
             strong_spent=ask.strong_spent,
             scorer=spec.scorer,
+            preview=ask.preview,
         )
         if decision.model not in self.by_model:
             raise GatewayError(

@@ -52,12 +52,13 @@ class RouterClient:
         caller: str = "",
         strong_spent: bool = False,
         scorer: str = "",
+        preview: bool = False,
     ) -> RouteDecision:
         """Ask the router; if it is down or slow, answer with the default model, flagged. ``caller``: whose
         live-share window; ``strong_spent``: the caller's strong budget here is spent (route weak)."""
         request = router_pb2.RouteRequest(
             chat=router_pb2.Chat(messages=[router_pb2.ChatMessage(role=m.role, content=m.content) for m in messages]),
-            caller=caller, strong_budget_spent=strong_spent, scorer=scorer,
+            caller=caller, strong_budget_spent=strong_spent, scorer=scorer, preview=preview,
         )
         if threshold is not None:
             request.threshold = threshold

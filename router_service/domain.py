@@ -50,6 +50,7 @@ class RouteQuery:
     scorer: str = ""
     caller: str = ""  # whose live-share window: the router caller, and the name it asks for ("" for none)
     strong_spent: bool = False  # the asking service's strong budget for this caller is spent: route weak
+    preview: bool = False  # decide only: no live window, shadow, budget taken or decision metric
 
 
 @dataclass(frozen=True)

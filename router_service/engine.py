@@ -177,6 +177,8 @@ class RouteEngine:
         ]
         decisions = [await self._within_budget(plan, d) for plan, d in zip(plans, decisions, strict=True)]
         for plan, decision in zip(plans, decisions, strict=True):
+            if plan.preview:
+                continue
             if plan.rule is not None:
                 self.metrics.ruled(decision.model, plan.rule.name)
                 continue
@@ -211,7 +213,7 @@ class RouteEngine:
         if realised is not None and plan.share is not None:
             calibrated = _or_nan(lambda: plan.scorer.threshold_for_share(plan.share or 0.0))
             self.metrics.share(plan.scorer.name, plan.share, realised, plan.threshold, calibrated)
-        if not plan.explicit_candidates:  # a pair: the choice's score is the serving scorer's strong win rate
+        if not plan.explicit_candidates and not plan.preview:  # a pair: the score is the serving scorer's win rate
             for shadow in generation.shadows_of.get(plan.scorer.name, ()):
                 self._compare(generation, plan, shadow, row, choice.score, choice.routed_strong)
         candidates: tuple[CandidateScore, ...] = ()
@@ -240,11 +242,14 @@ class RouteEngine:
             return decision
         routing = self._settings.routing
         allowed = not plan.strong_spent
-        if allowed and routing.strong_budget is not None:
+        if allowed and routing.strong_budget is not None and plan.preview:  # room for one more? nothing is taken
+            budget, window_s = routing.strong_budget, routing.budget_window_s
+            allowed = budget > 0 and (await self.counters.take("router:strong", 0, budget - 1, window_s)).allowed
+        elif allowed and routing.strong_budget is not None:
             taken = await self.counters.take("router:strong", 1, routing.strong_budget, routing.budget_window_s)
             allowed = taken.allowed
             self.metrics.budget(max(routing.strong_budget - taken.used, 0), not allowed, taken.enforced)
-        elif not allowed:
+        elif not allowed and not plan.preview:
             self.metrics.budget(None, True, True)
         if allowed:
             return decision

@@ -29,12 +29,13 @@ def query_from_pb(request: router_pb2.RouteRequest) -> RouteQuery:
         scorer=request.scorer,
         caller=request.caller,
         strong_spent=request.strong_budget_spent,
+        preview=request.preview,
     )
 
 
 def query_to_pb(query: RouteQuery) -> router_pb2.RouteRequest:
     request = router_pb2.RouteRequest(
-        scorer=query.scorer, caller=query.caller, strong_budget_spent=query.strong_spent
+        scorer=query.scorer, caller=query.caller, strong_budget_spent=query.strong_spent, preview=query.preview
     )
     if query.prompt is not None:
         request.prompt = query.prompt

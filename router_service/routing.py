@@ -55,6 +55,7 @@ class Plan:
     rule: Rule | None = None  # a rule decides: the text is not scored
     caller: str = ""  # whose live-share window
     strong_spent: bool = False  # the asking service's strong budget for this caller is spent
+    preview: bool = False  # decide only: recorded nowhere (RouteRequest.preview)
 
 
 @dataclass(frozen=True)
@@ -133,8 +134,9 @@ class RoutingPolicy:
             )
         rule = self.rules.match(text)
         return Plan(
-            text, scorer, threshold, candidates, bool(query.candidates), share, observed=query.threshold is None,
-            rule=rule, caller=query.caller, strong_spent=query.strong_spent,
+            text, scorer, threshold, candidates, bool(query.candidates), share,
+            observed=query.threshold is None and not query.preview,
+            rule=rule, caller=query.caller, strong_spent=query.strong_spent, preview=query.preview,
         )
 
     def by_rule(self, plan: Plan, rule: Rule) -> Choice:

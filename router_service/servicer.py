@@ -24,7 +24,7 @@ __all__ = ["RouterAdminServicer", "RouterServicer"]
 access_log = logging.getLogger("router_service.access")
 
 
-def _access_line(context: Context, caller: str, decisions: list[Decision]) -> str:
+def _access_line(context: Context, caller: str, decisions: list[Decision], preview: bool) -> str:
     metadata = dict(context.invocation_metadata() or ())
     given = metadata.get("x-request-id")
     first = decisions[0]
@@ -39,6 +39,7 @@ def _access_line(context: Context, caller: str, decisions: list[Decision]) -> st
         "embed_ms": round(first.timings.embed_ms, 2),
         "score_ms": round(first.timings.score_ms, 2),
         "total_ms": round(first.timings.total_ms, 2),
+        **({"preview": True} if preview else {}),
     }
     return json.dumps(record, separators=(",", ":"))
 
@@ -59,10 +60,10 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             decisions = await self._engine.route([q for q, _ in admitted], context.time_remaining(), indexed=indexed)
         finally:
             strong = [d.routed_strong for d in decisions] or [False] * len(admitted)
-            for (_, reserved), routed_strong in zip(admitted, strong, strict=True):
-                await self._callers.routed(identity, reserved, routed_strong)
+            for (query, reserved), routed_strong in zip(admitted, strong, strict=True):  # a preview gives it back
+                await self._callers.routed(identity, reserved, routed_strong and not query.preview)
         if access_log.isEnabledFor(logging.INFO):
-            access_log.info(_access_line(context, identity.name, decisions))
+            access_log.info(_access_line(context, identity.name, decisions, any(q.preview for q in queries)))
         return decisions
 
     @grpc_errors

@@ -149,7 +149,7 @@ class OpenAIApi:
         capabilities) -> the model that would answer and why, without calling any LLM."""
         body = await read_model(request, RouteOnlyRequest, self._chat.limits, check_shape)
         x.requested = body.model
-        decision = await self._chat.route(body.model, body.params(), x, scorer=body.scorer)
+        decision = await self._chat.route(body.model, body.params(), x, scorer=body.scorer, preview=body.preview)
         return JSONResponse({
             "model": decision.model, "routed": decision.routed, "routed_strong": decision.routed_strong,
             "score": decision.score, "threshold": decision.threshold, "reason": decision.reason, "rule": decision.rule,

@@ -146,9 +146,11 @@ class ChatCompletionRequest(BaseModel):
 
 
 class RouteOnlyRequest(ChatCompletionRequest):
-    """``POST /v1/route``'s body: a chat request, and which of the router's scorers decides (empty: its default)."""
+    """``POST /v1/route``'s body: a chat request, which of the router's scorers decides (empty: its default), and
+    whether it is a preview."""
 
     scorer: str = Field("", max_length=200)
+    preview: bool = False  # decide only: the router records nothing (the routing page's calls)
 
 
 def check_shape(body: Any, limits: LimitSettings) -> None:

@@ -24,7 +24,7 @@ import pytest
 
 from gateway_service.server import GatewayApp, build_gateway
 from router_service.config import BUNDLED_SCORERS
-from router_service.server import build_router
+from router_service.server import RouterApp, build_router
 from tests.conftest import closed_port, router_settings
 from tests.gateway.conftest import STRONG, WEAK, gateway_settings
 from tests.http_servers import serve_app
@@ -40,6 +40,7 @@ PROMPT = "Prove that there are infinitely many primes, then generalise the argum
 @dataclass
 class Page:
     gateway: GatewayApp
+    router: RouterApp
     live_host: str
     dead_host: str  # ejected by the health check, or by the first request it fails
 
@@ -66,7 +67,7 @@ async def page_stack() -> AsyncIterator[Page]:
                             "models": [STRONG, WEAK], "eject_after": 1, "eject_base_s": 60}],
             ))
             try:
-                yield Page(gateway, ollama_url, dead)
+                yield Page(gateway, router, ollama_url, dead)
             finally:
                 await gateway.stop()
     finally:
@@ -123,7 +124,9 @@ async def test_the_page_is_behind_the_same_auth(page_stack: Page) -> None:
         assert wrong.status_code == 401
         page = await client.get(f"{page_stack.url}/ui", headers=basic("me", WEB))
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-        assert "connect-src 'self'" in page.headers["content-security-policy"]
+        policy = dict(d.strip().split(" ", 1) for d in page.headers["content-security-policy"].split(";"))
+        assert policy["connect-src"] == "'self'" and policy["default-src"] == "'none'"
+        assert policy["script-src"].startswith("'sha256-") and "unsafe" not in policy["script-src"]  # its own script only
         assert "<script src" not in page.text and "https://" not in page.text  # nothing from elsewhere
         bearer = await client.get(f"{page_stack.url}/ui", headers={"authorization": f"Bearer {WEB}"})
         assert bearer.status_code == 200
@@ -149,13 +152,23 @@ async def test_router_status_shows_hosts_to_admin_callers_only(page_stack: Page)
     assert all(s["thresholds"] for s in router["scorers"])  # calibrated thresholds by share
 
 
-async def test_route_takes_a_scorer_and_refuses_an_unknown_one(page_stack: Page) -> None:
+async def test_route_takes_a_scorer_and_a_preview_records_nothing(page_stack: Page) -> None:
     body = {"model": "router", "messages": [{"role": "user", "content": PROMPT}]}
+    decisions = page_stack.router.engine.metrics.decisions
+
+    def counted(scorer: str) -> float:
+        return sum(decisions.labels(model=m, scorer=scorer)._value.get() for m in (STRONG, WEAK))
+
     async with httpx.AsyncClient(timeout=10, headers={"authorization": f"Bearer {WEB}"}) as client:
         by_mf = (await client.post(f"{page_stack.url}/v1/route", json=body | {"scorer": "mf"})).json()
         default = (await client.post(f"{page_stack.url}/v1/route", json=body)).json()
+        counted_before = counted("difficulty")
+        previewed = (await client.post(f"{page_stack.url}/v1/route", json=body | {"preview": True})).json()
+        counted_after = counted("difficulty")
         unknown = await client.post(f"{page_stack.url}/v1/route", json=body | {"scorer": "nope"})
     assert by_mf["scorer"] == "mf" and default["scorer"] == "difficulty"
+    assert (counted_before, counted_after) == (1, 1)  # a route is a decision to the router; a preview is none
+    assert (previewed["model"], previewed["score"]) == (default["model"], default["score"])
     assert unknown.status_code == 400 and "no scorer 'nope'" in unknown.json()["error"]["message"]
 
 
@@ -173,7 +186,7 @@ async def test_the_page_routes_a_prompt_in_a_real_browser(page_stack: Page, tmp_
         assert (recent["routed"], recent["strong"]) == (len(TRAFFIC), strong)
         expected = {}
         for scorer in ("difficulty", "mf"):
-            body = {"model": "router", "messages": [{"role": "user", "content": PROMPT}], "scorer": scorer}
+            body = {"model": "router", "messages": [{"role": "user", "content": PROMPT}], "scorer": scorer, "preview": True}
             expected[scorer] = (await client.post(f"{page_stack.url}/v1/route", json=body)).json()["model"]
     # as a person would open it: the key as the Basic-auth password, in the URL; the prompt given in the query
     page = f"http://ops:{OPS}@127.0.0.1:{page_stack.gateway.http_port}/ui?prompt={quote(PROMPT)}"

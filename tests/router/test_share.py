@@ -91,6 +91,28 @@ async def test_a_spent_budget_routes_weak_flagged_until_its_window_passes() -> N
     assert metrics == 7 + 3 + 1
 
 
+async def test_a_preview_decides_as_a_route_would_and_records_nothing() -> None:
+    """RouteRequest.preview (the gateway's POST /v1/route): the same decision, but no strong call taken, no
+    live-share sample, no decision counted; a spent budget still shows."""
+    settings = RouterSettings(
+        embedder={"backend": "static", "cache_size": 0},
+        routing={"strong_budget": 2, "budget_window_s": 60.0, "live_window": 20, "live_warmup": 5},
+    )
+    proof = "Prove that there are infinitely many primes of the form 4k+3."
+    previews = [RouteQuery(prompt=f"{proof} ({n})", threshold=0.0, preview=True) for n in range(5)]
+    shared = [RouteQuery(prompt=f"{proof} [{n}]", strong_share=0.5, preview=True) for n in range(8)]
+    async with open_engine(settings) as engine:
+        seen = await engine.route(previews + shared)
+        decided = engine.metrics.decisions.labels(model="llama3.1:8b", scorer="difficulty")._value.get()
+        samples = engine.describe().scorers[0].live_samples
+        served = await engine.route([RouteQuery(prompt=proof, threshold=0.0)] * 2)  # the whole budget
+        after = await engine.route(previews[:1])
+    assert all(d.routed_strong and not d.budget_limited for d in seen[:5])  # none took from the budget of 2
+    assert decided == 0 and samples == 0  # not counted, not in the live window
+    assert [d.routed_strong for d in served] == [True, True]
+    assert after[0].budget_limited and not after[0].routed_strong  # a spent budget shows in a preview too
+
+
 async def test_two_replicas_each_estimating_on_half_the_traffic() -> None:
     """Round-robin over two routers: each sees every other prompt, and the fleet's share still holds."""
     stream = drifting_stream()

@@ -31,7 +31,7 @@ class Candidate(_message.Message):
     def __init__(self, model: _Optional[str] = ..., cost: _Optional[float] = ..., scorer_model: _Optional[str] = ...) -> None: ...
 
 class RouteRequest(_message.Message):
-    __slots__ = ("prompt", "chat", "threshold", "strong_share", "candidates", "scorer", "caller", "strong_budget_spent")
+    __slots__ = ("prompt", "chat", "threshold", "strong_share", "candidates", "scorer", "caller", "strong_budget_spent", "preview")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     CHAT_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
@@ -40,6 +40,7 @@ class RouteRequest(_message.Message):
     SCORER_FIELD_NUMBER: _ClassVar[int]
     CALLER_FIELD_NUMBER: _ClassVar[int]
     STRONG_BUDGET_SPENT_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     chat: Chat
     threshold: float
@@ -48,7 +49,8 @@ class RouteRequest(_message.Message):
     scorer: str
     caller: str
     strong_budget_spent: bool
-    def __init__(self, prompt: _Optional[str] = ..., chat: _Optional[_Union[Chat, _Mapping]] = ..., threshold: _Optional[float] = ..., strong_share: _Optional[float] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., scorer: _Optional[str] = ..., caller: _Optional[str] = ..., strong_budget_spent: _Optional[bool] = ...) -> None: ...
+    preview: bool
+    def __init__(self, prompt: _Optional[str] = ..., chat: _Optional[_Union[Chat, _Mapping]] = ..., threshold: _Optional[float] = ..., strong_share: _Optional[float] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., scorer: _Optional[str] = ..., caller: _Optional[str] = ..., strong_budget_spent: _Optional[bool] = ..., preview: _Optional[bool] = ...) -> None: ...
 
 class CandidateScore(_message.Message):
     __slots__ = ("model", "scorer_model", "cost", "strongest_win_rate")
