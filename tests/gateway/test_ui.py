@@ -1,23 +1,20 @@
 """The routing page (GET /ui) in a real headless browser (Debian's chromium), and the endpoints it calls.
 
-Chromium opens the page as a person would, with the API key as the Basic-auth password; the page routes a
-prompt through each of the router's serving scorers (POST /v1/route, no LLM called) and shows what
-GET /v1/router says (thresholds, the share, the hosts: one of them dead and ejected). The DOM chromium
-leaves must hold the same decisions the endpoint gives. With ROUTESTACK_SCREENSHOTS=DIR the screenshot is
+Chromium opens the page as a person would, with the API key as the Basic-auth password; a prompt is typed
+and Route clicked; the page routes it through each of the router's serving scorers (POST /v1/route as a
+preview, no LLM called) and shows what GET /v1/router says (thresholds, the share, the hosts: one of them
+dead and ejected). The page must show the same decisions the endpoint gives. With ROUTESTACK_SCREENSHOTS=DIR the screenshot is
 also written there (README's docs/images/routing-page.png comes from this test).
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import quote
 
 import httpx
 import pytest
@@ -25,12 +22,12 @@ import pytest
 from gateway_service.server import GatewayApp, build_gateway
 from router_service.config import BUNDLED_SCORERS
 from router_service.server import RouterApp, build_router
+from tests.browser import CHROMIUM, open_tab
 from tests.conftest import closed_port, router_settings
 from tests.gateway.conftest import STRONG, WEAK, gateway_settings
 from tests.http_servers import serve_app
 from tests.llm_servers import LLMServerState, llm_app
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 OPS, WEB = "sk-ops-ui-0000000001", "sk-web-ui-0000000001"
 TRAFFIC = ["What is 2 + 2?", "Name a fruit.", "Write a Python function that merges overlapping intervals.",
            "Design a rate limiter for a distributed API gateway.", "Say hello.", "Explain TCP versus UDP."]
@@ -76,42 +73,6 @@ async def page_stack() -> AsyncIterator[Page]:
 
 def basic(user: str, key: str) -> dict[str, str]:
     return {"authorization": "Basic " + base64.b64encode(f"{user}:{key}".encode()).decode()}
-
-
-async def chromium(*args: str, profile: Path) -> bytes:
-    """Run headless chromium to the end; its stdout. Asynchronous: the gateway under test shares this loop."""
-    assert CHROMIUM is not None
-    process = await asyncio.create_subprocess_exec(
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-        "--disable-extensions", "--hide-scrollbars", f"--user-data-dir={profile}", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=90)
-    assert process.returncode == 0, stderr.decode(errors="replace")[-2000:]
-    return stdout
-
-
-class Rows(HTMLParser):
-    """The rows of the page's tables that carry data attributes, and the body's attributes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.rows: dict[str, list[dict[str, str]]] = {}
-        self.body: dict[str, str] = {}
-        self._table = ""
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        found = {k: v or "" for k, v in attrs}
-        if tag == "tbody":
-            self._table = found.get("id", "")
-        elif tag == "tr" and self._table:
-            self.rows.setdefault(self._table, []).append(found)
-        elif tag == "body":
-            self.body = found
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "tbody":
-            self._table = ""
 
 
 async def test_the_page_is_behind_the_same_auth(page_stack: Page) -> None:
@@ -188,20 +149,27 @@ async def test_the_page_routes_a_prompt_in_a_real_browser(page_stack: Page, tmp_
         for scorer in ("difficulty", "mf"):
             body = {"model": "router", "messages": [{"role": "user", "content": PROMPT}], "scorer": scorer, "preview": True}
             expected[scorer] = (await client.post(f"{page_stack.url}/v1/route", json=body)).json()["model"]
-    # as a person would open it: the key as the Basic-auth password, in the URL; the prompt given in the query
-    page = f"http://ops:{OPS}@127.0.0.1:{page_stack.gateway.http_port}/ui?prompt={quote(PROMPT)}"
-    dom = await chromium("--virtual-time-budget=15000", "--dump-dom", page, profile=tmp_path / "profile")
-    found = Rows()
-    found.feed(dom.decode())
-    assert found.body.get("data-routed") == "2", dom.decode()[-3000:]  # a decision per serving scorer
-    decisions = {row["data-scorer"]: row["data-model"] for row in found.rows["decisions"]}
-    assert decisions == expected
-    assert {row["data-scorer"] for row in found.rows["scorers"]} == {"difficulty", "mf"}
-    hosts = {row["data-host"]: row["data-up"] for row in found.rows["hosts"]}
-    assert hosts[page_stack.dead_host] == "false" and list(hosts.values()).count("true") == 1
-    shot = tmp_path / "routing-page.png"
-    await chromium("--virtual-time-budget=15000", "--window-size=1280,1000", f"--screenshot={shot}", page,
-                   profile=tmp_path / "profile")
+    async with open_tab(tmp_path / "profile") as tab:
+        # as a person would open it: the key as the Basic-auth password (here in the URL: no dialog to fill)
+        await tab.navigate(f"http://ops:{OPS}@127.0.0.1:{page_stack.gateway.http_port}/ui")
+        await tab.wait_for("document.querySelectorAll('#hosts tr[data-host]').length === 2")  # its status call
+        await tab.type_into("#prompt", PROMPT)
+        await tab.click("#route")
+        await tab.wait_for("document.body.dataset.routed === '2'")  # a decision per serving scorer
+        rows = await tab.evaluate(
+            "Object.fromEntries(['decisions', 'scorers', 'hosts'].map((id) => [id,"
+            " [...document.querySelectorAll(`#${id} tr`)].map((tr) => ({...tr.dataset, text: tr.innerText}))]))"
+        )
+        problems = await tab.evaluate("document.getElementById('route-error').textContent")
+        shot = tmp_path / "routing-page.png"
+        await tab.screenshot(shot)
+    assert problems == ""
+    assert {row["scorer"]: row["model"] for row in rows["decisions"]} == expected
+    assert all("vs threshold" in row["text"] for row in rows["decisions"])  # why: the score against the threshold
+    assert {row["scorer"] for row in rows["scorers"]} == {"difficulty", "mf"}
+    hosts = {row["host"]: row["up"] for row in rows["hosts"]}
+    assert hosts == {page_stack.live_host: "true", page_stack.dead_host: "false"}
+    assert "ejected" in next(row["text"] for row in rows["hosts"] if row["host"] == page_stack.dead_host)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if os.environ.get("ROUTESTACK_SCREENSHOTS"):
         shutil.copy(shot, Path(os.environ["ROUTESTACK_SCREENSHOTS"]) / "routing-page.png")
