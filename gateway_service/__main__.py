@@ -114,8 +114,9 @@ async def _sample(gateway: GatewayApp, prompts: list[str]) -> None:
         logger.warning("sample completion failed (HTTP %d): %s", response.status_code, message)
     logger.info(
         "next: curl %s -H 'content-type: application/json' -d '{\"model\": \"router\", \"messages\": "
-        "[{\"role\": \"user\", \"content\": \"hi\"}]}'; or any OpenAI SDK with base_url=%s; README \"Use it\" "
-        "goes on from there. Ctrl-C stops.", url, url.removesuffix("/chat/completions"),
+        "[{\"role\": \"user\", \"content\": \"hi\"}]}'; or any OpenAI SDK with base_url=%s; each decision, "
+        "in a browser: %s; README \"Use it\" goes on from there. Ctrl-C stops.",
+        url, url.removesuffix("/chat/completions"), url.removesuffix("/v1/chat/completions") + "/ui",
     )
 
 
