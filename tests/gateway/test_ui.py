@@ -173,3 +173,20 @@ async def test_the_page_routes_a_prompt_in_a_real_browser(page_stack: Page, tmp_
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if os.environ.get("ROUTESTACK_SCREENSHOTS"):
         shutil.copy(shot, Path(os.environ["ROUTESTACK_SCREENSHOTS"]) / "routing-page.png")
+
+
+async def test_with_the_router_down_the_status_names_it_and_the_decision_fails_open() -> None:
+    router = f"127.0.0.1:{closed_port()}"
+    async with serve_app(llm_app(LLMServerState())) as ollama_url:
+        gateway = await build_gateway(gateway_settings(0, ollama_url, "unused", router={"address": router, "timeout_s": 1.0}))
+        try:
+            url = f"http://127.0.0.1:{gateway.http_port}"
+            async with httpx.AsyncClient(timeout=20) as client:
+                status = await client.get(f"{url}/v1/router")
+                chat = {"model": "router", "messages": [{"role": "user", "content": PROMPT}], "preview": True}
+                routed = await client.post(f"{url}/v1/route", json=chat)
+        finally:
+            await gateway.stop()
+    assert status.status_code == 200
+    assert status.json()["router"]["address"] == router and "UNAVAILABLE" in status.json()["router"]["error"]
+    assert routed.status_code == 200 and routed.json()["degraded"] and router in routed.json()["reason"]
