@@ -14,6 +14,7 @@ import asyncio
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -33,7 +34,7 @@ from router_service.config import BUNDLED_SCORERS
 from router_service.server import RouterApp, build_router
 from routing_api.router.v1 import router_pb2, router_pb2_grpc
 from tests.conftest import closed_port, router_settings
-from tests.deploy.monitoring import DASHBOARDS, Query, dashboard, evaluable, queries
+from tests.deploy.monitoring import DASHBOARDS, MONITORING, Query, dashboard, evaluable, queries
 from tests.deploy.render_dashboard import render_dashboard
 from tests.gateway.conftest import STRONG, WEAK, gateway_settings
 from tests.http_servers import serve_app
@@ -74,6 +75,7 @@ class Monitored:
     router: RouterApp
     gateway: GatewayApp
     prometheus_url: str
+    dead_host: str  # the Ollama upstream's second host: nothing listens there
     load_started: float = 0.0
 
     @property
@@ -115,11 +117,12 @@ async def monitored(tmp_path: Path) -> AsyncIterator[Monitored]:
     ollama = LLMServerState(chunk_delay_s=0.002)
     try:
         async with serve_app(llm_app(ollama)) as ollama_url:
+            dead = f"http://127.0.0.1:{closed_port()}"
             settings = gateway_settings(
                 router.port, ollama_url, "unused", callers=CALLERS,
                 router={"address": f"127.0.0.1:{router.port}", "timeout_s": 2.0, "token": GATEWAY_KEY}, caller_policies=POLICIES, prices=PRICES,
                 upstreams=[
-                    {"name": "ollama", "provider": "ollama", "base_urls": [ollama_url, f"http://127.0.0.1:{closed_port()}"],
+                    {"name": "ollama", "provider": "ollama", "base_urls": [ollama_url, dead],
                      "models": [STRONG, WEAK], "eject_after": 1},
                     {"name": "openai", "provider": "openai", "base_url": f"http://127.0.0.1:{closed_port()}/v1",
                      "models": ["gpt-4o-mini"]},
@@ -129,6 +132,7 @@ async def monitored(tmp_path: Path) -> AsyncIterator[Monitored]:
             port = closed_port()
             (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({
                 "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "rule_files": [str(MONITORING / "alerts.yml")],
                 "scrape_configs": [
                     {"job_name": "router", "static_configs": [{"targets": [f"127.0.0.1:{router.metrics_port}"]}]},
                     {"job_name": "gateway", "static_configs": [{"targets": [f"127.0.0.1:{gateway.http_port}"]}]},
@@ -147,11 +151,13 @@ async def monitored(tmp_path: Path) -> AsyncIterator[Monitored]:
                 async with httpx.AsyncClient(timeout=5) as client:
                     async def both_up() -> bool:
                         assert prometheus.poll() is None, (tmp_path / "prometheus.log").read_text()
+                        if (await client.get(f"{base}/-/ready")).status_code != 200:  # its API answers 503 till then
+                            return False
                         up = await instant(client, base, "up == 1")
                         return {r["metric"]["job"] for r in up} == {"router", "gateway"}
 
                     await wait_for(both_up, "Prometheus to scrape the router and the gateway")
-                yield Monitored(router, gateway, base)
+                yield Monitored(router, gateway, base, dead)
             finally:
                 prometheus.terminate()
                 prometheus.wait(timeout=20)
@@ -241,6 +247,7 @@ async def test_every_panel_query_returns_data_from_a_live_stack(monitored: Monit
     budget = {r["metric"].get("caller"): float(r["value"][1]) for r in by_title["Strong budget left/B"]}
     assert budget["batch"] == 0 and budget["web"] > 900
     await check_the_savings_report(monitored, tmp_path)
+    await check_the_alerting_rules(monitored)
     # the picture in README: the dashboard drawn from this run; ROUTESTACK_SCREENSHOTS=DIR keeps it, after a
     # steady load of ROUTESTACK_STEADY_S seconds (default 90) so that the lines have a shape
     keep = os.environ.get("ROUTESTACK_SCREENSHOTS")
@@ -263,6 +270,26 @@ async def steady_load(stack: Monitored, seconds: float) -> None:
             await asyncio.sleep(0.25)
             i += 1
     await asyncio.sleep(3)  # scraped
+
+
+async def check_the_alerting_rules(stack: Monitored) -> None:
+    """The shipped alerting rules on the live stack: each evaluates, each metric it names exists (a renamed
+    metric fails here), and the dead Ollama host is already a pending RoutestackUpstreamHostDown."""
+    rules = yaml.safe_load((MONITORING / "alerts.yml").read_text())["groups"][0]["rules"]
+    named = {m for rule in rules for m in re.findall(r"\b(?:gateway|router)_[a-z_]+\b", rule["expr"])}
+    async with httpx.AsyncClient(timeout=10) as client:
+        exported = set((await client.get(f"{stack.prometheus_url}/api/v1/label/__name__/values")).json()["data"])
+
+        async def evaluated() -> bool:
+            groups = (await client.get(f"{stack.prometheus_url}/api/v1/rules")).json()["data"]["groups"]
+            loaded = [rule for group in groups for rule in group["rules"]]
+            return len(loaded) == len(rules) and all(r["health"] == "ok" for r in loaded)
+
+        await wait_for(evaluated, "Prometheus to evaluate every alerting rule")
+        alerts = (await client.get(f"{stack.prometheus_url}/api/v1/alerts")).json()["data"]["alerts"]
+    assert not named - exported, f"alerting rules name metrics no service exports: {sorted(named - exported)}"
+    down = {(a["labels"]["host"], a["state"]) for a in alerts if a["labels"]["alertname"] == "RoutestackUpstreamHostDown"}
+    assert (stack.dead_host, "pending") in down, alerts
 
 
 async def check_the_savings_report(stack: Monitored, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from tests.deploy.monitoring import DASHBOARDS, MONITORING, dashboard, panels, q
 from tests.deploy.test_deploy_files import COMPOSE, DEPLOY, OVERLAYS, tool
 
 PROMTOOL = shutil.which("promtool")
+ALERTS = MONITORING / "alerts.yml"
 
 
 def compose_services() -> dict[str, Any]:
@@ -69,6 +71,8 @@ def test_compose_brings_prometheus_and_grafana_provisioned_from_deploy_monitorin
     config_path = prometheus_files["/etc/prometheus/prometheus.yml"]
     assert config_path == MONITORING / "prometheus.yml"
     config = yaml.safe_load(config_path.read_text())
+    for rules in config["rule_files"]:  # relative to the config file, in the container as here
+        assert prometheus_files[f"/etc/prometheus/{rules}"] == MONITORING / rules
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     assert jobs["router"]["static_configs"][0]["targets"] == [f"router:{router.server.metrics_port}"]
     (gateways,) = jobs["gateway"]["dns_sd_configs"]  # every replica of --scale gateway=N
@@ -92,6 +96,87 @@ def test_promtool_accepts_the_scrape_config() -> None:
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="needs promtool (Debian's prometheus; .ci/run installs it)")
+def test_the_alerting_rules_load_and_fire_when_they_should(tmp_path: Path) -> None:
+    """promtool's own rule tests, on series written here: each alert fires after its `for`, and not before."""
+    assert PROMTOOL is not None
+    checked = subprocess.run([PROMTOOL, "check", "rules", str(ALERTS)], capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    host = 'gateway_upstream_host_up{upstream="ollama",host="http://gpu-1:11434",instance="gw-1"}'
+    other = 'gateway_upstream_host_up{upstream="ollama",host="http://gpu-2:11434",instance="gw-1"}'
+    shares = 'router_strong_share_{}{{scorer="difficulty",share="50",instance="router-1"}}'
+    cases = {
+        "rule_files": [str(ALERTS)],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [
+                {"series": host, "values": "1 1 0x10"},  # ejected from minute 2 on
+                {"series": other, "values": "1x12"},
+                {"series": 'gateway_requests_total{api="openai/chat",outcome="ok"}', "values": "0+90x20"},
+                {"series": 'gateway_requests_total{api="openai/chat",outcome="UpstreamUnreachable"}', "values": "0+10x20"},
+                {"series": 'router_shed_prompts_total{reason="queue_full"}', "values": "0 0 0+5x20"},
+                {"series": shares.format("realised"), "values": "0.5x10 0.7x40"},
+                {"series": shares.format("asked"), "values": "0.5x50"},
+                {"series": 'up{job="router",instance="router-1"}', "values": "1 1 1 0x5"},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "5m", "alertname": "RoutestackUpstreamHostDown", "exp_alerts": []},  # not yet 5m
+                {"eval_time": "8m", "alertname": "RoutestackUpstreamHostDown", "exp_alerts": [{
+                    "exp_labels": {"severity": "warning", "upstream": "ollama", "host": "http://gpu-1:11434"},
+                    "exp_annotations": {
+                        "summary": "upstream ollama: host http://gpu-1:11434 ejected for 5 minutes",
+                        "description": "The gateway keeps ejecting this host (failures in a row, or its health "
+                        "check). The routing page (/ui) shows its last error.",
+                    },
+                }]},
+                {"eval_time": "8m", "alertname": "RoutestackUpstreamAllHostsDown", "exp_alerts": []},  # one is up
+                {"eval_time": "15m", "alertname": "RoutestackServerErrors", "exp_alerts": [{
+                    "exp_labels": {"severity": "warning"},
+                    "exp_annotations": {
+                        "summary": "10% of gateway requests fail on the server side",
+                        "description": "Upstream failures, internal errors or an unavailable budget store (client "
+                        "errors such as 400 and 429 are not counted). The access lines name each cause.",
+                    },
+                }]},
+                {"eval_time": "10m", "alertname": "RoutestackRouterShedding",
+                 "exp_alerts": [{"exp_labels": {"severity": "warning", "reason": "queue_full"}, "exp_annotations": {
+                     "summary": "the router sheds prompts (queue_full)",
+                     "description": "More prompts than the router embeds in time: add router replicas, or a faster "
+                     "embedder tier.",
+                 }}]},
+                {"eval_time": "35m", "alertname": "RoutestackStrongShareDrift", "exp_alerts": []},  # 25m of drift
+                {"eval_time": "45m", "alertname": "RoutestackStrongShareDrift", "exp_alerts": [{
+                    "exp_labels": {"severity": "warning", "scorer": "difficulty", "share": "50"},
+                    "exp_annotations": {
+                        "summary": "scorer difficulty: the strong share drifts more than 10 points from the 50% asked",
+                        "description": "Traffic changed faster than the live threshold follows; the dashboard's share "
+                        "and threshold panels show since when.",
+                    },
+                }]},
+                {"eval_time": "6m", "alertname": "RoutestackTargetDown", "exp_alerts": [{
+                    "exp_labels": {"severity": "critical", "job": "router", "instance": "router-1"},
+                    "exp_annotations": {
+                        "summary": "router at router-1 does not answer Prometheus",
+                        "description": "A replica that Prometheus cannot scrape is down or unreachable: check its "
+                        "health probe and logs.",
+                    },
+                }]},
+            ],
+        }],
+    }
+    (tmp_path / "alerts_test.yml").write_text(yaml.safe_dump(cases, sort_keys=False))
+    tested = subprocess.run(
+        [PROMTOOL, "test", "rules", str(tmp_path / "alerts_test.yml")], capture_output=True, text=True, timeout=60
+    )
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+def test_the_prometheusrule_is_generated_from_the_alerting_rules() -> None:
+    checked = subprocess.run([sys.executable, str(MONITORING / "generate_rules.py"), "--check"], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -119,8 +204,10 @@ def test_the_kubernetes_component_scrapes_both_services_and_ships_the_dashboards
     assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
     for path in DASHBOARDS:
         assert json.loads(config_map["data"][path.name]) == dashboard(path)
-    manifest = tmp_path / "manifest.yaml"  # the ServiceMonitor CRD is the operator's: the rest against Kubernetes
-    manifest.write_text(yaml.safe_dump_all([d for d in docs if d["kind"] != "ServiceMonitor"]))
+    (rule,) = [d for d in docs if d["kind"] == "PrometheusRule"]
+    assert rule["spec"]["groups"] == yaml.safe_load(ALERTS.read_text())["groups"]
+    manifest = tmp_path / "manifest.yaml"  # the operator's CRDs aside: the rest against Kubernetes's schemas
+    manifest.write_text(yaml.safe_dump_all([d for d in docs if d["kind"] not in ("ServiceMonitor", "PrometheusRule")]))
     result = subprocess.run(
         [tool("kubernetes-validate"), "--strict", "--quiet", str(manifest)], capture_output=True, text=True, timeout=120
     )
