@@ -89,11 +89,16 @@ class RouterClient:
             scorer_version=response.scorer_version, rule=response.rule,
         )
 
-    async def routed_models(self) -> set[str]:
-        """Every model the router may answer with (its strong/weak pair and routing.models)."""
-        reply = await self._stub.Describe(
+    async def _describe(self) -> router_pb2.DescribeResponse:
+        """The router's Describe; raises its gRPC error."""
+        reply: router_pb2.DescribeResponse = await self._stub.Describe(
             router_pb2.DescribeRequest(), timeout=max(self._settings.timeout_s, 5.0), metadata=self._metadata
         )
+        return reply
+
+    async def routed_models(self) -> set[str]:
+        """Every model the router may answer with (its strong/weak pair and routing.models)."""
+        reply = await self._describe()
         self.routed = {reply.strong_model, reply.weak_model, *(m.model for m in reply.models)}
         self.strong_model = reply.strong_model
         return self.routed
@@ -102,9 +107,7 @@ class RouterClient:
         """What the router serves now, for the routing page; its error when it does not answer."""
         address = self._settings.address
         try:
-            reply = await self._stub.Describe(
-                router_pb2.DescribeRequest(), timeout=max(self._settings.timeout_s, 5.0), metadata=self._metadata
-            )
+            reply = await self._describe()
         except grpc.aio.AioRpcError as exc:
             return RouterView(address, error=f"{exc.code().name}: {exc.details()}")
         scorers = tuple(
