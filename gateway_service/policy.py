@@ -97,7 +97,7 @@ class CallerPolicies:
         window = policy.budget_window_s
         extra: list[tuple[str, Check]] = []
         if policy.tokens_per_minute is not None:  # refused once the tokens counted reach the limit
-            extra.append(("tpm", Check(limits.key("tpm", name), 0, policy.tokens_per_minute - 1, 60.0)))
+            extra.append(("tpm", Check.room(limits.key("tpm", name), policy.tokens_per_minute, 60.0)))
         if strong and policy.strong_cost_usd is not None:  # spent: no strong call is reserved either
             limit = max(math.ceil(policy.strong_cost_usd * NANO) - 1, 0)
             extra.append(("cost", Check(limits.key("cost", name), 0, limit, window)))

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from service_core.cpus import usable_cpus
-from service_core.quota import Counters
+from service_core.quota import Check, Counters
 
 from .adapters import AsyncEmbedder, Embedder, open_embedder
 from .adapters.scorer import OnnxScorer
@@ -243,8 +243,8 @@ class RouteEngine:
         routing = self._settings.routing
         allowed = not plan.strong_spent
         if allowed and routing.strong_budget is not None and plan.preview:  # room for one more? nothing is taken
-            budget, window_s = routing.strong_budget, routing.budget_window_s
-            allowed = budget > 0 and (await self.counters.take("router:strong", 0, budget - 1, window_s)).allowed
+            check = Check.room("router:strong", routing.strong_budget, routing.budget_window_s)
+            allowed = (await self.counters.take_all([check]))[0].allowed
         elif allowed and routing.strong_budget is not None:
             taken = await self.counters.take("router:strong", 1, routing.strong_budget, routing.budget_window_s)
             allowed = taken.allowed

@@ -85,6 +85,12 @@ class Check:
     window_s: float
     gate: bool = True
 
+    @classmethod
+    def room(cls, key: str, limit: int, window_s: float) -> Check:
+        """Counts nothing: allowed while the window holds less than ``limit``, room for one more (a limit of 0 never
+        has room; -1, its limit less one, would read as no limit on Redis)."""
+        return cls(key, 0, limit - 1, window_s) if limit > 0 else cls(key, 1, 0, window_s)
+
 
 class CounterStore(Protocol):
     async def take_all(self, checks: Sequence[Check]) -> list[Taken]: ...

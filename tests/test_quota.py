@@ -42,6 +42,20 @@ async def test_a_window_holds_its_limit_gives_back_and_frees(where: str, redis: 
         await counters.aclose()
 
 
+@pytest.mark.parametrize("where", ["local", "redis"])
+async def test_a_room_check_counts_nothing_and_a_limit_of_0_has_none(where: str, redis: RedisServer) -> None:
+    counters = Counters(RedisSettings()) if where == "local" else counters_on(redis)
+    try:
+        assert [(await counters.take_all([Check.room("k", 2, 60.0)]))[0].allowed for _ in range(3)] == [True] * 3
+        await counters.add("k", 2, 60.0)
+        (full,) = await counters.take_all([Check.room("k", 2, 60.0)])
+        (none,) = await counters.take_all([Check.room("empty", 0, 60.0)])
+        assert (full.allowed, full.used) == (False, 2) and (none.allowed, none.used) == (False, 0)
+        assert (await counters.add("empty", 0, 60.0)).used == 0  # the refused room check counted nothing
+    finally:
+        await counters.aclose()
+
+
 async def test_two_replicas_on_one_redis_share_a_count(redis: RedisServer) -> None:
     first, second = counters_on(redis), counters_on(redis)
     try:
