@@ -60,15 +60,13 @@ def _parser() -> argparse.ArgumentParser:
         "spend", help="print each caller's requests, strong share, spend, all-strong baseline and savings "
         "(from a running gateway's GET /v1/spend)",
     )
-    spend.add_argument("--url", default="http://127.0.0.1:8000", help="the gateway's HTTP root (default: %(default)s)")
-    spend.add_argument("--key-env", metavar="VAR", help="env variable holding an admin caller's API key")
+    _add_gateway_address(spend)
     spend.add_argument("--json", action="store_true", help="print the endpoint's JSON instead of the table")
     report = sub.add_parser(
         "report", help="write the savings report: strong share, spend against the all-strong baseline, per caller "
         "and per day, as markdown tables (savings.md) and a plot (savings.png)",
     )
-    report.add_argument("--url", default="http://127.0.0.1:8000", help="the gateway's HTTP root (default: %(default)s)")
-    report.add_argument("--key-env", metavar="VAR", help="env variable holding an admin caller's API key")
+    _add_gateway_address(report)
     report.add_argument(
         "--from", dest="source", type=Path, metavar="FILE",
         help="a saved GET /v1/spend answer (`gateway-service spend --json > spend.json`) instead of --url",
@@ -83,6 +81,12 @@ def _parser() -> argparse.ArgumentParser:
         help="once up, route PROMPT (repeatable) and try a short completion of the last one",
     )
     return parser
+
+
+def _add_gateway_address(command: argparse.ArgumentParser) -> None:
+    """Where a command finds a running gateway's GET /v1/spend, and the admin key it reads it with."""
+    command.add_argument("--url", default="http://127.0.0.1:8000", help="the gateway's HTTP root (default: %(default)s)")
+    command.add_argument("--key-env", metavar="VAR", help="env variable holding an admin caller's API key")
 
 
 async def _sample(gateway: GatewayApp, prompts: list[str]) -> None:
