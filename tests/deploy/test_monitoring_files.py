@@ -98,6 +98,12 @@ def test_promtool_accepts_the_scrape_config() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def fires(at: str, alert: str, labels: dict[str, str], summary: str, description: str) -> dict[str, Any]:
+    """A promtool alert_rule_test: at ``at``, ``alert`` fires once, with these labels and annotations."""
+    annotations = {"summary": summary, "description": description}
+    return {"eval_time": at, "alertname": alert, "exp_alerts": [{"exp_labels": labels, "exp_annotations": annotations}]}
+
+
 @pytest.mark.skipif(PROMTOOL is None, reason="needs promtool (Debian's prometheus; .ci/run installs it)")
 def test_the_alerting_rules_load_and_fire_when_they_should(tmp_path: Path) -> None:
     """promtool's own rule tests, on series written here: each alert fires after its `for`, and not before."""
@@ -124,46 +130,27 @@ def test_the_alerting_rules_load_and_fire_when_they_should(tmp_path: Path) -> No
             ],
             "alert_rule_test": [
                 {"eval_time": "5m", "alertname": "RoutestackUpstreamHostDown", "exp_alerts": []},  # not yet 5m
-                {"eval_time": "8m", "alertname": "RoutestackUpstreamHostDown", "exp_alerts": [{
-                    "exp_labels": {"severity": "warning", "upstream": "ollama", "host": "http://gpu-1:11434"},
-                    "exp_annotations": {
-                        "summary": "upstream ollama: host http://gpu-1:11434 ejected for 5 minutes",
-                        "description": "The gateway keeps ejecting this host (failures in a row, or its health "
-                        "check). The routing page (/ui) shows its last error.",
-                    },
-                }]},
+                fires("8m", "RoutestackUpstreamHostDown",
+                      {"severity": "warning", "upstream": "ollama", "host": "http://gpu-1:11434"},
+                      "upstream ollama: host http://gpu-1:11434 ejected for 5 minutes",
+                      "The gateway keeps ejecting this host (failures in a row, or its health check). The routing "
+                      "page (/ui) shows its last error."),
                 {"eval_time": "8m", "alertname": "RoutestackUpstreamAllHostsDown", "exp_alerts": []},  # one is up
-                {"eval_time": "15m", "alertname": "RoutestackServerErrors", "exp_alerts": [{
-                    "exp_labels": {"severity": "warning"},
-                    "exp_annotations": {
-                        "summary": "10% of gateway requests fail on the server side",
-                        "description": "Upstream failures, internal errors or an unavailable budget store (client "
-                        "errors such as 400 and 429 are not counted). The access lines name each cause.",
-                    },
-                }]},
-                {"eval_time": "10m", "alertname": "RoutestackRouterShedding",
-                 "exp_alerts": [{"exp_labels": {"severity": "warning", "reason": "queue_full"}, "exp_annotations": {
-                     "summary": "the router sheds prompts (queue_full)",
-                     "description": "More prompts than the router embeds in time: add router replicas, or a faster "
-                     "embedder tier.",
-                 }}]},
+                fires("15m", "RoutestackServerErrors", {"severity": "warning"},
+                      "10% of gateway requests fail on the server side",
+                      "Upstream failures, internal errors or an unavailable budget store (client errors such as 400 "
+                      "and 429 are not counted). The access lines name each cause."),
+                fires("10m", "RoutestackRouterShedding", {"severity": "warning", "reason": "queue_full"},
+                      "the router sheds prompts (queue_full)",
+                      "More prompts than the router embeds in time: add router replicas, or a faster embedder tier."),
                 {"eval_time": "35m", "alertname": "RoutestackStrongShareDrift", "exp_alerts": []},  # 25m of drift
-                {"eval_time": "45m", "alertname": "RoutestackStrongShareDrift", "exp_alerts": [{
-                    "exp_labels": {"severity": "warning", "scorer": "difficulty", "share": "50"},
-                    "exp_annotations": {
-                        "summary": "scorer difficulty: the strong share drifts more than 10 points from the 50% asked",
-                        "description": "Traffic changed faster than the live threshold follows; the dashboard's share "
-                        "and threshold panels show since when.",
-                    },
-                }]},
-                {"eval_time": "6m", "alertname": "RoutestackTargetDown", "exp_alerts": [{
-                    "exp_labels": {"severity": "critical", "job": "router", "instance": "router-1"},
-                    "exp_annotations": {
-                        "summary": "router at router-1 does not answer Prometheus",
-                        "description": "A replica that Prometheus cannot scrape is down or unreachable: check its "
-                        "health probe and logs.",
-                    },
-                }]},
+                fires("45m", "RoutestackStrongShareDrift", {"severity": "warning", "scorer": "difficulty", "share": "50"},
+                      "scorer difficulty: the strong share drifts more than 10 points from the 50% asked",
+                      "Traffic changed faster than the live threshold follows; the dashboard's share and threshold "
+                      "panels show since when."),
+                fires("6m", "RoutestackTargetDown", {"severity": "critical", "job": "router", "instance": "router-1"},
+                      "router at router-1 does not answer Prometheus",
+                      "A replica that Prometheus cannot scrape is down or unreachable: check its health probe and logs."),
             ],
         }],
     }
