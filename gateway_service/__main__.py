@@ -94,7 +94,7 @@ async def _sample(gateway: GatewayApp, prompts: list[str]) -> None:
     settings = gateway.settings
     for prompt in prompts:
         decision = await gateway.router.route(
-            (Message("user", prompt),), threshold=None, strong_share=None,
+            (Message.of("user", prompt),), threshold=None, strong_share=None,
             default_model=settings.default_model, request_id="sample",
         )
         if decision.degraded:

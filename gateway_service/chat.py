@@ -18,7 +18,7 @@ from .admission import Admission
 from .capture import Capture
 from .config import GatewaySettings, LimitSettings
 from .dispatch import Ask, Dispatcher
-from .domain import ChatParams, Finish, ModelSpec, RecentShare, RouteDecision, RoutingStatus
+from .domain import ROLES, ChatParams, Finish, ModelSpec, RecentShare, RouteDecision, RoutingStatus
 from .embeddings import EmbeddingService
 from .errors import InvalidRequest, TooLarge
 from .exchange import Exchange
@@ -32,7 +32,6 @@ from .upstreams import Upstream
 
 __all__ = ["ChatService"]
 
-ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
 RECENT = 500  # routed completions remembered per caller for the routing page's realised share
 
 

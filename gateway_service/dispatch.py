@@ -110,7 +110,8 @@ class Dispatcher:
             model=route.model, routed=str(route.routed).lower(), degraded=str(route.degraded).lower(),
             fallback=str(route.fallback).lower(),
         ).inc()
-        return Opened(request_id, spec.name, upstream, route, route_ms, ttft_ms), first, rest
+        adapted = (*params.ignored, *self.by_model[route.model].adaptations(params))
+        return Opened(request_id, spec.name, upstream, route, route_ms, ttft_ms, adapted), first, rest
 
     def routable(self) -> list[str]:
         """The served models a routed request may go to: the fail-open and fallback models first (usually

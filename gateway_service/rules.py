@@ -42,7 +42,7 @@ class GatewayRules:
                 return False
         if rule.metadata is not None:
             key, value = _wanted(rule.metadata, "=")
-            metadata: Any = params.extra.get("metadata")
+            metadata: Any = params.metadata
             given_value = metadata.get(key) if isinstance(metadata, dict) else None
             if given_value is None or (value is not None and str(given_value).strip().lower() != value):
                 return False

@@ -40,6 +40,7 @@ class Opened:
     route: RouteDecision
     route_ms: float
     ttft_ms: float
+    adapted: tuple[str, ...] = ()  # what the upstream does not take as asked, and what the client API ignored
 
 
 @dataclass
@@ -66,6 +67,7 @@ def access_record(opened: Opened, progress: _Progress, stream_ms: float) -> dict
         "threshold": round(route.threshold, 4),
         "route_ms": round(opened.route_ms, 2),
         "ttft_ms": round(opened.ttft_ms, 2),
+        **({"adapted": list(opened.adapted)} if opened.adapted else {}),
         "outcome": progress.outcome,
         "chunks": progress.chunks,
         "stream_ms": round(stream_ms, 2),

@@ -27,7 +27,19 @@ from starlette.responses import JSONResponse, Response
 
 from ..chat import ChatService
 from ..config import LimitSettings
-from ..domain import ChatParams, Delta, Message, ToolCall
+from ..domain import (
+    ChatParams,
+    Delta,
+    Image,
+    Message,
+    OutputFormat,
+    Part,
+    ReasoningAsk,
+    Text,
+    Tool,
+    ToolCall,
+    ToolResult,
+)
 from ..errors import GatewayError, InvalidRequest, ModelNotFound, TooLarge, UpstreamStreamError
 from ..exchange import Exchange
 from ..stream import ChatStream
@@ -90,8 +102,9 @@ class _Common(BaseModel):
     tools: list[dict[str, Any]] | None = None
     think: bool | str | None = None
 
-    def settings(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(ChatParams keyword arguments, extra fields) from options, format and keep_alive."""
+    def settings(self) -> dict[str, Any]:
+        """ChatParams keyword arguments from options, format, tools, think and keep_alive; the options without
+        an equivalent elsewhere (num_ctx, ...) and keep_alive go to Ollama upstreams as they are."""
         known: dict[str, Any] = {}
         rest: dict[str, Any] = {}
         if self.options is not None:
@@ -105,22 +118,26 @@ class _Common(BaseModel):
                     known[MAPPED_OPTIONS[name]] = value
                 else:
                     rest[name] = value
-        extra: dict[str, Any] = {}
+        own: dict[str, Any] = {}
         if rest:
-            extra["options"] = rest
+            own["options"] = rest
         if self.keep_alive is not None:
-            extra["keep_alive"] = self.keep_alive
+            own["keep_alive"] = self.keep_alive
+        if own:
+            known["passthrough"] = {"ollama": own}
         if self.tools:
-            extra["tools"] = self.tools  # Ollama's tools are OpenAI's function tools
-        if self.think is not None:
-            extra["think"] = self.think
+            known["tools"] = tuple(_tool(raw, i) for i, raw in enumerate(self.tools))  # OpenAI's function tools
+        if isinstance(self.think, str):
+            known["reasoning"] = ReasoningAsk(enabled=True, effort=self.think)
+        elif self.think is not None:
+            known["reasoning"] = ReasoningAsk(enabled=self.think)
         if self.format == "json":
-            extra["response_format"] = {"type": "json_object"}
+            known["output"] = OutputFormat("json")
         elif isinstance(self.format, dict):
-            extra["response_format"] = {"type": "json_schema", "json_schema": {"name": "format", "schema": self.format}}
+            known["output"] = OutputFormat("json_schema", self.format, "format")
         elif self.format:
             raise InvalidRequest(f"format {self.format!r}: give \"json\" or a JSON schema")
-        return known, extra
+        return known
 
 
 class _EmbedRequest(BaseModel):
@@ -185,49 +202,51 @@ def _ignored(body: Any, schema: type[BaseModel]) -> None:
             logger.debug("ignoring fields this gateway does not take: %s", unknown[:20])
 
 
-def _image_url(data: str) -> str:
-    """An Ollama image (base64, no type) as a data URL; the type from the bytes' signature."""
+def _media_type(data: str) -> str:
+    """An Ollama image's type (base64, no type given), from the bytes' signature."""
     head = base64.b64decode(data[:16] + "=" * (-len(data[:16]) % 4), validate=False)
     kind = "png" if head.startswith(b"\x89PNG") else "gif" if head.startswith(b"GIF8") else \
         "webp" if head[8:12] == b"WEBP" else "jpeg"
-    return f"data:image/{kind};base64,{data}"
+    return f"image/{kind}"
 
 
 def _params(messages: list[_Message], common: _Common) -> ChatParams:
-    known, extra = common.settings()
-    raw: list[dict[str, Any]] = []
+    typed: list[Message] = []
     unanswered: list[tuple[str, str]] = []  # (id, tool name) of the calls made so far and not yet answered
     calls_made = 0
     for i, m in enumerate(messages):
-        item: dict[str, Any] = {"role": m.role, "content": m.content}
-        if m.images:
-            parts: list[dict[str, Any]] = [{"type": "text", "text": m.content}]
-            parts += [{"type": "image_url", "image_url": {"url": _image_url(image)}} for image in m.images]
-            item["content"] = parts
-        if m.tool_calls:  # OpenAI's shape: an id per call, arguments as a JSON string
-            item["tool_calls"] = []
-            for call in m.tool_calls:
-                function = call.get("function") if isinstance(call, dict) else None
-                if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-                    raise InvalidRequest(f"messages[{i}].tool_calls: each needs function.name")
-                if not isinstance(function.get("arguments") or {}, dict):
-                    raise InvalidRequest(f"messages[{i}].tool_calls: function.arguments must be an object")
-                given = call.get("id")
-                call_id = given if isinstance(given, str) and given else f"call_{calls_made}"
-                calls_made += 1
-                unanswered.append((call_id, function["name"]))
-                item["tool_calls"].append({"id": call_id, "type": "function", "function": {
-                    "name": function["name"], "arguments": json.dumps(function.get("arguments") or {})}})
-        if m.role == "tool" and unanswered:  # answers the call it names, or the call of that tool, or the oldest
+        parts: list[Part] = [Text(m.content)] if m.content else []
+        parts += [Image(_media_type(image), image) for image in m.images or ()]
+        for call in m.tool_calls or ():  # an id per call, arguments as JSON text
+            function = call.get("function") if isinstance(call, dict) else None
+            if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+                raise InvalidRequest(f"messages[{i}].tool_calls: each needs function.name")
+            if not isinstance(function.get("arguments") or {}, dict):
+                raise InvalidRequest(f"messages[{i}].tool_calls: function.arguments must be an object")
+            given = call.get("id")
+            call_id = given if isinstance(given, str) and given else f"call_{calls_made}"
+            calls_made += 1
+            unanswered.append((call_id, function["name"]))
+            parts.append(ToolCall(call_id, function["name"], json.dumps(function.get("arguments") or {})))
+        if m.role == "tool":  # answers the call it names, or the call of that tool, or the oldest
             match = next((c for c in unanswered if c[0] == m.tool_call_id), None) or next(
-                (c for c in unanswered if c[1] == m.tool_name), unanswered[0])
-            unanswered.remove(match)
-            item["tool_call_id"] = match[0]
-            item["name"] = m.tool_name or match[1]
-        raw.append(item)
-    return ChatParams(
-        messages=tuple(Message(m.role, m.content) for m in messages), raw_messages=tuple(raw), extra=extra, **known
-    )
+                (c for c in unanswered if c[1] == m.tool_name), unanswered[0] if unanswered else ("", ""))
+            if match in unanswered:
+                unanswered.remove(match)
+            content = tuple(p for p in parts if isinstance(p, Text | Image))
+            typed.append(Message("tool", (ToolResult(match[0], content, name=m.tool_name or match[1]),)))
+            continue
+        typed.append(Message(m.role, tuple(parts)))
+    return ChatParams(messages=tuple(typed), **common.settings())
+
+
+def _tool(raw: dict[str, Any], i: int) -> Tool:
+    function = raw.get("function") if isinstance(raw, dict) else None
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise InvalidRequest(f"tools[{i}]: a function tool needs function.name")
+    parameters = function.get("parameters")
+    return Tool(function["name"], str(function.get("description") or ""),
+                parameters if isinstance(parameters, dict) else {"type": "object", "properties": {}})
 
 
 def _is_load(body: _Common) -> bool:

@@ -9,7 +9,23 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..config import LimitSettings
-from ..domain import ChatParams, Delta, Finish, Message, RouteDecision, ToolCall
+from ..domain import (
+    ChatParams,
+    Delta,
+    Finish,
+    Image,
+    Message,
+    Opaque,
+    OutputFormat,
+    Part,
+    ReasoningAsk,
+    RouteDecision,
+    Text,
+    Tool,
+    ToolCall,
+    ToolChoice,
+    ToolResult,
+)
 from ..errors import InvalidRequest, TooLarge
 from ..toolcalls import wire_fragment
 
@@ -128,21 +144,91 @@ class ChatCompletionRequest(BaseModel):
 
     def params(self) -> ChatParams:
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
-        extra = dict(self.model_extra or {})
-        for name in ("response_format", "tools", "tool_choice"):  # checked here, passed on as sent
-            if name in self.model_fields_set:
-                value = getattr(self, name)
-                extra[name] = value.model_dump(by_alias=True, exclude_unset=True) if isinstance(value, BaseModel) else value
+        own = dict(self.model_extra or {})  # what the gateway does not read goes to OpenAI-compatible upstreams as sent
+        metadata = own.get("metadata")
+        effort = own.pop("reasoning_effort", None)
+        parallel = own.pop("parallel_tool_calls", None)
+        tools = [t for t in self.tools or () if t.get("type", "function") == "function"]
         return ChatParams(
-            messages=tuple(Message(m.role, m.text()) for m in self.messages),
+            messages=tuple(_message(m, i) for i, m in enumerate(self.messages)),
             temperature=self.temperature,
             top_p=self.top_p,
             max_tokens=self.max_completion_tokens or self.max_tokens,
             stop=stop,
             seed=self.seed,
-            raw_messages=tuple(m.model_dump(exclude_unset=True) for m in self.messages),
-            extra=extra,
+            tools=tuple(_tool(t, i) for i, t in enumerate(tools)),
+            tool_choice=_tool_choice(self.tool_choice, parallel),
+            output=_output(self.response_format),
+            reasoning=ReasoningAsk(effort=effort) if isinstance(effort, str) else None,
+            metadata=metadata if isinstance(metadata, dict) else {},
+            passthrough={"openai": own} if own else {},
+            ignored=tuple(f"tools[type={t.get('type')}]" for t in self.tools or () if t not in tools),
         )
+
+
+def _message(m: _Message, i: int) -> Message:
+    """An OpenAI message as typed parts: text and images (other parts kept whole for OpenAI upstreams), the
+    assistant's tool calls, a tool message's result."""
+    parts: list[Part] = []
+    if isinstance(m.content, str):
+        if m.content:
+            parts.append(Text(m.content))
+    else:
+        for part in m.content or ():
+            if part.type == "text":
+                parts.append(Text(part.text or ""))
+            elif part.type == "image_url" and part.image_url is not None:
+                parts.append(_image(part.image_url.url, part.image_url.detail))
+            else:
+                parts.append(Opaque("openai", part.model_dump(exclude_unset=True)))
+    if m.role == "tool":
+        content = tuple(p for p in parts if isinstance(p, Text | Image))
+        return Message("tool", (ToolResult(m.tool_call_id or "", content, name=m.name or ""),))
+    parts.extend(ToolCall(c.id, c.function.name, c.function.arguments) for c in m.tool_calls or ())
+    return Message(m.role, tuple(parts), m.name or "")
+
+
+def _image(url: str, detail: str | None = None) -> Image:
+    if url.startswith("data:") and ";base64," in url:
+        head, data = url.split(";base64,", 1)
+        return Image(head[5:], data, detail=detail)
+    return Image(url=url, detail=detail)
+
+
+def _tool(raw: dict[str, Any], i: int) -> Tool:
+    function = raw.get("function")
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise InvalidRequest(f"invalid request: tools.{i}: a function tool needs function.name")
+    parameters = function.get("parameters")
+    return Tool(
+        function["name"], str(function.get("description") or ""),
+        parameters if isinstance(parameters, dict) else {"type": "object", "properties": {}},
+        function.get("strict") if isinstance(function.get("strict"), bool) else None,
+    )
+
+
+def _tool_choice(raw: str | dict[str, Any] | None, parallel: Any) -> ToolChoice | None:
+    parallel = parallel if isinstance(parallel, bool) else None
+    if raw is None:
+        return ToolChoice(parallel=parallel) if parallel is not None else None
+    if raw in ("auto", "none", "required"):
+        return ToolChoice(raw, parallel=parallel)  # type: ignore[arg-type]
+    name = (raw.get("function") or {}).get("name") if isinstance(raw, dict) else None
+    if not isinstance(name, str) or not name:
+        raise InvalidRequest(
+            'invalid request: tool_choice: give "auto", "none", "required" or {"type": "function", "function": {"name": ...}}'
+        )
+    return ToolChoice("tool", name, parallel)
+
+
+def _output(response_format: _ResponseFormat | None) -> OutputFormat | None:
+    if response_format is None or response_format.type == "text":
+        return None
+    if response_format.type == "json_object":
+        return OutputFormat("json")
+    schema = response_format.json_schema
+    assert schema is not None  # checked by _ResponseFormat
+    return OutputFormat("json_schema", schema.schema_, schema.name, schema.strict)
 
 
 class RouteOnlyRequest(ChatCompletionRequest):

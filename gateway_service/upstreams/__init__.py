@@ -21,6 +21,10 @@ class Upstream(Protocol):
         """Deltas, then exactly one Finish; raises a GatewayError on failure. ``aclose()`` ends the request."""
         ...
 
+    def adaptations(self, params: ChatParams) -> tuple[str, ...]:
+        """What this upstream kind does not take as the request asks (emulated, dropped), for the access line."""
+        ...
+
     async def embed(self, model: str, inputs: list[str], options: dict[str, Any]) -> Embedded:
         """One vector per input; ``options``: dimensions, user, and Ollama's truncate / keep_alive / options."""
         ...

@@ -150,6 +150,10 @@ class HttpUpstream:
     def request_body(self, model: str, params: ChatParams) -> dict[str, Any]:
         raise NotImplementedError
 
+    def adaptations(self, params: ChatParams) -> tuple[str, ...]:
+        """What this upstream kind does not take as asked (emulated, dropped): said in the access line."""
+        return ()
+
     def events(self, host: Host, model: str, body: dict[str, Any]) -> AsyncGenerator[Delta | Finish, None]:
         """One host's answer as deltas, then exactly one Finish; raises a GatewayError on failure."""
         raise NotImplementedError

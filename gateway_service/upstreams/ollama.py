@@ -14,103 +14,126 @@ from typing import Any
 
 import orjson
 
-from ..domain import ChatParams, Delta, Embedded, Finish, ToolCallDelta, Usage
+from ..domain import (
+    ChatParams,
+    Delta,
+    Embedded,
+    Finish,
+    Message,
+    Opaque,
+    ToolCallDelta,
+    ToolResult,
+    Usage,
+    finish_reason,
+)
 from ..errors import InvalidRequest, UpstreamStreamError
 from .checks import count, text
 from .hosts import Host
 from .http import HttpUpstream, body_lines
+from .openai import openai_tool
 
-__all__ = ["OllamaUpstream", "ollama_body"]
-
-
-# Request fields that do not change the answer, so an Ollama upstream may go without them.
-IGNORED = frozenset({"user", "metadata", "store", "service_tier", "parallel_tool_calls"})
+__all__ = ["OllamaUpstream", "adaptations", "emulated_tools", "ollama_body"]
 
 
 def ollama_body(model: str, params: ChatParams) -> dict[str, Any]:
-    """The OpenAI-style request in Ollama's shape (max_tokens -> options.num_predict, response_format ->
-    format, tools as they are, image data URLs -> images); what has no Ollama equivalent is refused,
-    naming the field, never dropped in silence."""
-    options: dict[str, Any] = {}
-    if params.temperature is not None:
-        options["temperature"] = params.temperature
-    if params.top_p is not None:
-        options["top_p"] = params.top_p
-    if params.max_tokens is not None:
-        options["num_predict"] = params.max_tokens
+    """The request in Ollama's shape (max_tokens -> options.num_predict, output -> format, images -> base64,
+    reasoning -> think); Ollama's own fields (``passthrough["ollama"]``: options, keep_alive) as the client sent
+    them. A forced tool choice, which Ollama lacks, is emulated (see ``emulated_tools``)."""
+    own = params.own("ollama")
+    options: dict[str, Any] = dict(own.get("options") or {})
+    for key, value in (("temperature", params.temperature), ("top_p", params.top_p), ("top_k", params.top_k),
+                       ("num_predict", params.max_tokens), ("seed", params.seed)):
+        if value is not None:
+            options[key] = value
     if params.stop:
         options["stop"] = list(params.stop)
-    if params.seed is not None:
-        options["seed"] = params.seed
-    body: dict[str, Any] = {"model": model, "messages": _messages(model, params), "stream": True}
-    for key, value in params.extra.items():
-        if key in ("frequency_penalty", "presence_penalty"):
-            options[key] = value
-        elif key == "response_format":
-            body.update(_format(model, value))
-        elif key == "tools":
-            body["tools"] = value  # Ollama takes OpenAI's function-tool shape
-        elif key == "tool_choice":
-            if value not in ("auto", None):
-                raise _unsupported(model, f"tool_choice={json.dumps(value)}", "Ollama picks tools itself (auto only)")
-        elif key in ("keep_alive", "think"):
-            body[key] = value
-        elif key == "options" and isinstance(value, dict):  # Ollama's own options, from its API on the gateway
-            options = {**value, **options}
-        elif key not in IGNORED:
-            raise _unsupported(model, key, "it has no equivalent in Ollama's /api/chat")
+    for key in ("frequency_penalty", "presence_penalty"):  # OpenAI's, which Ollama's options take too
+        if key in params.own("openai"):
+            options[key] = params.own("openai")[key]
+    tools, instruction = emulated_tools(params)
+    messages = [_message(model, i, m) for i, m in enumerate(params.messages)]
+    if instruction:
+        messages.insert(_after_system(messages), {"role": "system", "content": instruction})
+    body: dict[str, Any] = {"model": model, "messages": messages, "stream": True}
+    if tools:
+        body["tools"] = tools
+    if params.output is not None:
+        body["format"] = "json" if params.output.kind == "json" or params.output.schema is None else params.output.schema
+    reasoning = params.reasoning
+    if reasoning is not None and (reasoning.effort or reasoning.enabled is not None):
+        body["think"] = reasoning.effort if reasoning.effort and reasoning.enabled is not False else bool(reasoning.enabled)
+    if "keep_alive" in own:
+        body["keep_alive"] = own["keep_alive"]
     if options:
         body["options"] = options
     return body
+
+
+def emulated_tools(params: ChatParams) -> tuple[list[dict[str, Any]], str]:
+    """The tools Ollama gets, and an instruction to add, for a tool choice Ollama cannot force: ``none`` sends no
+    tools, a named tool is sent alone (and asked for), ``required`` keeps them all and asks for one."""
+    choice = params.tool_choice
+    tools = [openai_tool(tool) for tool in params.tools]
+    if choice is None or choice.mode == "auto" or not tools:
+        return tools, ""
+    if choice.mode == "none":
+        return [], ""
+    if choice.mode == "tool":
+        named = [t for t in tools if t["function"]["name"] == choice.name]
+        if not named:
+            raise InvalidRequest(f"tool_choice names {choice.name!r}, which is not one of the request's tools")
+        return named, f"Answer by calling the tool {choice.name}."
+    return tools, "Answer by calling one of the tools you are given."
+
+
+def adaptations(params: ChatParams) -> tuple[str, ...]:
+    """What an Ollama upstream does not take as asked (for the access line): emulations and dropped fields."""
+    notes = [f"tool_choice={params.tool_choice.mode} emulated"] if (
+        params.tool_choice is not None and params.tool_choice.mode != "auto" and params.tools) else []
+    dropped = sorted(k for k in params.own("openai") if k not in IGNORED and k not in ("frequency_penalty", "presence_penalty"))
+    if dropped:
+        notes.append("dropped: " + ",".join(dropped))
+    return tuple(notes)
+
+
+# Request fields that do not change the answer, so an Ollama upstream goes without them and says nothing.
+IGNORED = frozenset({"user", "metadata", "store", "service_tier", "parallel_tool_calls"})
+
+
+def _after_system(messages: list[dict[str, Any]]) -> int:
+    return next((i for i, m in enumerate(messages) if m["role"] != "system"), len(messages))
 
 
 def _unsupported(model: str, field: str, why: str) -> InvalidRequest:
     return InvalidRequest(f"{field} is not supported for model {model!r}, which Ollama serves: {why}; remove it")
 
 
-def _format(model: str, response_format: Any) -> dict[str, Any]:
-    kind = response_format.get("type") if isinstance(response_format, dict) else None
-    if kind == "text":
-        return {}
-    if kind == "json_object":
-        return {"format": "json"}
-    if kind == "json_schema":
-        schema = (response_format.get("json_schema") or {}).get("schema")
-        if isinstance(schema, dict):
-            return {"format": schema}
-    raise _unsupported(model, f"response_format={json.dumps(response_format)[:200]}", "give text, json_object or json_schema")
-
-
-def _messages(model: str, params: ChatParams) -> list[dict[str, Any]]:
-    if not params.raw_messages:
-        return [{"role": m.role, "content": m.content} for m in params.messages]
-    out = []
-    for i, (raw, message) in enumerate(zip(params.raw_messages, params.messages, strict=True)):
-        item: dict[str, Any] = {"role": message.role, "content": message.content}
-        content = raw.get("content")
-        if isinstance(content, list):
-            images = []
-            for part in content:
-                if part.get("type") == "image_url":
-                    url = str((part.get("image_url") or {}).get("url", ""))
-                    if not url.startswith("data:") or ";base64," not in url:
-                        raise _unsupported(model, f"messages[{i}] image_url {url[:60]!r}", "Ollama takes images as data URLs only")
-                    images.append(url.split(";base64,", 1)[1])
-                elif part.get("type") != "text":
-                    raise _unsupported(model, f"messages[{i}] content part {part.get('type')!r}", "Ollama takes text and images")
-            if images:
-                item["images"] = images
-        for call in raw.get("tool_calls") or ():
-            function = call.get("function") or {}
-            try:
-                arguments = json.loads(function.get("arguments") or "{}")
-            except json.JSONDecodeError:
-                raise InvalidRequest(f"messages[{i}].tool_calls: arguments are not JSON") from None
-            item.setdefault("tool_calls", []).append({"function": {"name": function.get("name"), "arguments": arguments}})
-        if raw.get("role") == "tool" and raw.get("name"):
-            item["tool_name"] = raw["name"]
-        out.append(item)
-    return out
+def _message(model: str, i: int, message: Message) -> dict[str, Any]:
+    role = "system" if message.role == "developer" else message.role
+    images: list[str] = []
+    for image in message.images:
+        if not image.data:
+            raise _unsupported(model, f"messages[{i}] image {image.url[:60]!r}", "Ollama takes images as data URLs only")
+        images.append(image.data)
+    opaque = next((p for p in message.parts if isinstance(p, Opaque)), None)
+    if opaque is not None:
+        raise _unsupported(model, f"messages[{i}] content part {opaque.type!r}", "Ollama takes text and images")
+    item: dict[str, Any] = {"role": role, "content": message.content}
+    if images:
+        item["images"] = images
+    for call in message.tool_calls:
+        try:
+            arguments = json.loads(call.arguments or "{}")
+        except json.JSONDecodeError:
+            raise InvalidRequest(f"messages[{i}].tool_calls: arguments are not JSON") from None
+        item.setdefault("tool_calls", []).append({"function": {"name": call.name, "arguments": arguments}})
+    result = next((p for p in message.parts if isinstance(p, ToolResult)), None)
+    if result is not None:
+        if result.name:
+            item["tool_name"] = result.name
+        if result.is_error:
+            item["content"] = f"Error: {item['content']}" if item["content"] else "Error"
+    return item
 
 
 class OllamaUpstream(HttpUpstream):
@@ -119,6 +142,9 @@ class OllamaUpstream(HttpUpstream):
 
     def request_body(self, model: str, params: ChatParams) -> dict[str, Any]:
         return ollama_body(model, params)
+
+    def adaptations(self, params: ChatParams) -> tuple[str, ...]:
+        return adaptations(params)
 
     def model_names(self, payload: Any) -> list[str]:
         return [name for entry in payload["models"] for name in (entry.get("name"), entry.get("model")) if name]
@@ -198,5 +224,5 @@ def _finish(chunk: dict[str, Any], calls_made: int) -> Finish:
     usage = None
     if "eval_count" in chunk or "prompt_eval_count" in chunk:
         usage = Usage(count(chunk.get("prompt_eval_count", 0), "prompt_eval_count"), count(chunk.get("eval_count", 0), "eval_count"))
-    reason = text(chunk.get("done_reason"), "done_reason") or "stop"
+    reason = finish_reason(text(chunk.get("done_reason"), "done_reason") or "stop")
     return Finish("tool_calls" if calls_made and reason == "stop" else reason, usage)

@@ -9,7 +9,7 @@ as ``data: {"error": {...}}``.
 from __future__ import annotations
 
 import codecs
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import aiohttp
@@ -20,30 +20,39 @@ from httpx_sse import ServerSentEvent
 # only, so they are fed aiohttp's bytes here (pyproject pins httpx-sse below 0.5 for this module's path).
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 
-from ..domain import ChatParams, Delta, Embedded, Finish, Usage
+from ..domain import (
+    ChatParams,
+    Delta,
+    Embedded,
+    Finish,
+    Image,
+    Message,
+    Opaque,
+    OutputFormat,
+    Part,
+    Reasoning,
+    Text,
+    Tool,
+    ToolCall,
+    ToolResult,
+    Usage,
+    finish_reason,
+)
 from ..errors import UpstreamStreamError
 from ..toolcalls import fragment_of
 from .checks import count, text
 from .hosts import Host
 from .http import HttpUpstream, body_chunks
 
-__all__ = ["OpenAIUpstream", "openai_body", "server_sent_events"]
-
-OLLAMA_ONLY = frozenset({"options", "keep_alive"})
-
+__all__ = ["OpenAIUpstream", "openai_body", "openai_format", "openai_messages", "openai_tool", "server_sent_events"]
 
 def openai_body(model: str, params: ChatParams) -> dict[str, Any]:
-    """The request as the client sent it (messages with tool calls and content parts, tools,
-    response_format, any field the gateway does not know), with the chosen model, streamed, with usage."""
-    # Ollama's runtime settings (from its API on the gateway) mean nothing to an OpenAI-compatible server.
-    extra = {k: v for k, v in params.extra.items() if k not in OLLAMA_ONLY}
-    think = extra.pop("think", None)  # Ollama's: a level is OpenAI's reasoning_effort; true/false: the model decides
-    if isinstance(think, str) and "reasoning_effort" not in extra:
-        extra["reasoning_effort"] = think
+    """The request in OpenAI's chat-completions shape, with the chosen model, streamed, with usage; what only
+    OpenAI-compatible servers read (``passthrough["openai"]``: logprobs, user, ...) as the client sent it."""
     body: dict[str, Any] = {
-        **extra,
+        **params.own("openai"),
         "model": model,
-        "messages": list(params.raw_messages) or [{"role": m.role, "content": m.content} for m in params.messages],
+        "messages": [wire for m in params.messages for wire in openai_messages(m)],
         "stream": True,
         "stream_options": {"include_usage": True},
     }
@@ -53,7 +62,88 @@ def openai_body(model: str, params: ChatParams) -> dict[str, Any]:
             body[key] = value
     if params.stop:
         body["stop"] = list(params.stop)
+    if params.tools:
+        body["tools"] = [openai_tool(tool) for tool in params.tools]
+    choice = params.tool_choice
+    if choice is not None:
+        if params.tools or choice.mode == "none":
+            body["tool_choice"] = (
+                {"type": "function", "function": {"name": choice.name}} if choice.mode == "tool" else choice.mode
+            )
+        if choice.parallel is not None and params.tools:
+            body["parallel_tool_calls"] = choice.parallel
+    if params.output is not None:
+        body["response_format"] = openai_format(params.output)
+    if params.reasoning is not None and params.reasoning.effort:
+        body["reasoning_effort"] = params.reasoning.effort
     return body
+
+
+def openai_tool(tool: Tool) -> dict[str, Any]:
+    function: dict[str, Any] = {"name": tool.name}
+    if tool.description:
+        function["description"] = tool.description
+    function["parameters"] = tool.parameters
+    if tool.strict is not None:
+        function["strict"] = tool.strict
+    return {"type": "function", "function": function}
+
+
+def openai_format(output: OutputFormat) -> dict[str, Any]:
+    if output.kind == "json":
+        return {"type": "json_object"}
+    schema: dict[str, Any] = {"name": output.name}
+    if output.schema is not None:
+        schema["schema"] = output.schema
+    if output.strict is not None:
+        schema["strict"] = output.strict
+    return {"type": "json_schema", "json_schema": schema}
+
+
+def openai_messages(message: Message) -> list[dict[str, Any]]:
+    """One message as OpenAI's messages (a message holding several tool results is one tool message each)."""
+    results = [p for p in message.parts if isinstance(p, ToolResult)]
+    if results:
+        out = []
+        for result in results:
+            content: str | list[dict[str, Any]] = (
+                result.text if not any(isinstance(p, Image) for p in result.content) else _content(result.content)
+            )
+            wire: dict[str, Any] = {"role": "tool", "tool_call_id": result.call_id, "content": content}
+            if result.name:
+                wire["name"] = result.name
+            if result.is_error and isinstance(content, str):
+                wire["content"] = f"Error: {content}" if content else "Error"
+            out.append(wire)
+        return out
+    parts = [p for p in message.parts if not isinstance(p, ToolCall | Reasoning)]
+    simple = all(isinstance(p, Text) for p in parts)
+    wire = {"role": message.role, "content": "".join(p.text for p in parts if isinstance(p, Text)) if simple else _content(parts)}
+    calls = message.tool_calls
+    if calls:
+        if simple and not wire["content"]:
+            wire["content"] = None
+        wire["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in calls
+        ]
+    if message.name:
+        wire["name"] = message.name
+    return [wire]
+
+
+def _content(parts: Sequence[Part]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for part in parts:
+        if isinstance(part, Text):
+            out.append({"type": "text", "text": part.text})
+        elif isinstance(part, Image):
+            image: dict[str, Any] = {"url": part.data_url()}
+            if part.detail is not None:
+                image["detail"] = part.detail
+            out.append({"type": "image_url", "image_url": image})
+        elif isinstance(part, Opaque) and part.kind == "openai":
+            out.append(part.data)
+    return out
 
 
 async def server_sent_events(body: aiohttp.StreamReader) -> AsyncGenerator[ServerSentEvent, None]:
@@ -107,7 +197,7 @@ class OpenAIUpstream(HttpUpstream):
 
     async def embed(self, model: str, inputs: list[str], options: dict[str, Any]) -> Embedded:
         """``POST /embeddings``, floats asked for (the gateway encodes base64 itself when its client wants it)."""
-        sent = {k: v for k, v in options.items() if k not in OLLAMA_ONLY and k != "truncate"}
+        sent = {k: v for k, v in options.items() if k not in ("options", "keep_alive", "truncate")}
         answer = await self.call(model, "/embeddings", {**sent, "model": model, "input": inputs, "encoding_format": "float"})
         try:
             rows = sorted(answer["data"], key=lambda row: row["index"])
@@ -121,7 +211,7 @@ class OpenAIUpstream(HttpUpstream):
 
     async def events(self, host: Host, model: str, body: dict[str, Any]) -> AsyncGenerator[Delta | Finish, None]:
         where = self.where(host, model)
-        finish_reason: str | None = None
+        reason_given: str | None = None
         usage: Usage | None = None
         async with self.post(host, model, body) as response:
             kind = response.headers.get("content-type", "")
@@ -130,9 +220,9 @@ class OpenAIUpstream(HttpUpstream):
             events = server_sent_events(response.content)
             async for event in events:
                 if event.data == "[DONE]":
-                    if finish_reason is None:
+                    if reason_given is None:
                         raise UpstreamStreamError(f"{where} sent [DONE] without a finish_reason")
-                    yield Finish(finish_reason, usage)
+                    yield Finish(finish_reason(reason_given), usage)
                     await self.finish_reading(events)
                     return
                 try:
@@ -150,7 +240,7 @@ class OpenAIUpstream(HttpUpstream):
                         if delta is not None:
                             yield delta
                         if reason:
-                            finish_reason = reason
+                            reason_given = reason
                 except (orjson.JSONDecodeError, ValueError) as exc:
                     raise UpstreamStreamError(
                         f"{where} sent a malformed chunk ({exc}): {self.redact(event.data[:200])!r}"

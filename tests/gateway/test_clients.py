@@ -3,13 +3,14 @@
 Test upstreams speak the exact wire formats, tool calls included: OpenAI streams a call as its
 name, then argument fragments, then ``finish_reason: tool_calls``; Ollama sends the whole call
 in one message with the arguments as an object. Nothing the client sends is dropped in silence:
-OpenAI-compatible upstreams get every field as sent, Ollama gets what maps, and a 400 naming
-anything that does not.
+OpenAI-compatible upstreams get every field as sent, Ollama gets what maps, a forced tool choice
+emulated, and the access line names what it dropped; content it cannot take is a 400 naming it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -94,16 +95,43 @@ async def test_structured_output_and_images_reach_each_upstream_in_its_own_shape
     assert ollama_sent["messages"] == [{"role": "user", "content": "What is in this picture?", "images": [PNG.split(",", 1)[1]]}]
 
 
-@pytest.mark.parametrize(("extra", "named"), [
-    ({"logit_bias": {"50256": -100}}, "logit_bias"),
-    ({"tool_choice": {"type": "function", "function": {"name": "get_weather"}}}, "tool_choice="),
+WIND: Any = {"type": "function", "function": {"name": "get_wind", "parameters": {"type": "object", "properties": {}}}}
+
+
+@pytest.mark.parametrize(("choice", "tools_sent", "asked"), [
+    ({"type": "function", "function": {"name": "get_weather"}}, ["get_weather"], "calling the tool get_weather"),
+    ("required", ["get_weather", "get_wind"], "calling one of the tools"),
+    ("none", [], None),
 ])
-async def test_what_ollama_cannot_take_is_a_400_naming_it(
-    stack: Stack, sdk: openai.AsyncOpenAI, extra: dict, named: str
+async def test_a_forced_tool_choice_is_emulated_for_ollama_never_refused(
+    stack: Stack, sdk: openai.AsyncOpenAI, caplog: pytest.LogCaptureFixture, choice: Any, tools_sent: list, asked: str | None
 ) -> None:
-    with pytest.raises(openai.BadRequestError) as refused:
-        await sdk.chat.completions.create(model=WEAK, messages=ASK, tools=TOOLS, extra_body=extra)
-    assert named in refused.value.message and "Ollama" in refused.value.message
+    """Ollama cannot force a tool: ``none`` sends no tools, a named tool goes alone, ``required`` asks for one in
+    a system message; the access line says so. OpenAI-compatible upstreams get the choice as sent."""
+    caplog.set_level(logging.INFO, logger="gateway_service.access")
+    await sdk.chat.completions.create(model=WEAK, messages=ASK, tools=[*TOOLS, WIND], tool_choice=choice)
+    sent = chat_requests(stack.ollama)[-1]
+    assert [t["function"]["name"] for t in sent.get("tools", [])] == tools_sent
+    instructions = [m["content"] for m in sent["messages"] if m["role"] == "system"]
+    assert (asked is None and not instructions) or (asked is not None and asked in instructions[0])
+    line = [json.loads(r.getMessage()) for r in caplog.records if r.name == "gateway_service.access"][-1]
+    mode = choice if isinstance(choice, str) else "tool"
+    assert line["adapted"] == [f"tool_choice={mode} emulated"]
+    await sdk.chat.completions.create(model="gpt-4o-mini", messages=ASK, tools=TOOLS, tool_choice=choice)
+    assert chat_requests(stack.openai)[-1]["tool_choice"] == choice
+
+
+async def test_a_field_ollama_lacks_is_dropped_by_name_in_the_access_line(
+    stack: Stack, sdk: openai.AsyncOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As Ollama's own OpenAI endpoint: a field it has no use for is ignored, not refused; the access line names it."""
+    caplog.set_level(logging.INFO, logger="gateway_service.access")
+    extra = {"logit_bias": {"50256": -100}}
+    answer = await sdk.chat.completions.create(model=WEAK, messages=ASK, extra_body=extra)
+    assert answer.choices[0].message.content
+    assert "logit_bias" not in chat_requests(stack.ollama)[-1] and "logit_bias" not in json.dumps(chat_requests(stack.ollama)[-1])
+    line = [json.loads(r.getMessage()) for r in caplog.records if r.name == "gateway_service.access"][-1]
+    assert line["adapted"] == ["dropped: logit_bias"]
     await sdk.chat.completions.create(model="gpt-4o-mini", messages=ASK, extra_body=extra)  # passed on as sent
     assert {k: chat_requests(stack.openai)[-1][k] for k in extra} == extra
 

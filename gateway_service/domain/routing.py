@@ -1,99 +1,12 @@
-"""The gateway's own types: a chat request, its stream of events, and how its model was chosen.
-
-HTTP and gRPC handlers translate to and from these; the chat core, the
-dispatcher and the upstreams see nothing else.
-"""
+"""How a request's model was chosen, and what operators see of the router and the hosts."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 __all__ = [
-    "ChatParams", "Delta", "Embedded", "Finish", "Message", "ModelSpec", "RouteDecision", "ToolCall", "ToolCallDelta", "Usage",
+    "Embedded", "HostState", "ModelSpec", "RecentShare", "RouteDecision", "RouterView", "RoutingStatus", "ScorerView",
 ]
-
-
-@dataclass(frozen=True)
-class Message:
-    role: str
-    content: str
-
-
-@dataclass(frozen=True)
-class ChatParams:
-    """What the gateway reads (``messages`` as text, for routing and limits) and what it passes on.
-
-    ``raw_messages``: the messages as the client sent them (tool calls, content parts), for
-    OpenAI-compatible upstreams; ``extra``: request fields the gateway does not interpret
-    (tools, response_format, logprobs...), passed on to OpenAI-compatible upstreams unchanged."""
-
-    messages: tuple[Message, ...]
-    temperature: float | None = None
-    top_p: float | None = None
-    max_tokens: int | None = None
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-    raw_messages: tuple[dict[str, Any], ...] = ()
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def needs(self) -> frozenset[str]:
-        """The capabilities a model must have to take this request: vision, tools, json_schema."""
-        needed = set()
-        if self.extra.get("tools"):
-            needed.add("tools")
-        response_format = self.extra.get("response_format")
-        if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
-            needed.add("json_schema")
-        for message in self.raw_messages:
-            content = message.get("content")
-            if isinstance(content, list) and any(isinstance(p, dict) and p.get("type") == "image_url" for p in content):
-                needed.add("vision")
-                break
-        return frozenset(needed)
-
-
-@dataclass(frozen=True)
-class Usage:
-    prompt_tokens: int
-    completion_tokens: int
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCallDelta:
-    """One streamed piece of a tool call, as OpenAI streams them: ``index`` says which call; the id and the
-    name come once, the arguments (JSON text) in pieces. Upstreams build these from validated fields only."""
-
-    index: int
-    id: str | None = None
-    name: str | None = None
-    arguments: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCall:
-    """A whole tool call: its arguments are JSON text, as OpenAI carries them."""
-
-    id: str
-    name: str
-    arguments: str
-
-
-@dataclass(frozen=True, slots=True)
-class Delta:
-    text: str
-    tool_calls: tuple[ToolCallDelta, ...] = ()
-    reasoning: str = ""  # reasoning text (OpenAI-compatible servers' reasoning_content)
-
-
-@dataclass(frozen=True)
-class Finish:
-    reason: str
-    usage: Usage | None  # None: the upstream sent no usage (llama.cpp's server, for one)
 
 
 @dataclass(frozen=True)
