@@ -26,7 +26,7 @@ from .metrics import GatewayMetrics
 from .models import ModelCatalog
 from .policy import Allowance, CallerPolicies
 from .router_client import RouterClient
-from .spend import SpendBook, Usage, estimate_tokens
+from .spend import SpendBook, Usage, estimate_tokens, prompt_chars
 from .stream import ChatStream, Opened
 from .upstreams import Upstream
 
@@ -89,6 +89,13 @@ class ChatService:
         finally:
             await self.policies.routed(allowance, routed_strong=False)
         return self._flagged(decision, allowance)
+
+    def count_tokens(self, model: str, params: ChatParams) -> int:
+        """A request's prompt tokens, estimated (4 characters a token) without asking any model; an unknown model
+        is refused as a chat request naming it would be (Anthropic's /v1/messages/count_tokens)."""
+        validate(params, self.limits)
+        self.catalog.resolve(model)
+        return estimate_tokens(prompt_chars(params))
 
     async def status(self, x: Exchange) -> RoutingStatus:
         """What the router serves now, the caller's policy and its recent strong share here, and (admin callers)

@@ -9,6 +9,7 @@ names it.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,6 +35,7 @@ __all__ = [
     "CaptureSettings",
     "GatewaySettings",
     "LimitSettings",
+    "ModelAliasSettings",
     "PolicySettings",
     "PriceSettings",
     "RouterClientSettings",
@@ -87,6 +89,7 @@ class LimitSettings(Section):
         "the body is validated, so a request of 150k parts costs milliseconds, not seconds"
     )
     max_images: int = Field(100, ge=0, description="images in all messages together (OpenAI image parts, Ollama images)")
+    max_tools: int = Field(1000, ge=0, description="tool definitions in one request; counted before it is validated")
     max_extra_fields: int = Field(
         256, ge=1, description="fields of a request: an HTTP body's top level, or a gRPC request's extra"
     )
@@ -225,6 +228,19 @@ class PolicySettings(Section):
         return self
 
 
+class ModelAliasSettings(Section):
+    """A model name clients send that this gateway does not serve (Claude Code's ``claude-opus-5-5``, whatever
+    ``codex -m`` says), mapped to what answers it: ``router``, a policy alias, or a served model."""
+
+    name: str = Field(min_length=1, description="a name, or a wildcard such as 'claude-*' (fnmatch)")
+    model: str = Field(min_length=1, description="router, a [[policies]] name, router-mf-<threshold>, or a served model")
+
+
+# Claude Code names its own models (claude-opus-*, claude-haiku-* for background tasks): routed by default.
+DEFAULT_ALIASES = (ModelAliasSettings(name="claude-*", model="router"),)
+
+ROUTELLM_SPEC = re.compile(r"^router-mf-(?P<threshold>[0-9]*\.?[0-9]+)$")
+
 DEFAULT_POLICIES = (
     PolicySettings(name="router-mf-20", strong_share=0.2, description="router, about 20% strong calls"),
     PolicySettings(name="router-mf-50", strong_share=0.5, description="router, about 50% strong calls"),
@@ -270,6 +286,9 @@ class GatewaySettings(TomlSettings):
     router: RouterClientSettings = RouterClientSettings()
     upstreams: tuple[UpstreamSettings, ...] = DEFAULT_UPSTREAMS
     policies: tuple[PolicySettings, ...] = DEFAULT_POLICIES
+    model_aliases: tuple[ModelAliasSettings, ...] = Field(
+        DEFAULT_ALIASES, description="model names clients send, mapped to a router policy or a served model"
+    )
     rules: tuple[RuleSettings, ...] = Field((), description="routed requests decided here, before the router")
     auth: AuthSettings = AuthSettings()
     callers: tuple[CallerSettings, ...] = Field((), description="named API keys, each with an optional policy")
@@ -311,6 +330,13 @@ class GatewaySettings(TomlSettings):
         for rule in self.rules:
             if rule.model not in served:
                 raise ValueError(f"rules[{rule.name}].model {rule.model!r} is not served by any upstream")
+        routers = {"router", *(p.name for p in self.policies)}
+        for alias in self.model_aliases:
+            if alias.model not in served and alias.model not in routers and not ROUTELLM_SPEC.match(alias.model):
+                raise ValueError(
+                    f"model_aliases[{alias.name}].model {alias.model!r} is neither a served model nor a router policy "
+                    f"({', '.join(sorted(routers))})"
+                )
         for model in self.capabilities:
             if model not in served:
                 raise ValueError(f"capabilities: {model!r} is not served by any upstream; add it to an upstream's models")

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import re
+from fnmatch import fnmatchcase
 
-from .config import GatewaySettings
+from .config import ROUTELLM_SPEC, GatewaySettings
 from .domain import ModelSpec
 from .errors import InvalidRequest, ModelNotFound
 
 __all__ = ["ModelCatalog"]
-
-ROUTELLM_SPEC = re.compile(r"^router-mf-(?P<threshold>[0-9]*\.?[0-9]+)$")
 
 
 class ModelCatalog:
     def __init__(self, settings: GatewaySettings) -> None:
         self._served = {model: u.name for u in settings.upstreams for model in u.models}  # model -> upstream name
         self._policies = {p.name: p for p in settings.policies}
+        self._aliases = tuple((a.name, a.model) for a in settings.model_aliases)
 
     def upstream_of(self, model: str) -> str | None:
         return self._served.get(model)
@@ -29,6 +28,20 @@ class ModelCatalog:
         return out
 
     def resolve(self, model: str) -> ModelSpec:
+        spec = self._resolve(model)
+        if spec is not None:
+            return spec
+        for pattern, target in self._aliases:  # names clients send that nothing here is called
+            if fnmatchcase(model, pattern):
+                aliased = self._resolve(target)
+                if aliased is not None:
+                    return aliased
+        known = ", ".join([*sorted(self._served), "router", *self._policies])
+        raise ModelNotFound(
+            f"model {model!r} is not served here; available: {known} (or map the name in [[model_aliases]])"
+        )
+
+    def _resolve(self, model: str) -> ModelSpec | None:
         if not model:
             raise InvalidRequest("model is required: a served model or a router spec such as 'router-mf-50'")
         if model in self._served:
@@ -49,5 +62,4 @@ class ModelCatalog:
                     "one under [[policies]]"
                 )
             return ModelSpec(model, False, threshold=threshold)
-        known = ", ".join([*sorted(self._served), "router", *self._policies])
-        raise ModelNotFound(f"model {model!r} is not served here; available: {known}")
+        return None

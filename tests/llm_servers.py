@@ -47,11 +47,17 @@ class LLMServerState:
     models: tuple[str, ...] = ("llama3.1:8b", "llama3.2:1b", "gpt-4o-mini")  # what the model lists name
     no_usage: bool = False  # like llama.cpp's server: no usage chunk, even when asked
     tool_call: tuple[str, str] | None = None  # (name, JSON arguments): answer requests with tools by calling it
+    tool_once: bool = False  # as an agent's model: call the tool until the conversation holds a tool result, then answer
     answer: Callable[[dict[str, Any]], tuple[str, ...]] | None = None  # a scripted model: reply pieces per request
     thinking: tuple[str, ...] = ()  # reasoning pieces before the answer (Ollama: message.thinking; OpenAI-compatible: reasoning_content)
     requests: list[dict[str, Any]] = field(default_factory=list)
     open_streams: int = 0
     closed_early: int = 0  # streams whose client went away before the end
+
+    def calls_tool(self, body: dict[str, Any]) -> bool:
+        if not (self.tool_call and body.get("tools")):
+            return False
+        return not (self.tool_once and any(m.get("role") == "tool" for m in body.get("messages", ())))
 
     def reply_for(self, body: dict[str, Any]) -> tuple[str, ...]:
         return self.answer(body) if self.answer is not None else self.reply
@@ -136,7 +142,8 @@ def llm_app(state: LLMServerState) -> Starlette:
                         "prompt_eval_count": state.prompt_tokens(body), "prompt_eval_duration": 342546000,
                         "eval_count": count, "eval_duration": 4535599000})
 
-        if state.tool_call and body.get("tools"):  # Ollama sends a whole call in one message, arguments as an object
+        if state.calls_tool(body):  # Ollama sends a whole call in one message, arguments as an object
+            assert state.tool_call is not None
             name, arguments = state.tool_call
 
             async def calls() -> AsyncIterator[bytes]:
@@ -201,7 +208,8 @@ def llm_app(state: LLMServerState) -> Starlette:
                 yield event([], usage=usage)
             yield b"data: [DONE]\n\n"
 
-        if state.tool_call and body.get("tools") and body.get("stream"):
+        if state.calls_tool(body) and body.get("stream"):
+            assert state.tool_call is not None
             name, arguments = state.tool_call
 
             async def calls() -> AsyncIterator[bytes]:  # as OpenAI streams a call: name first, then argument fragments

@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 
 from ..chat import ChatService
 from ..exchange import Exchange
+from .anthropic import AnthropicApi, AnthropicCodec
 from .frontdoor import Codec, Endpoint, FrontDoor, Handler, HttpFrontDoor
 from .ollama import OllamaApi, OllamaCodec
 from .openai import OpenAIApi, OpenAICodec
@@ -26,8 +27,8 @@ POST, GET = frozenset({"POST"}), frozenset({"GET", "HEAD"})
 
 def build_http_app(chat: ChatService, door: FrontDoor, ready: Callable[[], bool]) -> HttpFrontDoor:
     """``ready()`` is false while draining: /readyz fails first, as Kubernetes expects."""
-    openai, ollama = OpenAIApi(chat), OllamaApi(chat)
-    openai_codec, ollama_codec = OpenAICodec(), OllamaCodec()
+    openai, ollama, anthropic = OpenAIApi(chat), OllamaApi(chat), AnthropicApi(chat)
+    openai_codec, ollama_codec, anthropic_codec = OpenAICodec(), OllamaCodec(), AnthropicCodec()
     page = RoutingPage()
 
     def route(api: str, methods: frozenset[str], handler: Handler, codec: Codec, auth: bool = True) -> Endpoint:
@@ -35,6 +36,9 @@ def build_http_app(chat: ChatService, door: FrontDoor, ready: Callable[[], bool]
 
     endpoints = {
         "/v1/chat/completions": route("openai/chat", POST, openai.completions, openai_codec),
+        # Anthropic's Messages API, for Claude Code and the anthropic SDK (ANTHROPIC_BASE_URL=http://gateway:8000)
+        "/v1/messages": route("anthropic/messages", POST, anthropic.messages, anthropic_codec),
+        "/v1/messages/count_tokens": route("anthropic/count_tokens", POST, anthropic.count_tokens, anthropic_codec),
         "/v1/embeddings": route("openai/embeddings", POST, openai.embeddings, openai_codec),
         "/v1/models": route("openai/models", GET, openai.models, openai_codec),
         "/v1/route": route("openai/route", POST, openai.route, openai_codec),  # the decision only: no LLM is called
@@ -64,4 +68,9 @@ def build_http_app(chat: ChatService, door: FrontDoor, ready: Callable[[], bool]
         return JSONResponse({"status": "draining"}, status_code=503)
 
     quiet: dict[str, Handler] = {"/metrics": metrics, "/healthz": healthz, "/health": healthz, "/readyz": readyz}
-    return HttpFrontDoor(door, endpoints, quiet, lambda path: ollama_codec if path.startswith("/api/") else openai_codec)
+    def codec_of(path: str) -> Codec:
+        if path.startswith("/api/"):
+            return ollama_codec
+        return anthropic_codec if path.startswith("/v1/messages") else openai_codec
+
+    return HttpFrontDoor(door, endpoints, quiet, codec_of)

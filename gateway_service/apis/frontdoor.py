@@ -1,4 +1,4 @@
-"""The gateway's one front door: every request of every API (OpenAI, Ollama, gRPC) enters here.
+"""The gateway's one front door: every request of every API (OpenAI, Anthropic, Ollama, gRPC) enters here.
 
 It owns what every request has: the request id, auth, the timer, the outcome metric, the one
 access line, the client leaving, the shutdown cut and the catch-all (an error id in the answer
@@ -47,7 +47,9 @@ __all__ = ["Codec", "Endpoint", "FrontDoor", "HttpFrontDoor", "grpc_exchange"]
 logger = logging.getLogger(__name__)
 access_log = logging.getLogger("gateway_service.access")
 
-UNAUTHORIZED = "missing or invalid API key: send 'Authorization: Bearer <key>' (see callers and auth.api_keys)"
+UNAUTHORIZED = (
+    "missing or invalid API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>' (see callers and auth.api_keys)"
+)
 GONE = "the client went away before its answer was sent"
 
 
@@ -190,6 +192,8 @@ class HttpFrontDoor:
         endpoint = self._endpoints.get(path)
         headers = Headers(scope=scope)
         authorization = headers.get("authorization")
+        if authorization is None and "x-api-key" in headers:  # Anthropic's clients send their key so
+            authorization = f"Bearer {headers['x-api-key']}"
         x = self._door.enter(endpoint.api if endpoint else "http/unknown", headers.get("x-request-id"), authorization, headers)
         codec = endpoint.codec if endpoint else self._codec_of(path)
         body = _Body(receive)

@@ -170,6 +170,12 @@ class OpenAIApi:
         return JSONResponse(await self._chat.spend.report(), headers=x.id_headers())
 
     async def models(self, request: Request, x: Exchange) -> Response:
+        """OpenAI's model list; Anthropic's shape for a request that carries ``anthropic-version`` (its SDK's)."""
+        if "anthropic-version" in request.headers:
+            listed = [{"type": "model", "id": i, "display_name": d or i, "created_at": "2026-01-01T00:00:00Z"}
+                      for i, _, d in self._chat.models()]
+            return JSONResponse({"data": listed, "has_more": False, "first_id": listed[0]["id"] if listed else None,
+                                 "last_id": listed[-1]["id"] if listed else None}, headers=x.id_headers())
         data = [{"id": i, "object": "model", "created": 0, "owned_by": owner} for i, owner, _ in self._chat.models()]
         return JSONResponse({"object": "list", "data": data}, headers=x.id_headers())
 
