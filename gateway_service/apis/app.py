@@ -18,6 +18,7 @@ from .anthropic import AnthropicApi, AnthropicCodec
 from .frontdoor import Codec, Endpoint, FrontDoor, Handler, HttpFrontDoor
 from .ollama import OllamaApi, OllamaCodec
 from .openai import OpenAIApi, OpenAICodec
+from .openai_responses import ResponsesApi
 from .ui import PageCodec, RoutingPage
 
 __all__ = ["build_http_app"]
@@ -39,6 +40,8 @@ def build_http_app(chat: ChatService, door: FrontDoor, ready: Callable[[], bool]
         # Anthropic's Messages API, for Claude Code and the anthropic SDK (ANTHROPIC_BASE_URL=http://gateway:8000)
         "/v1/messages": route("anthropic/messages", POST, anthropic.messages, anthropic_codec),
         "/v1/messages/count_tokens": route("anthropic/count_tokens", POST, anthropic.count_tokens, anthropic_codec),
+        # OpenAI's Responses API, for Codex and the openai SDK's responses (stateless: store false)
+        "/v1/responses": route("openai/responses", POST, ResponsesApi(chat).create, openai_codec),
         "/v1/embeddings": route("openai/embeddings", POST, openai.embeddings, openai_codec),
         "/v1/models": route("openai/models", GET, openai.models, openai_codec),
         "/v1/route": route("openai/route", POST, openai.route, openai_codec),  # the decision only: no LLM is called

@@ -178,7 +178,7 @@ def _message(m: _Message, i: int) -> Message:
             if part.type == "text":
                 parts.append(Text(part.text or ""))
             elif part.type == "image_url" and part.image_url is not None:
-                parts.append(_image(part.image_url.url, part.image_url.detail))
+                parts.append(image_of(part.image_url.url, part.image_url.detail))
             else:
                 parts.append(Opaque("openai", part.model_dump(exclude_unset=True)))
     if m.role == "tool":
@@ -188,7 +188,7 @@ def _message(m: _Message, i: int) -> Message:
     return Message(m.role, tuple(parts), m.name or "")
 
 
-def _image(url: str, detail: str | None = None) -> Image:
+def image_of(url: str, detail: str | None = None) -> Image:
     if url.startswith("data:") and ";base64," in url:
         head, data = url.split(";base64,", 1)
         return Image(head[5:], data, detail=detail)

@@ -1,0 +1,43 @@
+"""OpenAI's Responses API on the gateway: ``POST /v1/responses``, streamed or whole, so Codex (whose only wire
+API it is), the ``openai`` SDK's ``responses`` and the OpenAI Agents SDK work unchanged, routed like any chat.
+
+Stateless, as Codex uses it (``store: false``, the whole conversation in ``input``); refusals are OpenAI's
+error JSON (the chat API's codec), a failure after the stream began a ``response.failed`` event.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..chat import ChatService
+from ..domain import RouteDecision
+from ..exchange import Exchange
+from .body import read_model
+from .chat_api import Answer, ParsedChat, serve_chat
+from .openai_responses_wire import ResponsesRequest, ResponsesWriter, check_shape, whole_response
+
+__all__ = ["ResponsesApi"]
+
+
+class _ResponsesCodec:
+    media_type = "text/event-stream"
+
+    def writer(self, parsed: ParsedChat, route: RouteDecision, x: Exchange) -> ResponsesWriter:
+        return ResponsesWriter(parsed, route, x)
+
+    def whole(self, parsed: ParsedChat, route: RouteDecision, x: Exchange, answer: Answer) -> dict[str, Any]:
+        return whole_response(parsed, route, x, answer)
+
+
+class ResponsesApi:
+    def __init__(self, chat: ChatService) -> None:
+        self._chat = chat
+        self._codec = _ResponsesCodec()
+
+    async def create(self, request: Request, x: Exchange) -> Response:
+        body = await read_model(request, ResponsesRequest, self._chat.limits, check_shape)
+        x.requested = body.model
+        return await serve_chat(self._chat, self._codec, body.parsed(), x)
