@@ -8,11 +8,16 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 E2E_STAMP := $(VENV)/.installed-e2e
+# The coding agents the live test runs, from npm (each ships its own binary; Node 20 and npm suffice): the versions
+# whose requests ../shared/clients holds.
+AGENTS ?= .agents
+AGENTS_STAMP := $(AGENTS)/.installed
+AGENT_PACKAGES := @anthropic-ai/claude-code@2.1.328 @openai/codex@0.169.0
 # Two sample prompts: a trivial one (routed weak) and a proof (routed strong).
 SAMPLE_WEAK ?= hi
 SAMPLE ?= Prove that there are infinitely many prime numbers.
 
-.PHONY: install run test protos bench clean
+.PHONY: install run test protos bench clean agents
 
 $(STAMP): pyproject.toml
 	@echo "== installing into $(VENV): 2-5 minutes the first time (numpy, onnxruntime, grpc wheels)"
@@ -33,11 +38,18 @@ $(E2E_STAMP): $(STAMP)
 
 install: $(STAMP)
 
+$(AGENTS_STAMP): Makefile
+	@echo "== installing the coding agents into $(AGENTS)/ from npm (seconds): $(AGENT_PACKAGES)"
+	npm install --silent --no-audit --no-fund --prefix $(AGENTS) $(AGENT_PACKAGES)
+	touch $(AGENTS_STAMP)
+
+agents: $(AGENTS_STAMP)
+
 run: install
 	@echo "== the commands below (and README's) run from $(BIN)/, or after: . $(BIN)/activate"
 	$(BIN)/gateway-service up --sample "$(SAMPLE_WEAK)" --sample "$(SAMPLE)"
 
-test: $(E2E_STAMP)
+test: $(E2E_STAMP) $(AGENTS_STAMP)
 	$(BIN)/python -m pytest
 
 protos: install
@@ -47,4 +59,4 @@ bench: install
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(AGENTS) build *.egg-info
