@@ -19,7 +19,7 @@ from ..exchange import Exchange
 from .anthropic_wire import MessagesRequest, MessagesWriter, check_shape, error_body, whole_message
 from .body import read_model
 from .chat_api import Answer, ParsedChat, serve_chat
-from .openai_wire import route_headers
+from .headers import route_headers
 
 __all__ = ["AnthropicApi", "AnthropicCodec"]
 

@@ -20,8 +20,8 @@ from ..errors import GatewayError
 from ..exchange import Exchange
 from ..stream import ChatStream
 from ..toolcalls import ToolCallAssembler
+from .headers import route_headers
 from .http_stream import EventStream
-from .openai_wire import route_headers
 
 __all__ = ["Answer", "ChatCodec", "ParsedChat", "StreamWriter", "collect", "serve_chat"]
 

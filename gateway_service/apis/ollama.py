@@ -17,7 +17,6 @@ import binascii
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TypeVar
 
@@ -30,11 +29,13 @@ from ..config import LimitSettings
 from ..domain import (
     ChatParams,
     Delta,
+    Finish,
     Image,
     Message,
     OutputFormat,
     Part,
     ReasoningAsk,
+    RouteDecision,
     Text,
     Tool,
     ToolCall,
@@ -42,10 +43,10 @@ from ..domain import (
 )
 from ..errors import GatewayError, InvalidRequest, ModelNotFound, TooLarge, UpstreamStreamError
 from ..exchange import Exchange
-from ..stream import ChatStream
 from ..toolcalls import ToolCallAssembler, arguments_object
 from .body import read_json, validated
-from .http_stream import EventStream
+from .chat_api import Answer, ParsedChat, serve_chat
+from .headers import route_headers
 
 __all__ = ["OllamaApi", "OllamaCodec"]
 
@@ -286,7 +287,7 @@ class OllamaCodec:
         message = f"model '{x.requested}' not found" if isinstance(error, ModelNotFound) and x.api == "ollama/show" else str(error)
         headers = x.id_headers() | ({"retry-after": error.retry_after} if error.retry_after else {})
         if error.route is not None:
-            headers["x-route-model"] = error.route.model
+            headers |= route_headers(error.route)
         return JSONResponse({"error": message}, status_code=error.http_status, headers=headers)
 
 
@@ -376,78 +377,76 @@ class OllamaApi:
                 _Message(role="user", content=body.prompt, images=body.images)
             ]
             params = _params(messages, body)
-        stream = await self._chat.open(body.model, params, x)
-        headers = x.id_headers() | {"x-route-model": stream.route.model}
-        if body.stream:
-            return EventStream(self._lines(stream, field, x), "application/x-ndjson", headers)
-        return JSONResponse(await self._whole(stream, field, x), headers=headers)
+        return await serve_chat(self._chat, _OLLAMA, ParsedChat(body.model, params, body.stream, field), x)
 
-    async def _whole(self, stream: ChatStream, field: str, x: Exchange) -> dict[str, Any]:
-        """A non-streamed answer; a failure is still the error's own status (nothing was sent)."""
-        whole: dict[str, Any] = {}
-        text: list[str] = []
-        thinking: list[str] = []
-        calls: list[dict[str, Any]] = []
-        async for item in self._events(stream, field, x, whole=True):
-            if item["done"]:
-                whole = item
-                continue
-            part = item["message"] if field == "message" else item
-            text.append(part["content"] if field == "message" else part["response"])
-            thinking.append(part.get("thinking", ""))
-            calls.extend(part.get("tool_calls", ()))
-        answer: dict[str, Any] = {"role": "assistant", "content": "".join(text)} if field == "message" else {"response": "".join(text)}
-        if any(thinking):
-            answer["thinking"] = "".join(thinking)
-        if calls:
-            answer["tool_calls"] = calls
-        if field == "message":
-            whole["message"] = answer
+
+class _Lines:
+    """Ollama's NDJSON stream: text and thinking pieces, each tool call whole (arguments as an object) before the
+    last line, then the last line with the counts. A failure after the first line is a last line ``{"error": ...}``."""
+
+    def __init__(self, route: RouteDecision, x: Exchange, field: str) -> None:
+        self._model, self._x, self._field = route.model, x, field
+        self._calls = ToolCallAssembler()
+
+    def piece(self, text: str, thinking: str = "", tool_calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        item: dict[str, Any] = {"model": self._model, "created_at": _stamp()}
+        if self._field == "message":
+            part: dict[str, Any] = {"role": "assistant", "content": text}
+            item["message"] = part
         else:
-            whole.update(answer)
+            part = item
+            item["response"] = text
+        item["done"] = False
+        if thinking:
+            part["thinking"] = thinking
+        if tool_calls:
+            part["tool_calls"] = tool_calls
+        return item
+
+    def final(self, finish: Finish) -> dict[str, Any]:
+        final = self.piece("")
+        final.update(done=True, done_reason="stop" if finish.reason == "tool_calls" else finish.reason,
+                     total_duration=int((time.perf_counter() - self._x.started) * 1e9), load_duration=0)
+        if finish.usage is not None:  # unknown counts are left out, never 0
+            final.update(prompt_eval_count=finish.usage.prompt_tokens, eval_count=finish.usage.completion_tokens)
+        return final
+
+    def event(self, event: Delta | Finish) -> bytes:
+        if isinstance(event, Delta):
+            self._calls.add(event.tool_calls)
+            return _line(self.piece(event.text, event.reasoning)) if event.text or event.reasoning else b""
+        out = b""
+        if self._calls:
+            out = _line(self.piece("", tool_calls=[_whole_call(call) for call in self._calls.calls()]))
+        return out + _line(self.final(event))
+
+    def failed(self, error: GatewayError) -> bytes:
+        return _line({"error": str(error)})
+
+
+class _OllamaCodec:
+    media_type = "application/x-ndjson"
+
+    def writer(self, parsed: ParsedChat, route: RouteDecision, x: Exchange) -> _Lines:
+        return _Lines(route, x, parsed.context)
+
+    def whole(self, parsed: ParsedChat, route: RouteDecision, x: Exchange, answer: Answer) -> dict[str, Any]:
+        """A non-streamed answer: the last line, holding the whole text, thinking and tool calls."""
+        assert answer.finish is not None
+        lines = _Lines(route, x, parsed.context)
+        calls = [_whole_call(call) for call in answer.tool_calls]
+        whole = lines.final(answer.finish)
+        text = "".join(answer.text)
+        if parsed.context == "message":
+            part = whole["message"] = {"role": "assistant", "content": text}
+        else:
+            part = whole
+            whole["response"] = text
+        if answer.reasoning:
+            part["thinking"] = "".join(answer.reasoning)
+        if calls:
+            part["tool_calls"] = calls
         return whole
 
-    async def _lines(self, stream: ChatStream, field: str, x: Exchange) -> AsyncIterator[bytes]:
-        async for item in self._events(stream, field, x):
-            yield _line(item)
 
-    async def _events(
-        self, stream: ChatStream, field: str, x: Exchange, *, whole: bool = False
-    ) -> AsyncIterator[dict[str, Any]]:
-        """Ollama's chunks: text, then the final one with the counts. A failure mid-stream is a last
-        chunk ``{"error": ...}`` (Ollama's way), or, for a ``whole`` answer, the GatewayError itself."""
-        model = stream.route.model
-        calls = ToolCallAssembler()  # Ollama sends each call whole, arguments as an object
-
-        def piece(text: str, thinking: str = "", tool_calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-            if field == "message":
-                part: dict[str, Any] = {"role": "assistant", "content": text}
-                item = {"model": model, "created_at": _stamp(), "message": part, "done": False}
-            else:
-                part = item = {"model": model, "created_at": _stamp(), "response": text, "done": False}
-            if thinking:
-                part["thinking"] = thinking
-            if tool_calls:
-                part["tool_calls"] = tool_calls
-            return item
-
-        async with stream:
-            try:
-                async for event in stream.events():
-                    if isinstance(event, Delta):
-                        calls.add(event.tool_calls)
-                        if event.text or event.reasoning:
-                            yield piece(event.text, event.reasoning)
-                        continue
-                    if calls:  # each call whole, arguments as an object, before the last chunk
-                        yield piece("", tool_calls=[_whole_call(call) for call in calls.calls()])
-                    final = piece("")
-                    final.update(done=True, done_reason="stop" if event.reason == "tool_calls" else event.reason,
-                                 total_duration=int((time.perf_counter() - x.started) * 1e9), load_duration=0)
-                    if event.usage is not None:  # unknown counts are left out, never 0
-                        final.update(prompt_eval_count=event.usage.prompt_tokens, eval_count=event.usage.completion_tokens)
-                    yield final
-            except GatewayError as exc:
-                if whole:
-                    raise
-                yield {"error": str(exc)}
+_OLLAMA = _OllamaCodec()

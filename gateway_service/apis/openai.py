@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,14 +19,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..chat import ChatService
-from ..domain import Delta, Finish, RoutingStatus
+from ..domain import Delta, Finish, RouteDecision, RoutingStatus
 from ..embeddings import as_base64
 from ..errors import GatewayError, PolicyDenied
 from ..exchange import Exchange
-from ..stream import ChatStream
-from ..toolcalls import ToolCallAssembler
 from .body import read_model
-from .http_stream import EventStream
+from .chat_api import Answer, ParsedChat, serve_chat
+from .headers import route_headers
 from .openai_wire import (
     ChatCompletionRequest,
     ChunkWriter,
@@ -35,7 +33,6 @@ from .openai_wire import (
     check_shape,
     error_body,
     message_body,
-    route_headers,
     sse,
     usage,
 )
@@ -51,6 +48,53 @@ class OpenAICodec:
         if error.retry_after:
             headers["retry-after"] = error.retry_after
         return JSONResponse(error_body(str(error), error.error_type, error.code), error.http_status, headers)
+
+
+class _CompletionChunks:
+    """A chat-completions stream. Events that are ready together go out in one write (one syscall, one packet):
+    the role chunk with the first event (already in hand once the stream is open), the finish with usage and
+    [DONE]; an error after the first token is a last error event, and no [DONE]."""
+
+    def __init__(self, route: RouteDecision, x: Exchange, include_usage: bool) -> None:
+        self._base = {"id": f"chatcmpl-{x.request_id}", "object": "chat.completion.chunk", "created": int(time.time()),
+                      "model": route.model}
+        self._include_usage = include_usage
+        self._writer = ChunkWriter(self._base, include_usage)
+        self._opening = self._writer.chunk({"role": "assistant", "content": ""})
+
+    def _opened(self) -> bytes:
+        opening, self._opening = self._opening, b""
+        return opening
+
+    def event(self, event: Delta | Finish) -> bytes:
+        if isinstance(event, Delta):
+            return self._opened() + self._writer.delta(event)
+        end = self._writer.chunk({}, event.reason)
+        if self._include_usage:
+            end += sse({**self._base, "choices": [], "usage": usage(event)})
+        return self._opened() + end + b"data: [DONE]\n\n"
+
+    def failed(self, error: GatewayError) -> bytes:
+        return self._opened() + sse(error_body(str(error), error.error_type, error.code))
+
+
+class _CompletionsCodec:
+    media_type = "text/event-stream"
+
+    def writer(self, parsed: ParsedChat, route: RouteDecision, x: Exchange) -> _CompletionChunks:
+        return _CompletionChunks(route, x, bool(parsed.context))
+
+    def whole(self, parsed: ParsedChat, route: RouteDecision, x: Exchange, answer: Answer) -> dict[str, Any]:
+        assert answer.finish is not None
+        message = message_body("".join(answer.text), "".join(answer.reasoning), answer.tool_calls)
+        return {
+            "id": f"chatcmpl-{x.request_id}", "object": "chat.completion", "created": int(time.time()), "model": route.model,
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": answer.finish.reason}],
+            "usage": usage(answer.finish),
+        }
+
+
+_COMPLETIONS = _CompletionsCodec()
 
 
 class _EmbeddingRequest(BaseModel):
@@ -74,59 +118,8 @@ class OpenAIApi:
     async def completions(self, request: Request, x: Exchange) -> Response:
         body = await read_model(request, ChatCompletionRequest, self._chat.limits, check_shape)
         x.requested = body.model
-        stream = await self._chat.open(body.model, body.params(), x)
-        headers = x.id_headers() | route_headers(stream.route)
-        completion_id = f"chatcmpl-{x.request_id}"
-        if body.stream:
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            events = self._sse_events(stream, completion_id, include_usage)
-            return EventStream(events, "text/event-stream", {**headers, "cache-control": "no-cache"})
-        return await self._whole(stream, completion_id, headers)
-
-    async def _sse_events(self, stream: ChatStream, completion_id: str, include_usage: bool) -> AsyncIterator[bytes]:
-        base = {"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time()), "model": stream.route.model}
-        writer = ChunkWriter(base, include_usage)
-        async with stream:
-            # Events that are ready together go out in one write (one syscall, one packet): the role chunk
-            # with the first event (already in hand once the stream is open), the finish with usage and [DONE].
-            opening = writer.chunk({"role": "assistant", "content": ""})
-            try:
-                async for event in stream.events():
-                    if isinstance(event, Delta):
-                        yield opening + writer.delta(event)
-                    else:
-                        end = writer.chunk({}, event.reason)
-                        if include_usage:
-                            end += sse({**base, "choices": [], "usage": usage(event)})
-                        yield opening + end + b"data: [DONE]\n\n"
-                    opening = b""
-            except GatewayError as exc:  # after the first token: a last error event, and no [DONE]
-                yield opening + sse(error_body(str(exc), exc.error_type, exc.code))
-
-    async def _whole(self, stream: ChatStream, completion_id: str, headers: dict[str, str]) -> Response:
-        """A non-streamed answer; an upstream failure is still the error's own status (nothing was sent)."""
-        parts: list[str] = []
-        reasoning: list[str] = []
-        calls = ToolCallAssembler()
-        finish: Finish | None = None
-        async with stream:
-            async for event in stream.events():
-                if isinstance(event, Delta):
-                    parts.append(event.text)
-                    reasoning.append(event.reasoning)
-                    calls.add(event.tool_calls)
-                else:
-                    finish = event
-        assert finish is not None  # upstreams end with exactly one Finish
-        message = message_body("".join(parts), "".join(reasoning), calls.calls())
-        return JSONResponse(
-            {
-                "id": completion_id, "object": "chat.completion", "created": int(time.time()), "model": stream.route.model,
-                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish.reason}],
-                "usage": usage(finish),
-            },
-            headers=headers,
-        )
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return await serve_chat(self._chat, _COMPLETIONS, ParsedChat(body.model, body.params(), body.stream, include_usage), x)
 
     async def embeddings(self, request: Request, x: Exchange) -> Response:
         """``POST /v1/embeddings``, answered by the upstream that serves the model."""

@@ -19,7 +19,6 @@ from ..domain import (
     OutputFormat,
     Part,
     ReasoningAsk,
-    RouteDecision,
     Text,
     Tool,
     ToolCall,
@@ -37,7 +36,6 @@ __all__ = [
     "describe",
     "error_body",
     "message_body",
-    "route_headers",
     "sse",
     "usage",
 ]
@@ -283,21 +281,6 @@ _INSTANCE = re.compile(r" or instance of \w+")
 
 def error_body(message: str, error_type: str, code: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": error_type, "param": None, "code": code}}
-
-
-def route_headers(route: RouteDecision) -> dict[str, str]:
-    return {
-        "x-route-model": route.model,
-        "x-route-routed": str(route.routed).lower(),
-        "x-route-score": f"{route.score:.6f}",
-        "x-route-threshold": f"{route.threshold:.6f}",
-        "x-route-degraded": str(route.degraded).lower(),
-        "x-route-fallback": str(route.fallback).lower(),
-        "x-route-budget-limited": str(route.budget_limited).lower(),
-        **({"x-route-rerouted-for": route.rerouted_for} if route.rerouted_for else {}),
-        **({"x-route-rule": route.rule} if route.rule else {}),
-        **({"x-route-budget-unenforced": "true"} if route.budget_unenforced else {}),
-    }
 
 
 def sse(data: Any) -> bytes:

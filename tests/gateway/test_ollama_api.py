@@ -158,3 +158,20 @@ async def test_a_bug_or_a_broken_upstream_is_a_clear_error_never_a_traceback(
     assert "secret internals" not in bug.value.error
     error_id = bug.value.error.split("(id ")[1].split(")")[0]
     assert any(error_id in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("path", ["/api/chat", "/v1/chat/completions", "/v1/messages", "/v1/responses"])
+async def test_every_chat_face_says_how_its_model_was_chosen(stack: Stack, path: str) -> None:
+    """The same x-route-* headers on the Ollama, OpenAI, Anthropic and Responses faces."""
+    body: dict[str, Any] = {"model": "router", "stream": False}
+    if path == "/v1/responses":
+        body["input"] = "hi"
+    else:
+        body["messages"] = [{"role": "user", "content": "hi"}]
+    if path == "/v1/messages":
+        body["max_tokens"] = 16
+    async with httpx.AsyncClient(timeout=20) as http:
+        answer = await http.post(f"http://127.0.0.1:{stack.gateway.http_port}{path}", json=body)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["x-route-model"] in (STRONG, WEAK) and answer.headers["x-route-routed"] == "true"
+    assert float(answer.headers["x-route-score"]) > 0 and "x-route-threshold" in answer.headers
