@@ -149,8 +149,10 @@ class UpstreamSettings(Section):
     or trial request."""
 
     name: str = Field(min_length=1)
-    provider: Literal["ollama", "openai"]
-    base_url: str | None = Field(None, min_length=1, description="ollama: the server root; openai: ends in /v1")
+    provider: Literal["ollama", "openai", "anthropic"]
+    base_url: str | None = Field(
+        None, min_length=1, description="ollama and anthropic: the server root; openai: ends in /v1"
+    )
     base_urls: tuple[str, ...] = Field((), description="several hosts serving the same models (instead of base_url)")
     models: tuple[str, ...] = Field(min_length=1)
     api_key: SecretStr | None = None

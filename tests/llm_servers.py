@@ -1,4 +1,4 @@
-"""Test LLM servers that speak Ollama's and OpenAI's streaming chat wire formats, byte for byte.
+"""Test LLM servers that speak Ollama's, OpenAI's and Anthropic's streaming chat wire formats, byte for byte.
 
 - Ollama ``POST /api/chat``: ``application/x-ndjson``, one JSON object a line,
   ``"done": false`` chunks with ``message.content``, then a final ``"done": true``
@@ -7,7 +7,11 @@
   events (first delta carries the role), a chunk with ``finish_reason``, a usage
   chunk with ``"choices": []`` when ``stream_options.include_usage`` is set, then
   ``data: [DONE]``. Errors use each server's error JSON.
-- The model lists: Ollama ``GET /api/tags`` and OpenAI ``GET /v1/models``.
+- Anthropic ``POST /v1/messages``: ``text/event-stream``, an ``event:`` and a ``data:`` line per event:
+  ``message_start`` (usage.input_tokens), ``content_block_start`` / ``_delta`` (``text_delta``,
+  ``thinking_delta`` and ``signature_delta``, ``input_json_delta``) / ``_stop``, ``ping``,
+  ``message_delta`` (stop_reason, usage.output_tokens), ``message_stop``.
+- The model lists: Ollama ``GET /api/tags`` and OpenAI ``GET /v1/models`` (Anthropic's has the same ``data[].id``).
 
 Faults are switched on per test: refuse with a status (and Retry-After), stall
 before the first byte, cut the stream after N chunks, send a malformed chunk.
@@ -57,13 +61,20 @@ class LLMServerState:
     def calls_tool(self, body: dict[str, Any]) -> bool:
         if not (self.tool_call and body.get("tools")):
             return False
-        return not (self.tool_once and any(m.get("role") == "tool" for m in body.get("messages", ())))
+        return not (self.tool_once and any(_is_tool_result(m) for m in body.get("messages", ())))
 
     def reply_for(self, body: dict[str, Any]) -> tuple[str, ...]:
         return self.answer(body) if self.answer is not None else self.reply
 
     def prompt_tokens(self, body: dict[str, Any]) -> int:
         return sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+
+
+def _is_tool_result(message: dict[str, Any]) -> bool:
+    """An OpenAI or Ollama tool message, or an Anthropic user message holding a tool_result block."""
+    content = message.get("content")
+    return message.get("role") == "tool" or (
+        isinstance(content, list) and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content))
 
 
 def llm_app(state: LLMServerState) -> Starlette:
@@ -253,8 +264,68 @@ def llm_app(state: LLMServerState) -> Starlette:
             {"id": name, "object": "model", "created": 1721172741, "owned_by": "system"} for name in state.models
         ]})
 
+    async def anthropic_messages(request: Request) -> Response:
+        """Anthropic's stream, as its API writes it: an ``event:`` line and a ``data:`` line per event."""
+        body = await record(request)
+        model = body.get("model", "")
+        if state.fail_status:
+            kind = "overloaded_error" if state.fail_status == 529 else "rate_limit_error"
+            return JSONResponse({"type": "error", "error": {"type": kind, "message": "Overloaded"}},
+                                status_code=state.fail_status)
+
+        def event(kind: str, data: dict[str, Any]) -> bytes:
+            return f"event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+        prompt = sum(len(json.dumps(m.get("content", "")).split()) for m in body.get("messages", []))
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield event("message_start", {"type": "message_start", "message": {
+                "id": "msg_01XFDUDYJgAACzvnptvVoYEL", "type": "message", "role": "assistant", "model": model, "content": [],
+                "stop_reason": None, "stop_sequence": None, "usage": {
+                    "input_tokens": prompt, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 3, "output_tokens": 1}}})
+            index, count = 0, 0
+            if state.thinking:
+                yield event("content_block_start", {"type": "content_block_start", "index": index,
+                                                    "content_block": {"type": "thinking", "thinking": "", "signature": ""}})
+                for thought in state.thinking:
+                    yield event("content_block_delta", {"type": "content_block_delta", "index": index,
+                                                        "delta": {"type": "thinking_delta", "thinking": thought}})
+                yield event("content_block_delta", {"type": "content_block_delta", "index": index,
+                                                    "delta": {"type": "signature_delta", "signature": "EqQBCgIYAhIM1gbcDa9GJwZA2b3h"}})
+                yield event("content_block_stop", {"type": "content_block_stop", "index": index})
+                index += 1
+            if state.calls_tool(body):
+                assert state.tool_call is not None
+                name, arguments = state.tool_call
+                yield event("content_block_start", {"type": "content_block_start", "index": index, "content_block": {
+                    "type": "tool_use", "id": "toolu_01T1x1fJ34qAmk2tNTrN7Up6", "name": name, "input": {}}})
+                for start in range(0, len(arguments), 7):
+                    yield event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": {
+                        "type": "input_json_delta", "partial_json": arguments[start:start + 7]}})
+                yield event("content_block_stop", {"type": "content_block_stop", "index": index})
+                stop, count = "tool_use", 18
+            else:
+                yield event("content_block_start", {"type": "content_block_start", "index": index,
+                                                    "content_block": {"type": "text", "text": ""}})
+                yield event("ping", {"type": "ping"})
+                async for _, piece in content(body, b"event: content_block_delta\ndata: {\"type\":\"content_bl\n\n"):
+                    if isinstance(piece, bytes):
+                        yield piece
+                        return
+                    count += 1
+                    yield event("content_block_delta", {"type": "content_block_delta", "index": index,
+                                                        "delta": {"type": "text_delta", "text": piece}})
+                yield event("content_block_stop", {"type": "content_block_stop", "index": index})
+                stop = "end_turn"
+            yield event("message_delta", {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
+                                          "usage": {"output_tokens": count}})
+            yield event("message_stop", {"type": "message_stop"})
+
+        return StreamingResponse(tracked(chunks()), media_type="text/event-stream")
+
     return Starlette(
         routes=[
+            Route("/v1/messages", anthropic_messages, methods=["POST"]),
             Route("/api/chat", ollama_chat, methods=["POST"]),
             Route("/api/tags", ollama_tags, methods=["GET"]),
             Route("/v1/chat/completions", openai_chat, methods=["POST"]),

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import Any, Protocol
+from importlib import import_module
+from typing import TYPE_CHECKING, Any, Protocol
 
 from service_core.redact import Redactor
 
@@ -11,7 +12,17 @@ from ..config import UpstreamSettings
 from ..domain import ChatParams, Delta, Embedded, Finish, HostState
 from ..metrics import GatewayMetrics
 
-__all__ = ["Upstream", "open_upstream"]
+if TYPE_CHECKING:
+    from .http import HttpUpstream
+
+__all__ = ["PROVIDERS", "Upstream", "open_upstream"]
+
+# Each upstream kind (a config's ``provider``): its module, imported when an upstream of that kind is opened.
+PROVIDERS = {
+    "ollama": (".ollama", "OllamaUpstream"),
+    "openai": (".openai", "OpenAIUpstream"),
+    "anthropic": (".anthropic", "AnthropicUpstream"),
+}
 
 
 class Upstream(Protocol):
@@ -50,17 +61,9 @@ def open_upstream(
     """One pooled client over ``settings``' hosts; ``tracing``: an OpenTelemetry TracerProvider, or None;
     ``redact``: what to strip from upstream text (default: this upstream's own key); ``metrics``: per-host figures;
     ``answer_limit``: the most bytes of a whole answer (embeddings) read."""
-    from .http import HttpUpstream
-
-    upstream: HttpUpstream
-    if settings.provider == "ollama":
-        from .ollama import OllamaUpstream
-
-        upstream = OllamaUpstream(settings, redact, metrics, answer_limit)
-    else:
-        from .openai import OpenAIUpstream
-
-        upstream = OpenAIUpstream(settings, redact, metrics, answer_limit)
+    module, name = PROVIDERS[settings.provider]
+    kind: type[HttpUpstream] = getattr(import_module(module, __name__), name)
+    upstream = kind(settings, redact, metrics, answer_limit)
     if tracing is not None:
         upstream.instrument(tracing)
     return upstream

@@ -27,7 +27,7 @@ from service_core.redact import Redactor
 from service_core.upstream_errors import error_message
 
 from ..config import UpstreamSettings
-from ..domain import ChatParams, Delta, Finish, HostState
+from ..domain import ChatParams, Delta, Embedded, Finish, HostState
 from ..errors import (
     GatewayError,
     UpstreamBusy,
@@ -125,7 +125,7 @@ class HttpUpstream:
         self._headers = {"Content-Type": "application/json"}
         key = settings.resolve_api_key()
         if key:
-            self._headers["Authorization"] = f"Bearer {key}"
+            self._headers.update(self.auth_headers(key))
         # Upstream text (error bodies, broken chunks, model lists) is shown to clients and logged: never with a secret.
         self.redact = redact or Redactor([key])
         self.pool = HostPool(settings, metrics, redact=self.redact)
@@ -147,6 +147,10 @@ class HttpUpstream:
             )
         return self._session
 
+    def auth_headers(self, key: str) -> dict[str, str]:
+        """How this upstream kind is given its key (Bearer; Anthropic's is x-api-key)."""
+        return {"Authorization": f"Bearer {key}"}
+
     def request_body(self, model: str, params: ChatParams) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -160,6 +164,9 @@ class HttpUpstream:
 
     def model_names(self, payload: Any) -> list[str]:
         """The model names in the answer of ``models_path``."""
+        raise NotImplementedError
+
+    async def embed(self, model: str, inputs: list[str], options: dict[str, Any]) -> Embedded:
         raise NotImplementedError
 
     def where(self, host: Host, model: str, path: str | None = None) -> str:
