@@ -25,9 +25,9 @@ from service_core.grpc_client import add_client_arguments, client_from_args, hea
 from service_core.grpc_server import wait_for_signal
 from service_core.settings import with_section
 
+from .accounting.report import fetch_spend, read_spend, savings_markdown, spend_table, write_report
 from .config import GatewaySettings, load_settings
 from .domain import Message
-from .report import fetch_spend, read_spend, savings_markdown, spend_table, write_report
 from .server import GatewayApp, build_gateway, serve
 
 __all__ = ["main"]

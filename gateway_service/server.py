@@ -22,16 +22,16 @@ from service_core.quota import Counters
 from service_core.tls import http_ssl_options
 from service_core.tracing import grpc_client_interceptors, grpc_server_interceptors, tracer_provider
 
+from .accounting.capture import Capture
+from .accounting.policy import Caller
 from .apis.app import build_http_app
 from .apis.frontdoor import FrontDoor
 from .apis.grpc import GatewayServicer
-from .capture import Capture
-from .chat import ChatService
 from .config import GatewaySettings, secrets_of
+from .core.chat import ChatService
 from .http_protocol import timed_protocol
 from .metrics import GatewayMetrics
-from .policy import Caller
-from .router_client import RouterClient
+from .routing.router_client import RouterClient
 from .upstreams import open_upstream
 
 __all__ = ["SERVICE_NAME", "GatewayApp", "build_gateway", "serve"]

@@ -15,7 +15,7 @@ PACKAGES = ("service_core", "router_service", "gateway_service")
 # The only modules that may touch the generated protobuf code: servicers, clients, server set-up.
 EDGES = {
     "router_service/servicer.py", "router_service/proto.py", "router_service/client.py", "router_service/server.py",
-    "gateway_service/apis/grpc.py", "gateway_service/router_client.py", "gateway_service/server.py",
+    "gateway_service/apis/grpc.py", "gateway_service/routing/router_client.py", "gateway_service/server.py",
 }
 
 
@@ -72,3 +72,28 @@ def test_protobuf_stays_at_the_edges() -> None:
         if module.split(".")[0] == "routing_api" and where not in EDGES
     ]
     assert not inside, "\n".join(inside)
+
+
+# The gateway's layers: client APIs and upstream kinds meet only in the domain and the core; the domain is a leaf.
+GATEWAY_LAYERS = [
+    ("gateway_service.apis", ("gateway_service.upstreams",)),
+    ("gateway_service.upstreams", ("gateway_service.apis", "gateway_service.core", "gateway_service.routing",
+                                   "gateway_service.accounting")),
+    ("gateway_service.domain", ("gateway_service.apis", "gateway_service.upstreams", "gateway_service.core",
+                                "gateway_service.routing", "gateway_service.accounting", "gateway_service.config")),
+    ("gateway_service.core", ("gateway_service.apis",)),
+    ("gateway_service.routing", ("gateway_service.apis", "gateway_service.upstreams")),
+    ("gateway_service.accounting", ("gateway_service.apis", "gateway_service.upstreams")),
+]
+
+
+@pytest.mark.parametrize(("layer", "forbidden"), GATEWAY_LAYERS, ids=[layer for layer, _ in GATEWAY_LAYERS])
+def test_the_gateway_s_layers_import_only_downwards(layer: str, forbidden: tuple[str, ...]) -> None:
+    """apis -> core -> domain <- upstreams: a new client API is a codec, a new upstream kind a module, and neither
+    knows the other."""
+    crossing = [
+        f"{where}:{line} imports {module}"
+        for where, line, module in edges("gateway_service")
+        if where.startswith(layer.replace(".", "/") + "/") and any(module == f or module.startswith(f + ".") for f in forbidden)
+    ]
+    assert not crossing, "\n".join(crossing)

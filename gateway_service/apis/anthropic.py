@@ -12,10 +12,10 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..chat import ChatService
+from ..core.chat import ChatService
+from ..core.exchange import Exchange
 from ..domain import RouteDecision
 from ..errors import GatewayError
-from ..exchange import Exchange
 from .anthropic_wire import MessagesRequest, MessagesWriter, check_shape, error_body, whole_message
 from .body import read_model
 from .chat_api import Answer, ParsedChat, serve_chat

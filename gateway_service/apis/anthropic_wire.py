@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..config import LimitSettings
+from ..core.exchange import Exchange
 from ..domain import (
     ChatParams,
     Delta,
@@ -39,7 +40,6 @@ from ..domain import (
     Usage,
 )
 from ..errors import GatewayError, InvalidRequest, TooLarge
-from ..exchange import Exchange
 from ..toolcalls import arguments_object
 from .chat_api import Answer, ParsedChat
 

@@ -12,8 +12,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..chat import ChatService
-from ..exchange import Exchange
+from ..core.chat import ChatService
+from ..core.exchange import Exchange
 from .anthropic import AnthropicApi, AnthropicCodec
 from .frontdoor import Codec, Endpoint, FrontDoor, Handler, HttpFrontDoor
 from .ollama import OllamaApi, OllamaCodec

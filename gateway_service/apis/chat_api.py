@@ -14,11 +14,11 @@ from typing import Any, Protocol
 
 from starlette.responses import JSONResponse, Response
 
-from ..chat import ChatService
+from ..core.chat import ChatService
+from ..core.exchange import Exchange
+from ..core.stream import ChatStream
 from ..domain import ChatParams, Delta, Finish, RouteDecision, ToolCall
 from ..errors import GatewayError
-from ..exchange import Exchange
-from ..stream import ChatStream
 from ..toolcalls import ToolCallAssembler
 from .headers import route_headers
 from .http_stream import EventStream

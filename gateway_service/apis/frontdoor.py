@@ -28,6 +28,8 @@ from starlette.types import Message, Receive, Scope, Send
 from service_core.auth import api_key
 from service_core.request_ids import accept_request_id
 
+from ..accounting.policy import Caller
+from ..core.exchange import Exchange
 from ..errors import (
     GatewayError,
     InternalError,
@@ -37,9 +39,7 @@ from ..errors import (
     Unauthorized,
     internal_error,
 )
-from ..exchange import Exchange
 from ..metrics import GatewayMetrics
-from ..policy import Caller
 from .grpc_status import grpc_status
 
 __all__ = ["Codec", "Endpoint", "FrontDoor", "HttpFrontDoor", "grpc_exchange"]

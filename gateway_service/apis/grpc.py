@@ -16,8 +16,8 @@ from google.protobuf.message import Message as Message_
 from routing_api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from service_core.grpc_handlers import Context, MalformedRequest
 
-from ..chat import ChatService
 from ..config import LimitSettings
+from ..core.chat import ChatService
 from ..domain import ChatParams, Delta, RouteDecision
 from ..errors import InvalidRequest, TooLarge
 from ..toolcalls import wire_fragment

@@ -24,8 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..chat import ChatService
 from ..config import LimitSettings
+from ..core.chat import ChatService
+from ..core.exchange import Exchange
 from ..domain import (
     ChatParams,
     Delta,
@@ -42,7 +43,6 @@ from ..domain import (
     ToolResult,
 )
 from ..errors import GatewayError, InvalidRequest, ModelNotFound, TooLarge, UpstreamStreamError
-from ..exchange import Exchange
 from ..toolcalls import ToolCallAssembler, arguments_object
 from .body import read_json, validated
 from .chat_api import Answer, ParsedChat, serve_chat

@@ -18,11 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..chat import ChatService
+from ..core.chat import ChatService
+from ..core.embeddings import as_base64
+from ..core.exchange import Exchange
 from ..domain import Delta, Finish, RouteDecision, RoutingStatus
-from ..embeddings import as_base64
 from ..errors import GatewayError, PolicyDenied
-from ..exchange import Exchange
 from .body import read_model
 from .chat_api import Answer, ParsedChat, serve_chat
 from .headers import route_headers

@@ -12,9 +12,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..chat import ChatService
+from ..core.chat import ChatService
+from ..core.exchange import Exchange
 from ..domain import RouteDecision
-from ..exchange import Exchange
 from .body import read_model
 from .chat_api import Answer, ParsedChat, serve_chat
 from .openai_responses_wire import ResponsesRequest, ResponsesWriter, check_shape, whole_response

@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..config import LimitSettings
+from ..core.exchange import Exchange
 from ..domain import (
     ChatParams,
     Delta,
@@ -37,7 +38,6 @@ from ..domain import (
     Usage,
 )
 from ..errors import GatewayError, InvalidRequest, TooLarge
-from ..exchange import Exchange
 from .chat_api import Answer, ParsedChat
 from .openai_wire import image_of
 

@@ -15,8 +15,8 @@ from importlib.resources import files
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from ..core.exchange import Exchange
 from ..errors import GatewayError, Unauthorized
-from ..exchange import Exchange
 
 __all__ = ["PageCodec", "RoutingPage"]
 

@@ -14,7 +14,7 @@ import grpc
 import httpx
 import pytest
 
-from gateway_service.report import spend_table
+from gateway_service.accounting.report import spend_table
 from gateway_service.server import GatewayApp, build_gateway
 from router_service.server import RouterApp, build_router
 from routing_api.gateway.v1 import gateway_pb2, gateway_pb2_grpc

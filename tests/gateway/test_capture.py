@@ -101,7 +101,7 @@ def test_a_failing_capture_file_is_one_warning_not_a_traceback(
 ) -> None:
     import logging
 
-    from gateway_service.capture import _CaptureFile
+    from gateway_service.accounting.capture import _CaptureFile
 
     handler = _CaptureFile(tmp_path / "prompts.jsonl", maxBytes=1000, backupCount=1)
     handler.setFormatter(logging.Formatter("%(message)s"))
@@ -109,7 +109,7 @@ def test_a_failing_capture_file_is_one_warning_not_a_traceback(
     handler.emit(record)
     assert handler.stream is not None
     handler.stream.close()  # as if the disk had gone away
-    with caplog.at_level(logging.WARNING, logger="gateway_service.capture"):
+    with caplog.at_level(logging.WARNING, logger="gateway_service.accounting.capture"):
         handler.emit(record)
         handler.emit(record)
     assert [r.getMessage() for r in caplog.records].count(

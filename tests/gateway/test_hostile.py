@@ -178,7 +178,7 @@ async def test_a_routed_model_no_upstream_serves_is_named_at_start(
 ) -> None:
     settings = stack.gateway.settings
     only_strong = [u.model_copy(update={"models": (STRONG,)}) if u.name == "ollama" else u for u in settings.upstreams]
-    caplog.set_level(logging.WARNING, logger="gateway_service.router_client")
+    caplog.set_level(logging.WARNING, logger="gateway_service.routing.router_client")
     gateway = await build_gateway(settings.model_copy(update={"upstreams": tuple(only_strong), "fallback_model": None}))
     try:
         for _ in range(100):

@@ -13,11 +13,11 @@ import httpx
 import openai
 import pytest
 
+from gateway_service.accounting.policy import ANYONE
 from gateway_service.apis.frontdoor import Endpoint, FrontDoor, HttpFrontDoor
 from gateway_service.apis.http_stream import EventStream
 from gateway_service.apis.openai import OpenAICodec
 from gateway_service.metrics import GatewayMetrics
-from gateway_service.policy import ANYONE
 from tests.gateway.conftest import STRONG, WEAK, Stack
 
 HELLO = "Hello, world!"

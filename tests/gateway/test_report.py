@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway_service.__main__ import main
-from gateway_service.spend import summarise
+from gateway_service.accounting.spend import summarise
 from tests.conftest import closed_port
 
 

@@ -24,7 +24,7 @@ from tests.llm_servers import LLMServerState, llm_app
 
 
 def test_each_worker_enforces_its_share_of_the_limits_and_names_the_configured_one() -> None:
-    from gateway_service.admission import Admission
+    from gateway_service.core.admission import Admission
     from gateway_service.errors import TooManyStreams
 
     settings = load_settings(None, limits={"max_streams": 101, "max_streams_per_key": 4}, server={"max_connections": 10})

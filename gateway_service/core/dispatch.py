@@ -12,15 +12,15 @@ import time
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field, replace
 
-from .config import GatewaySettings
-from .domain import ChatParams, Delta, Finish, HostState, ModelSpec, RouteDecision, RouterView
-from .errors import GatewayError, InvalidRequest, UpstreamStreamError
-from .metrics import GatewayMetrics
-from .router_client import RouterClient
-from .rules import GatewayRules
+from ..config import GatewaySettings
+from ..domain import ChatParams, Delta, Finish, HostState, ModelSpec, RouteDecision, RouterView
+from ..errors import GatewayError, InvalidRequest, UpstreamStreamError
+from ..metrics import GatewayMetrics
+from ..routing.router_client import RouterClient
+from ..routing.rules import GatewayRules
+from ..routing.turns import TurnMemory, turn_key
+from ..upstreams import Upstream
 from .stream import Opened
-from .turns import TurnMemory, turn_key
-from .upstreams import Upstream
 
 __all__ = ["Ask", "Dispatcher", "FirstEvent"]
 

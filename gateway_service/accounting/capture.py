@@ -23,8 +23,8 @@ from typing import Any
 
 from service_core.errors import ConfigError
 
-from .config import CaptureSettings
-from .domain import ChatParams, RouteDecision
+from ..config import CaptureSettings
+from ..domain import ChatParams, RouteDecision
 
 __all__ = ["Capture", "CaptureRecord"]
 

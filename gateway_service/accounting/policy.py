@@ -17,11 +17,11 @@ from dataclasses import dataclass, replace
 from service_core.callers import ANONYMOUS, CallerLimits, Identity
 from service_core.quota import Check, Counters, StoreUnavailable, Taken
 
-from .config import CallerPolicySettings, GatewaySettings
-from .domain import ModelSpec
-from .errors import OverLimit, PolicyDenied
-from .errors import StoreUnavailable as StoreGone
-from .metrics import GatewayMetrics
+from ..config import CallerPolicySettings, GatewaySettings
+from ..domain import ModelSpec
+from ..errors import OverLimit, PolicyDenied
+from ..errors import StoreUnavailable as StoreGone
+from ..metrics import GatewayMetrics
 
 __all__ = ["NANO", "Allowance", "Caller", "CallerPolicies"]
 

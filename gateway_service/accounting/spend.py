@@ -23,9 +23,9 @@ from typing import Any
 
 from service_core.quota import Counters
 
-from .config import GatewaySettings
-from .domain import ChatParams
-from .metrics import GatewayMetrics
+from ..config import GatewaySettings
+from ..domain import ChatParams
+from ..metrics import GatewayMetrics
 from .policy import NANO, Caller
 
 __all__ = ["SpendBook", "Usage"]

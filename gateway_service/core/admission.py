@@ -12,8 +12,8 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .config import LimitSettings
-from .errors import TooManyStreams
+from ..config import LimitSettings
+from ..errors import TooManyStreams
 
 __all__ = ["Admission"]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fnmatch import fnmatchcase
 
-from .config import ROUTELLM_SPEC, GatewaySettings
-from .domain import ModelSpec
-from .errors import InvalidRequest, ModelNotFound
+from ..config import ROUTELLM_SPEC, GatewaySettings
+from ..domain import ModelSpec
+from ..errors import InvalidRequest, ModelNotFound
 
 __all__ = ["ModelCatalog"]
 

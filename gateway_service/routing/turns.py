@@ -19,8 +19,8 @@ import time
 
 from cachetools import TTLCache
 
-from .config import TurnSettings
-from .domain import Message
+from ..config import TurnSettings
+from ..domain import Message
 
 __all__ = ["TurnMemory", "turn_key"]
 

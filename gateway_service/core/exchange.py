@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import GatewayError, InternalError
-from .policy import ANYONE, Caller
+from ..accounting.policy import ANYONE, Caller
+from ..errors import GatewayError, InternalError
 
 __all__ = ["Exchange"]
 

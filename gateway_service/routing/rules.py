@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .config import RuleSettings
-from .domain import ChatParams
+from ..config import RuleSettings
+from ..domain import ChatParams
 
 __all__ = ["GatewayRules"]
 

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from .capture import Capture, CaptureRecord
-from .domain import Delta, Finish, RouteDecision
-from .errors import GatewayError, InternalError, ShuttingDown, internal_error
+from ..accounting.capture import Capture, CaptureRecord
+from ..domain import Delta, Finish, RouteDecision
+from ..errors import GatewayError, InternalError, ShuttingDown, internal_error
+from ..metrics import GatewayMetrics
 from .exchange import Exchange
-from .metrics import GatewayMetrics
 
 __all__ = ["ChatStream", "Opened"]
 

@@ -10,9 +10,9 @@ import grpc
 from routing_api.router.v1 import router_pb2, router_pb2_grpc
 from service_core.grpc_client import call_metadata, open_channel
 
-from .config import RouterClientSettings
-from .domain import Message, RouteDecision, RouterView, ScorerView
-from .errors import InvalidRequest
+from ..config import RouterClientSettings
+from ..domain import Message, RouteDecision, RouterView, ScorerView
+from ..errors import InvalidRequest
 
 __all__ = ["RouterClient"]
 

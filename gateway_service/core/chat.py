@@ -14,21 +14,21 @@ from dataclasses import replace
 from service_core.callers import window_of
 from service_core.quota import Counters
 
+from ..accounting.capture import Capture
+from ..accounting.policy import Allowance, CallerPolicies
+from ..accounting.spend import SpendBook, Usage, estimate_tokens, prompt_chars
+from ..config import GatewaySettings, LimitSettings
+from ..domain import ROLES, ChatParams, Finish, ModelSpec, RecentShare, RouteDecision, RoutingStatus
+from ..errors import InvalidRequest, TooLarge
+from ..metrics import GatewayMetrics
+from ..routing.catalog import ModelCatalog
+from ..routing.router_client import RouterClient
+from ..upstreams import Upstream
 from .admission import Admission
-from .capture import Capture
-from .config import GatewaySettings, LimitSettings
 from .dispatch import Ask, Dispatcher
-from .domain import ROLES, ChatParams, Finish, ModelSpec, RecentShare, RouteDecision, RoutingStatus
 from .embeddings import EmbeddingService
-from .errors import InvalidRequest, TooLarge
 from .exchange import Exchange
-from .metrics import GatewayMetrics
-from .models import ModelCatalog
-from .policy import Allowance, CallerPolicies
-from .router_client import RouterClient
-from .spend import SpendBook, Usage, estimate_tokens, prompt_chars
 from .stream import ChatStream, Opened
-from .upstreams import Upstream
 
 __all__ = ["ChatService"]
 

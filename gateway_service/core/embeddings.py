@@ -11,11 +11,11 @@ import base64
 import struct
 from typing import Any
 
-from .config import LimitSettings
-from .domain import Embedded
-from .errors import InvalidRequest, TooLarge
-from .models import ModelCatalog
-from .upstreams import Upstream
+from ..config import LimitSettings
+from ..domain import Embedded
+from ..errors import InvalidRequest, TooLarge
+from ..routing.catalog import ModelCatalog
+from ..upstreams import Upstream
 
 __all__ = ["MAX_INPUTS", "EmbeddingService", "as_base64"]
 
