@@ -23,6 +23,7 @@ from service_core.cli import run_cli
 from service_core.errors import ConfigError
 from service_core.grpc_client import add_client_arguments, client_from_args, health_command
 from service_core.grpc_server import wait_for_signal
+from service_core.heap import freeze_startup_heap
 from service_core.settings import with_section
 
 from .accounting.report import fetch_spend, read_spend, savings_markdown, spend_table, write_report
@@ -146,6 +147,7 @@ async def _up(settings: GatewaySettings, router_config: Path | None, samples: li
     async with _local_router()(router_config) as (router_address, hangup):
         settings = with_section(settings, "router", address=router_address)
         gateway = await build_gateway(settings)
+        freeze_startup_heap()
         try:
             host = settings.server.host
             logger.info(

@@ -18,6 +18,7 @@ from routing_api.gateway.v1 import gateway_pb2
 from service_core.callers import Callers
 from service_core.errors import ConfigError
 from service_core.grpc_server import GrpcServer, build_grpc_server, cannot_listen, wait_for_signal
+from service_core.heap import freeze_startup_heap
 from service_core.quota import Counters
 from service_core.tls import http_ssl_options
 from service_core.tracing import grpc_client_interceptors, grpc_server_interceptors, tracer_provider
@@ -187,6 +188,8 @@ async def build_gateway(
         served = {model for u in settings.upstreams for model in u.models}
         check = asyncio.create_task(router.check_models(served), name="gateway-router-check")
         stack.push_async_callback(_cancel, check)
+        lag = asyncio.create_task(_watch_loop(chat.metrics), name="gateway-loop-lag")
+        stack.push_async_callback(_cancel, lag)
     except BaseException:
         await stack.aclose()
         raise
@@ -200,6 +203,7 @@ async def serve(
     """Run until SIGTERM or SIGINT, then drain and exit. Under ``serve --workers``: ``workers`` share the
     limits, and ``heartbeat`` is called each second from the event loop (the parent's watch for a hang)."""
     app = await build_gateway(settings, reuse_port=reuse_port, workers=workers)
+    freeze_startup_heap()
     pulse = asyncio.create_task(_beat(heartbeat), name="gateway-heartbeat") if heartbeat is not None else None
     host = settings.server.host
     logger.info(
@@ -212,6 +216,15 @@ async def serve(
     if pulse is not None:
         await _cancel(pulse)
     logger.info("gateway stopped")
+
+
+async def _watch_loop(metrics: GatewayMetrics, every_s: float = 0.05) -> None:
+    """How late the loop wakes a timer (gateway_event_loop_lag_seconds): what a blocking call costs every request."""
+    loop = asyncio.get_running_loop()
+    while True:
+        asked = loop.time()
+        await asyncio.sleep(every_s)
+        metrics.loop_lag.observe(max(loop.time() - asked - every_s, 0.0))
 
 
 async def _beat(heartbeat: Callable[[], None]) -> None:

@@ -14,6 +14,7 @@ from prometheus_client import start_http_server
 from routing_api.router.v1 import router_pb2
 from service_core.auth import BearerTokenInterceptor
 from service_core.grpc_server import GrpcServer, build_grpc_server, wait_for_signal
+from service_core.heap import freeze_startup_heap
 from service_core.settings import GrpcClientSettings
 from service_core.tracing import grpc_server_interceptors, tracer_provider
 
@@ -142,6 +143,7 @@ async def serve(
     """Run until SIGTERM or SIGINT, then shut down gracefully. At SIGHUP, reload the scorers
     from ``reread()`` (the config file and environment, read again)."""
     app = await build_router(settings)
+    freeze_startup_heap()
     logger.info(
         "router serving %s on %s:%d (embedder %s, scorers %s)",
         SERVICE_NAME, settings.server.host, app.port, settings.embedder.backend, [s.name for s in settings.scorers],

@@ -21,6 +21,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
+import orjson
 from aiohttp.http_exceptions import LineTooLong
 
 from service_core.redact import Redactor
@@ -266,7 +267,7 @@ class HttpUpstream:
         """POST to one host (the chat path unless ``path``) and stream the response; HTTP and connection
         failures become GatewayErrors."""
         try:
-            async with self._http.post(host.url + (path or self.path), data=json.dumps(body).encode()) as response:
+            async with self._http.post(host.url + (path or self.path), data=orjson.dumps(body)) as response:
                 if response.status >= 400:
                     payload, _ = await read_at_most(response.content, ERROR_BODY_BYTES)
                     raise self._status_error(host, model, response, payload, path)
