@@ -33,6 +33,7 @@ __all__ = [
     "AuthSettings",
     "CallerPolicySettings",
     "CaptureSettings",
+    "ConversationSettings",
     "GatewaySettings",
     "LimitSettings",
     "ModelAliasSettings",
@@ -267,6 +268,13 @@ class TurnSettings(Section):
     max_turns: int = Field(100_000, ge=1, description="turns remembered at once (per process); the oldest go first")
 
 
+class ConversationSettings(Section):
+    """Conversations the Responses API stores (``store``, ``previous_response_id``): in Redis, per caller."""
+
+    ttl_s: float = Field(30 * 86400.0, gt=0, description="how long a stored conversation is kept (OpenAI keeps 30 days)")
+    timeout_s: float = Field(1.0, gt=0, description="longest wait for Redis to read or write one")
+
+
 class CaptureSettings(Section):
     """Opt-in: a sample of routed prompts and their route decisions, to label and retrain on (README: Learn)."""
 
@@ -303,6 +311,7 @@ class GatewaySettings(TomlSettings):
     tracing: TracingSettings = TracingSettings()
     capture: CaptureSettings = CaptureSettings()
     turns: TurnSettings = TurnSettings()
+    conversations: ConversationSettings = ConversationSettings()
     capabilities: dict[str, tuple[Capability, ...]] = Field(
         default_factory=dict,
         description="what a model can take: vision (image parts), tools, json_schema (structured output); a model "

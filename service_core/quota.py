@@ -215,6 +215,9 @@ class RedisCounters:
             socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0), health_check_interval=0, **extra,
         )
         self._connection_error = ConnectionError
+        from redis.exceptions import RedisError
+
+        self.errors = RedisError  # what a call that Redis could not answer raises
         self._prefix = settings.prefix
         self._take_all = self.client.register_script(_TAKE_ALL)
 

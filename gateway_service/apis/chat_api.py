@@ -8,7 +8,7 @@ one assembler of a whole answer (text, reasoning, whole tool calls, the finish).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -34,6 +34,7 @@ class ParsedChat:
     params: ChatParams
     stream: bool
     context: Any = None  # the codec's own (the request fields its answer echoes)
+    kept: Callable[[Answer], Awaitable[None]] | None = None  # told the whole answer before its end is sent (a store)
 
 
 @dataclass
@@ -97,15 +98,24 @@ async def serve_chat(chat: ChatService, codec: ChatCodec, parsed: ParsedChat, x:
     headers = x.id_headers() | route_headers(stream.route)
     if parsed.stream:
         writer = codec.writer(parsed, stream.route, x)
-        return EventStream(_written(stream, writer), codec.media_type, {**headers, "cache-control": "no-cache"})
+        return EventStream(_written(stream, writer, parsed.kept), codec.media_type, {**headers, "cache-control": "no-cache"})
     answer = await collect(stream)
+    if parsed.kept is not None:
+        await parsed.kept(answer)
     return JSONResponse(codec.whole(parsed, stream.route, x, answer), headers=headers)
 
 
-async def _written(stream: ChatStream, writer: StreamWriter) -> AsyncIterator[bytes]:
+async def _written(
+    stream: ChatStream, writer: StreamWriter, kept: Callable[[Answer], Awaitable[None]] | None
+) -> AsyncIterator[bytes]:
+    answer = Answer() if kept is not None else None
     async with stream:
         try:
             async for event in stream.events():
+                if answer is not None and kept is not None:
+                    answer.add(event)
+                    if isinstance(event, Finish):  # kept before the client hears it ended: its next request may name it
+                        await kept(answer)
                 yield writer.event(event)
         except GatewayError as exc:  # after the first event: the API's last error event
             yield writer.failed(exc)

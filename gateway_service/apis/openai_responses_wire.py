@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -41,7 +42,7 @@ from ..errors import GatewayError, InvalidRequest, TooLarge
 from .chat_api import Answer, ParsedChat
 from .openai_wire import image_of
 
-__all__ = ["ResponsesRequest", "ResponsesWriter", "check_shape", "whole_response"]
+__all__ = ["ResponsesContext", "ResponsesRequest", "ResponsesWriter", "check_shape", "output_items", "whole_response"]
 
 ASSISTANT_ITEMS = frozenset({"function_call", "reasoning"})
 
@@ -57,6 +58,15 @@ class _Text(BaseModel):
     model_config = ConfigDict(extra="ignore")  # verbosity
 
     format: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ResponsesContext:
+    """What a Responses answer echoes: the request, its response's id, whether the conversation is stored."""
+
+    request: ResponsesRequest
+    response_id: str
+    stored: bool
 
 
 class ResponsesRequest(BaseModel):
@@ -80,23 +90,21 @@ class ResponsesRequest(BaseModel):
     previous_response_id: str | None = None
     metadata: dict[str, Any] | None = None
 
-    def parsed(self) -> ParsedChat:
-        if self.previous_response_id:
-            raise InvalidRequest(
-                "previous_response_id needs stored conversations, which this gateway keeps only with [redis] set; "
-                "send the whole conversation in input (as Codex does, with store: false)"
-            )
-        return ParsedChat(self.model, self.params(), self.stream, self)
+    def items(self) -> list[dict[str, Any]]:
+        """``input`` as items (a string is one user message)."""
+        return [{"type": "message", "role": "user", "content": self.input}] if isinstance(self.input, str) else self.input
 
-    def params(self) -> ChatParams:
+    def parsed(self, history: list[dict[str, Any]], response_id: str, stored: bool) -> ParsedChat:
+        """The request with the stored conversation it continues (``history``, earlier items) before its input."""
+        context = ResponsesContext(self, response_id, stored)
+        return ParsedChat(self.model, self.params(history), self.stream, context)
+
+    def params(self, history: list[dict[str, Any]] | None = None) -> ChatParams:
         messages: list[Message] = []
         if self.instructions:
             messages.append(Message.of("system", self.instructions))
         ignored: list[str] = []
-        if isinstance(self.input, str):
-            messages.append(Message.of("user", self.input))
-        else:
-            messages.extend(_conversation(self.input, ignored))
+        messages.extend(_conversation([*(history or ()), *self.items()], ignored))
         tools: list[Tool] = []
         for i, raw in enumerate(self.tools or ()):
             if raw.get("type") == "function":
@@ -260,14 +268,15 @@ def _usage(usage: Usage | None) -> dict[str, Any] | None:
 
 def _response(parsed: ParsedChat, route: RouteDecision, x: Exchange, created: int, status: str) -> dict[str, Any]:
     """The response object's fields, as OpenAI echoes them (output and usage filled at the end)."""
-    asked: ResponsesRequest = parsed.context
+    context: ResponsesContext = parsed.context
+    asked = context.request
     return {
-        "id": f"resp_{x.request_id}", "object": "response", "created_at": created, "status": status, "error": None,
+        "id": context.response_id, "object": "response", "created_at": created, "status": status, "error": None,
         "incomplete_details": None, "instructions": asked.instructions, "max_output_tokens": asked.max_output_tokens,
         "model": route.model, "output": [], "parallel_tool_calls": asked.parallel_tool_calls is not False,
-        "previous_response_id": None, "reasoning": {"effort": asked.reasoning.effort if asked.reasoning else None,
+        "previous_response_id": asked.previous_response_id, "reasoning": {"effort": asked.reasoning.effort if asked.reasoning else None,
                                                     "summary": asked.reasoning.summary if asked.reasoning else None},
-        "store": False, "temperature": asked.temperature, "text": {"format": (asked.text.format if asked.text else None)
+        "store": context.stored, "temperature": asked.temperature, "text": {"format": (asked.text.format if asked.text else None)
                                                                    or {"type": "text"}},
         "tool_choice": asked.tool_choice or "auto", "tools": asked.tools or [], "top_p": asked.top_p,
         "truncation": "disabled", "usage": None, "user": None, "metadata": asked.metadata or {},
@@ -302,14 +311,18 @@ def _call_item(item_id: str, call: ToolCall, status: str = "completed") -> dict[
             "arguments": call.arguments}
 
 
+def output_items(answer: Answer) -> list[dict[str, Any]]:
+    """A whole answer as Responses output items: its reasoning, its text, its function calls."""
+    items = [_reasoning_item(_item_id("rs"), "".join(answer.reasoning))] if answer.reasoning else []
+    if answer.text:
+        items.append(_message_item(_item_id("msg"), "".join(answer.text)))
+    return items + [_call_item(_item_id("fc"), call) for call in answer.tool_calls]
+
+
 def whole_response(parsed: ParsedChat, route: RouteDecision, x: Exchange, answer: Answer) -> dict[str, Any]:
     assert answer.finish is not None
     body = _response(parsed, route, x, int(time.time()), "completed")
-    if answer.reasoning:
-        body["output"].append(_reasoning_item(_item_id("rs"), "".join(answer.reasoning)))
-    if answer.text:
-        body["output"].append(_message_item(_item_id("msg"), "".join(answer.text)))
-    body["output"] += [_call_item(_item_id("fc"), call) for call in answer.tool_calls]
+    body["output"] = output_items(answer)
     return _ended(body, answer.finish)
 
 

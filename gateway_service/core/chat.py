@@ -25,6 +25,7 @@ from ..routing.catalog import ModelCatalog
 from ..routing.router_client import RouterClient
 from ..upstreams import Upstream
 from .admission import Admission
+from .conversations import ConversationStore
 from .dispatch import Ask, Dispatcher
 from .embeddings import EmbeddingService
 from .exchange import Exchange
@@ -58,6 +59,7 @@ class ChatService:
         self.embeddings = EmbeddingService(self.catalog, self.dispatch.by_model, settings.limits)
         self.policies = CallerPolicies(settings, self.counters, self.metrics)
         self.spend = SpendBook(settings, self.counters, self.metrics, self.dispatch.routable())
+        self.conversations = ConversationStore(self.counters.shared, settings.conversations)
         self._recent: dict[str, deque[bool]] = {}  # caller -> strong or not, last RECENT routed completions
         self._recent_all: deque[bool] = deque(maxlen=RECENT)
 

@@ -89,7 +89,7 @@ async def test_every_stream_event_has_its_sequence_number_and_the_access_line_na
 
 @pytest.mark.parametrize(("body", "said"), [
     ({"model": WEAK, "input": [{"type": "function_call_output", "call_id": "c1", "output": "x"}]}, "no function_call"),
-    ({"model": WEAK, "input": "hi", "previous_response_id": "resp_1"}, "[redis]"),
+    ({"model": WEAK, "input": "hi", "previous_response_id": "resp_1"}, "[redis]"),  # no Redis here: said so
     ({"model": WEAK, "input": [{"type": "message", "role": "wizard", "content": "hi"}]}, "role"),
     ({"model": WEAK, "input": "hi", "text": {"format": {"type": "xml"}}}, "text.format"),
     ({"model": "gpt-9", "input": "hi"}, "not served here"),
@@ -107,3 +107,46 @@ async def test_an_upstream_failure_mid_stream_is_response_failed(stack: Stack) -
         answer = await http.post(f"{stack.base_url}/responses", json={"model": WEAK, "input": "hi", "stream": True})
     events = [json.loads(line[6:]) for line in answer.text.splitlines() if line.startswith("data: ")]
     assert events[-1]["type"] == "response.failed" and "upstream" in events[-1]["response"]["error"]["message"]
+
+
+async def test_stored_conversations_continue_on_another_replica_and_stay_the_caller_s(
+    router_app, tmp_path
+) -> None:
+    """With [redis]: previous_response_id continues a conversation on any replica, for the caller that stored it only;
+    store: false keeps nothing."""
+    from gateway_service.server import build_gateway
+    from tests.gateway.conftest import gateway_settings
+    from tests.http_servers import serve_app
+    from tests.llm_servers import LLMServerState, llm_app
+    from tests.redis_server import redis_server
+
+    ollama, openai_ = LLMServerState(), LLMServerState()
+    callers = [{"name": "team-a", "api_keys": ["key-a"]}, {"name": "team-b", "api_keys": ["key-b"]}]
+    with redis_server(tmp_path) as redis:
+        async with serve_app(llm_app(ollama)) as ollama_url, serve_app(llm_app(openai_)) as openai_url:
+            settings = gateway_settings(router_app.port, ollama_url, openai_url, redis={"url": redis.url}, callers=callers)
+            one, two = await build_gateway(settings), await build_gateway(settings)
+            try:
+                def sdk(gateway, key: str) -> openai.AsyncOpenAI:
+                    return openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{gateway.http_port}/v1", api_key=key, max_retries=0)
+
+                async with sdk(one, "key-a") as a_one, sdk(two, "key-a") as a_two, sdk(two, "key-b") as b_two:
+                    first = await a_one.responses.create(model=WEAK, input="My name is Ada.", instructions="Be brief.")
+                    assert first.store is True and first.id.startswith("resp_")
+                    async with a_two.responses.stream(model=WEAK, input="What is my name?",
+                                                      previous_response_id=first.id) as stream:
+                        second = await stream.get_final_response()
+                    sent = [m["content"] for m in ollama.requests[-1]["body"]["messages"]]
+                    assert sent == ["My name is Ada.", "Hello, world!", "What is my name?"]  # instructions are not carried
+                    third = await a_one.responses.create(model=WEAK, input="And again?", previous_response_id=second.id)
+                    assert [m["content"] for m in ollama.requests[-1]["body"]["messages"]][-1] == "And again?"
+                    assert len(ollama.requests[-1]["body"]["messages"]) == 5 and third.output_text
+                    with pytest.raises(openai.BadRequestError, match="not found"):  # team-b cannot read team-a's
+                        await b_two.responses.create(model=WEAK, input="Whose name?", previous_response_id=first.id)
+                    unstored = await a_one.responses.create(model=WEAK, input="Forget this.", store=False)
+                    assert unstored.store is False
+                    with pytest.raises(openai.BadRequestError, match="not found"):
+                        await a_two.responses.create(model=WEAK, input="?", previous_response_id=unstored.id)
+            finally:
+                await one.stop()
+                await two.stop()
