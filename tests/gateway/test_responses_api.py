@@ -132,7 +132,7 @@ async def test_stored_conversations_continue_on_another_replica_and_stay_the_cal
 
                 async with sdk(one, "key-a") as a_one, sdk(two, "key-a") as a_two, sdk(two, "key-b") as b_two:
                     first = await a_one.responses.create(model=WEAK, input="My name is Ada.", instructions="Be brief.")
-                    assert first.store is True and first.id.startswith("resp_")
+                    assert first.to_dict()["store"] is True and first.id.startswith("resp_")
                     async with a_two.responses.stream(model=WEAK, input="What is my name?",
                                                       previous_response_id=first.id) as stream:
                         second = await stream.get_final_response()
@@ -144,7 +144,7 @@ async def test_stored_conversations_continue_on_another_replica_and_stay_the_cal
                     with pytest.raises(openai.BadRequestError, match="not found"):  # team-b cannot read team-a's
                         await b_two.responses.create(model=WEAK, input="Whose name?", previous_response_id=first.id)
                     unstored = await a_one.responses.create(model=WEAK, input="Forget this.", store=False)
-                    assert unstored.store is False
+                    assert unstored.to_dict()["store"] is False
                     with pytest.raises(openai.BadRequestError, match="not found"):
                         await a_two.responses.create(model=WEAK, input="?", previous_response_id=unstored.id)
             finally:
