@@ -191,3 +191,46 @@ async def test_keys_are_read_from_x_api_key_and_the_access_line_names_the_api(
     assert answer.status_code == 200, answer.text
     line = [json.loads(r.getMessage()) for r in caplog.records if r.name == "gateway_service.access"][-1]
     assert line["api"] == "anthropic/messages" and line["status"] == 200 and line["model"] == WEAK
+
+
+async def test_an_agent_s_tool_loop_stays_on_its_turn_s_model_and_counts_against_its_caller(
+    router_app, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Messages requests get what chat completions get: routing, the tool loop's turn, the caller's limits (429 in
+    Anthropic's shape with retry-after), the access line with the caller and the api."""
+    from gateway_service.server import build_gateway
+    from tests.gateway.conftest import gateway_settings
+    from tests.http_servers import serve_app
+    from tests.llm_servers import LLMServerState, llm_app
+
+    caplog.set_level(logging.INFO, logger="gateway_service.access")
+    ollama, openai_ = LLMServerState(tool_call=("Bash", '{"command": "ls"}'), tool_once=True), LLMServerState()
+    callers = [{"name": "agents", "api_keys": ["k-agents"], "policy": "tight"}]
+    policies = [{"name": "tight", "requests_per_minute": 2}]
+    async with serve_app(llm_app(ollama)) as ollama_url, serve_app(llm_app(openai_)) as openai_url:
+        gateway = await build_gateway(gateway_settings(router_app.port, ollama_url, openai_url, callers=callers,
+                                                       caller_policies=policies))
+        try:
+            root = f"http://127.0.0.1:{gateway.http_port}"
+            async with anthropic.AsyncAnthropic(base_url=root, api_key="k-agents", max_retries=0) as client:
+                ask: Any = [{"role": "user", "content": "Prove that there are infinitely many primes, then run ls."}]
+                first = await client.messages.with_raw_response.create(model="claude-opus-5-5", max_tokens=64,
+                                                                       tools=[BASH], messages=ask)
+                message = await first.parse()
+                use = next(b for b in message.content if b.type == "tool_use")
+                follow: Any = [*ask, {"role": "assistant", "content": [b.model_dump() for b in message.content]},
+                               {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "a.py"}]}]
+                second = await client.messages.with_raw_response.create(model="claude-opus-5-5", max_tokens=64,
+                                                                        tools=[BASH], messages=follow)
+                assert second.headers["x-route-rule"] == "turn"
+                assert second.headers["x-route-model"] == first.headers["x-route-model"]
+                with pytest.raises(anthropic.RateLimitError) as limited:
+                    await client.messages.create(model="claude-opus-5-5", max_tokens=64, messages=ask)
+            assert limited.value.response.headers["retry-after"]
+            body = limited.value.body
+            assert isinstance(body, dict) and body["error"]["type"] == "rate_limit_error" and "agents" in body["error"]["message"]
+        finally:
+            await gateway.stop()
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "gateway_service.access"]
+    assert [(line["api"], line["caller"], line["status"]) for line in lines[-3:]] == [
+        ("anthropic/messages", "agents", 200), ("anthropic/messages", "agents", 200), ("anthropic/messages", "agents", 429)]
