@@ -79,3 +79,28 @@ def _answered(body: dict[str, Any]) -> bool:
     """The conversation already holds a tool result (the test upstream then answers text)."""
     return any(isinstance(m["content"], list) and any(b.get("type") == "tool_result" for b in m["content"])
                for m in body["messages"])
+
+
+def test_the_readme_s_coding_agents_snippets_load() -> None:
+    """README "Coding agents": its gateway TOML loads through the config classes, its Codex provider block is TOML
+    with the keys Codex reads."""
+    import re
+    import tomllib
+
+    from gateway_service.config import DEFAULT_UPSTREAMS, GatewaySettings
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Coding agents", 1)[1].split("\n## ", 1)[0]
+    blocks = [tomllib.loads(block) for block in re.findall(r"```toml\n(.*?)```", section, re.S)]
+    assert len(blocks) == 3
+    codex, aliases, hosted = blocks
+    assert codex["model_providers"]["gateway"]["wire_api"] == "responses" and codex["model_provider"] == "gateway"
+    settings = GatewaySettings(model_aliases=aliases["model_aliases"],
+                               upstreams=[*(u.model_dump() for u in DEFAULT_UPSTREAMS), *hosted["upstreams"]])
+    assert [a.name for a in settings.model_aliases] == ["claude-haiku-*", "claude-*", "gpt-5*"]
+    assert settings.upstreams[-1].provider == "anthropic"
+    from gateway_service.routing.catalog import ModelCatalog
+
+    catalog = ModelCatalog(settings)
+    assert catalog.resolve("claude-haiku-4-5").name == "llama3.2:1b" and catalog.resolve("claude-haiku-4-5").concrete
+    assert catalog.resolve("claude-opus-5-5").strong_share == 0.5 and not catalog.resolve("gpt-5.5").concrete
