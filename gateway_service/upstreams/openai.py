@@ -162,10 +162,16 @@ async def server_sent_events(body: aiohttp.StreamReader) -> AsyncGenerator[Serve
 
 
 def _usage(raw: Any) -> Usage:
+    """OpenAI's usage, with the cached prompt tokens and the reasoning tokens where the server details them."""
     if not isinstance(raw, dict):
         raise ValueError("usage is not an object")
+    prompt, completion = raw.get("prompt_tokens_details"), raw.get("completion_tokens_details")
+    cached = prompt.get("cached_tokens") if isinstance(prompt, dict) else None
+    reasoning = completion.get("reasoning_tokens") if isinstance(completion, dict) else None
     return Usage(count(raw.get("prompt_tokens", 0), "usage.prompt_tokens"),
-                 count(raw.get("completion_tokens", 0), "usage.completion_tokens"))
+                 count(raw.get("completion_tokens", 0), "usage.completion_tokens"),
+                 cache_read_tokens=count(cached or 0, "usage.prompt_tokens_details.cached_tokens"),
+                 reasoning_tokens=count(reasoning or 0, "usage.completion_tokens_details.reasoning_tokens"))
 
 
 def _choice(choice: Any) -> tuple[Delta | None, str]:

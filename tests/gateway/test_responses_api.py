@@ -150,3 +150,13 @@ async def test_stored_conversations_continue_on_another_replica_and_stay_the_cal
             finally:
                 await one.stop()
                 await two.stop()
+
+
+def test_openai_usage_details_reach_the_domain() -> None:
+    """Cached prompt tokens and reasoning tokens, where an OpenAI-compatible server details them (Responses shows both)."""
+    from gateway_service.upstreams.openai import _usage
+
+    usage = _usage({"prompt_tokens": 120, "completion_tokens": 30, "prompt_tokens_details": {"cached_tokens": 100},
+                    "completion_tokens_details": {"reasoning_tokens": 12}})
+    assert (usage.cache_read_tokens, usage.reasoning_tokens, usage.total_tokens) == (100, 12, 150)
+    assert _usage({"prompt_tokens": 1, "completion_tokens": 2, "prompt_tokens_details": None}).cache_read_tokens == 0
