@@ -133,10 +133,15 @@ class CallerPolicies:
             )
         allowance.strong_spent = True
 
-    async def routed(self, allowance: Allowance, routed_strong: bool) -> None:
-        """After routing: a reserved strong call the router did not make is given back."""
+    async def answered(self, allowance: Allowance, strong: bool) -> None:
+        """Once the model that answers is known: a reserved strong call it did not make is given back, and a strong
+        answer no reservation covered (a concrete weak model's fallback to the strong one) is counted now."""
         reserved, allowance.reserved = allowance.reserved, None
-        await self.limits.routed(allowance.caller.name, reserved, routed_strong)
+        policy, name = allowance.caller.policy, allowance.caller.name
+        if strong and reserved is None and policy is not None and policy.strong_calls is not None and not allowance.unenforced:
+            await self.limits.counters.add(self.limits.key("strong", name), 1, policy.budget_window_s)
+            return
+        await self.limits.routed(name, reserved, strong)
 
     def _over(self, caller: Caller, limit: str, value: int, taken: Taken, unit: str) -> OverLimit:
         self._metrics.caller_refusals.labels(caller=caller.name, limit=limit).inc()

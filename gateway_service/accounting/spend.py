@@ -80,7 +80,7 @@ class SpendBook:
             return 0
         return round((usage.prompt_tokens * price[0] + usage.completion_tokens * price[1]) * 1000)  # $/M = 1000 n$/token
 
-    def record(self, caller: Caller, model: str, usage: Usage, *, routed: bool, routed_strong: bool) -> None:
+    def record(self, caller: Caller, model: str, usage: Usage, *, routed: bool, strong: bool) -> None:
         """One finished completion (synchronous: counters now, Redis at the next flush)."""
         spend = self.cost_nano(model, usage)
         baseline = self.cost_nano(self.baseline_model, usage) if routed and self.baseline_model else 0
@@ -95,7 +95,7 @@ class SpendBook:
             metrics.spend_baseline.labels(caller=caller.name).inc(baseline / NANO)
             metrics.routed_spend.labels(caller=caller.name).inc(spend / NANO)
         row = {
-            "requests": 1, "strong": int(routed_strong), "prompt_tokens": usage.prompt_tokens,
+            "requests": 1, "strong": int(strong), "prompt_tokens": usage.prompt_tokens,
             "completion_tokens": usage.completion_tokens, "estimated": int(usage.estimated), "spend_nano": spend,
             "baseline_nano": baseline,
         }
@@ -109,7 +109,7 @@ class SpendBook:
         if policy is not None:
             if policy.tokens_per_minute is not None:
                 self._count(f"gw:tpm:{caller.name}", usage.prompt_tokens + usage.completion_tokens, 60.0)
-            if policy.strong_cost_usd is not None and routed_strong and spend:
+            if policy.strong_cost_usd is not None and strong and spend:
                 self._count(f"gw:cost:{caller.name}", spend, policy.budget_window_s)
         self._wake.set()
 

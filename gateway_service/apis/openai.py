@@ -144,7 +144,7 @@ class OpenAIApi:
         x.requested = body.model
         decision = await self._chat.route(body.model, body.params(), x, scorer=body.scorer, preview=body.preview)
         return JSONResponse({
-            "model": decision.model, "routed": decision.routed, "routed_strong": decision.routed_strong,
+            "model": decision.model, "routed": decision.routed, "routed_strong": decision.strong,
             "score": decision.score, "threshold": decision.threshold, "reason": decision.reason, "rule": decision.rule,
             "degraded": decision.degraded, "budget_limited": decision.budget_limited,
             "rerouted_for": decision.rerouted_for, "scorer": decision.scorer, "scorer_version": decision.scorer_version,

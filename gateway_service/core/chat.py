@@ -89,7 +89,7 @@ class ChatService:
         try:
             decision = await self.dispatch.decide(spec, params, replace(self._ask(x, allowance), preview=preview))
         finally:
-            await self.policies.routed(allowance, routed_strong=False)
+            await self.policies.answered(allowance, strong=False)
         return self._flagged(decision, allowance)
 
     def count_tokens(self, model: str, params: ChatParams) -> int:
@@ -126,23 +126,23 @@ class ChatService:
         capture = self.capture
         captured = None if spec.concrete or capture is None else capture.sample(x.request_id, model, params, x.caller.name)
         resources = ExitStack()
-        routed_strong = False
+        strong = False  # the model that answers decides what is counted, however it was chosen
         try:
             resources.enter_context(self.admission.slot(x.client_key))
             opened, first, rest = await self.dispatch.open(spec, params, self._ask(x, allowance))
-            routed_strong = opened.route.routed_strong
+            strong = opened.route.strong
         except BaseException:
             resources.close()
             raise
         finally:
-            await self.policies.routed(allowance, routed_strong)
+            await self.policies.answered(allowance, strong)
         opened = replace(opened, route=self._flagged(opened.route, allowance))
         if opened.route.routed:
             policy = x.caller.policy.name if x.caller.policy is not None else "none"
-            tier = "strong" if opened.route.routed_strong else "weak"
+            tier = "strong" if strong else "weak"
             self.metrics.routed.labels(caller=x.caller.name, policy=policy, tier=tier).inc()
-            self._recent.setdefault(x.caller.name, deque(maxlen=RECENT)).append(opened.route.routed_strong)
-            self._recent_all.append(opened.route.routed_strong)
+            self._recent.setdefault(x.caller.name, deque(maxlen=RECENT)).append(strong)
+            self._recent_all.append(strong)
         prompt_chars = sum(len(m.content) for m in params.messages)
 
         def settle(finish: Finish | None, completion_chars: int) -> None:
@@ -177,7 +177,7 @@ class ChatService:
             else Usage(estimate_tokens(prompt_chars), estimate_tokens(completion_chars), estimated=True)
         )
         route = opened.route
-        self.spend.record(x.caller, route.model, counted, routed=route.routed, routed_strong=route.routed_strong)
+        self.spend.record(x.caller, route.model, counted, routed=route.routed, strong=route.strong)
 
 
 def validate(params: ChatParams, limits: LimitSettings) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from ..config import GatewaySettings
 from ..domain import ChatParams, Delta, Finish, HostState, ModelSpec, RouteDecision, RouterView
-from ..errors import GatewayError, InvalidRequest, UpstreamStreamError
+from ..errors import GatewayError, InvalidRequest, OverLimit, UpstreamStreamError
 from ..metrics import GatewayMetrics
 from ..routing.router_client import RouterClient
 from ..routing.rules import GatewayRules
@@ -71,16 +71,37 @@ class Dispatcher:
         """The router's strong model (as Describe said), else the fail-open model: what a strong budget counts."""
         return self._router.strong_model or self._settings.default_model
 
+    @property
+    def weak_model(self) -> str:
+        """The router's weak model (as Describe said), else the fallback model: what a spent caller gets."""
+        return self._router.weak_model or self._settings.fallback_model or self._settings.default_model
+
+    def _within_budget(self, route: RouteDecision, ask: Ask) -> RouteDecision:
+        """The one rule of accounting, applied to every decision: the model that answers says whether the call is
+        strong; a caller whose strong budget is spent never reaches the strong model, however it was decided (a
+        rule, a turn, failing open, a capability), but the weak one, flagged."""
+        if route.model != self.strong_model:
+            return replace(route, strong=False)
+        if not ask.strong_spent:
+            return replace(route, strong=True)
+        weak = self.weak_model
+        if weak == route.model or weak not in self.by_model:
+            raise OverLimit(
+                f"the caller's strong budget is spent and no weak model ({weak!r}) can answer instead; retry later"
+            )
+        return replace(route, model=weak, strong=False, budget_limited=True,
+                       reason=f"{route.reason}; the caller's strong budget is spent, so {weak} answers")
+
     async def decide(self, spec: ModelSpec, params: ChatParams, ask: Ask) -> RouteDecision:
         """Which model would answer, and why (rules, turn, router, capabilities), without asking any LLM."""
-        return self._capable(await self._route(spec, params, ask), params.needs())
+        return self._within_budget(self._capable(await self._route(spec, params, ask), params.needs()), ask)
 
     async def open(self, spec: ModelSpec, params: ChatParams, ask: Ask) -> FirstEvent:
         """Route, then open the chosen model's stream up to its first event (or the fallback's)."""
         started = time.perf_counter()
         needs = params.needs()
         request_id = ask.request_id
-        route = self._capable(await self._route(spec, params, ask), needs)
+        route = self._within_budget(self._capable(await self._route(spec, params, ask), needs), ask)
         route_ms = (time.perf_counter() - started) * 1e3
         if not spec.concrete:
             self._metrics.router_overhead.observe(route_ms / 1e3)
@@ -93,9 +114,12 @@ class Dispatcher:
             fallback = self._settings.fallback_model
             if isinstance(exc, InvalidRequest) or not fallback or fallback == route.model or self.lacks(fallback, needs):
                 raise
+            if fallback == self.strong_model and ask.strong_spent:  # the budget holds on the fallback path too
+                raise
             logger.warning("request %s: %s; falling back to %s", request_id, exc, fallback)
             first_model = route.model
-            route = replace(route, model=fallback, fallback=True, reason=f"{route.reason}; fallback after: {exc}")
+            route = replace(route, model=fallback, fallback=True, strong=fallback == self.strong_model,
+                            reason=f"{route.reason}; fallback after: {exc}")
             try:
                 upstream, ttft_ms, first, rest = await self._first_event(route.model, params)
             except GatewayError as second:
@@ -146,7 +170,7 @@ class Dispatcher:
         rule = self._rules.match(params, ask.headers)
         if rule is not None:
             return RouteDecision(rule.model, routed=True, rule=rule.name, reason=f"gateway rule {rule.name!r}: not routed")
-        turn = turn_key(params.messages)
+        turn = turn_key(params.messages, ask.caller)
         if turn is not None and turn[1]:
             model = self._turns.model_of(turn[0])
             if model is not None and model in self.by_model:

@@ -31,8 +31,9 @@ class RouteDecision:
     degraded: bool = False  # the router was down or slow: the default model answers
     fallback: bool = False  # the chosen model failed before its first token
     reason: str = ""
-    budget_limited: bool = False  # the router routed weak: its strong-call budget was spent
-    routed_strong: bool = False
+    budget_limited: bool = False  # routed weak because a strong budget (the router's or the caller's) was spent
+    routed_strong: bool = False  # the router's own answer was its strong model
+    strong: bool = False  # the model that answers is the strong one, however it was decided: what budgets count
     scorer: str = ""  # the router's scorer and its version (for capture)
     scorer_version: str = ""
     rerouted_for: str = ""  # the router's choice lacked these capabilities (comma-separated): another model answers

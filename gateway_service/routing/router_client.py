@@ -40,6 +40,7 @@ class RouterClient:
         self._metadata = call_metadata(settings)
         self.routed: set[str] = set()  # the models the router may choose, once Describe has said
         self.strong_model: str | None = None  # its strong model, once Describe has said
+        self.weak_model: str | None = None  # its weak model, once Describe has said
 
     async def route(
         self,
@@ -100,7 +101,7 @@ class RouterClient:
         """Every model the router may answer with (its strong/weak pair and routing.models)."""
         reply = await self._describe()
         self.routed = {reply.strong_model, reply.weak_model, *(m.model for m in reply.models)}
-        self.strong_model = reply.strong_model
+        self.strong_model, self.weak_model = reply.strong_model, reply.weak_model
         return self.routed
 
     async def describe(self) -> RouterView:

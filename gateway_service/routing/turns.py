@@ -27,12 +27,15 @@ __all__ = ["TurnMemory", "turn_key"]
 CONTINUING = frozenset({"tool", "assistant"})
 
 
-def turn_key(messages: tuple[Message, ...]) -> tuple[str, bool] | None:
-    """(the turn's key, whether this request continues it), or None without a user message."""
+def turn_key(messages: tuple[Message, ...], caller: str = "") -> tuple[str, bool] | None:
+    """(the turn's key, whether this request continues it), or None without a user message. The key is the
+    caller's: one caller's conversation never continues, overwrites or reveals another's turn."""
     last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=-1)
     if last_user < 0:
         return None
     digest = hashlib.blake2b(digest_size=16)
+    digest.update(caller.encode("utf-8", "surrogatepass"))
+    digest.update(b"\2")
     for message in messages[: last_user + 1]:
         digest.update(message.role.encode())
         digest.update(b"\0")

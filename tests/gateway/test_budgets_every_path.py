@@ -1,0 +1,117 @@
+"""Budgets that hold on every path (issue 36): the model that answers decides what is counted, however it was chosen.
+
+A concrete strong model, a tool loop's continuation, a gateway rule, failing open: each strong answer
+counts against the caller's strong budget, and a caller whose budget is spent gets the weak model, flagged,
+never the strong one. Turns are the caller's own. Real router, real gateway, the Ollama-format test server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway_service.server import build_gateway
+from tests.conftest import closed_port
+from tests.gateway.conftest import STRONG, WEAK, gateway_settings
+from tests.http_servers import serve_app
+from tests.llm_servers import LLMServerState, llm_app
+
+KEY_A, KEY_B = "sk-team-a-000001", "sk-team-b-000001"
+HARD = "Prove that there are infinitely many prime numbers, and then prove that the square root of 2 is irrational."
+TOOLS: Any = [{"type": "function", "function": {"name": "run", "parameters": {"type": "object", "properties": {}}}}]
+
+
+def settings(router_port: int, ollama_url: str, openai_url: str, strong_calls: int, **more: Any) -> Any:
+    callers = [{"name": "team-a", "api_keys": [KEY_A], "policy": "small"},
+               {"name": "team-b", "api_keys": [KEY_B], "policy": "small"}]
+    policies = [{"name": "small", "strong_calls": strong_calls, "models": ["*"]}]
+    return gateway_settings(router_port, ollama_url, openai_url, callers=callers, caller_policies=policies, **more)
+
+
+@pytest.fixture
+async def served(router_app) -> AsyncIterator[tuple[Any, LLMServerState]]:
+    ollama = LLMServerState()
+    async with serve_app(llm_app(ollama)) as ollama_url, serve_app(llm_app(LLMServerState())) as openai_url:
+        gateway = await build_gateway(settings(router_app.port, ollama_url, openai_url, strong_calls=3,
+                                               rules=[{"name": "vip", "model": STRONG, "header": "x-vip"}]))
+        try:
+            yield gateway, ollama
+        finally:
+            await gateway.stop()
+
+
+async def chat(gateway: Any, key: str, messages: list[dict[str, Any]], model: str = "router", **more: Any) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=30) as http:
+        return await http.post(f"http://127.0.0.1:{gateway.http_port}/v1/chat/completions",
+                               json={"model": model, "messages": messages, **more.pop("body", {})},
+                               headers={"authorization": f"Bearer {key}", **more.pop("headers", {})})
+
+
+def answered_by(responses: list[httpx.Response]) -> list[str]:
+    return [r.headers["x-route-model"] for r in responses]
+
+
+async def test_a_concrete_strong_model_is_counted(served: tuple[Any, LLMServerState]) -> None:
+    gateway, _ = served
+    named = [await chat(gateway, KEY_A, [{"role": "user", "content": "hi"}], model=STRONG) for _ in range(4)]
+    assert [r.status_code for r in named] == [200, 200, 200, 429]  # strong_calls = 3, named ones included
+    routed = await chat(gateway, KEY_A, [{"role": "user", "content": HARD}])
+    assert routed.headers["x-route-model"] == WEAK and routed.headers["x-route-budget-limited"] == "true"
+    other = await chat(gateway, KEY_B, [{"role": "user", "content": "hi"}], model=STRONG)
+    assert other.status_code == 200  # team-b's budget is its own
+
+
+async def test_a_tool_loop_s_strong_answers_are_counted_and_a_spent_caller_s_loop_goes_weak(
+    served: tuple[Any, LLMServerState],
+) -> None:
+    """Each continuation answered by the strong model is a strong call; past the budget the loop goes weak, flagged."""
+    gateway, _ = served
+    conversation: list[dict[str, Any]] = [{"role": "user", "content": HARD}]
+    first = await chat(gateway, KEY_A, conversation, body={"tools": TOOLS})
+    assert first.headers["x-route-model"] == STRONG
+    answers = [first]
+    for i in range(5):
+        conversation += [{"role": "assistant", "content": None, "tool_calls": [
+            {"id": f"c{i}", "type": "function", "function": {"name": "run", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": f"c{i}", "content": f"step {i} done"}]
+        answers.append(await chat(gateway, KEY_A, conversation, body={"tools": TOOLS}))
+    assert answered_by(answers) == [STRONG, STRONG, STRONG, WEAK, WEAK, WEAK]
+    assert [r.headers.get("x-route-rule") for r in answers[1:3]] == ["turn", "turn"]
+    assert all(r.headers["x-route-budget-limited"] == "true" for r in answers[3:])
+
+
+async def test_a_gateway_rule_to_the_strong_model_holds_the_budget(served: tuple[Any, LLMServerState]) -> None:
+    gateway, _ = served
+    vip = [await chat(gateway, KEY_A, [{"role": "user", "content": f"hi {i}"}], headers={"x-vip": "1"}) for i in range(5)]
+    assert answered_by(vip) == [STRONG, STRONG, STRONG, WEAK, WEAK]
+    assert [r.headers["x-route-rule"] for r in vip] == ["vip"] * 5 and vip[4].headers["x-route-budget-limited"] == "true"
+
+
+async def test_turns_are_the_caller_s_own(served: tuple[Any, LLMServerState]) -> None:
+    """team-b re-sending team-a's strong conversation with a tool result does not continue team-a's turn."""
+    gateway, _ = served
+    conversation: list[dict[str, Any]] = [{"role": "user", "content": HARD}]
+    assert (await chat(gateway, KEY_A, conversation, body={"tools": TOOLS})).headers["x-route-model"] == STRONG
+    conversation += [{"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "run", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "done"}]
+    theirs = await chat(gateway, KEY_B, conversation, body={"tools": TOOLS})
+    assert theirs.headers.get("x-route-rule") != "turn"
+    mine = await chat(gateway, KEY_A, conversation, body={"tools": TOOLS})
+    assert mine.headers.get("x-route-rule") == "turn"
+
+
+async def test_failing_open_is_weak_for_a_spent_caller() -> None:
+    """The router down: the fail-open model (the strong one by default) answers only within the caller's budget."""
+    ollama = LLMServerState()
+    async with serve_app(llm_app(ollama)) as ollama_url, serve_app(llm_app(LLMServerState())) as openai_url:
+        gateway = await build_gateway(settings(closed_port(), ollama_url, openai_url, strong_calls=2))
+        try:
+            answers = [await chat(gateway, KEY_A, [{"role": "user", "content": f"hi {i}"}]) for i in range(4)]
+        finally:
+            await gateway.stop()
+    assert all(r.headers["x-route-degraded"] == "true" for r in answers)
+    assert answered_by(answers) == [STRONG, STRONG, WEAK, WEAK]
