@@ -26,6 +26,7 @@ __all__ = [
     "TooLarge",
     "TooManyStreams",
     "Unauthorized",
+    "UnsupportedMediaType",
     "UpstreamBusy",
     "UpstreamError",
     "UpstreamStreamError",
@@ -67,6 +68,14 @@ class NotFound(GatewayError):
 
 class MethodNotAllowed(GatewayError):
     http_status = 405
+    error_type = "invalid_request_error"
+
+
+class UnsupportedMediaType(GatewayError):
+    """A body in a type HTML forms send (text/plain, form data) where JSON is wanted: refused, as a cross-site form
+    could send it with a browser's cached credentials."""
+
+    http_status = 415
     error_type = "invalid_request_error"
 
 

@@ -32,8 +32,10 @@ def build_http_app(chat: ChatService, door: FrontDoor, ready: Callable[[], bool]
     openai_codec, ollama_codec, anthropic_codec = OpenAICodec(), OllamaCodec(), AnthropicCodec()
     page = RoutingPage()
 
-    def route(api: str, methods: frozenset[str], handler: Handler, codec: Codec, auth: bool = True) -> Endpoint:
-        return Endpoint(api, methods, handler, codec, auth)
+    def route(
+        api: str, methods: frozenset[str], handler: Handler, codec: Codec, auth: bool = True, browser: bool = False
+    ) -> Endpoint:
+        return Endpoint(api, methods, handler, codec, auth, browser)
 
     endpoints = {
         "/v1/chat/completions": route("openai/chat", POST, openai.completions, openai_codec),
@@ -44,10 +46,10 @@ def build_http_app(chat: ChatService, door: FrontDoor, ready: Callable[[], bool]
         "/v1/responses": route("openai/responses", POST, ResponsesApi(chat).create, openai_codec),
         "/v1/embeddings": route("openai/embeddings", POST, openai.embeddings, openai_codec),
         "/v1/models": route("openai/models", GET, openai.models, openai_codec),
-        "/v1/route": route("openai/route", POST, openai.route, openai_codec),  # the decision only: no LLM is called
-        "/v1/router": route("openai/router", GET, openai.status, openai_codec),  # scorers, thresholds, share, hosts
+        "/v1/route": route("openai/route", POST, openai.route, openai_codec, browser=True),  # the decision only: no LLM is called
+        "/v1/router": route("openai/router", GET, openai.status, openai_codec, browser=True),  # scorers, thresholds, share, hosts
         "/v1/spend": route("admin/spend", GET, openai.spend, openai_codec),  # admin callers: spend and savings
-        "/ui": route("ui/routing", GET, page.page, PageCodec()),  # the routing page: a prompt's decision, the hosts
+        "/ui": route("ui/routing", GET, page.page, PageCodec(), browser=True),  # the routing page: a prompt's decision, the hosts
         # Ollama's own API, for Ollama clients (OLLAMA_HOST=gateway:8000)
         "/api/chat": route("ollama/chat", POST, ollama.chat, ollama_codec),
         "/api/generate": route("ollama/generate", POST, ollama.generate, ollama_codec),

@@ -35,8 +35,10 @@ from ..errors import (
     InternalError,
     MethodNotAllowed,
     NotFound,
+    PolicyDenied,
     ShuttingDown,
     Unauthorized,
+    UnsupportedMediaType,
     internal_error,
 )
 from ..metrics import GatewayMetrics
@@ -70,6 +72,31 @@ class Endpoint:
     handler: Handler
     codec: Codec
     auth: bool = True
+    browser: bool = False  # the routing page and what it calls: the only endpoints HTTP Basic (a browser's) may open
+
+
+FORM_TYPES = ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data")  # what an HTML form can send
+SAME_SITE = frozenset({"same-origin", "none"})
+
+
+def browser_checks(endpoint: Endpoint, scope: Scope, headers: Headers) -> None:
+    """A request authenticated by HTTP Basic: credentials a browser caches and sends by itself, to any page that asks,
+    so they are taken only where the routing page needs them, from the page's own origin, with a JSON body."""
+    if not endpoint.browser:
+        raise Unauthorized(
+            "HTTP Basic auth opens only the routing page (/ui) and what it calls; an API client sends "
+            "'Authorization: Bearer <key>' (or x-api-key)"
+        )
+    site, origin = headers.get("sec-fetch-site"), headers.get("origin")
+    if site is not None and site not in SAME_SITE:
+        raise PolicyDenied(f"refused: a browser request from another site (Sec-Fetch-Site: {site}) with cached credentials")
+    if origin is not None and origin != "null" and origin.split("://", 1)[-1] != headers.get("host", ""):
+        raise PolicyDenied(f"refused: a browser request from another origin ({origin[:100]}) with cached credentials")
+    if origin == "null":
+        raise PolicyDenied("refused: a browser request from an opaque origin with cached credentials")
+    kind = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if scope["method"] == "POST" and kind != "application/json":
+        raise UnsupportedMediaType(f"send the body as Content-Type: application/json (got {kind or 'none'})")
 
 
 class FrontDoor:
@@ -230,6 +257,9 @@ class HttpFrontDoor:
             if scope["method"] not in endpoint.methods:
                 raise MethodNotAllowed(f"{scope['method']} is not allowed on {scope['path']}; use {', '.join(sorted(endpoint.methods))}")
             if endpoint.auth:
+                headers = Headers(scope=scope)
+                if (headers.get("authorization") or "").startswith("Basic "):
+                    browser_checks(endpoint, scope, headers)
                 self._door.check_auth(x)
             return await endpoint.handler(Request(scope, body.receive), x)
         except GatewayError as exc:

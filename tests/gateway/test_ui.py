@@ -10,6 +10,7 @@ also written there (README's docs/images/routing-page.png comes from this test).
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -93,9 +94,17 @@ async def test_the_page_is_behind_the_same_auth(page_stack: Page) -> None:
         assert bearer.status_code == 200
         for odd in ("Basic", "Basic !!!", "Basic " + base64.b64encode(WEB.encode()).decode(), "Basic " + base64.b64encode(b"\xff:\xfe").decode()):
             assert (await client.get(f"{page_stack.url}/ui", headers={"authorization": odd})).status_code == 401, odd
-        # the API takes the same Basic credentials (the page's own calls carry them)
+        # the page's own calls take the same Basic credentials; the rest of the API does not (a browser caches them)
+        status = await client.get(f"{page_stack.url}/v1/router", headers=basic("", WEB))
+        assert status.status_code == 200
         models = await client.get(f"{page_stack.url}/v1/models", headers=basic("", WEB))
-        assert models.status_code == 200
+        assert models.status_code == 401 and "Bearer" in models.json()["error"]["message"]
+        chat = {"model": "router", "messages": [{"role": "user", "content": "hi"}]}
+        for headers, status_code in (({"content-type": "text/plain"}, 415), ({"sec-fetch-site": "cross-site"}, 403),
+                                     ({"origin": "http://evil.example"}, 403), ({}, 200)):
+            routed = await client.post(f"{page_stack.url}/v1/route", headers=basic("", WEB) | headers,
+                                       content=json.dumps(chat) if headers else None, json=None if headers else chat)
+            assert routed.status_code == status_code, (headers, routed.text)
         refused = await client.get(f"{page_stack.url}/v1/models")
         assert refused.status_code == 401 and "www-authenticate" not in refused.headers  # an API client: no prompt
 
@@ -190,3 +199,46 @@ async def test_with_the_router_down_the_status_names_it_and_the_decision_fails_o
     assert status.status_code == 200
     assert status.json()["router"]["address"] == router and "UNAVAILABLE" in status.json()["router"]["error"]
     assert routed.status_code == 200 and routed.json()["degraded"] and router in routed.json()["reason"]
+
+
+EVIL = """<!doctype html><html><body>
+<form id="f" method="POST" enctype="text/plain" action="{target}">
+<input type="hidden" name='{{"model": "router", "messages": [{{"role": "user", "content": "x' value='"}}]}}'>
+</form><script>document.getElementById("f").submit();</script></body></html>"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs chromium (Debian's package; .ci/run installs it)")
+async def test_another_site_cannot_use_the_browser_s_cached_key(
+    page_stack: Page, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Cross-site request forgery: the routing page opened with the key (Basic auth, cached by the browser), then
+    another site's page auto-submits a text/plain form whose field joins into valid JSON, to the chat API and to
+    the page's own /v1/route. Real chromium; neither is served as the caller."""
+    import logging
+
+    from starlette.applications import Starlette
+    from starlette.responses import HTMLResponse
+    from starlette.routing import Route
+
+    caplog.set_level(logging.INFO, logger="gateway_service.access")
+    targets = {"chat": f"{page_stack.url}/v1/chat/completions", "route": f"{page_stack.url}/v1/route"}
+
+    async def evil(request):
+        return HTMLResponse(EVIL.format(target=targets[request.path_params["name"]]))
+
+    async with serve_app(Starlette(routes=[Route("/{name}", evil)])) as evil_url, open_tab(tmp_path / "profile") as tab:
+        # The browser's cached credentials, on every request it makes (headless chromium keeps URL credentials for
+        # the page's own requests only; a dialog's are sent by any page's form): the same Authorization header.
+        await tab.send("Network.enable")
+        await tab.send("Network.setExtraHTTPHeaders", headers=basic("ops", OPS))
+        await tab.navigate(f"{page_stack.url}/ui")
+        await tab.wait_for("document.querySelectorAll('#hosts tr[data-host]').length === 2")  # the page works
+        for name, target in targets.items():
+            await tab.navigate(f"{evil_url}/{name}")
+            await tab.wait_for(f"location.href === {json.dumps(target)}")
+            await tab.wait_for("document.readyState === 'complete'")
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "gateway_service.access"]
+    forged = {line["api"]: line for line in lines if line["api"] in ("openai/chat", "openai/route")}
+    assert forged["openai/chat"]["status"] == 401 and "Basic auth opens only the routing page" in forged["openai/chat"]["error"]
+    assert forged["openai/route"]["status"] == 403 and "another site" in forged["openai/route"]["error"]
+    assert not [line for line in lines if line["api"] in ("openai/chat", "openai/route") and line["status"] == 200]
