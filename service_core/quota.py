@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 SLICES = 10
 WARN_EVERY_S = 60.0
+SLOW_IN_ROW = 3  # calls in a row past timeout_ms that make Redis "down" (one slow call is that request's alone)
 
 
 class RedisSettings(Section):
@@ -50,6 +51,10 @@ class RedisSettings(Section):
     tls_ca: Path | None = Field(None, description="PEM CA of Redis's certificate (with rediss://)")
     prefix: str = Field("routestack", min_length=1, description="key prefix: several stacks may share one Redis")
     timeout_ms: float = Field(50.0, gt=0, description="longest wait for Redis on a request's path")
+    max_connections: int = Field(
+        1024, ge=1, description="connections to Redis per process; a request past them waits for one (within "
+        "timeout_ms), it never counts as Redis being down",
+    )
     retry_s: float = Field(1.0, gt=0, description="after a failure, Redis is tried again after this long")
     on_unavailable: Literal["serve", "local", "refuse"] = Field(
         "serve", description="Redis slow or gone: serve unenforced (flagged), count in this process, or refuse (503)"
@@ -198,7 +203,7 @@ class RedisCounters:
     """Counters in Redis, shared by every replica that names the same URL and prefix."""
 
     def __init__(self, settings: RedisSettings) -> None:
-        from redis.asyncio import Redis  # the official client; imported only where Redis is configured
+        from redis.asyncio import BlockingConnectionPool, Redis  # the official client; only where Redis is configured
         from redis.asyncio.retry import Retry  # the asyncio one: redis 8 warns about (and converts) the other
         from redis.backoff import NoBackoff
         from redis.exceptions import ConnectionError
@@ -210,10 +215,14 @@ class RedisCounters:
             extra["ssl_ca_certs"] = str(settings.tls_ca)
             extra["ssl_cert_reqs"] = ssl.CERT_REQUIRED
         # No retries inside the client (take_all retries once itself); Counters bounds every call by timeout_ms.
-        self.client = Redis.from_url(
-            settings.url, password=settings.resolve_password(), socket_timeout=timeout,
-            socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0), health_check_interval=0, **extra,
+        # A blocking pool: a request past max_connections waits for a free connection (bounded by timeout_ms) rather
+        # than failing at once as redis-py's default pool does at its 100th, which read as "Redis down" for everyone.
+        pool = BlockingConnectionPool.from_url(
+            settings.url, max_connections=settings.max_connections, timeout=timeout, password=settings.resolve_password(),
+            socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0), health_check_interval=0,
+            **extra,
         )
+        self.client = Redis.from_pool(pool)  # it owns the pool: aclose() closes its connections
         self._connection_error = ConnectionError
         from redis.exceptions import RedisError
 
@@ -258,6 +267,7 @@ class Counters:
         self._warned_at = -math.inf
         self._on_state = on_state or (lambda up: None)
         self.unavailable = 0  # requests answered without the shared store, since start
+        self._slow = 0  # calls in a row that timed out
 
 
     async def take(self, key: str, amount: int, limit: int | None, window_s: float) -> Taken:
@@ -274,8 +284,14 @@ class Counters:
         try:
             async with asyncio.timeout(self.settings.timeout_ms / 1e3):
                 taken = await self.shared.take_all(checks)
-        except Exception as exc:  # noqa: BLE001 - any failure of the store: timeouts, refused connections, errors
+        except TimeoutError as exc:  # slow: this request goes without; Redis is called down after SLOW_IN_ROW of them
+            self._slow += 1
+            if self._slow >= SLOW_IN_ROW:
+                return self._without_redis(checks, exc)
+            return self._answered_without(checks)
+        except Exception as exc:  # noqa: BLE001 - any failure of the store: refused connections, errors
             return self._without_redis(checks, exc)
+        self._slow = 0
         if self._down_until:
             self._down_until = 0.0
             self._on_state(True)
@@ -304,6 +320,10 @@ class Counters:
     def _without_redis(self, checks: Sequence[Check], exc: BaseException | None) -> list[Taken]:
         if exc is not None:
             self._failed(exc)
+        return self._answered_without(checks)
+
+    def _answered_without(self, checks: Sequence[Check]) -> list[Taken]:
+        """This request's checks as redis.on_unavailable says, without Redis."""
         self.unavailable += 1
         mode = self.settings.on_unavailable
         if mode == "refuse":

@@ -115,3 +115,34 @@ async def test_failing_open_is_weak_for_a_spent_caller() -> None:
             await gateway.stop()
     assert all(r.headers["x-route-degraded"] == "true" for r in answers)
     assert answered_by(answers) == [STRONG, STRONG, WEAK, WEAK]
+
+
+async def test_a_burst_past_redis_s_connection_pool_keeps_every_limit(router_app, tmp_path) -> None:
+    """150 requests at once on Redis: each waits for a pooled connection; none is served unenforced, and the budget of
+    one strong call holds (redis-py's default pool failed its 101st at once, which switched every limit off)."""
+    import asyncio
+
+    from tests.redis_server import redis_server
+
+    ollama = LLMServerState()
+    with redis_server(tmp_path) as redis:
+        async with serve_app(llm_app(ollama)) as ollama_url, serve_app(llm_app(LLMServerState())) as openai_url:
+            gateway = await build_gateway(settings(
+                router_app.port, ollama_url, openai_url, strong_calls=1,
+                redis={"url": redis.url, "timeout_ms": 2000, "max_connections": 16},
+                limits={"max_streams_per_key": 1000},
+            ))
+            try:
+                async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=200)) as http:
+                    async def one(i: int) -> httpx.Response:
+                        return await http.post(
+                            f"http://127.0.0.1:{gateway.http_port}/v1/chat/completions",
+                            json={"model": STRONG, "messages": [{"role": "user", "content": f"hi {i}"}]},
+                            headers={"authorization": f"Bearer {KEY_A}"})
+
+                    answers = await asyncio.gather(*(one(i) for i in range(150)))
+            finally:
+                await gateway.stop()
+    statuses = [a.status_code for a in answers]
+    assert statuses.count(200) == 1 and statuses.count(429) == 149, sorted(set(statuses))
+    assert not [a for a in answers if a.headers.get("x-route-budget-unenforced")]
