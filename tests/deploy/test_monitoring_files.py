@@ -127,6 +127,9 @@ def test_the_alerting_rules_load_and_fire_when_they_should(tmp_path: Path) -> No
                 {"series": shares.format("realised"), "values": "0.5x10 0.7x40"},
                 {"series": shares.format("asked"), "values": "0.5x50"},
                 {"series": 'up{job="router",instance="router-1"}', "values": "1 1 1 0x5"},
+                {"series": 'gateway_budget_unenforced_total{instance="gw-1"}', "values": "0x20 0+4x10"},  # from 20m
+                {"series": 'gateway_redis_up{instance="gw-1"}', "values": "1x20 0x10"},
+                {"series": 'gateway_redis_up{instance="gw-2"}', "values": "1x30"},
             ],
             "alert_rule_test": [
                 {"eval_time": "5m", "alertname": "RoutestackUpstreamHostDown", "exp_alerts": []},  # not yet 5m
@@ -148,6 +151,17 @@ def test_the_alerting_rules_load_and_fire_when_they_should(tmp_path: Path) -> No
                       "scorer difficulty: the strong share drifts more than 10 points from the 50% asked",
                       "Traffic changed faster than the live threshold follows; the dashboard's share and threshold "
                       "panels show since when."),
+                {"eval_time": "20m", "alertname": "RoutestackRedisDown", "exp_alerts": []},
+                fires("22m", "RoutestackRedisDown", {"severity": "critical"},
+                      "a gateway cannot reach Redis: budgets, rate limits and spend are not fleet-wide",
+                      "gateway_redis_up is 0 on at least one replica; its warning names the Redis address and what it "
+                      "does meanwhile (redis.on_unavailable)."),
+                {"eval_time": "21m", "alertname": "RoutestackBudgetsUnenforced", "exp_alerts": []},  # not yet 2m
+                fires("24m", "RoutestackBudgetsUnenforced", {"severity": "critical"},
+                      "gateway requests are served without their callers' limits checked",
+                      "Redis does not answer and redis.on_unavailable is 'serve': budgets and rate limits are off, each "
+                      "such answer flagged x-route-budget-unenforced. Bring Redis back, or set on_unavailable to "
+                      "'local' or 'refuse'."),
                 fires("6m", "RoutestackTargetDown", {"severity": "critical", "job": "router", "instance": "router-1"},
                       "router at router-1 does not answer Prometheus",
                       "A replica that Prometheus cannot scrape is down or unreachable: check its health probe and logs."),
