@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -365,8 +366,17 @@ def secrets_of(settings: GatewaySettings) -> Redactor:
     """A redactor for every secret this configuration holds: upstream keys, the router token, client keys."""
     return Redactor([
         *(u.resolve_api_key() for u in settings.upstreams), settings.router.resolve_token(), *settings.auth.resolve_keys(),
+        *(secret for u in settings.upstreams for url in u.hosts for secret in url_secrets(url)),
         *(key for caller in settings.callers for key in caller.resolve_keys()), settings.redis.resolve_password(),
     ])
+
+
+def url_secrets(url: str) -> tuple[str, ...]:
+    """The password (and the user:password pair) a URL carries, as secrets to redact wherever text is shown."""
+    parts = urlsplit(url)
+    if parts.password:
+        return (parts.password, f"{parts.username}:{parts.password}")
+    return (parts.username,) if parts.username else ()
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> GatewaySettings:

@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(eq=False)
 class Host:
-    url: str
+    target: str  # the base URL requests go to, credentials (user:password@) included
     outstanding: int = 0
     failures: int = 0  # in a row
     ejections: int = 0  # in a row: sets the next back-off
@@ -45,6 +45,11 @@ class Host:
     models: frozenset[str] | None = None  # from the last health check; None: not known
     missing: set[str] = field(default_factory=set)  # answered 404 since the last health check
     last_error: str = ""
+
+    @property
+    def url(self) -> str:
+        """The base URL as every message, log line and metric label shows it: never with its credentials."""
+        return public_url(self.target)
 
     def lists(self, model: str) -> bool | None:
         """Whether this host's model list has ``model`` (Ollama names untagged models ``:latest``)."""
@@ -241,7 +246,7 @@ class HostPool:
         now = self._clock()
         return [
             HostState(
-                self._settings.name, public_url(host.url), up=not host.ejected_until,
+                self._settings.name, host.url, up=not host.ejected_until,
                 back_in_s=round(max(host.ejected_until - now, 0.0), 1) if host.ejected_until else 0.0,
                 in_flight=host.outstanding, last_error=self._redact(host.last_error),
             )

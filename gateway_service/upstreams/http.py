@@ -267,7 +267,7 @@ class HttpUpstream:
         """POST to one host (the chat path unless ``path``) and stream the response; HTTP and connection
         failures become GatewayErrors."""
         try:
-            async with self._http.post(host.url + (path or self.path), data=orjson.dumps(body)) as response:
+            async with self._http.post(host.target + (path or self.path), data=orjson.dumps(body)) as response:
                 if response.status >= 400:
                     payload, _ = await read_at_most(response.content, ERROR_BODY_BYTES)
                     raise self._status_error(host, model, response, payload, path)
@@ -343,20 +343,20 @@ class HttpUpstream:
     async def check(self, host: Host) -> None:
         """Fetch ``host``'s model list; a host that answers is up, one that cannot is failing."""
         settings = self._settings
-        url = host.url + self.models_path
+        url, shown = host.target + self.models_path, host.url + self.models_path
         try:
             timeout = aiohttp.ClientTimeout(total=10.0, sock_connect=settings.connect_timeout_s)
             async with self._http.get(url, timeout=timeout) as response:
                 status, (payload, more) = response.status, await read_at_most(response.content, MODEL_LIST_BYTES)
             if more:
-                self.pool.check_failed(host, f"GET {url} answered a model list over {MODEL_LIST_BYTES} bytes")
+                self.pool.check_failed(host, f"GET {shown} answered a model list over {MODEL_LIST_BYTES} bytes")
                 return
         except (aiohttp.ClientError, TimeoutError) as exc:
             reason = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc  # without "ssl:default"
-            self.pool.check_failed(host, f"GET {url}: {type(exc).__name__}: {reason}")
+            self.pool.check_failed(host, f"GET {shown}: {type(exc).__name__}: {self.redact(str(reason))}")
             return
         if status >= 500:
-            self.pool.check_failed(host, f"GET {url} answered HTTP {status}")
+            self.pool.check_failed(host, f"GET {shown} answered HTTP {status}")
             return
         models: frozenset[str] | None = None
         if status == 200:

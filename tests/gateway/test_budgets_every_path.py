@@ -146,3 +146,33 @@ async def test_a_burst_past_redis_s_connection_pool_keeps_every_limit(router_app
     statuses = [a.status_code for a in answers]
     assert statuses.count(200) == 1 and statuses.count(429) == 149, sorted(set(statuses))
     assert not [a for a in answers if a.headers.get("x-route-budget-unenforced")]
+
+
+async def test_a_password_in_an_upstream_url_is_never_shown(router_app, caplog: pytest.LogCaptureFixture) -> None:
+    """base_url = "http://user:pw@host": the password reaches the upstream (as Basic auth) and no answer, log line,
+    metric or routing status (#36)."""
+    import logging
+
+    caplog.set_level(logging.INFO)
+    secret = "s3cr3t-url-pw"
+    dead = f"http://admin:{secret}@127.0.0.1:{closed_port()}"
+    async with serve_app(llm_app(LLMServerState())) as openai_url:
+        gateway = await build_gateway(gateway_settings(
+            router_app.port, "unused", openai_url, fallback_model=None,
+            upstreams=[{"name": "ollama", "provider": "ollama", "base_url": dead, "models": [STRONG, WEAK],
+                        "health_interval_s": 0.05}],
+        ))
+        try:
+            async with httpx.AsyncClient(timeout=30) as http:
+                base = f"http://127.0.0.1:{gateway.http_port}"
+                said = [await http.post(f"{base}/v1/chat/completions", json={"model": model, "messages": [
+                    {"role": "user", "content": "hi"}]}) for model in (STRONG, WEAK, "router")]
+                said.append(await http.post(f"{base}/v1/messages", json={"model": WEAK, "max_tokens": 9, "messages": [
+                    {"role": "user", "content": "hi"}]}))
+                said += [await http.get(f"{base}/v1/router"), await http.get(f"{base}/metrics")]
+        finally:
+            await gateway.stop()
+    assert said[0].status_code == 502 and "127.0.0.1" in said[0].text  # the host is named, its password is not
+    everything = "\n".join([*(r.text for r in said), *(str(v) for r in said for v in r.headers.values()),
+                            *(r.getMessage() for r in caplog.records)])
+    assert secret not in everything and "admin:" not in everything

@@ -92,7 +92,7 @@ async def test_faults_before_the_first_token_fall_back(stack: Stack, faulty: Gat
     knobs, kind = BEFORE_FIRST_TOKEN[fault]
     if fault == "refused connection":
         upstream = faulty.chat.dispatch.by_model[STRONG]
-        upstream.pool.hosts[0].url = f"http://127.0.0.1:{closed_port()}"  # type: ignore[attr-defined]
+        upstream.pool.hosts[0].target = f"http://127.0.0.1:{closed_port()}"  # type: ignore[attr-defined]
     for key, value in knobs.items():
         setattr(stack.ollama, key, value)
     tasks_before = len(asyncio.all_tasks())
