@@ -45,6 +45,8 @@ class Allowance:
     caller: Caller
     strong_spent: bool = False
     reserved: Taken | None = None
+    cost: Taken | None = None  # the dollars reserved for a strong answer (nano-dollars, ``cost_reserved`` of them)
+    cost_reserved: int = 0
     unenforced: bool = False  # the shared counters were unavailable: limits were not enforced for it
 
 
@@ -86,8 +88,9 @@ class CallerPolicies:
         self._metrics.caller_refusals.labels(caller=caller.name, limit="policy").inc()
         return PolicyDenied(f"caller {caller.name!r} {what}")
 
-    async def admit(self, caller: Caller, spec: ModelSpec, strong_model: str) -> Allowance:
-        """Rate limits, then the strong budget (a reserved call for a routed request)."""
+    async def admit(self, caller: Caller, spec: ModelSpec, strong_model: str, reserve_nano: int = 0) -> Allowance:
+        """Rate limits, then the strong budget: a strong call reserved, and ``reserve_nano`` dollars of it (what a
+        strong answer may cost), so that concurrent requests can never pass the budget together."""
         allowance = Allowance(caller)
         policy = caller.policy
         if policy is None:
@@ -99,8 +102,8 @@ class CallerPolicies:
         if policy.tokens_per_minute is not None:  # refused once the tokens counted reach the limit
             extra.append(("tpm", Check.room(limits.key("tpm", name), policy.tokens_per_minute, 60.0)))
         if strong and policy.strong_cost_usd is not None:  # spent: no strong call is reserved either
-            limit = max(math.ceil(policy.strong_cost_usd * NANO) - 1, 0)
-            extra.append(("cost", Check(limits.key("cost", name), 0, limit, window)))
+            amount = max(reserve_nano, 1)
+            extra.append(("cost", Check(limits.key("cost", name), amount, math.floor(policy.strong_cost_usd * NANO), window)))
         try:
             found = await limits.check(name, policy, extra, strong=strong)
         except StoreUnavailable as exc:
@@ -119,6 +122,8 @@ class CallerPolicies:
             allowance.reserved = reserved if reserved.enforced else None
         elif reserved is not None:
             self._spent(allowance, spec, "strong_calls", str(policy.strong_calls), reserved, window)
+        if cost is not None and cost.allowed and cost.enforced:
+            allowance.cost, allowance.cost_reserved = cost, max(reserve_nano, 1)
         return allowance
 
     def _spent(self, allowance: Allowance, spec: ModelSpec, limit: str, value: str, taken: Taken, window: float) -> None:
@@ -138,6 +143,9 @@ class CallerPolicies:
         answer no reservation covered (a concrete weak model's fallback to the strong one) is counted now."""
         reserved, allowance.reserved = allowance.reserved, None
         policy, name = allowance.caller.policy, allowance.caller.name
+        if not strong and allowance.cost is not None:  # the dollars reserved for a strong answer that did not happen
+            await self.limits.counters.give_back(self.limits.key("cost", name), allowance.cost, allowance.cost_reserved)
+            allowance.cost, allowance.cost_reserved = None, 0
         if strong and reserved is None and policy is not None and policy.strong_calls is not None and not allowance.unenforced:
             await self.limits.counters.add(self.limits.key("strong", name), 1, policy.budget_window_s)
             return

@@ -80,8 +80,11 @@ class SpendBook:
             return 0
         return round((usage.prompt_tokens * price[0] + usage.completion_tokens * price[1]) * 1000)  # $/M = 1000 n$/token
 
-    def record(self, caller: Caller, model: str, usage: Usage, *, routed: bool, strong: bool) -> None:
-        """One finished completion (synchronous: counters now, Redis at the next flush)."""
+    def record(
+        self, caller: Caller, model: str, usage: Usage, *, routed: bool, strong: bool, reserved_nano: int = 0
+    ) -> None:
+        """One finished completion (synchronous: counters now, Redis at the next flush). ``reserved_nano``: what its
+        dollar budget reserved before it started, settled here to what it cost (more, or given back)."""
         spend = self.cost_nano(model, usage)
         baseline = self.cost_nano(self.baseline_model, usage) if routed and self.baseline_model else 0
         source = "estimated" if usage.estimated else "upstream"
@@ -109,8 +112,8 @@ class SpendBook:
         if policy is not None:
             if policy.tokens_per_minute is not None:
                 self._count(f"gw:tpm:{caller.name}", usage.prompt_tokens + usage.completion_tokens, 60.0)
-            if policy.strong_cost_usd is not None and strong and spend:
-                self._count(f"gw:cost:{caller.name}", spend, policy.budget_window_s)
+            if policy.strong_cost_usd is not None and strong and spend != reserved_nano:
+                self._count(f"gw:cost:{caller.name}", spend - reserved_nano, policy.budget_window_s)
         self._wake.set()
 
     def _count(self, key: str, amount: int, window_s: float) -> None:
@@ -136,7 +139,9 @@ class SpendBook:
         """Send the pending tally and counts to Redis; kept for the next flush when it is unavailable."""
         counts, self._pending_counts = self._pending_counts, defaultdict(int)
         for (key, window_s), amount in counts.items():
-            await self._counters.add(key, amount, window_s)  # Counters applies redis.on_unavailable
+            taken = await self._counters.add(key, amount, window_s)  # Counters applies redis.on_unavailable
+            if not taken.enforced:  # Redis away: kept for the next flush, so what was spent while it was gone counts
+                self._pending_counts[key, window_s] += amount
         if not self._pending or self._redis is None:
             return True
         pending, self._pending = self._pending, defaultdict(lambda: defaultdict(int))

@@ -34,6 +34,10 @@ from .stream import ChatStream, Opened
 __all__ = ["ChatService"]
 
 RECENT = 500  # routed completions remembered per caller for the routing page's realised share
+# A request's completion, as its dollar budget reserves it: its max_tokens, at most this (agents ask for 128k), or
+# this much where it set none. The reservation is settled to the real cost when the answer ends.
+RESERVED_COMPLETION = 1024
+MAX_RESERVED_COMPLETION = 4096
 
 
 class ChatService:
@@ -83,7 +87,7 @@ class ChatService:
         call it reserves is given back. ``preview``: the router records nothing of it either (its live-share
         windows and budget, its metrics), nor is the turn remembered: for looking, not routing."""
         validate(params, self.limits)
-        spec, allowance = await self._admit(model, x)
+        spec, allowance = await self._admit(model, x, params)
         if scorer and not spec.concrete:
             spec = replace(spec, scorer=scorer)
         try:
@@ -122,7 +126,7 @@ class ChatService:
         Use the result as ``async with stream:``; it owns the slot from here on, and leaves its record
         in ``x`` (and its spend in the book) when it closes."""
         validate(params, self.limits)
-        spec, allowance = await self._admit(model, x)
+        spec, allowance = await self._admit(model, x, params)
         capture = self.capture
         captured = None if spec.concrete or capture is None else capture.sample(x.request_id, model, params, x.caller.name)
         resources = ExitStack()
@@ -145,17 +149,25 @@ class ChatService:
             self._recent_all.append(strong)
         prompt_chars = sum(len(m.content) for m in params.messages)
 
+        reserved_cost = allowance.cost_reserved if strong else 0
+
         def settle(finish: Finish | None, completion_chars: int) -> None:
-            self._settle(x, opened, finish, prompt_chars, completion_chars)
+            self._settle(x, opened, finish, prompt_chars, completion_chars, reserved_cost)
 
         if captured is not None and capture is not None:
             captured.route = opened.route
             return ChatStream(x, opened, first, rest, resources, self.metrics, (capture, captured), settle)
         return ChatStream(x, opened, first, rest, resources, self.metrics, settle=settle)
 
-    async def _admit(self, model: str, x: Exchange) -> tuple[ModelSpec, Allowance]:
+    async def _admit(self, model: str, x: Exchange, params: ChatParams) -> tuple[ModelSpec, Allowance]:
         spec = self.policies.spec(x.caller, self.catalog.resolve(model))
-        return spec, await self.policies.admit(x.caller, spec, self.dispatch.strong_model)
+        policy = x.caller.policy
+        reserve = 0
+        if policy is not None and policy.strong_cost_usd is not None:  # the dollars a strong answer may cost, reserved
+            completion = min(params.max_tokens or RESERVED_COMPLETION, MAX_RESERVED_COMPLETION)
+            estimate = Usage(estimate_tokens(prompt_chars(params)), completion, estimated=True)
+            reserve = self.spend.cost_nano(self.dispatch.strong_model, estimate)
+        return spec, await self.policies.admit(x.caller, spec, self.dispatch.strong_model, reserve)
 
     @staticmethod
     def _ask(x: Exchange, allowance: Allowance) -> Ask:
@@ -169,7 +181,9 @@ class ChatService:
             self.metrics.budget_limited.labels(caller=allowance.caller.name).inc()
         return route
 
-    def _settle(self, x: Exchange, opened: Opened, finish: Finish | None, prompt_chars: int, completion_chars: int) -> None:
+    def _settle(
+        self, x: Exchange, opened: Opened, finish: Finish | None, prompt_chars: int, completion_chars: int, reserved_cost: int
+    ) -> None:
         """A finished (or ended) completion's tokens and spend, for the caller's book and limits."""
         usage = finish.usage if finish is not None else None
         counted = (
@@ -177,7 +191,7 @@ class ChatService:
             else Usage(estimate_tokens(prompt_chars), estimate_tokens(completion_chars), estimated=True)
         )
         route = opened.route
-        self.spend.record(x.caller, route.model, counted, routed=route.routed, strong=route.strong)
+        self.spend.record(x.caller, route.model, counted, routed=route.routed, strong=route.strong, reserved_nano=reserved_cost)
 
 
 def validate(params: ChatParams, limits: LimitSettings) -> None:

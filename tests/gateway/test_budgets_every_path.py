@@ -176,3 +176,26 @@ async def test_a_password_in_an_upstream_url_is_never_shown(router_app, caplog: 
     everything = "\n".join([*(r.text for r in said), *(str(v) for r in said for v in r.headers.values()),
                             *(r.getMessage() for r in caplog.records)])
     assert secret not in everything and "admin:" not in everything
+
+
+async def test_a_dollar_budget_is_reserved_before_the_strong_call_starts(router_app) -> None:
+    """Twelve slow strong calls at once against a dollar budget that holds three of their estimates: three go
+    strong, the rest weak, flagged (before: the cost check took nothing until the end, and all twelve went strong)."""
+    import asyncio
+    import math
+
+    prices = [{"model": STRONG, "input_per_million": 3.0, "output_per_million": 15.0}]
+    estimate = (math.ceil(len("q00 prove it") / 4) * 3.0 + 100 * 15.0) / 1e6  # the prompt, and max_tokens of output
+    ollama = LLMServerState(chunk_delay_s=0.5)
+    async with serve_app(llm_app(ollama)) as ollama_url, serve_app(llm_app(LLMServerState())) as openai_url:
+        config = settings(router_app.port, ollama_url, openai_url, strong_calls=100, prices=prices)
+        policy = config.caller_policies[0].model_copy(update={"strong_cost_usd": 3.5 * estimate})
+        gateway = await build_gateway(config.model_copy(update={"caller_policies": (policy,)}))
+        try:
+            answers = await asyncio.gather(*(chat(gateway, KEY_A, [{"role": "user", "content": f"q{i:02d} prove it"}],
+                                                  model="router-mf-0.0", body={"max_tokens": 100}) for i in range(12)))
+        finally:
+            await gateway.stop()
+    assert [a.status_code for a in answers] == [200] * 12
+    assert answered_by(answers).count(STRONG) == 3
+    assert all(a.headers["x-route-budget-limited"] == "true" for a in answers if a.headers["x-route-model"] == WEAK)
