@@ -12,9 +12,10 @@ import json
 import os
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from service_core.errors import ConfigError
 
@@ -38,7 +39,51 @@ def fetch_spend(url: str, key_env: str | None) -> dict[str, Any]:
         raise ConfigError(f"could not reach the gateway at {url} ({exc}); give its HTTP root with --url") from None
     if response.status_code != 200:
         raise ConfigError(f"{url} answered HTTP {response.status_code}: {response.text[:300]}")
-    report: dict[str, Any] = response.json()
+    try:
+        answer = response.json()
+    except ValueError:
+        raise ConfigError(f"{url} answered something that is not JSON: {response.text[:200]!r}") from None
+    return checked(answer, url)
+
+
+class _Figures(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    requests: int = Field(ge=0)
+    routed: int = Field(ge=0)
+    strong: int = Field(ge=0)
+    spend_usd: float = Field(ge=0, allow_inf_nan=False)
+    routed_spend_usd: float = Field(ge=0, allow_inf_nan=False)
+    baseline_usd: float = Field(ge=0, allow_inf_nan=False)
+    saved_usd: float = Field(allow_inf_nan=False)
+
+
+class _Day(_Figures):
+    day: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
+    caller: str
+
+
+class _Report(BaseModel):
+    """GET /v1/spend's answer, as far as the report reads it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    scope: Literal["fleet", "process"]
+    baseline_model: str | None
+    callers: dict[str, _Figures]
+    days: list[_Day]
+
+
+def checked(report: Any, source: str) -> dict[str, Any]:
+    """The report if it has GET /v1/spend's shape; else one line naming the first field that does not."""
+    try:
+        _Report.model_validate(report)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "the top level"
+        more = f" ({exc.error_count()} problems)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"{source} is not GET /v1/spend's JSON: {where}: {first['msg']}{more}") from None
+    assert isinstance(report, dict)
     return report
 
 
@@ -48,9 +93,12 @@ def read_spend(path: Path) -> dict[str, Any]:
         report = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise ConfigError(f"could not read {path} as GET /v1/spend's JSON: {exc}") from None
-    if not isinstance(report, dict) or not {"callers", "days", "scope"} <= report.keys():
-        raise ConfigError(f"{path} is not GET /v1/spend's JSON (it has no callers, days and scope)")
-    return report
+    return checked(report, str(path))
+
+
+def _cell(text: str) -> str:
+    """A name as one markdown table cell: its pipes escaped, its line breaks spaces (a caller's name is not markup)."""
+    return " ".join(str(text).replace("\\", "\\\\").replace("|", "\\|").split())
 
 
 def _share(strong: float, routed: float) -> str:
@@ -66,7 +114,7 @@ def _rows(entries: list[tuple[str, dict[str, Any]]], label: str) -> list[str]:
     totals = dict.fromkeys(SUMMED, 0.0)
     for name, c in entries:
         rows.append(
-            f"| {name} | {c['requests']} | {c['routed']} | {_share(c['strong'], c['routed'])} | {c['spend_usd']:.4f} "
+            f"| {_cell(name)} | {c['requests']:.0f} | {c['routed']:.0f} | {_share(c['strong'], c['routed'])} | {c['spend_usd']:.4f} "
             f"| {c['routed_spend_usd']:.4f} | {c['baseline_usd']:.4f} | {c['saved_usd']:.4f} |"
         )
         for field in totals:
