@@ -45,6 +45,7 @@ __all__ = [
     "TurnSettings",
     "UpstreamSettings",
     "load_settings",
+    "metrics_token",
     "secrets_of",
 ]
 
@@ -64,10 +65,19 @@ class ServerSettings(TlsServerSettings):
         0, ge=0, description="`serve` processes sharing the ports (SO_REUSEPORT); 0: one per CPU this process may use "
         "(affinity and cgroup quota: a container's limit). Limits are split among them",
     )
+    metrics_token: SecretStr | None = Field(
+        None, description="GET /metrics answers only 'Authorization: Bearer <this>' (or an admin caller's key): it "
+        "names every caller, its spend and the upstream hosts",
+    )
+    metrics_token_env: str | None = Field(None, description="name of the env variable holding metrics_token")
     worker_hang_s: float = Field(
         10.0, gt=0, description="under `serve --workers`, a worker with no heartbeat for this long (a stuck event "
         "loop, a stopped process) is killed and restarted",
     )
+
+
+def metrics_token(server: ServerSettings) -> str | None:
+    return secret_value(server.metrics_token, server.metrics_token_env)
 
 
 class RouterClientSettings(GrpcClientSettings):
@@ -368,6 +378,7 @@ def secrets_of(settings: GatewaySettings) -> Redactor:
         *(u.resolve_api_key() for u in settings.upstreams), settings.router.resolve_token(), *settings.auth.resolve_keys(),
         *(secret for u in settings.upstreams for url in u.hosts for secret in url_secrets(url)),
         *(key for caller in settings.callers for key in caller.resolve_keys()), settings.redis.resolve_password(),
+        metrics_token(settings.server),
     ])
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import math
 import socket
@@ -15,6 +16,7 @@ from typing import Any
 import uvicorn
 
 from routing_api.gateway.v1 import gateway_pb2
+from service_core.auth import api_key
 from service_core.callers import Callers
 from service_core.errors import ConfigError
 from service_core.grpc_server import GrpcServer, build_grpc_server, cannot_listen, wait_for_signal
@@ -28,7 +30,7 @@ from .accounting.policy import Caller
 from .apis.app import build_http_app
 from .apis.frontdoor import FrontDoor
 from .apis.grpc import GatewayServicer
-from .config import GatewaySettings, secrets_of
+from .config import GatewaySettings, metrics_token, secrets_of
 from .core.chat import ChatService
 from .http_protocol import timed_protocol
 from .metrics import GatewayMetrics
@@ -178,7 +180,21 @@ async def build_gateway(
         draining = asyncio.Event()
         sock = _listen(settings.server.host, settings.server.http_port, reuse_port)
         stack.callback(sock.close)
-        http_app: Any = build_http_app(chat, door, ready=lambda: not draining.is_set())
+        token = metrics_token(settings.server)
+        if token is None and settings.callers:
+            logger.warning("GET /metrics is open to anyone who reaches the gateway, and it names every caller and its "
+                           "spend: set server.metrics_token_env (Prometheus sends it as its bearer token)")
+
+        def may_scrape(authorization: str | None) -> bool:
+            if token is None:
+                return True
+            given = api_key(authorization)
+            if given is not None and hmac.compare_digest(given.encode(), token.encode()):
+                return True
+            caller = identify(given) if given is not None else None
+            return caller is not None and caller.admin
+
+        http_app: Any = build_http_app(chat, door, ready=lambda: not draining.is_set(), may_scrape=may_scrape)
         if provider is not None:
             from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 

@@ -26,8 +26,11 @@ __all__ = ["build_http_app"]
 POST, GET = frozenset({"POST"}), frozenset({"GET", "HEAD"})
 
 
-def build_http_app(chat: ChatService, door: FrontDoor, ready: Callable[[], bool]) -> HttpFrontDoor:
-    """``ready()`` is false while draining: /readyz fails first, as Kubernetes expects."""
+def build_http_app(
+    chat: ChatService, door: FrontDoor, ready: Callable[[], bool], may_scrape: Callable[[str | None], bool] = lambda _: True
+) -> HttpFrontDoor:
+    """``ready()`` is false while draining: /readyz fails first, as Kubernetes expects; ``may_scrape(authorization)``:
+    whether /metrics answers this request (server.metrics_token)."""
     openai, ollama, anthropic = OpenAIApi(chat), OllamaApi(chat), AnthropicApi(chat)
     openai_codec, ollama_codec, anthropic_codec = OpenAICodec(), OllamaCodec(), AnthropicCodec()
     page = RoutingPage()
@@ -62,6 +65,9 @@ def build_http_app(chat: ChatService, door: FrontDoor, ready: Callable[[], bool]
     }
 
     async def metrics(request: Request, x: Exchange) -> Response:
+        if not may_scrape(request.headers.get("authorization")):
+            return JSONResponse({"error": "GET /metrics wants 'Authorization: Bearer <server.metrics_token>' (or an admin "
+                                 "caller's key)"}, status_code=401)
         return Response(chat.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(request: Request, x: Exchange) -> Response:

@@ -199,3 +199,24 @@ async def test_a_dollar_budget_is_reserved_before_the_strong_call_starts(router_
     assert [a.status_code for a in answers] == [200] * 12
     assert answered_by(answers).count(STRONG) == 3
     assert all(a.headers["x-route-budget-limited"] == "true" for a in answers if a.headers["x-route-model"] == WEAK)
+
+
+async def test_metrics_behind_a_token_answer_it_or_an_admin_caller_only(router_app, monkeypatch: pytest.MonkeyPatch) -> None:
+    """server.metrics_token_env: /metrics names every caller and its spend, so it answers the token (Prometheus's
+    bearer token) or an admin caller's key, nobody else."""
+    monkeypatch.setenv("METRICS_TOKEN", "m-token-0001")
+    callers = [{"name": "team-a", "api_keys": [KEY_A]}, {"name": "ops", "api_keys": ["sk-ops-000001"], "admin": True}]
+    async with serve_app(llm_app(LLMServerState())) as ollama_url, serve_app(llm_app(LLMServerState())) as openai_url:
+        config = gateway_settings(router_app.port, ollama_url, openai_url, callers=callers)
+        server = config.server.model_copy(update={"metrics_token_env": "METRICS_TOKEN"})
+        gateway = await build_gateway(config.model_copy(update={"server": server}))
+        try:
+            async with httpx.AsyncClient(timeout=10) as http:
+                url = f"http://127.0.0.1:{gateway.http_port}/metrics"
+                answers = {name: (await http.get(url, headers={"authorization": f"Bearer {key}"} if key else {}))
+                           for name, key in (("none", ""), ("team", KEY_A), ("admin", "sk-ops-000001"),
+                                             ("token", "m-token-0001"))}
+        finally:
+            await gateway.stop()
+    assert {name: r.status_code for name, r in answers.items()} == {"none": 401, "team": 401, "admin": 200, "token": 200}
+    assert "metrics_token" in answers["none"].text and "gateway_requests_total" in answers["token"].text
