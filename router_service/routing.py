@@ -26,7 +26,7 @@ from .domain import CandidateRequest, RouteQuery
 from .errors import ConfigError, InvalidRequest, Uncalibrated, UnknownScorer
 from .mf import sigmoid
 from .rules import Rule, Rules
-from .share import CallerWindows
+from .share import CallerWindows, share_key
 
 __all__ = ["Choice", "Plan", "RoutingPolicy"]
 
@@ -232,7 +232,7 @@ class RoutingPolicy:
             return None
         live = windows.of(plan.caller)
         live.observe(plan.scorer.win_rate(model_scores))
-        return None if plan.share is None else live.routed(f"{plan.share * 100:g}", routed_strong)
+        return None if plan.share is None else live.routed(share_key(plan.share), routed_strong)
 
     def shadow_choice(self, plan: Plan, shadow: OnnxScorer, win_rate: float) -> bool | None:
         """Would ``shadow`` have routed strong? Its own threshold for the plan's share (its live one

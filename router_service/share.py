@@ -19,9 +19,15 @@ from collections import OrderedDict, deque
 
 import numpy as np
 
-__all__ = ["CallerWindows", "LiveShare"]
+__all__ = ["CallerWindows", "LiveShare", "share_key"]
 
 FEEDBACK = 1.0  # how strongly the realised share's error moves the quantile (1: by as much as the error)
+
+
+def share_key(share: float) -> str:
+    """A share asked, to a tenth of a percent ("50", "12.5"): the realised shares kept are bounded (1,001 at most),
+    however many distinct values callers send."""
+    return f"{round(min(max(share, 0.0), 1.0) * 1000) / 10:g}"
 
 
 class LiveShare:
@@ -67,7 +73,7 @@ class LiveShare:
             return 1.0
         if share >= 1.0:
             return 0.0
-        recent = self._routed.get(f"{share * 100:g}")
+        recent = self._routed.get(share_key(share))
         if recent:
             share = min(max(share - FEEDBACK * (sum(recent) / len(recent) - share), 0.0), 1.0)
         if self._sorted is None or self._since_sort >= self._refresh:
@@ -84,21 +90,35 @@ class CallerWindows:
     traffic (a team sending only hard prompts at 50% gets half of *its* prompts strong), a shared window
     would answer for the mix, and a flood by one caller would still move everyone's quantile. The cost is
     a warm-up per caller: until a caller has sent ``warmup`` prompts, its requests use the calibrated
-    threshold. Windows are bounded: the ``max_callers`` most recently active are kept."""
+    threshold. Windows are bounded per caller of the router: a name ``owner/name`` is a window the router caller
+    ``owner`` keeps for one of its own callers (RouteRequest.caller), and each owner keeps its ``max_callers`` most
+    recently active; one owner sending many names evicts only its own, never another owner's or the owners' own."""
 
     def __init__(self, window: int, warmup: int, max_callers: int = 1024) -> None:
         self._window, self._warmup, self._max = window, warmup, max_callers
-        self._by_caller: OrderedDict[str, LiveShare] = OrderedDict()
+        self._owners: dict[str, LiveShare] = {}  # the router callers' own windows: one each, configured identities
+        self._by_owner: dict[str, OrderedDict[str, LiveShare]] = {}
 
     def of(self, caller: str) -> LiveShare:
-        live = self._by_caller.get(caller)
-        if live is None:
-            live = self._by_caller[caller] = LiveShare(self._window, self._warmup)
-            if len(self._by_caller) > self._max:
-                self._by_caller.popitem(last=False)
+        owner, slash, name = caller.partition("/")
+        if not slash:
+            live = self._owners.get(owner)
+            if live is None:
+                live = self._owners[owner] = LiveShare(self._window, self._warmup)
+            return live
+        windows = self._by_owner.setdefault(owner, OrderedDict())
+        found = windows.get(name)
+        if found is None:
+            found = windows[name] = LiveShare(self._window, self._warmup)
+            if len(windows) > self._max:
+                windows.popitem(last=False)
         else:
-            self._by_caller.move_to_end(caller)
-        return live
+            windows.move_to_end(name)
+        return found
 
     def peek(self, caller: str) -> LiveShare | None:
-        return self._by_caller.get(caller)
+        owner, slash, name = caller.partition("/")
+        if not slash:
+            return self._owners.get(owner)
+        windows = self._by_owner.get(owner)
+        return windows.get(name) if windows is not None else None

@@ -130,3 +130,31 @@ async def test_two_replicas_each_estimating_on_half_the_traffic() -> None:
     # feedback sees only its own calls, so the fleet is noisier than one router (README quotes the range).
     fleet = [float(np.mean(strong[i : i + WINDOW])) for i in range(2 * WINDOW, len(stream), WINDOW)]
     assert all(abs(share - 0.5) <= 0.07 for share in fleet), fleet
+
+
+def test_one_router_caller_s_names_evict_only_its_own_windows() -> None:
+    """1,100 distinct RouteRequest.caller names from one router caller (#36): another router caller's windows, and
+    the owners' own, stay; the flood's oldest go."""
+    from router_service.share import CallerWindows
+
+    windows = CallerWindows(window=100, warmup=10, max_callers=1024)
+    kept = windows.of("gateway/team-a")
+    own = windows.of("gateway")
+    for score in (0.1, 0.9) * 20:
+        kept.observe(score)
+    for i in range(1100):
+        windows.of(f"flood/name-{i}")
+    assert windows.peek("gateway/team-a") is kept and windows.peek("gateway") is own and kept.ready
+    assert windows.peek("flood/name-0") is None and windows.peek("flood/name-1099") is not None
+
+
+def test_distinct_shares_asked_are_bucketed_not_kept_one_each() -> None:
+    """40,000 distinct strong_share values grew the realised-share table without bound (+34 MB); now a tenth of a
+    percent each, at most 1,001 (#36)."""
+    from router_service.share import share_key
+
+    live = LiveShare(window=100, warmup=10)
+    for i in range(40_000):
+        live.routed(share_key(i / 40_000), i % 2 == 0)
+    assert len(live._routed) <= 1001
+    assert share_key(0.5) == "50" and share_key(0.125) == "12.5" and share_key(0.12549) == "12.5"
