@@ -10,6 +10,7 @@ import asyncio
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -43,6 +44,7 @@ from .shadow import ShadowRecord
 __all__ = ["Reloaded", "RouteEngine", "open_engine"]
 
 logger = logging.getLogger(__name__)
+PREVIEWED_KEPT = 10_000  # prompts remembered as embedded by a preview only (the embedding cache's order of size)
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,9 @@ class RouteEngine:
         self.metrics.serving(self._serving_versions())
         self._closing: set[asyncio.Task[None]] = set()
         self._reload_lock = asyncio.Lock()
+        # Prompts embedded for a preview only: their cache entry must not make the first real Route of the same
+        # prompt a "repeat" that stays out of the live-share window (a preview leaves no trace on a decision).
+        self._previewed: OrderedDict[str, None] = OrderedDict()
 
     @property
     def policy(self) -> RoutingPolicy:
@@ -169,6 +174,7 @@ class RouteEngine:
                 ) from None
             embed_ms, score_ms = stages.embed_ms, stages.score_ms
         timings = Timings(embed_ms, score_ms, (time.perf_counter() - started) * 1e3)
+        cached = [self._first_real(plan, hit) for plan, hit in zip(scored, cached, strict=True)]
         results = iter(zip(rows, cached, strict=True))
         decisions = [
             self._by_rule(generation, plan, plan.rule, timings) if plan.rule is not None
@@ -202,6 +208,19 @@ class RouteEngine:
             scorer_name="", scorer_version="", timings=timings, embedding_cached=False,
             budget_limited=choice.budget_limited, rule=rule.name,
         )
+
+    def _first_real(self, plan: Plan, cached: bool) -> bool:
+        """Whether the prompt counts as seen before: not when only a preview embedded it."""
+        if plan.preview:
+            if not cached:
+                self._previewed[plan.text] = None
+                if len(self._previewed) > PREVIEWED_KEPT:
+                    self._previewed.popitem(last=False)
+            return cached
+        if cached and plan.text in self._previewed:
+            del self._previewed[plan.text]
+            return False
+        return cached
 
     def _decide(self, generation: _Generation, plan: Plan, row: np.ndarray, cached: bool, timings: Timings) -> Decision:
         policy, columns = generation.policy, generation.pipeline.columns

@@ -242,3 +242,23 @@ async def test_another_site_cannot_use_the_browser_s_cached_key(
     assert forged["openai/chat"]["status"] == 401 and "Basic auth opens only the routing page" in forged["openai/chat"]["error"]
     assert forged["openai/route"]["status"] == 403 and "another site" in forged["openai/route"]["error"]
     assert not [line for line in lines if line["api"] in ("openai/chat", "openai/route") and line["status"] == 200]
+
+
+async def test_a_preview_leaves_no_trace_on_the_next_real_decision(page_stack: Page) -> None:
+    """A preview embeds its prompt (the cache keeps it), but the same prompt's first real Route still enters the
+    caller's live-share window: it is not a repeat (#36: the preview had made it one)."""
+    prompt = "Compare three ways to shard a multi-tenant Postgres database, with their failure modes."
+    body = {"model": "router", "messages": [{"role": "user", "content": prompt}]}
+
+    def samples() -> int:
+        live = page_stack.router.engine.policy.live["difficulty"].peek("/web")
+        return live.samples if live is not None else 0
+
+    async with httpx.AsyncClient(timeout=10, headers={"authorization": f"Bearer {WEB}"}) as client:
+        before = samples()
+        assert (await client.post(f"{page_stack.url}/v1/route", json=body | {"preview": True})).status_code == 200
+        assert samples() == before
+        assert (await client.post(f"{page_stack.url}/v1/route", json=body)).status_code == 200
+        assert samples() == before + 1
+        assert (await client.post(f"{page_stack.url}/v1/route", json=body)).status_code == 200
+        assert samples() == before + 1  # a real repeat stays out, as before
