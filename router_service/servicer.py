@@ -8,6 +8,7 @@ from pathlib import Path
 
 from routing_api.router.v1 import router_pb2, router_pb2_grpc
 from service_core.grpc_handlers import Context
+from service_core.quota import Taken
 from service_core.request_ids import accept_request_id
 
 from .callers import RouterCallers
@@ -54,7 +55,14 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     async def _route(self, context: Context, queries: list[RouteQuery], indexed: bool) -> list[Decision]:
         """Route as the caller's policy says: its window and share, its limits, its strong budget."""
         identity = self._callers.identify(context)
-        admitted = [await self._callers.admit(identity, query) for query in queries]
+        admitted: list[tuple[RouteQuery, Taken | None]] = []
+        try:
+            for query in queries:
+                admitted.append(await self._callers.admit(identity, query))
+        except BaseException:  # a batch refused part-way: the strong calls its first queries reserved are given back
+            for _, reserved in admitted:
+                await self._callers.routed(identity, reserved, False)
+            raise
         decisions: list[Decision] = []
         try:
             decisions = await self._engine.route([q for q, _ in admitted], context.time_remaining(), indexed=indexed)

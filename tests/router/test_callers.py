@@ -65,3 +65,24 @@ async def test_each_caller_is_routed_and_limited_by_its_own_policy(
     callers = [json.loads(r.getMessage())["caller"] for r in caplog.records]
     assert callers == ["svc", "batch", "batch", "batch", "batch"]
     assert not any(token in r.getMessage() for r in caplog.records for token in TOKENS.values())
+
+
+async def test_a_batch_refused_part_way_keeps_none_of_its_reservations() -> None:
+    """RouteBatch of 5 against requests_per_minute = 3: refused at the 4th, and the 3 strong calls its first queries
+    reserved are given back (#36: they stayed taken for the window, none made)."""
+    app = await build_router(router_settings(
+        embedder={"backend": "static"}, callers=[{"name": "batch", "api_keys": [TOKENS["batch"]], "policy": "batch"}],
+        caller_policies=[{"name": "batch", "threshold": 0.0, "strong_calls": 3, "requests_per_minute": 3}],
+    ))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+            stub = router_pb2_grpc.RouterServiceStub(channel)
+            metadata = (("authorization", f"Bearer {TOKENS['batch']}"),)
+            batch = router_pb2.RouteBatchRequest(requests=[router_pb2.RouteRequest(prompt=f"Prove {i} is odd.") for i in range(5)])
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.RouteBatch(batch, metadata=metadata, timeout=10)
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        counted = await app.engine.counters.take("router:strong:batch", 0, None, 3600.0)
+        assert counted.used == 0
+    finally:
+        await app.stop()
