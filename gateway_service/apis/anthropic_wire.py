@@ -39,9 +39,10 @@ from ..domain import (
     ToolResult,
     Usage,
 )
-from ..errors import GatewayError, InvalidRequest, TooLarge
+from ..errors import GatewayError, InvalidRequest
 from ..toolcalls import arguments_object
 from .chat_api import Answer, ParsedChat
+from .shape import count_shape
 
 __all__ = ["MessagesRequest", "MessagesWriter", "check_shape", "error_body", "error_type", "stop_reason", "whole_message"]
 
@@ -312,31 +313,8 @@ def _reasoning(thinking: _Thinking | None, config: _OutputConfig | None) -> Reas
 
 
 def check_shape(body: Any, limits: LimitSettings) -> None:
-    """Refuse a parsed body that is too big before it is validated (see body.py): messages, blocks, images, tools."""
-    messages = body.get("messages") if isinstance(body, dict) else None
-    if not isinstance(messages, list):
-        return
-    if len(messages) > limits.max_messages:
-        raise InvalidRequest(f"{len(messages)} messages, more than limits.max_messages={limits.max_messages}")
-    blocks = images = 0
-    for message in messages:
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, list):
-            blocks += len(content)
-            for block in content:
-                if isinstance(block, dict):
-                    images += block.get("type") == "image"
-                    inner = block.get("content")
-                    if isinstance(inner, list):
-                        blocks += len(inner)
-                        images += sum(1 for b in inner if isinstance(b, dict) and b.get("type") == "image")
-    if blocks > limits.max_content_parts:
-        raise TooLarge(f"{blocks} content blocks, more than limits.max_content_parts={limits.max_content_parts}")
-    if images > limits.max_images:
-        raise TooLarge(f"{images} images, more than limits.max_images={limits.max_images}")
-    tools = body.get("tools")
-    if isinstance(tools, list) and len(tools) > limits.max_tools:
-        raise TooLarge(f"{len(tools)} tools, more than limits.max_tools={limits.max_tools}")
+    """Refuse a parsed body that is too big before it is validated: messages, blocks (a tool result's too), images."""
+    count_shape(body, limits, image="image", nested=True)
 
 
 # -- what the gateway writes ------------------------------------------------------------------

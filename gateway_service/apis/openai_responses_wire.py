@@ -38,9 +38,10 @@ from ..domain import (
     ToolResult,
     Usage,
 )
-from ..errors import GatewayError, InvalidRequest, TooLarge
+from ..errors import GatewayError, InvalidRequest
 from .chat_api import Answer, ParsedChat
 from .openai_wire import image_of
+from .shape import count_shape
 
 __all__ = ["ResponsesContext", "ResponsesRequest", "ResponsesWriter", "check_shape", "output_items", "whole_response"]
 
@@ -235,24 +236,8 @@ def _output(text: _Text | None) -> OutputFormat | None:
 
 
 def check_shape(body: Any, limits: LimitSettings) -> None:
-    """Refuse a parsed body that is too big before it is validated (see body.py): items, parts, images, tools."""
-    items = body.get("input") if isinstance(body, dict) else None
-    if isinstance(items, list):
-        if len(items) > limits.max_messages:
-            raise InvalidRequest(f"{len(items)} input items, more than limits.max_messages={limits.max_messages}")
-        parts = images = 0
-        for item in items:
-            content = item.get("content") if isinstance(item, dict) else None
-            if isinstance(content, list):
-                parts += len(content)
-                images += sum(1 for p in content if isinstance(p, dict) and p.get("type") == "input_image")
-        if parts > limits.max_content_parts:
-            raise TooLarge(f"{parts} content parts, more than limits.max_content_parts={limits.max_content_parts}")
-        if images > limits.max_images:
-            raise TooLarge(f"{images} images, more than limits.max_images={limits.max_images}")
-    tools = body.get("tools") if isinstance(body, dict) else None
-    if isinstance(tools, list) and len(tools) > limits.max_tools:
-        raise TooLarge(f"{len(tools)} tools, more than limits.max_tools={limits.max_tools}")
+    """Refuse a parsed body that is too big before it is validated: input items, parts, images, tools."""
+    count_shape(body, limits, items="input", noun="input items", image="input_image")
 
 
 # -- what the gateway writes ------------------------------------------------------------------

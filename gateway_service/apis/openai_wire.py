@@ -25,8 +25,9 @@ from ..domain import (
     ToolChoice,
     ToolResult,
 )
-from ..errors import InvalidRequest, TooLarge
+from ..errors import InvalidRequest
 from ..toolcalls import wire_fragment
+from .shape import count_shape
 
 __all__ = [
     "ChatCompletionRequest",
@@ -238,23 +239,8 @@ class RouteOnlyRequest(ChatCompletionRequest):
 
 
 def check_shape(body: Any, limits: LimitSettings) -> None:
-    """Refuse a parsed body that is too big before it is validated (validating 150k content parts takes
-    seconds: counted first, they cost milliseconds)."""
-    messages = body.get("messages") if isinstance(body, dict) else None
-    if not isinstance(messages, list):
-        return
-    if len(messages) > limits.max_messages:
-        raise InvalidRequest(f"{len(messages)} messages, more than limits.max_messages={limits.max_messages}")
-    parts = images = 0
-    for message in messages:
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, list):
-            parts += len(content)
-            images += sum(1 for part in content if isinstance(part, dict) and part.get("type") == "image_url")
-    if parts > limits.max_content_parts:
-        raise TooLarge(f"{parts} content parts, more than limits.max_content_parts={limits.max_content_parts}")
-    if images > limits.max_images:
-        raise TooLarge(f"{images} images, more than limits.max_images={limits.max_images}")
+    """Refuse a parsed body that is too big before it is validated (see apis/shape.py)."""
+    count_shape(body, limits)
 
 
 def describe(exc: ValidationError) -> str:
