@@ -69,6 +69,17 @@ def access_lines(caplog: pytest.LogCaptureFixture) -> list[dict]:
     return [json.loads(r.getMessage()) for r in caplog.records if r.name == "gateway_service.access"]
 
 
+def ran_its_loop(stack: Stack, caplog: pytest.LogCaptureFixture, api: str, code: int, out: str, err: str) -> list[dict]:
+    """The agent exited 0 having printed the answer, its ls result reached the model through the gateway, and every
+    call it made was answered; the access lines of its calls."""
+    assert code == 0, f"exit {code}: {out[-2000:]} {err[-2000:]}"
+    assert "hello.py" in out
+    assert any("hello.py" in result for result in tool_results(stack)), "the ls result never reached the model"
+    lines = [line for line in access_lines(caplog) if line["api"] == api]
+    assert len(lines) >= 2 and all(line["status"] == 200 and line["outcome"] == "ok" for line in lines), lines
+    return lines
+
+
 @pytest.mark.timeout(240)
 async def test_claude_code_runs_its_tool_loop_through_the_gateway(
     stack: Stack, tmp_path: Path, caplog: pytest.LogCaptureFixture
@@ -80,11 +91,7 @@ async def test_claude_code_runs_its_tool_loop_through_the_gateway(
     env |= {"ANTHROPIC_BASE_URL": f"http://127.0.0.1:{stack.gateway.http_port}", "ANTHROPIC_API_KEY": "sk-test",
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_AUTOUPDATER": "1"}
     code, out, err = await run([claude, "-p", "List the files here with ls.", "--allowedTools", "Bash(ls:*)"], env, work)
-    assert code == 0, f"exit {code}: {out[-2000:]} {err[-2000:]}"
-    assert "hello.py" in out
-    assert any("hello.py" in result for result in tool_results(stack)), "the ls result never reached the model"
-    lines = [line for line in access_lines(caplog) if line["api"] == "anthropic/messages"]
-    assert len(lines) >= 2 and all(line["status"] == 200 and line["outcome"] == "ok" for line in lines), lines
+    lines = ran_its_loop(stack, caplog, "anthropic/messages", code, out, err)
     assert all(line["routed"] for line in lines)  # claude-* is routed by the default alias
 
 
@@ -103,11 +110,7 @@ async def test_codex_runs_its_tool_loop_through_the_gateway(
             "-c", 'model_providers.gw.name="gw"', "-c", 'model_provider="gw"', "-m", "router",
             "What files are in this directory? Use ls."]
     code, out, err = await run(argv, env, work)
-    assert code == 0, f"exit {code}: {out[-2000:]} {err[-2000:]}"
-    assert "hello.py" in out
-    assert any("hello.py" in result for result in tool_results(stack)), "the ls result never reached the model"
-    lines = [line for line in access_lines(caplog) if line["api"] == "openai/responses"]
-    assert len(lines) >= 2 and all(line["status"] == 200 and line["outcome"] == "ok" for line in lines), lines
+    ran_its_loop(stack, caplog, "openai/responses", code, out, err)
 
 
 def test_the_agents_are_the_versions_the_recordings_came_from() -> None:
