@@ -307,7 +307,8 @@ def _reasoning(thinking: _Thinking | None, config: _OutputConfig | None) -> Reas
     effort = config.effort if config is not None else None
     if thinking is None and effort is None:
         return None
-    enabled = None if thinking is None else thinking.type != "disabled"
+    # "adaptive" (Claude Code's) leaves it to the model: no switch is sent, so a model that cannot think is not refused
+    enabled = None if thinking is None or thinking.type == "adaptive" else thinking.type == "enabled"
     budget = thinking.budget_tokens if thinking is not None else None
     return ReasoningAsk(enabled=enabled, effort=effort, budget_tokens=budget)
 

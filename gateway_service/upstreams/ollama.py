@@ -60,8 +60,9 @@ def ollama_body(model: str, params: ChatParams) -> dict[str, Any]:
     if params.output is not None:
         body["format"] = "json" if params.output.kind == "json" or params.output.schema is None else params.output.schema
     reasoning = params.reasoning
-    if reasoning is not None and (reasoning.effort or reasoning.enabled is not None):
-        body["think"] = reasoning.effort if reasoning.effort and reasoning.enabled is not False else bool(reasoning.enabled)
+    # Ollama refuses think for a model that cannot think: it is sent only when the client switched it on or off
+    if reasoning is not None and reasoning.enabled is not None:
+        body["think"] = reasoning.effort if reasoning.effort and reasoning.enabled else reasoning.enabled
     if "keep_alive" in own:
         body["keep_alive"] = own["keep_alive"]
     if options:
