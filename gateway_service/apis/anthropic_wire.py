@@ -304,13 +304,15 @@ def _output(config: _OutputConfig | None, beta: dict[str, Any] | None) -> Output
 
 
 def _reasoning(thinking: _Thinking | None, config: _OutputConfig | None) -> ReasoningAsk | None:
-    effort = config.effort if config is not None else None
-    if thinking is None and effort is None:
+    """Thinking switched on (``enabled``, its budget, ``output_config.effort``) or off; None when the client leaves it
+    to the model (``adaptive``, Claude Code's, or nothing): then nothing is sent upstream, since Ollama refuses
+    ``think`` and OpenAI ``reasoning_effort`` for a model that cannot reason."""
+    if thinking is None or thinking.type not in ("enabled", "disabled"):
         return None
-    # "adaptive" (Claude Code's) leaves it to the model: no switch is sent, so a model that cannot think is not refused
-    enabled = None if thinking is None or thinking.type == "adaptive" else thinking.type == "enabled"
-    budget = thinking.budget_tokens if thinking is not None else None
-    return ReasoningAsk(enabled=enabled, effort=effort, budget_tokens=budget)
+    if thinking.type == "disabled":
+        return ReasoningAsk(enabled=False)
+    return ReasoningAsk(enabled=True, effort=config.effort if config is not None else None,
+                        budget_tokens=thinking.budget_tokens)
 
 
 def check_shape(body: Any, limits: LimitSettings) -> None:

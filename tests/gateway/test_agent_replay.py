@@ -73,7 +73,7 @@ async def test_each_recorded_agent_request_is_answered_to_its_end(
     assert sent["model"] in ("llama3.1:8b", "llama3.2:1b", "gpt-4o-mini")
     # Claude Code's adaptive thinking and Codex's reasoning summary switch nothing on: Ollama refuses think for a
     # model that cannot think, which would end the agent's session
-    assert "think" not in sent
+    assert "think" not in sent and "reasoning_effort" not in sent and "thinking" not in sent
     line = [json.loads(r.getMessage()) for r in caplog.records if r.name == "gateway_service.access"][-1]
     assert line["status"] == 200 and line["outcome"] == "ok" and line["api"] in ("anthropic/messages", "openai/responses")
 
