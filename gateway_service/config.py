@@ -277,6 +277,9 @@ class TurnSettings(Section):
 
     remember_s: float = Field(1800.0, ge=0, description="how long a turn's model is remembered; 0: never (route each)")
     max_turns: int = Field(100_000, ge=1, description="turns remembered at once (per process); the oldest go first")
+    max_turns_per_caller: int = Field(
+        10_000, ge=1, description="turns one caller may hold; its own oldest go first, never another caller's"
+    )
 
 
 class ConversationSettings(Section):

@@ -172,7 +172,7 @@ class Dispatcher:
             return RouteDecision(rule.model, routed=True, rule=rule.name, reason=f"gateway rule {rule.name!r}: not routed")
         turn = turn_key(params.messages, ask.caller)
         if turn is not None and turn[1]:
-            model = self._turns.model_of(turn[0])
+            model = self._turns.model_of(ask.caller, turn[0])
             if model is not None and model in self.by_model:
                 last = params.messages[-1].role
                 return RouteDecision(
@@ -181,7 +181,7 @@ class Dispatcher:
                 )
         decision = await self._route_anew(spec, params, ask)
         if turn is not None and decision.routed and not ask.preview:
-            self._turns.remember(turn[0], decision.model)
+            self._turns.remember(ask.caller, turn[0], decision.model)
         return decision
 
     async def _route_anew(self, spec: ModelSpec, params: ChatParams, ask: Ask) -> RouteDecision:

@@ -45,13 +45,27 @@ def turn_key(messages: tuple[Message, ...], caller: str = "") -> tuple[str, bool
 
 
 class TurnMemory:
+    """Each caller's turns, bounded per caller (``turns.max_turns_per_caller``): one caller filling its memory evicts
+    only its own oldest turns, never another's; the callers remembered are bounded too (``max_turns`` in all)."""
+
     def __init__(self, settings: TurnSettings) -> None:
         self._enabled = settings.remember_s > 0
-        self._models: TTLCache[str, str] = TTLCache(settings.max_turns, settings.remember_s or 1.0, timer=time.monotonic)
+        self._ttl = settings.remember_s or 1.0
+        self._per_caller = settings.max_turns_per_caller
+        callers = max(settings.max_turns // max(settings.max_turns_per_caller, 1), 1)
+        self._by_caller: TTLCache[str, TTLCache[str, str]] = TTLCache(callers, self._ttl, timer=time.monotonic)
 
-    def model_of(self, key: str) -> str | None:
-        return self._models.get(key) if self._enabled else None
+    def model_of(self, caller: str, key: str) -> str | None:
+        if not self._enabled:
+            return None
+        turns = self._by_caller.get(caller)
+        return turns.get(key) if turns is not None else None
 
-    def remember(self, key: str, model: str) -> None:
-        if self._enabled:
-            self._models[key] = model
+    def remember(self, caller: str, key: str, model: str) -> None:
+        if not self._enabled:
+            return
+        turns = self._by_caller.get(caller)
+        if turns is None:
+            turns = TTLCache(self._per_caller, self._ttl, timer=time.monotonic)
+        self._by_caller[caller] = turns  # refreshes the caller's own expiry
+        turns[key] = model

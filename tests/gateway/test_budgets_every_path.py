@@ -220,3 +220,17 @@ async def test_metrics_behind_a_token_answer_it_or_an_admin_caller_only(router_a
             await gateway.stop()
     assert {name: r.status_code for name, r in answers.items()} == {"none": 401, "team": 401, "admin": 200, "token": 200}
     assert "metrics_token" in answers["none"].text and "gateway_requests_total" in answers["token"].text
+
+
+def test_one_caller_filling_its_turns_evicts_only_its_own() -> None:
+    """Non-preview /v1/route calls could fill turns.max_turns and evict everyone's (#36): the bound is per caller."""
+    from gateway_service.config import TurnSettings
+    from gateway_service.routing.turns import TurnMemory
+
+    turns = TurnMemory(TurnSettings(max_turns=100, max_turns_per_caller=10))
+    turns.remember("team-a", "a-turn", STRONG)
+    for i in range(1000):
+        turns.remember("flood", f"turn-{i}", WEAK)
+    assert turns.model_of("team-a", "a-turn") == STRONG
+    assert turns.model_of("flood", "turn-0") is None and turns.model_of("flood", "turn-999") == WEAK
+    assert turns.model_of("team-b", "a-turn") is None  # nor is it another caller's
