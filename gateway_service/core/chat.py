@@ -171,7 +171,9 @@ class ChatService:
 
     @staticmethod
     def _ask(x: Exchange, allowance: Allowance) -> Ask:
-        return Ask(x.request_id, x.headers, window_of(x.caller.name), allowance.strong_spent)
+        policy = x.caller.policy
+        models = policy.models if policy is not None else None
+        return Ask(x.request_id, x.headers, window_of(x.caller.name), allowance.strong_spent, models=models)
 
     def _flagged(self, route: RouteDecision, allowance: Allowance) -> RouteDecision:
         if allowance.unenforced:

@@ -7,6 +7,7 @@ fallback model, and the response headers can say which model answered.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import time
 from collections.abc import AsyncGenerator, Mapping
@@ -36,6 +37,10 @@ class Ask:
     caller: str = ""
     strong_spent: bool = False
     preview: bool = False  # POST /v1/route: the router records nothing, the turn is not remembered
+    models: tuple[str, ...] | None = None  # the concrete models the caller's policy lets it name (None: any)
+
+    def may_name(self, model: str) -> bool:
+        return self.models is None or any(fnmatch.fnmatchcase(model, pattern) for pattern in self.models)
 
 
 FirstEvent = tuple[Opened, Delta | Finish, AsyncGenerator[Delta | Finish, None]]
@@ -168,7 +173,7 @@ class Dispatcher:
         if spec.concrete:
             return RouteDecision(spec.name, reason="a concrete model was requested: no routing")
         rule = self._rules.match(params, ask.headers)
-        if rule is not None:
+        if rule is not None and ask.may_name(rule.model):  # a rule picks no model the caller's policy keeps from it
             return RouteDecision(rule.model, routed=True, rule=rule.name, reason=f"gateway rule {rule.name!r}: not routed")
         turn = turn_key(params.messages, ask.caller)
         if turn is not None and turn[1]:

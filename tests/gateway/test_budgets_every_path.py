@@ -234,3 +234,22 @@ def test_one_caller_filling_its_turns_evicts_only_its_own() -> None:
     assert turns.model_of("team-a", "a-turn") == STRONG
     assert turns.model_of("flood", "turn-0") is None and turns.model_of("flood", "turn-999") == WEAK
     assert turns.model_of("team-b", "a-turn") is None  # nor is it another caller's
+
+
+async def test_a_gateway_rule_picks_no_model_the_caller_may_not_name(router_app) -> None:
+    """A header rule to the strong model does not apply to a caller whose policy keeps it to the weak models: the
+    router decides for it as for any routed request (#36)."""
+    async with serve_app(llm_app(LLMServerState())) as ollama_url, serve_app(llm_app(LLMServerState())) as openai_url:
+        config = settings(router_app.port, ollama_url, openai_url, strong_calls=100,
+                          rules=[{"name": "vip", "model": STRONG, "header": "x-vip"}])
+        narrow = config.caller_policies[0].model_copy(update={"name": "narrow", "models": ("llama3.2:*",)})
+        callers = [config.callers[0].model_copy(update={"policy": "narrow"}), config.callers[1]]
+        gateway = await build_gateway(config.model_copy(update={"caller_policies": (*config.caller_policies, narrow),
+                                                                "callers": tuple(callers)}))
+        try:
+            narrowed = await chat(gateway, KEY_A, [{"role": "user", "content": "hi"}], headers={"x-vip": "1"})
+            other = await chat(gateway, KEY_B, [{"role": "user", "content": "hi"}], headers={"x-vip": "1"})
+        finally:
+            await gateway.stop()
+    assert narrowed.headers.get("x-route-rule") != "vip" and narrowed.headers["x-route-model"] == WEAK
+    assert other.headers["x-route-rule"] == "vip" and other.headers["x-route-model"] == STRONG
