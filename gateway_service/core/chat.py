@@ -161,6 +161,7 @@ class ChatService:
 
     async def _admit(self, model: str, x: Exchange, params: ChatParams) -> tuple[ModelSpec, Allowance]:
         spec = self.policies.spec(x.caller, self.catalog.resolve(model))
+        await self.dispatch.router_known()
         policy = x.caller.policy
         reserve = 0
         if policy is not None and policy.strong_cost_usd is not None:  # the dollars a strong answer may cost, reserved

@@ -58,6 +58,10 @@ class Dispatcher:
         self._turns = TurnMemory(settings.turns)
         self._rules = GatewayRules(settings.rules)
 
+    async def router_known(self) -> None:
+        """The router's strong and weak models, asked again while unknown (what budgets count depends on them)."""
+        await self._router.ensure_described()
+
     async def router_view(self) -> RouterView:
         return await self._router.describe()
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import time
 from typing import Any
 
 import grpc
@@ -17,6 +19,7 @@ from ..errors import InvalidRequest
 __all__ = ["RouterClient"]
 
 logger = logging.getLogger(__name__)
+DESCRIBE_AGAIN_S = 1.0  # how often Describe is asked again while the router has not answered it
 
 RECONNECT_MIN_MS, RECONNECT_MAX_MS = 100, 250
 
@@ -41,6 +44,7 @@ class RouterClient:
         self.routed: set[str] = set()  # the models the router may choose, once Describe has said
         self.strong_model: str | None = None  # its strong model, once Describe has said
         self.weak_model: str | None = None  # its weak model, once Describe has said
+        self._described_at = -math.inf
 
     async def route(
         self,
@@ -90,16 +94,16 @@ class RouterClient:
             scorer_version=response.scorer_version, rule=response.rule,
         )
 
-    async def _describe(self) -> router_pb2.DescribeResponse:
+    async def _describe(self, timeout_s: float | None = None) -> router_pb2.DescribeResponse:
         """The router's Describe; raises its gRPC error."""
         reply: router_pb2.DescribeResponse = await self._stub.Describe(
-            router_pb2.DescribeRequest(), timeout=max(self._settings.timeout_s, 5.0), metadata=self._metadata
+            router_pb2.DescribeRequest(), timeout=timeout_s or max(self._settings.timeout_s, 5.0), metadata=self._metadata
         )
         return reply
 
-    async def routed_models(self) -> set[str]:
+    async def routed_models(self, timeout_s: float | None = None) -> set[str]:
         """Every model the router may answer with (its strong/weak pair and routing.models)."""
-        reply = await self._describe()
+        reply = await self._describe(timeout_s)
         self.routed = {reply.strong_model, reply.weak_model, *(m.model for m in reply.models)}
         self.strong_model, self.weak_model = reply.strong_model, reply.weak_model
         return self.routed
@@ -123,6 +127,18 @@ class RouterClient:
             default_threshold=reply.default_threshold, embedder=reply.embedder_backend, scorers=scorers,
             warnings=tuple(reply.warnings),
         )
+
+    async def ensure_described(self) -> None:
+        """Ask Describe again when the router's strong model is still unknown (the gateway started before the router
+        answered), at most every DESCRIBE_AGAIN_S: budgets must know which model is the strong one."""
+        now = time.monotonic()
+        if self.strong_model is not None or now - self._described_at < DESCRIBE_AGAIN_S:
+            return
+        self._described_at = now
+        try:  # on a request's path: within a Route call's own deadline
+            await self.routed_models(self._settings.timeout_s)
+        except grpc.aio.AioRpcError:
+            pass  # still not answering: the fail-open model stands in, as before
 
     async def check_models(self, served: set[str]) -> None:
         """Warn at start when the router may choose a model no upstream serves (each such request would fail)."""

@@ -253,3 +253,33 @@ async def test_a_gateway_rule_picks_no_model_the_caller_may_not_name(router_app)
             await gateway.stop()
     assert narrowed.headers.get("x-route-rule") != "vip" and narrowed.headers["x-route-model"] == WEAK
     assert other.headers["x-route-rule"] == "vip" and other.headers["x-route-model"] == STRONG
+
+
+async def test_a_gateway_started_before_its_router_learns_the_strong_model(tmp_path) -> None:
+    """The router comes up after the gateway (whose fail-open model here is the weak one): naming the strong model
+    is still counted against the budget once the router answers (#36: it was never recognised)."""
+    from router_service.server import build_router
+    from tests.conftest import router_settings
+
+    port = closed_port()
+    async with serve_app(llm_app(LLMServerState())) as ollama_url, serve_app(llm_app(LLMServerState())) as openai_url:
+        gateway = await build_gateway(settings(port, ollama_url, openai_url, strong_calls=1, default_model=WEAK))
+        router = await build_router(router_settings(server={"host": "127.0.0.1", "port": port}))
+        try:
+            import asyncio
+
+            async with httpx.AsyncClient(timeout=10) as http:
+                for _ in range(100):  # until the gateway's channel has reconnected (its back-off after the failed start)
+                    probe = await http.post(f"http://127.0.0.1:{gateway.http_port}/v1/route", json={
+                        "model": "router", "preview": True, "messages": [{"role": "user", "content": "hi"}]},
+                        headers={"authorization": f"Bearer {KEY_B}"})
+                    assert probe.status_code == 200, probe.text
+                    if not probe.json()["degraded"]:
+                        break
+                    await asyncio.sleep(0.1)
+            await asyncio.sleep(1.1)  # past DESCRIBE_AGAIN_S since the last try
+            named = [await chat(gateway, KEY_A, [{"role": "user", "content": "hi"}], model=STRONG) for _ in range(2)]
+        finally:
+            await router.stop()
+            await gateway.stop()
+    assert [r.status_code for r in named] == [200, 429]
