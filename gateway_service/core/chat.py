@@ -59,7 +59,7 @@ class ChatService:
         self.limits = settings.limits
         self.catalog = ModelCatalog(settings)
         self.admission = Admission(settings.limits, keys_checked=keys_checked, workers=workers)
-        self.dispatch = Dispatcher(settings, router, upstreams, self.metrics)
+        self.dispatch = Dispatcher(settings, router, upstreams, self.metrics, self.counters.shared)
         self.embeddings = EmbeddingService(self.catalog, self.dispatch.by_model, settings.limits)
         self.policies = CallerPolicies(settings, self.counters, self.metrics)
         self.spend = SpendBook(settings, self.counters, self.metrics, self.dispatch.routable())

@@ -13,6 +13,8 @@ import time
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field, replace
 
+from service_core.quota import RedisCounters
+
 from ..config import GatewaySettings
 from ..domain import ChatParams, Delta, Finish, HostState, ModelSpec, RouteDecision, RouterView
 from ..errors import GatewayError, InvalidRequest, OverLimit, UpstreamStreamError
@@ -48,14 +50,15 @@ FirstEvent = tuple[Opened, Delta | Finish, AsyncGenerator[Delta | Finish, None]]
 
 class Dispatcher:
     def __init__(
-        self, settings: GatewaySettings, router: RouterClient, upstreams: dict[str, Upstream], metrics: GatewayMetrics
+        self, settings: GatewaySettings, router: RouterClient, upstreams: dict[str, Upstream], metrics: GatewayMetrics,
+        shared: RedisCounters | None = None,
     ) -> None:
         self._settings = settings
         self._router = router
         self.by_model = {model: upstreams[u.name] for u in settings.upstreams for model in u.models}
         self._metrics = metrics
         self._capabilities = {model: frozenset(can) for model, can in settings.capabilities.items()}
-        self._turns = TurnMemory(settings.turns)
+        self._turns = TurnMemory(settings.turns, shared, settings.redis.timeout_ms / 1e3)
         self._rules = GatewayRules(settings.rules)
 
     async def router_known(self) -> None:
@@ -181,7 +184,7 @@ class Dispatcher:
             return RouteDecision(rule.model, routed=True, rule=rule.name, reason=f"gateway rule {rule.name!r}: not routed")
         turn = turn_key(params.messages, ask.caller)
         if turn is not None and turn[1]:
-            model = self._turns.model_of(ask.caller, turn[0])
+            model = await self._turns.model_of(ask.caller, turn[0])
             if model is not None and model in self.by_model:
                 last = params.messages[-1].role
                 return RouteDecision(
@@ -190,7 +193,7 @@ class Dispatcher:
                 )
         decision = await self._route_anew(spec, params, ask)
         if turn is not None and decision.routed and not ask.preview:
-            self._turns.remember(ask.caller, turn[0], decision.model)
+            await self._turns.remember(ask.caller, turn[0], decision.model)
         return decision
 
     async def _route_anew(self, spec: ModelSpec, params: ChatParams, ask: Ask) -> RouteDecision:

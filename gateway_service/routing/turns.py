@@ -14,10 +14,13 @@ last user message, answers it from its cache without counting it again.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 
 from cachetools import TTLCache
+
+from service_core.quota import RedisCounters
 
 from ..config import TurnSettings
 from ..domain import Message
@@ -46,22 +49,34 @@ def turn_key(messages: tuple[Message, ...], caller: str = "") -> tuple[str, bool
 
 class TurnMemory:
     """Each caller's turns, bounded per caller (``turns.max_turns_per_caller``): one caller filling its memory evicts
-    only its own oldest turns, never another's; the callers remembered are bounded too (``max_turns`` in all)."""
+    only its own oldest turns, never another's; the callers remembered are bounded too (``max_turns`` in all).
 
-    def __init__(self, settings: TurnSettings) -> None:
+    With ``[redis]`` (``shared``) the turns live there, under the caller's name with ``remember_s`` to live, so a
+    continuation that lands on another replica behind a balancer stays on its turn's model; while Redis does not
+    answer (``redis.timeout_ms``), this process's memory stands in."""
+
+    def __init__(self, settings: TurnSettings, shared: RedisCounters | None = None, timeout_s: float = 0.05) -> None:
         self._enabled = settings.remember_s > 0
         self._ttl = settings.remember_s or 1.0
         self._per_caller = settings.max_turns_per_caller
         callers = max(settings.max_turns // max(settings.max_turns_per_caller, 1), 1)
         self._by_caller: TTLCache[str, TTLCache[str, str]] = TTLCache(callers, self._ttl, timer=time.monotonic)
+        self._shared, self._timeout_s = shared, timeout_s
 
-    def model_of(self, caller: str, key: str) -> str | None:
+    async def model_of(self, caller: str, key: str) -> str | None:
         if not self._enabled:
             return None
+        if self._shared is not None:
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    found = await self._shared.client.get(self._shared.key(f"turn:{caller}:{key}"))
+                return found.decode() if isinstance(found, bytes) else found
+            except (TimeoutError, OSError, self._shared.errors):
+                pass  # this process's memory, below
         turns = self._by_caller.get(caller)
         return turns.get(key) if turns is not None else None
 
-    def remember(self, caller: str, key: str, model: str) -> None:
+    async def remember(self, caller: str, key: str, model: str) -> None:
         if not self._enabled:
             return
         turns = self._by_caller.get(caller)
@@ -69,3 +84,9 @@ class TurnMemory:
             turns = TTLCache(self._per_caller, self._ttl, timer=time.monotonic)
         self._by_caller[caller] = turns  # refreshes the caller's own expiry
         turns[key] = model
+        if self._shared is not None:
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    await self._shared.client.set(self._shared.key(f"turn:{caller}:{key}"), model, ex=max(int(self._ttl), 1))
+            except (TimeoutError, OSError, self._shared.errors):
+                pass  # kept in this process: a continuation on this replica still finds it

@@ -222,18 +222,41 @@ async def test_metrics_behind_a_token_answer_it_or_an_admin_caller_only(router_a
     assert "metrics_token" in answers["none"].text and "gateway_requests_total" in answers["token"].text
 
 
-def test_one_caller_filling_its_turns_evicts_only_its_own() -> None:
+async def test_one_caller_filling_its_turns_evicts_only_its_own() -> None:
     """Non-preview /v1/route calls could fill turns.max_turns and evict everyone's (#36): the bound is per caller."""
     from gateway_service.config import TurnSettings
     from gateway_service.routing.turns import TurnMemory
 
     turns = TurnMemory(TurnSettings(max_turns=100, max_turns_per_caller=10))
-    turns.remember("team-a", "a-turn", STRONG)
+    await turns.remember("team-a", "a-turn", STRONG)
     for i in range(1000):
-        turns.remember("flood", f"turn-{i}", WEAK)
-    assert turns.model_of("team-a", "a-turn") == STRONG
-    assert turns.model_of("flood", "turn-0") is None and turns.model_of("flood", "turn-999") == WEAK
-    assert turns.model_of("team-b", "a-turn") is None  # nor is it another caller's
+        await turns.remember("flood", f"turn-{i}", WEAK)
+    assert await turns.model_of("team-a", "a-turn") == STRONG
+    assert await turns.model_of("flood", "turn-0") is None and await turns.model_of("flood", "turn-999") == WEAK
+    assert await turns.model_of("team-b", "a-turn") is None  # nor is it another caller's
+
+
+async def test_with_redis_a_tool_loop_continues_on_another_replica(router_app, tmp_path) -> None:
+    """[redis] set: the turn a request began on one gateway is continued by the next gateway behind the balancer."""
+    from tests.redis_server import redis_server
+
+    with redis_server(tmp_path) as redis:
+        async with serve_app(llm_app(LLMServerState())) as ollama_url, serve_app(llm_app(LLMServerState())) as openai_url:
+            config = settings(router_app.port, ollama_url, openai_url, strong_calls=100, redis={"url": redis.url})
+            one, two = await build_gateway(config), await build_gateway(config)
+            try:
+                conversation: list[dict[str, Any]] = [{"role": "user", "content": HARD}]
+                first = await chat(one, KEY_A, conversation, body={"tools": TOOLS})
+                conversation += [{"role": "assistant", "content": None, "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "run", "arguments": "{}"}}]},
+                    {"role": "tool", "tool_call_id": "c1", "content": "done"}]
+                second = await chat(two, KEY_A, conversation, body={"tools": TOOLS})
+                theirs = await chat(two, KEY_B, conversation, body={"tools": TOOLS})
+            finally:
+                await one.stop()
+                await two.stop()
+    assert second.headers["x-route-rule"] == "turn" and second.headers["x-route-model"] == first.headers["x-route-model"]
+    assert theirs.headers.get("x-route-rule") != "turn"
 
 
 async def test_a_gateway_rule_picks_no_model_the_caller_may_not_name(router_app) -> None:
