@@ -306,3 +306,36 @@ async def test_a_gateway_started_before_its_router_learns_the_strong_model(tmp_p
             await router.stop()
             await gateway.stop()
     assert [r.status_code for r in named] == [200, 429]
+
+
+async def test_cost_spent_while_redis_was_away_reaches_its_counter(tmp_path) -> None:
+    """A strong call's cost settled while Redis does not answer is kept and sent when it answers (#36: it was
+    dropped, so the caller's dollar budget never saw it)."""
+    from gateway_service.accounting.policy import Caller
+    from gateway_service.accounting.spend import SpendBook, Usage
+    from gateway_service.config import CallerPolicySettings
+    from gateway_service.metrics import GatewayMetrics
+    from service_core.quota import Counters
+    from tests.redis_server import redis_server
+
+    with redis_server(tmp_path) as redis:
+        config = settings(closed_port(), "http://127.0.0.1:1", "http://127.0.0.1:1", strong_calls=10,
+                          redis={"url": redis.url, "timeout_ms": 100, "retry_s": 0.1},
+                          prices=[{"model": STRONG, "input_per_million": 3.0, "output_per_million": 15.0}])
+        counters = Counters(config.redis)
+        book = SpendBook(config, counters, GatewayMetrics(), [STRONG, WEAK])
+        policy = CallerPolicySettings(name="p", strong_cost_usd=1.0)
+        try:
+            redis.pause()
+            book.record(Caller("team-a", policy), STRONG, Usage(1000, 1000, estimated=False), routed=True, strong=True)
+            await book.flush()  # Redis stopped: the count waits
+            redis.resume()
+            import asyncio
+
+            await asyncio.sleep(0.2)  # past retry_s
+            await book.flush()
+            counted = await counters.take("gw:cost:team-a", 0, None, policy.budget_window_s)
+        finally:
+            redis.resume()
+            await counters.aclose()
+    assert counted.enforced and counted.used == 18_000_000  # 1,000 tokens at $3 and 1,000 at $15 a million, in n$
