@@ -66,8 +66,8 @@ class ServerSettings(TlsServerSettings):
         "(affinity and cgroup quota: a container's limit). Limits are split among them",
     )
     metrics_token: SecretStr | None = Field(
-        None, description="GET /metrics answers only 'Authorization: Bearer <this>' (or an admin caller's key): it "
-        "names every caller, its spend and the upstream hosts",
+        None, description="GET /metrics answers only 'Authorization: Bearer <this>' or an admin caller's key (with "
+        "[[callers]] set it answers admin keys only, even without this): it names every caller, its spend, the hosts",
     )
     metrics_token_env: str | None = Field(None, description="name of the env variable holding metrics_token")
     worker_hang_s: float = Field(

@@ -181,15 +181,13 @@ async def build_gateway(
         sock = _listen(settings.server.host, settings.server.http_port, reuse_port)
         stack.callback(sock.close)
         token = metrics_token(settings.server)
-        if token is None and settings.callers:
-            logger.warning("GET /metrics is open to anyone who reaches the gateway, and it names every caller and its "
-                           "spend: set server.metrics_token_env (Prometheus sends it as its bearer token)")
+        closed = token is not None or bool(settings.callers)  # it names every caller and its spend: theirs to read
 
         def may_scrape(authorization: str | None) -> bool:
-            if token is None:
+            if not closed:
                 return True
             given = api_key(authorization)
-            if given is not None and hmac.compare_digest(given.encode(), token.encode()):
+            if given is not None and token is not None and hmac.compare_digest(given.encode(), token.encode()):
                 return True
             caller = identify(given) if given is not None else None
             return caller is not None and caller.admin

@@ -66,8 +66,8 @@ def build_http_app(
 
     async def metrics(request: Request, x: Exchange) -> Response:
         if not may_scrape(request.headers.get("authorization")):
-            return JSONResponse({"error": "GET /metrics wants 'Authorization: Bearer <server.metrics_token>' (or an admin "
-                                 "caller's key)"}, status_code=401)
+            return JSONResponse({"error": "GET /metrics names every caller and its spend: it wants 'Authorization: Bearer "
+                                 "<server.metrics_token>' or an admin caller's key"}, status_code=401)
         return Response(chat.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(request: Request, x: Exchange) -> Response:

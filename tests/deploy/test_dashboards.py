@@ -43,6 +43,7 @@ from tests.llm_servers import LLMServerState, llm_app
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = pytest.mark.skipif(PROMETHEUS is None, reason="needs prometheus (Debian's package; .ci/run installs it)")
 
+SCRAPE_TOKEN = "prom-scrape-token-0001"  # the gateway's server.metrics_token, as Prometheus sends it
 KEYS = {"web": "sk-web-000000000001", "batch": "sk-batch-0000000001", "ops": "sk-ops-00000000001"}
 CALLERS = [
     {"name": "web", "api_keys": [KEYS["web"]], "policy": "interactive"},
@@ -120,6 +121,7 @@ async def monitored(tmp_path: Path) -> AsyncIterator[Monitored]:
             dead = f"http://127.0.0.1:{closed_port()}"
             settings = gateway_settings(
                 router.port, ollama_url, "unused", callers=CALLERS,
+                server={"host": "127.0.0.1", "http_port": 0, "grpc_port": 0, "grace_s": 5, "metrics_token": SCRAPE_TOKEN},
                 router={"address": f"127.0.0.1:{router.port}", "timeout_s": 2.0, "token": GATEWAY_KEY}, caller_policies=POLICIES, prices=PRICES,
                 upstreams=[
                     {"name": "ollama", "provider": "ollama", "base_urls": [ollama_url, dead],
@@ -135,7 +137,8 @@ async def monitored(tmp_path: Path) -> AsyncIterator[Monitored]:
                 "rule_files": [str(MONITORING / "alerts.yml")],
                 "scrape_configs": [
                     {"job_name": "router", "static_configs": [{"targets": [f"127.0.0.1:{router.metrics_port}"]}]},
-                    {"job_name": "gateway", "static_configs": [{"targets": [f"127.0.0.1:{gateway.http_port}"]}]},
+                    {"job_name": "gateway", "static_configs": [{"targets": [f"127.0.0.1:{gateway.http_port}"]}],
+                     "authorization": {"type": "Bearer", "credentials": SCRAPE_TOKEN}},  # /metrics with callers: closed
                 ],
             }))
             assert PROMETHEUS is not None

@@ -176,7 +176,9 @@ async def test_spend_and_the_all_strong_baseline_are_exact(callers: Callers) -> 
             assert answered.status_code == 200, answered.text
         forbidden = await client.get(f"{callers.url}/v1/spend", headers={"authorization": f"Bearer {KEYS['search']}"})
         report = await client.get(f"{callers.url}/v1/spend", headers={"authorization": f"Bearer {KEYS['ops']}"})
-        metrics = (await client.get(f"{callers.url}/metrics")).text
+        closed = await client.get(f"{callers.url}/metrics")  # with callers, /metrics is the admins' (or a token's)
+        metrics = (await client.get(f"{callers.url}/metrics", headers={"authorization": f"Bearer {KEYS['ops']}"})).text
+    assert closed.status_code == 401
     assert forbidden.status_code == 403 and "give it admin = true" in forbidden.json()["error"]["message"]
     assert report.status_code == 200, report.text
     search = report.json()["callers"]["search"]
