@@ -38,6 +38,7 @@ __all__ = [
     "GatewaySettings",
     "LimitSettings",
     "ModelAliasSettings",
+    "ModelSettings",
     "PolicySettings",
     "PriceSettings",
     "RouterClientSettings",
@@ -271,6 +272,16 @@ DEFAULT_UPSTREAMS = (
 Capability = Literal["vision", "tools", "json_schema"]
 
 
+class ModelSettings(Section):
+    """What the gateway knows of one served model."""
+
+    context_window: int | None = Field(
+        None, ge=256, description="tokens the model is served with (Ollama: sent as options.num_ctx on every request "
+        "to it, so Ollama neither truncates at its 4k default nor reloads); a request that does not fit goes to a "
+        "routable model that holds it, or is a 400",
+    )
+
+
 class TurnSettings(Section):
     """A request that continues a turn (its last message is a tool result or an assistant prefix) goes to the
     model that started that turn, found by a hash of the conversation up to its last user message."""
@@ -326,6 +337,9 @@ class GatewaySettings(TomlSettings):
     capture: CaptureSettings = CaptureSettings()
     turns: TurnSettings = TurnSettings()
     conversations: ConversationSettings = ConversationSettings()
+    models: dict[str, ModelSettings] = Field(
+        default_factory=dict, description='per served model: [models."llama3.1:8b"] context_window = 65536'
+    )
     capabilities: dict[str, tuple[Capability, ...]] = Field(
         default_factory=dict,
         description="what a model can take: vision (image parts), tools, json_schema (structured output); a model "
@@ -362,6 +376,9 @@ class GatewaySettings(TomlSettings):
                     f"model_aliases[{alias.name}].model {alias.model!r} is neither a served model nor a router policy "
                     f"({', '.join(sorted(routers))})"
                 )
+        for model in self.models:
+            if model not in served:
+                raise ValueError(f"models: {model!r} is not served by any upstream; add it to an upstream's models")
         for model in self.capabilities:
             if model not in served:
                 raise ValueError(f"capabilities: {model!r} is not served by any upstream; add it to an upstream's models")

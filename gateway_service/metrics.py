@@ -107,6 +107,10 @@ class GatewayMetrics:
             registry=r, multiprocess_mode="livemin",
         )
         self.redis_up.set(1)
+        self.rerouted = Counter(
+            "gateway_rerouted_total", "Routed requests moved to another model: it lacked a capability, or the context "
+            "window", ["reason"], registry=r,
+        )
         self.loop_lag = Histogram(
             "gateway_event_loop_lag_seconds", "How late the event loop woke a 50 ms timer: a blocked loop delays every "
             "request at once", buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0), registry=r,

@@ -344,9 +344,11 @@ class OllamaApi:
         name = x.requested = body.model or body.name or ""
         can = self._chat.capabilities(name)
         owner = next((o for n, o, _ in self._chat.models() if n == name), "router")
+        window = self._chat.context_window(name)
+        info = {"general.architecture": "routestack", "routestack.context_length": window} if window else {}
         return JSONResponse({
             "modelfile": f"# {name}: served through the routestack gateway\n", "parameters": "", "template": "",
-            "details": _details(owner), "model_info": {}, "modified_at": "2026-01-01T00:00:00Z",
+            "details": _details(owner), "model_info": info, "modified_at": "2026-01-01T00:00:00Z",
             "capabilities": ["completion", *(c for c in ("tools", "vision") if c in can)],
         }, headers=x.id_headers())
 

@@ -96,6 +96,16 @@ class ChatService:
             await self.policies.answered(allowance, strong=False)
         return self._flagged(decision, allowance)
 
+    def context_window(self, model: str) -> int | None:
+        """The window ``model`` is served with; a router name: the smallest among the models it may route to (what a
+        client may count on whichever answers); None where it is not configured."""
+        spec = self.catalog.resolve(model)
+        windows = self.dispatch.windows
+        if spec.concrete:
+            return windows.get(spec.name)
+        known = [windows[m] for m in self.dispatch.routable() if m in windows]
+        return min(known) if known and len(known) == len(self.dispatch.routable()) else None
+
     def count_tokens(self, model: str, params: ChatParams) -> int:
         """A request's prompt tokens, estimated (4 characters a token) without asking any model; an unknown model
         is refused as a chat request naming it would be (Anthropic's /v1/messages/count_tokens)."""

@@ -19,6 +19,7 @@ from ..config import GatewaySettings
 from ..domain import ChatParams, Delta, Finish, HostState, ModelSpec, RouteDecision, RouterView
 from ..errors import GatewayError, InvalidRequest, OverLimit, UpstreamStreamError
 from ..metrics import GatewayMetrics
+from ..routing.fit import estimate_request_tokens
 from ..routing.router_client import RouterClient
 from ..routing.rules import GatewayRules
 from ..routing.turns import TurnMemory, turn_key
@@ -58,6 +59,7 @@ class Dispatcher:
         self.by_model = {model: upstreams[u.name] for u in settings.upstreams for model in u.models}
         self._metrics = metrics
         self._capabilities = {model: frozenset(can) for model, can in settings.capabilities.items()}
+        self.windows = {model: m.context_window for model, m in settings.models.items() if m.context_window}
         self._turns = TurnMemory(settings.turns, shared, settings.redis.timeout_ms / 1e3)
         self._rules = GatewayRules(settings.rules)
 
@@ -106,14 +108,18 @@ class Dispatcher:
 
     async def decide(self, spec: ModelSpec, params: ChatParams, ask: Ask) -> RouteDecision:
         """Which model would answer, and why (rules, turn, router, capabilities), without asking any LLM."""
-        return self._within_budget(self._capable(await self._route(spec, params, ask), params.needs()), ask)
+        needs = params.needs()
+        return self._within_budget(self._fitting(self._capable(await self._route(spec, params, ask), needs), params, needs), ask)
 
     async def open(self, spec: ModelSpec, params: ChatParams, ask: Ask) -> FirstEvent:
         """Route, then open the chosen model's stream up to its first event (or the fallback's)."""
         started = time.perf_counter()
         needs = params.needs()
         request_id = ask.request_id
-        route = self._within_budget(self._capable(await self._route(spec, params, ask), needs), ask)
+        route = self._within_budget(self._fitting(self._capable(await self._route(spec, params, ask), needs), params, needs), ask)
+        if route.rerouted_for:
+            for reason in route.rerouted_for.split(","):
+                self._metrics.rerouted.labels(reason=reason).inc()
         route_ms = (time.perf_counter() - started) * 1e3
         if not spec.concrete:
             self._metrics.router_overhead.observe(route_ms / 1e3)
@@ -176,6 +182,30 @@ class Dispatcher:
             f"model {route.model!r} cannot take this request: it lacks {wanted} (the gateway's [capabilities]); {hint}"
         )
 
+    def _fitting(self, route: RouteDecision, params: ChatParams, needs: frozenset[str]) -> RouteDecision:
+        """The route, or, when the request does not fit its model's context window, a routed request moved to a
+        routable model that holds it (and has what it needs); a concrete request, or one no model holds, is refused
+        naming the estimate and each window. Never a silent truncation."""
+        window = self.windows.get(route.model)
+        if window is None:
+            return route
+        tokens = estimate_request_tokens(params)
+        if tokens <= window:
+            return route
+        holding = [m for m in self.routable() if not self.lacks(m, needs) and tokens <= self.windows.get(m, 0)]
+        if (route.routed or route.degraded) and holding:
+            moved = holding[0]
+            why = ",".join(filter(None, (route.rerouted_for, "context")))
+            return replace(route, model=moved, rerouted_for=why,
+                           reason=f"{route.reason}; about {tokens} tokens do not fit {route.model}'s window of {window}, "
+                           f"so {moved} answers")
+        windows = ", ".join(f"{m} {w}" for m, w in self.windows.items())
+        raise InvalidRequest(
+            f"the request needs about {tokens} tokens (its messages, tools and the output it asks for, estimated), more "
+            f"than model {route.model!r}'s context window of {window}; the windows: {windows} ([models.\"<name>\"] "
+            "context_window). Shorten the conversation, or ask for a model that holds it"
+        )
+
     async def _route(self, spec: ModelSpec, params: ChatParams, ask: Ask) -> RouteDecision:
         if spec.concrete:
             return RouteDecision(spec.name, reason="a concrete model was requested: no routing")
@@ -220,6 +250,8 @@ class Dispatcher:
     ) -> tuple[str, float, Delta | Finish, AsyncGenerator[Delta | Finish, None]]:
         upstream = self.by_model[model]
         started = time.perf_counter()
+        if model in self.windows:  # what the upstream serves it with (Ollama: options.num_ctx)
+            params = replace(params, context_window=self.windows[model])
         events = upstream.stream(model, params)
         try:
             try:

@@ -68,6 +68,7 @@ def access_record(opened: Opened, progress: _Progress, stream_ms: float) -> dict
         "route_ms": round(opened.route_ms, 2),
         "ttft_ms": round(opened.ttft_ms, 2),
         **({"adapted": list(opened.adapted)} if opened.adapted else {}),
+        **({"rerouted_for": route.rerouted_for} if route.rerouted_for else {}),
         "outcome": progress.outcome,
         "chunks": progress.chunks,
         "stream_ms": round(stream_ms, 2),

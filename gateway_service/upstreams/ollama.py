@@ -47,6 +47,8 @@ def ollama_body(model: str, params: ChatParams) -> dict[str, Any]:
             options[key] = value
     if params.stop:
         options["stop"] = list(params.stop)
+    if params.context_window is not None and "num_ctx" not in options:  # one value per model: Ollama does not reload
+        options["num_ctx"] = params.context_window
     for key in ("frequency_penalty", "presence_penalty"):  # OpenAI's, which Ollama's options take too
         if key in params.own("openai"):
             options[key] = params.own("openai")[key]

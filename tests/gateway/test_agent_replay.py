@@ -95,8 +95,9 @@ def test_the_readme_s_coding_agents_snippets_load() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = readme.split("## Coding agents", 1)[1].split("\n## ", 1)[0]
     blocks = [tomllib.loads(block) for block in re.findall(r"```toml\n(.*?)```", section, re.S)]
-    assert len(blocks) == 3
-    codex, aliases, hosted = blocks
+    assert len(blocks) == 4
+    codex, aliases, windows, hosted = blocks
+    assert GatewaySettings(**windows).models["llama3.1:8b"].context_window == 65536
     assert codex["model_providers"]["gateway"]["wire_api"] == "responses" and codex["model_provider"] == "gateway"
     settings = GatewaySettings(model_aliases=aliases["model_aliases"], upstreams=hosted["upstreams"])
     assert [u.model_dump() for u in settings.upstreams[:1]] == [u.model_dump() for u in DEFAULT_UPSTREAMS]

@@ -1,0 +1,88 @@
+"""Context windows (#37): each model's window is known, Ollama is told it (options.num_ctx), a routed request that does
+not fit its model goes to one that holds it, and one nothing holds is a 400 naming the sizes. Never a silent cut."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway_service.server import build_gateway
+from tests.gateway.conftest import STRONG, WEAK, gateway_settings
+from tests.http_servers import serve_app
+from tests.llm_servers import LLMServerState, llm_app
+
+WINDOWS = {WEAK: {"context_window": 4096}, STRONG: {"context_window": 65536}}
+PARAGRAPH = "The service keeps a window of recent scores per caller and derives the threshold from it. " * 8
+
+
+def conversation(tokens: int, last: str = "hi") -> list[dict[str, Any]]:
+    """About ``tokens`` tokens (3 characters each, the gateway's estimate) of earlier turns, then ``last``."""
+    turns: list[dict[str, Any]] = []
+    while sum(len(m["content"]) for m in turns) < tokens * 3:
+        turns += [{"role": "user", "content": PARAGRAPH * 20}, {"role": "assistant", "content": "Noted."}]
+    return [*turns, {"role": "user", "content": last}]
+
+
+@pytest.fixture
+async def served(router_app) -> AsyncIterator[tuple[Any, LLMServerState]]:
+    ollama = LLMServerState()
+    async with serve_app(llm_app(ollama)) as ollama_url, serve_app(llm_app(LLMServerState())) as openai_url:
+        gateway = await build_gateway(gateway_settings(router_app.port, ollama_url, openai_url, models=WINDOWS,
+                                                       limits={"max_body_bytes": 8 * 2**20, "max_prompt_chars": 2_000_000}))
+        try:
+            yield gateway, ollama
+        finally:
+            await gateway.stop()
+
+
+async def post(gateway: Any, path: str, body: dict[str, Any]) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=60) as http:
+        return await http.post(f"http://127.0.0.1:{gateway.http_port}{path}", json=body)
+
+
+async def test_ollama_is_told_each_model_s_window(served: tuple[Any, LLMServerState]) -> None:
+    gateway, ollama = served
+    for model in (WEAK, STRONG):
+        assert (await post(gateway, "/v1/chat/completions", {"model": model, "messages": [{"role": "user", "content": "hi"}]})).status_code == 200
+        assert ollama.requests[-1]["body"]["options"]["num_ctx"] == WINDOWS[model]["context_window"]
+    given = {"model": WEAK, "messages": [{"role": "user", "content": "hi"}], "options": {"num_ctx": 8192}}
+    assert (await post(gateway, "/api/chat", given)).status_code == 200
+    assert ollama.requests[-1]["body"]["options"]["num_ctx"] == 8192  # the client's own stands
+
+
+@pytest.mark.parametrize("api", ["chat", "messages", "responses"])
+async def test_a_long_conversation_ending_in_hi_goes_to_the_model_that_holds_it(
+    served: tuple[Any, LLMServerState], api: str
+) -> None:
+    gateway, ollama = served
+    messages = conversation(30_000)
+    routes: dict[str, tuple[str, dict[str, Any]]] = {
+        "chat": ("/v1/chat/completions", {"model": "router", "messages": messages}),
+        "messages": ("/v1/messages", {"model": "router", "max_tokens": 512, "messages": messages}),
+        "responses": ("/v1/responses", {"model": "router", "input": messages}),
+    }
+    path, body = routes[api]
+    answer = await post(gateway, path, body)
+    assert answer.status_code == 200, answer.text[:300]
+    assert answer.headers["x-route-model"] == STRONG and answer.headers["x-route-rerouted-for"] == "context"
+    assert ollama.requests[-1]["body"]["options"]["num_ctx"] == 65536
+
+
+async def test_what_no_model_holds_is_a_400_naming_the_sizes(served: tuple[Any, LLMServerState]) -> None:
+    gateway, _ = served
+    too_long = await post(gateway, "/v1/chat/completions", {"model": "router", "messages": conversation(200_000)})
+    assert too_long.status_code == 400
+    said = too_long.json()["error"]["message"]
+    assert "tokens" in said and "65536" in said and "4096" in said and "context_window" in said
+    named = await post(gateway, "/v1/messages", {"model": WEAK, "max_tokens": 64, "messages": conversation(30_000)})
+    assert named.status_code == 400 and named.json()["error"]["type"] == "invalid_request_error"  # a concrete model
+
+
+async def test_show_reports_the_window_clients_read(served: tuple[Any, LLMServerState]) -> None:
+    """/api/show: the model's window as its context length; a router name, the smallest it may route to."""
+    gateway, _ = served
+    shown = {name: (await post(gateway, "/api/show", {"model": name})).json()["model_info"] for name in (STRONG, "router")}
+    assert shown[STRONG]["routestack.context_length"] == 65536 and shown["router"]["routestack.context_length"] == 4096
