@@ -90,7 +90,7 @@ class Dispatcher:
         """The router's weak model (as Describe said), else the fallback model: what a spent caller gets."""
         return self._router.weak_model or self._settings.fallback_model or self._settings.default_model
 
-    def _within_budget(self, route: RouteDecision, ask: Ask) -> RouteDecision:
+    def _within_budget(self, route: RouteDecision, ask: Ask, params: ChatParams | None = None) -> RouteDecision:
         """The one rule of accounting, applied to every decision: the model that answers says whether the call is
         strong; a caller whose strong budget is spent never reaches the strong model, however it was decided (a
         rule, a turn, failing open, a capability), but the weak one, flagged."""
@@ -103,20 +103,26 @@ class Dispatcher:
             raise OverLimit(
                 f"the caller's strong budget is spent and no weak model ({weak!r}) can answer instead; retry later"
             )
+        window = self.windows.get(weak)
+        if params is not None and window is not None and estimate_request_tokens(params) > window:  # never cut silently
+            raise OverLimit(
+                f"the caller's strong budget is spent, and this request (about {estimate_request_tokens(params)} tokens) "
+                f"does not fit the weak model {weak!r}'s context window of {window}; retry when the budget frees"
+            )
         return replace(route, model=weak, strong=False, budget_limited=True,
                        reason=f"{route.reason}; the caller's strong budget is spent, so {weak} answers")
 
     async def decide(self, spec: ModelSpec, params: ChatParams, ask: Ask) -> RouteDecision:
         """Which model would answer, and why (rules, turn, router, capabilities), without asking any LLM."""
         needs = params.needs()
-        return self._within_budget(self._fitting(self._capable(await self._route(spec, params, ask), needs), params, needs), ask)
+        return self._within_budget(self._fitting(self._capable(await self._route(spec, params, ask), needs), params, needs), ask, params)
 
     async def open(self, spec: ModelSpec, params: ChatParams, ask: Ask) -> FirstEvent:
         """Route, then open the chosen model's stream up to its first event (or the fallback's)."""
         started = time.perf_counter()
         needs = params.needs()
         request_id = ask.request_id
-        route = self._within_budget(self._fitting(self._capable(await self._route(spec, params, ask), needs), params, needs), ask)
+        route = self._within_budget(self._fitting(self._capable(await self._route(spec, params, ask), needs), params, needs), ask, params)
         if route.rerouted_for:
             for reason in route.rerouted_for.split(","):
                 self._metrics.rerouted.labels(reason=reason).inc()

@@ -86,3 +86,22 @@ async def test_show_reports_the_window_clients_read(served: tuple[Any, LLMServer
     gateway, _ = served
     shown = {name: (await post(gateway, "/api/show", {"model": name})).json()["model_info"] for name in (STRONG, "router")}
     assert shown[STRONG]["routestack.context_length"] == 65536 and shown["router"]["routestack.context_length"] == 4096
+
+
+async def test_a_spent_caller_is_never_cut_to_the_weak_model_s_window(router_app) -> None:
+    """Only the strong model holds the request and the caller's strong budget is spent: a 429 saying so, never the weak
+    model silently truncating it."""
+    async with serve_app(llm_app(LLMServerState())) as ollama_url, serve_app(llm_app(LLMServerState())) as openai_url:
+        gateway = await build_gateway(gateway_settings(
+            router_app.port, ollama_url, openai_url, models=WINDOWS,
+            callers=[{"name": "team", "api_keys": ["sk-team-00000001"], "policy": "spent"}],
+            caller_policies=[{"name": "spent", "strong_calls": 0}],
+        ))
+        try:
+            async with httpx.AsyncClient(timeout=60) as http:
+                answer = await http.post(f"http://127.0.0.1:{gateway.http_port}/v1/chat/completions",
+                                         json={"model": "router", "messages": conversation(30_000)},
+                                         headers={"authorization": "Bearer sk-team-00000001"})
+        finally:
+            await gateway.stop()
+    assert answer.status_code == 429 and "context window of 4096" in answer.json()["error"]["message"]
