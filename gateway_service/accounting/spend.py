@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import logging
 import math
 from collections import defaultdict
@@ -24,7 +23,6 @@ from typing import Any
 from service_core.quota import Counters
 
 from ..config import GatewaySettings
-from ..domain import ChatParams
 from ..metrics import GatewayMetrics
 from .policy import NANO, Caller
 
@@ -46,12 +44,6 @@ class Usage:
 
 def estimate_tokens(chars: int) -> int:
     return math.ceil(chars / 4)
-
-
-def prompt_chars(params: ChatParams) -> int:
-    """The characters a request's prompt holds: its messages' text, tool calls' arguments and tool definitions."""
-    chars = sum(len(m.content) + sum(len(c.name) + len(c.arguments) for c in m.tool_calls) for m in params.messages)
-    return chars + sum(len(t.name) + len(t.description) + len(json.dumps(t.parameters)) for t in params.tools)
 
 
 class SpendBook:

@@ -16,7 +16,7 @@ from service_core.quota import Counters
 
 from ..accounting.capture import Capture
 from ..accounting.policy import Allowance, CallerPolicies
-from ..accounting.spend import SpendBook, Usage, estimate_tokens, prompt_chars
+from ..accounting.spend import SpendBook, Usage, estimate_tokens
 from ..config import GatewaySettings, LimitSettings
 from ..domain import ROLES, ChatParams, Finish, ModelSpec, RecentShare, RouteDecision, RoutingStatus
 from ..errors import InvalidRequest, TooLarge
@@ -34,10 +34,6 @@ from .stream import ChatStream, Opened
 __all__ = ["ChatService"]
 
 RECENT = 500  # routed completions remembered per caller for the routing page's realised share
-# A request's completion, as its dollar budget reserves it: its max_tokens, at most this (agents ask for 128k), or
-# this much where it set none. The reservation is settled to the real cost when the answer ends.
-RESERVED_COMPLETION = 1024
-MAX_RESERVED_COMPLETION = 4096
 
 
 class ChatService:
@@ -111,7 +107,7 @@ class ChatService:
         is refused as a chat request naming it would be (Anthropic's /v1/messages/count_tokens)."""
         validate(params, self.limits)
         self.catalog.resolve(model)
-        return estimate_tokens(prompt_chars(params))
+        return estimate_tokens(params.prompt_chars())
 
     async def status(self, x: Exchange) -> RoutingStatus:
         """What the router serves now, the caller's policy and its recent strong share here, and (admin callers)
@@ -175,8 +171,7 @@ class ChatService:
         policy = x.caller.policy
         reserve = 0
         if policy is not None and policy.strong_cost_usd is not None:  # the dollars a strong answer may cost, reserved
-            completion = min(params.max_tokens or RESERVED_COMPLETION, MAX_RESERVED_COMPLETION)
-            estimate = Usage(estimate_tokens(prompt_chars(params)), completion, estimated=True)
+            estimate = Usage(estimate_tokens(params.prompt_chars()), params.output_expected(), estimated=True)
             reserve = self.spend.cost_nano(self.dispatch.strong_model, estimate)
         return spec, await self.policies.admit(x.caller, spec, self.dispatch.strong_model, reserve)
 

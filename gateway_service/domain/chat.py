@@ -12,6 +12,7 @@ namespace and nothing else.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
@@ -31,6 +32,8 @@ __all__ = [
     "ToolChoice",
     "ToolResult",
 ]
+
+OUTPUT_DEFAULT, OUTPUT_MAX = 1024, 4096  # ChatParams.output_expected
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 ROLES: frozenset[str] = frozenset({"system", "developer", "user", "assistant", "tool"})
@@ -200,6 +203,16 @@ class ChatParams:
         if any(m.images for m in self.messages):
             needed.add("vision")
         return frozenset(needed)
+
+    def prompt_chars(self) -> int:
+        """The characters the prompt holds: its messages' text, the tool calls' names and arguments, the tools."""
+        chars = sum(len(m.content) + sum(len(c.name) + len(c.arguments) for c in m.tool_calls) for m in self.messages)
+        return chars + sum(len(t.name) + len(t.description) + len(json.dumps(t.parameters)) for t in self.tools)
+
+    def output_expected(self) -> int:
+        """The output tokens to plan for (a context window, a dollar reservation): its max_tokens, at most
+        OUTPUT_MAX (agents ask for 128k they will not use), OUTPUT_DEFAULT where it set none."""
+        return min(self.max_tokens or OUTPUT_DEFAULT, OUTPUT_MAX)
 
     def own(self, kind: str) -> dict[str, Any]:
         """The fields only upstreams of ``kind`` read."""

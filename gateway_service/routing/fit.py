@@ -9,7 +9,6 @@ for 128k they will not use).
 
 from __future__ import annotations
 
-import json
 import math
 
 from ..domain import ChatParams
@@ -18,15 +17,8 @@ __all__ = ["estimate_request_tokens"]
 
 CHARS_PER_TOKEN = 3
 IMAGE_TOKENS = 800
-OUTPUT_DEFAULT, OUTPUT_MAX = 1024, 4096
 
 
 def estimate_request_tokens(params: ChatParams) -> int:
-    chars = 0
-    images = 0
-    for message in params.messages:
-        chars += len(message.content) + sum(len(c.name) + len(c.arguments) for c in message.tool_calls)
-        images += len(message.images)
-    chars += sum(len(t.name) + len(t.description) + len(json.dumps(t.parameters)) for t in params.tools)
-    output = min(params.max_tokens or OUTPUT_DEFAULT, OUTPUT_MAX)
-    return math.ceil(chars / CHARS_PER_TOKEN) + images * IMAGE_TOKENS + output
+    images = sum(len(m.images) for m in params.messages)
+    return math.ceil(params.prompt_chars() / CHARS_PER_TOKEN) + images * IMAGE_TOKENS + params.output_expected()
