@@ -257,9 +257,8 @@ class HttpFrontDoor:
             if scope["method"] not in endpoint.methods:
                 raise MethodNotAllowed(f"{scope['method']} is not allowed on {scope['path']}; use {', '.join(sorted(endpoint.methods))}")
             if endpoint.auth:
-                headers = Headers(scope=scope)
-                if (headers.get("authorization") or "").startswith("Basic "):
-                    browser_checks(endpoint, scope, headers)
+                if authorization is not None and authorization.startswith("Basic "):
+                    browser_checks(endpoint, scope, Headers(scope=scope))
                 self._door.check_auth(x)
             return await endpoint.handler(Request(scope, body.receive), x)
         except GatewayError as exc:

@@ -104,9 +104,10 @@ class Dispatcher:
                 f"the caller's strong budget is spent and no weak model ({weak!r}) can answer instead; retry later"
             )
         window = self.windows.get(weak)
-        if params is not None and window is not None and estimate_request_tokens(params) > window:  # never cut silently
+        tokens = estimate_request_tokens(params) if params is not None and window is not None else 0
+        if window is not None and tokens > window:  # never cut silently to the weak model's window
             raise OverLimit(
-                f"the caller's strong budget is spent, and this request (about {estimate_request_tokens(params)} tokens) "
+                f"the caller's strong budget is spent, and this request (about {tokens} tokens) "
                 f"does not fit the weak model {weak!r}'s context window of {window}; retry when the budget frees"
             )
         return replace(route, model=weak, strong=False, budget_limited=True,
