@@ -45,8 +45,6 @@ from .shape import count_shape
 
 __all__ = ["ResponsesContext", "ResponsesRequest", "ResponsesWriter", "check_shape", "output_items", "whole_response"]
 
-ASSISTANT_ITEMS = frozenset({"function_call", "reasoning"})
-
 
 class _Reasoning(BaseModel):
     model_config = ConfigDict(extra="ignore")

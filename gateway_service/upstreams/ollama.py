@@ -49,7 +49,7 @@ def ollama_body(model: str, params: ChatParams) -> dict[str, Any]:
         options["stop"] = list(params.stop)
     if params.context_window is not None and "num_ctx" not in options:  # one value per model: Ollama does not reload
         options["num_ctx"] = params.context_window
-    for key in ("frequency_penalty", "presence_penalty"):  # OpenAI's, which Ollama's options take too
+    for key in PENALTIES:
         if key in params.own("openai"):
             options[key] = params.own("openai")[key]
     tools, instruction = emulated_tools(params)
@@ -93,12 +93,13 @@ def adaptations(params: ChatParams) -> tuple[str, ...]:
     """What an Ollama upstream does not take as asked (for the access line): emulations and dropped fields."""
     notes = [f"tool_choice={params.tool_choice.mode} emulated"] if (
         params.tool_choice is not None and params.tool_choice.mode != "auto" and params.tools) else []
-    dropped = sorted(k for k in params.own("openai") if k not in IGNORED and k not in ("frequency_penalty", "presence_penalty"))
+    dropped = sorted(k for k in params.own("openai") if k not in IGNORED and k not in PENALTIES)
     if dropped:
         notes.append("dropped: " + ",".join(dropped))
     return tuple(notes)
 
 
+PENALTIES = ("frequency_penalty", "presence_penalty")  # OpenAI's, which Ollama's options take as they are
 # Request fields that do not change the answer, so an Ollama upstream goes without them and says nothing.
 IGNORED = frozenset({"user", "metadata", "store", "service_tier", "parallel_tool_calls"})
 
