@@ -28,7 +28,7 @@ from service_core.settings import with_section
 
 from .accounting.report import fetch_spend, read_spend, savings_markdown, spend_table, write_report
 from .config import GatewaySettings, load_settings
-from .domain import Message
+from .routing.words import RoutedText
 from .server import GatewayApp, build_gateway, serve
 
 __all__ = ["main"]
@@ -95,7 +95,7 @@ async def _sample(gateway: GatewayApp, prompts: list[str]) -> None:
     settings = gateway.settings
     for prompt in prompts:
         decision = await gateway.router.route(
-            (Message.of("user", prompt),), threshold=None, strong_share=None,
+            RoutedText(prompt), threshold=None, strong_share=None,
             default_model=settings.default_model, request_id="sample",
         )
         if decision.degraded:

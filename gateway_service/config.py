@@ -92,14 +92,18 @@ class LimitSettings(Section):
     """Every limit refuses with a clear error; nothing waits in an unbounded queue."""
 
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="HTTP request bodies larger than this: 413")
-    max_messages: int = Field(500, ge=1)
+    max_messages: int = Field(
+        10_000, ge=1, description="messages of one request: an agent's session runs to thousands, bounded by "
+        "max_body_bytes, not by its count"
+    )
     max_prompt_chars: int = Field(1_000_000, ge=1, description="all message contents together")
     max_message_chars: int = Field(
-        100_000, ge=1, description="any one message; the router's limits.max_prompt_chars, so routed and concrete agree"
+        1_000_000, ge=1, description="any one message (a big tool result is one); the router is sent a bounded "
+        "part of the user's words, never more than its own limits.max_prompt_chars"
     )
     max_content_parts: int = Field(
-        1000, ge=1, description="content parts (text, images, audio) in all messages together; counted before "
-        "the body is validated, so a request of 150k parts costs milliseconds, not seconds"
+        20_000, ge=1, description="content parts (text, images, tool calls and results) in all messages together; "
+        "counted before the body is validated, so a request of 150k parts costs milliseconds, not seconds"
     )
     max_images: int = Field(100, ge=0, description="images in all messages together (OpenAI image parts, Ollama images)")
     max_tools: int = Field(1000, ge=0, description="tool definitions in one request; counted before it is validated")

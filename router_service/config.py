@@ -242,7 +242,7 @@ class RoutingSettings(Section):
 
 class LimitSettings(Section):
     max_prompt_chars: int = Field(100_000, ge=1)
-    max_messages: int = Field(1_000, ge=1)
+    max_messages: int = Field(10_000, ge=1, description="messages of one chat (the gateway sends two: the system head and the user's words)")
     max_batch: int = Field(1_024, ge=1, description="requests per RouteBatch call")
     max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     max_queued_prompts: int = Field(

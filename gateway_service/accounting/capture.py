@@ -1,7 +1,8 @@
 """Opt-in capture of routed prompts and their route decisions, for labelling and retraining.
 
 A sampled request's record is written when its stream ends: one JSON line with the prompt
-the router embedded (the last user message), the decision (model, score, threshold,
+the router was asked about (the user's words of the last user turn, client boilerplate set
+aside, and the names of what was set aside), the decision (model, score, threshold,
 scorer and version) and, only when ``capture.completions`` is on, the answer's text. Never
 the API key, other messages, or headers.
 
@@ -114,7 +115,8 @@ class Capture:
             "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
             "request_id": record.request_id,
             **({"caller": record.caller} if record.caller else {}),
-            "prompt": record.prompt,
+            "prompt": route.routed_on or record.prompt,
+            **({"set_aside": list(route.set_aside)} if route.set_aside else {}),
             "requested": record.requested,
             "model": route.model,
             "routed_strong": route.routed_strong,

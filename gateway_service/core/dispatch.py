@@ -23,6 +23,7 @@ from ..routing.fit import estimate_request_tokens
 from ..routing.router_client import RouterClient
 from ..routing.rules import GatewayRules
 from ..routing.turns import TurnMemory, turn_key
+from ..routing.words import users_words
 from ..upstreams import Upstream
 from .stream import Opened
 
@@ -234,8 +235,11 @@ class Dispatcher:
         return decision
 
     async def _route_anew(self, spec: ModelSpec, params: ChatParams, ask: Ask) -> RouteDecision:
+        text = users_words(params)
+        if text is None:
+            raise InvalidRequest("the conversation has no user message: a routed request is routed on the last one")
         decision = await self._router.route(
-            params.messages,
+            text,
             threshold=spec.threshold,
             strong_share=spec.strong_share,
             default_model=self._settings.default_model,

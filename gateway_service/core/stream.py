@@ -69,6 +69,7 @@ def access_record(opened: Opened, progress: _Progress, stream_ms: float) -> dict
         "ttft_ms": round(opened.ttft_ms, 2),
         **({"adapted": list(opened.adapted)} if opened.adapted else {}),
         **({"rerouted_for": route.rerouted_for} if route.rerouted_for else {}),
+        **({"set_aside": list(route.set_aside)} if route.set_aside else {}),
         "outcome": progress.outcome,
         "chunks": progress.chunks,
         "stream_ms": round(stream_ms, 2),

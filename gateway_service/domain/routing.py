@@ -39,6 +39,8 @@ class RouteDecision:
     rerouted_for: str = ""  # the router's choice lacked these capabilities (comma-separated): another model answers
     rule: str = ""  # the router's rule that decided (the prompt was not scored), or the gateway's sticky turn
     budget_unenforced: bool = False  # the caller's limits could not be checked (Redis unavailable): served anyway
+    routed_on: str = ""  # the user's words the router was asked about (routing/words.py), for the capture record
+    set_aside: tuple[str, ...] = ()  # the client boilerplate set aside before routing (access line, capture)
 
 
 @dataclass(frozen=True)

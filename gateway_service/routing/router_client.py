@@ -13,8 +13,9 @@ from routing_api.router.v1 import router_pb2, router_pb2_grpc
 from service_core.grpc_client import call_metadata, open_channel
 
 from ..config import RouterClientSettings
-from ..domain import Message, RouteDecision, RouterView, ScorerView
+from ..domain import RouteDecision, RouterView, ScorerView
 from ..errors import InvalidRequest
+from .words import RoutedText
 
 __all__ = ["RouterClient"]
 
@@ -48,7 +49,7 @@ class RouterClient:
 
     async def route(
         self,
-        messages: tuple[Message, ...],
+        text: RoutedText,
         *,
         threshold: float | None,
         strong_share: float | None,
@@ -59,10 +60,13 @@ class RouterClient:
         scorer: str = "",
         preview: bool = False,
     ) -> RouteDecision:
-        """Ask the router; if it is down or slow, answer with the default model, flagged. ``caller``: whose
-        live-share window; ``strong_spent``: the caller's strong budget here is spent (route weak)."""
+        """Ask the router about the user's words (the head of the system instruction beside them); if it is down
+        or slow, answer with the default model, flagged. ``caller``: whose live-share window; ``strong_spent``: the
+        caller's strong budget here is spent (route weak)."""
+        said = [router_pb2.ChatMessage(role="system", content=text.system)] if text.system else []
+        said.append(router_pb2.ChatMessage(role="user", content=text.words))
         request = router_pb2.RouteRequest(
-            chat=router_pb2.Chat(messages=[router_pb2.ChatMessage(role=m.role, content=m.content) for m in messages]),
+            chat=router_pb2.Chat(messages=said),
             caller=caller, strong_budget_spent=strong_spent, scorer=scorer, preview=preview,
         )
         if threshold is not None:
@@ -80,7 +84,8 @@ class RouterClient:
                 raise InvalidRequest(f"the router has no scorer {scorer!r}: {exc.details()}") from None
             reason = f"router at {self._settings.address} failed ({exc.code().name}: {exc.details()}); failed open"
             logger.warning("request %s: %s to default model %s", request_id, reason, default_model)
-            return RouteDecision(default_model, degraded=True, reason=reason)
+            return RouteDecision(default_model, degraded=True, reason=reason, routed_on=text.words,
+                                 set_aside=text.set_aside)
         side = "strong" if response.routed_strong else "weak"
         reason = f"router chose the {side} model: score {response.score:.4f} vs threshold {response.threshold:.4f}"
         if response.rule:
@@ -91,7 +96,7 @@ class RouterClient:
         return RouteDecision(
             response.model, routed=True, score=response.score, threshold=response.threshold, reason=reason,
             budget_limited=response.budget_limited, routed_strong=response.routed_strong, scorer=response.scorer_name,
-            scorer_version=response.scorer_version, rule=response.rule,
+            scorer_version=response.scorer_version, rule=response.rule, routed_on=text.words, set_aside=text.set_aside,
         )
 
     async def _describe(self, timeout_s: float | None = None) -> router_pb2.DescribeResponse:

@@ -314,7 +314,7 @@ async def test_many_parts_images_or_fields_are_refused_before_they_are_validated
                                      json={"model": WEAK, "messages": SAY_HI, **{f"k{i}": 1 for i in range(1000)}})
         finally:
             await gateway.stop()
-    assert text_parts.status_code == 413 and "limits.max_content_parts=1000" in text_parts.text
+    assert text_parts.status_code == 413 and "limits.max_content_parts=20000" in text_parts.text
     assert image_parts.status_code == 413 and "limits.max_images=100" in image_parts.text
     assert tiny.status_code == 413 and "limits.max_images=100" in tiny.text
     assert fields.status_code == 400 and "limits.max_extra_fields=256" in fields.text

@@ -114,13 +114,19 @@ async def test_a_client_that_leaves_mid_body_costs_one_line(stack: Stack, caplog
 
 
 async def test_one_prompt_limit_for_routed_and_concrete_models(stack: Stack) -> None:
-    long = [{"role": "user", "content": "y" * 150_000}]
+    """A 150k-character tool result or paste is taken, routed (on a bounded part of it) or not; past the limit
+    both get the same refusal."""
+    taken = [{"role": "user", "content": "y" * 150_000}]
+    long = [{"role": "user", "content": "y" * 1_000_001}]
     async with httpx.AsyncClient(timeout=20) as http:
+        for model in ("router", WEAK):
+            answer = await http.post(f"{stack.base_url}/chat/completions", json={"model": model, "messages": taken})
+            assert answer.status_code == 200, answer.text[:300]
         routed = await http.post(f"{stack.base_url}/chat/completions", json={"model": "router", "messages": long})
         concrete = await http.post(f"{stack.base_url}/chat/completions", json={"model": WEAK, "messages": long})
     assert routed.status_code == concrete.status_code == 413
     assert routed.json()["error"]["message"] == concrete.json()["error"]["message"]
-    assert "limits.max_message_chars=100000" in routed.json()["error"]["message"]
+    assert "limits.max_prompt_chars=1000000" in routed.json()["error"]["message"]
 
 
 async def test_a_full_upstream_refuses_in_bounded_time(stack: Stack) -> None:
