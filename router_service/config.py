@@ -58,6 +58,8 @@ BUNDLED_SCORERS = {
     "mf": {"local": MODELS_DIR / "mf-minilm.onnx"},
 }
 DEFAULT_SCORER = "difficulty"
+# The background-task detector shipped for each embedder backend (the remote ones get MiniLM's, as the scorers).
+BUNDLED_TASK_DETECTORS = {"local": MODELS_DIR / "tasks-minilm.onnx", "static": MODELS_DIR / "tasks-static.onnx"}
 
 
 def default_cache_dir() -> Path:
@@ -238,6 +240,16 @@ class RoutingSettings(Section):
         "language or topic detection) go weak without being scored: the built-in rule 'client-utility'",
     )
     rules: tuple[RuleSettings, ...] = Field((), description="your own rules, tried before the built-in one")
+    task_detector: bool = Field(
+        True, description="the learned background-task detector (clients' titles, tags, summaries, commit messages, "
+        "in any client's words) routes them weak, scored: rule 'background-task'",
+    )
+    task_detector_path: Path | None = Field(
+        None, description="a detector file of `router-service train-tasks`; unset: the bundled one of embedder.backend"
+    )
+
+    def detector_path(self, backend: str) -> Path:
+        return self.task_detector_path or BUNDLED_TASK_DETECTORS.get(backend, BUNDLED_TASK_DETECTORS["local"])
 
 
 class LimitSettings(Section):

@@ -51,6 +51,8 @@ class RouteQuery:
     caller: str = ""  # whose live-share window: the router caller, and the name it asks for ("" for none)
     strong_spent: bool = False  # the asking service's strong budget for this caller is spent: route weak
     preview: bool = False  # decide only: no live window, shadow, budget taken or decision metric
+    tools: int = 0  # tool definitions the request carries (RequestShape; the background-task detector reads it)
+    max_tokens: int = 0  # the output limit it asks for; 0: none
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from service_core.quota import Check, Counters
 
 from .adapters import AsyncEmbedder, Embedder, open_embedder
 from .adapters.scorer import OnnxScorer
+from .adapters.task_detector import TaskDetector
 from .config import RouterSettings, ScorerSettings, check_scorers
 from .domain import (
     CandidateScore,
@@ -36,7 +37,7 @@ from .domain import (
 )
 from .errors import ConfigError, DeadlineExceeded, InvalidRequest, ReloadRejected, RouterError, Uncalibrated
 from .metrics import RouterMetrics
-from .pipeline import ScoringPipeline
+from .pipeline import RowHead, ScoringPipeline
 from .routing import Plan, RoutingPolicy
 from .rules import Rule
 from .shadow import ShadowRecord
@@ -89,8 +90,10 @@ class RouteEngine:
         scorers: dict[str, OnnxScorer],
         shadows: dict[str, str],
         counters: Counters | None = None,
+        detector: TaskDetector | None = None,
     ) -> None:
         self._settings = settings
+        self.detector = detector  # the background-task detector, a row head beside the scorers
         # The strong-call budget (routing.strong_budget): per process, or fleet-wide on Redis. It spans reloads.
         self.counters = counters or Counters(settings.redis)
         self._embedder = embedder
@@ -119,8 +122,11 @@ class RouteEngine:
 
     def _generation(self, policy: RoutingPolicy, carry: _Generation | None = None) -> _Generation:
         settings = self._settings
+        heads: list[RowHead] = list(policy.scorers.values())
+        if self.detector is not None:
+            heads.append(self.detector)
         pipeline = ScoringPipeline(
-            self._embedder, list(policy.scorers.values()), self._executor,
+            self._embedder, heads, self._executor,
             cache_size=settings.embedder.cache_size, max_queued=settings.limits.max_queued_prompts,
             watch=self.metrics,
         )
@@ -160,33 +166,37 @@ class RouteEngine:
         pipeline = generation.pipeline
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         scored = [plan for plan in plans if plan.rule is None]  # a rule's prompts are not embedded
+        extra = self._detector_texts(scored)  # the detector's other texts: long words' ends, system prompts
         embed_ms = score_ms = 0.0
         rows: Sequence[np.ndarray] | np.ndarray = ()
         cached: Sequence[bool] = ()
+        more: dict[str, np.ndarray] = {}
         if scored:
             try:
                 async with asyncio.timeout(timeout):
-                    rows, cached, stages = await pipeline.scores([plan.text for plan in scored], deadline)
+                    rows, cached, stages = await pipeline.scores([plan.text for plan in scored] + extra, deadline)
             except TimeoutError:
                 raise DeadlineExceeded(
                     f"the call's deadline passed after {(time.perf_counter() - started) * 1e3:.1f} ms "
                     f"while embedding ({pipeline.embedder.name})"
                 ) from None
             embed_ms, score_ms = stages.embed_ms, stages.score_ms
+            more = dict(zip(extra, rows[len(scored):], strict=True))
+            rows, cached = rows[: len(scored)], cached[: len(scored)]
         timings = Timings(embed_ms, score_ms, (time.perf_counter() - started) * 1e3)
         cached = [self._first_real(plan, hit) for plan, hit in zip(scored, cached, strict=True)]
         results = iter(zip(rows, cached, strict=True))
         decisions = [
             self._by_rule(generation, plan, plan.rule, timings) if plan.rule is not None
-            else self._decide(generation, plan, *next(results), timings)
+            else self._decide(generation, plan, *next(results), timings, more)
             for plan in plans
         ]
         decisions = [await self._within_budget(plan, d) for plan, d in zip(plans, decisions, strict=True)]
         for plan, decision in zip(plans, decisions, strict=True):
             if plan.preview:
                 continue
-            if plan.rule is not None:
-                self.metrics.ruled(decision.model, plan.rule.name)
+            if decision.rule:
+                self.metrics.ruled(decision.model, decision.rule)
                 continue
             self.metrics.decided(
                 decision.model, decision.scorer_name, decision.score, decision.embedding_cached,
@@ -222,10 +232,36 @@ class RouteEngine:
             return False
         return cached
 
-    def _decide(self, generation: _Generation, plan: Plan, row: np.ndarray, cached: bool, timings: Timings) -> Decision:
+    def _detector_texts(self, plans: Sequence[Plan]) -> list[str]:
+        if self.detector is None:
+            return []
+        wanted = (t for plan in plans if plan.view is not None for t in (plan.view.tail, plan.view.system))
+        return list(dict.fromkeys(t for t in wanted if t))
+
+    def _background(self, plan: Plan, row: np.ndarray, more: Mapping[str, np.ndarray], columns: slice) -> bool:
+        """Whether the detector takes the request for a client's own background task."""
+        view = plan.view
+        if self.detector is None or view is None:
+            return False
+        tail = more[view.tail][columns] if view.tail else None
+        system = more[view.system][columns] if view.system else None
+        return self.detector.probability(view, row[columns], tail, system) >= self.detector.threshold
+
+    def _decide(
+        self, generation: _Generation, plan: Plan, row: np.ndarray, cached: bool, timings: Timings,
+        more: Mapping[str, np.ndarray],
+    ) -> Decision:
         policy, columns = generation.policy, generation.pipeline.columns
         model_scores = row[columns[plan.scorer.name]]
         choice = policy.choose(plan, model_scores)
+        if self.detector is not None and self._background(plan, row, more, columns[self.detector.name]):
+            # A client's task: the cheapest model, its score kept for the record; it stays out of the live-share
+            # window and the shadow comparison, as a rule's prompts do
+            return Decision(
+                model=plan.candidates[0].model, score=choice.score, threshold=choice.threshold, routed_strong=False,
+                scorer_name=plan.scorer.name, scorer_version=plan.scorer.version, timings=timings,
+                embedding_cached=cached, rule=self.detector.name,
+            )
         # The live-share window estimates the spread of distinct prompts: a repeat (a tool loop re-sending its
         # last user message, a client's retry) or a caller's own threshold would tilt it for everyone.
         realised = policy.observe(plan, model_scores, choice.routed_strong) if plan.observed and not cached else None
@@ -442,16 +478,37 @@ async def open_engine(settings: RouterSettings) -> AsyncIterator[RouteEngine]:
             stack.push_async_callback(embedder.aclose)
             await _probe_dimension(embedder)
         _check_dimension(embedder.backend, embedder.name, embedder.dim, scorers)
+        detector = _open_detector(settings, embedder.backend, embedder.dim)
         for warning in pair_warnings(scorers, settings.routing.strong_model, settings.routing.weak_model):
             logger.warning("%s", warning)
         shadows = {s.name: s.shadow_of for s in settings.scorers if s.shadow_of}
         counters = Counters(settings.redis)
         stack.push_async_callback(counters.aclose)
-        engine = RouteEngine(settings, embedder, executor, scorers, shadows, counters)
+        engine = RouteEngine(settings, embedder, executor, scorers, shadows, counters, detector)
         stack.push_async_callback(engine.aclose)
         if embedder.runs == "in_process":  # a remote embedder was probed above, or is probed by the first call
             await engine.pipeline.warm_up()
         yield engine
+
+
+def _open_detector(settings: RouterSettings, backend: str, dim: int) -> TaskDetector | None:
+    """The background-task detector, when on; a bundled one that does not fit a remote embedder's dimension is left
+    off with a warning (the patterns still apply), a configured one that does not fit is refused."""
+    routing = settings.routing
+    if not routing.task_detector:
+        return None
+    detector = TaskDetector(routing.detector_path(backend))
+    if detector.embedding_dim == dim:
+        return detector
+    message = (
+        f"the background-task detector {detector.path} was trained on {detector.embedder} ({detector.embedding_dim} "
+        f"dimensions); the {backend} embedder gives {dim}"
+    )
+    if routing.task_detector_path is not None:
+        raise ConfigError(f"routing.task_detector_path: {message}. Train one on this embedder: router-service train-tasks")
+    logger.warning("%s: it is off (routing.task_detector); train one for this embedder with router-service train-tasks",
+                   message)
+    return None
 
 
 async def _probe_dimension(embedder: AsyncEmbedder) -> None:

@@ -21,7 +21,6 @@ import numpy as np
 from cachetools import LRUCache
 
 from .adapters import Embedder
-from .adapters.scorer import OnnxScorer
 from .errors import Overloaded
 
 __all__ = ["BatchWatch", "MicroBatcher", "ScoringPipeline", "StageTimes"]
@@ -187,6 +186,15 @@ class _Flight:
         self.fill: asyncio.Task[None] | None = None  # the task computing it, with the other texts of its call
 
 
+class RowHead(Protocol):
+    """What maps an embedding to columns of a row: a scorer (its models' scores), the task detector (its parts)."""
+
+    name: str
+    models: tuple[str, ...]
+
+    def model_scores_sync(self, embeddings: np.ndarray) -> np.ndarray: ...
+
+
 class ScoringPipeline:
     """Each text's model scores under every scorer, side by side in one row.
 
@@ -197,7 +205,7 @@ class ScoringPipeline:
     def __init__(
         self,
         embedder: Embedder,
-        scorers: Sequence[OnnxScorer],
+        scorers: Sequence[RowHead],
         executor: ThreadPoolExecutor,
         *,
         cache_size: int,

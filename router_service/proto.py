@@ -30,6 +30,8 @@ def query_from_pb(request: router_pb2.RouteRequest) -> RouteQuery:
         caller=request.caller,
         strong_spent=request.strong_budget_spent,
         preview=request.preview,
+        tools=max(request.shape.tools, 0),
+        max_tokens=max(request.shape.max_tokens, 0),
     )
 
 
@@ -37,6 +39,8 @@ def query_to_pb(query: RouteQuery) -> router_pb2.RouteRequest:
     request = router_pb2.RouteRequest(
         scorer=query.scorer, caller=query.caller, strong_budget_spent=query.strong_spent, preview=query.preview
     )
+    if query.tools or query.max_tokens:
+        request.shape.tools, request.shape.max_tokens = query.tools, query.max_tokens
     if query.prompt is not None:
         request.prompt = query.prompt
     elif query.messages is not None:

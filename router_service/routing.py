@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .adapters.scorer import OnnxScorer
+from .adapters.task_detector import TaskView, task_view
 from .config import LimitSettings, RoutingSettings
 from .domain import CandidateRequest, RouteQuery
 from .errors import ConfigError, InvalidRequest, Uncalibrated, UnknownScorer
@@ -56,6 +57,7 @@ class Plan:
     caller: str = ""  # whose live-share window
     strong_spent: bool = False  # the asking service's strong budget for this caller is spent
     preview: bool = False  # decide only: recorded nowhere (RouteRequest.preview)
+    view: TaskView | None = None  # what the background-task detector reads (scored plans only)
 
 
 @dataclass(frozen=True)
@@ -133,10 +135,14 @@ class RoutingPolicy:
                 self._candidate(self._routing.strong_model, "strong", self._routing.strong_cost, scorer),
             )
         rule = self.rules.match(text)
+        view = None
+        if rule is None:
+            system = "\n".join(m.content for m in query.messages or () if m.role in ("system", "developer"))
+            view = task_view(text, system, query.tools, query.max_tokens)
         return Plan(
             text, scorer, threshold, candidates, bool(query.candidates), share,
             observed=query.threshold is None and not query.preview,
-            rule=rule, caller=query.caller, strong_spent=query.strong_spent, preview=query.preview,
+            rule=rule, caller=query.caller, strong_spent=query.strong_spent, preview=query.preview, view=view,
         )
 
     def by_rule(self, plan: Plan, rule: Rule) -> Choice:

@@ -67,6 +67,7 @@ class RouterClient:
         said.append(router_pb2.ChatMessage(role="user", content=text.words))
         request = router_pb2.RouteRequest(
             chat=router_pb2.Chat(messages=said),
+            shape=router_pb2.RequestShape(tools=text.tools, max_tokens=text.max_tokens),
             caller=caller, strong_budget_spent=strong_spent, scorer=scorer, preview=preview,
         )
         if threshold is not None:

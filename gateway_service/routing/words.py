@@ -55,6 +55,8 @@ class RoutedText:
     words: str
     system: str = ""
     set_aside: tuple[str, ...] = ()
+    tools: int = 0  # the request's shape, for the router's background-task detector
+    max_tokens: int = 0
 
 
 def _clean(text: str) -> tuple[str, list[str]]:
@@ -102,4 +104,7 @@ def users_words(params: ChatParams) -> RoutedText | None:
     if not words:  # boilerplate only: route on the last user message as it came
         words, aside = users[-1].content, []
     system = "\n".join(m.content for m in params.messages if m.role in ("system", "developer") and m.content)
-    return RoutedText(_bounded(words), system[:SYSTEM_HEAD], tuple(dict.fromkeys(aside)))
+    return RoutedText(
+        _bounded(words), system[:SYSTEM_HEAD], tuple(dict.fromkeys(aside)), len(params.tools),
+        min(params.max_tokens or 0, 2**31 - 1),
+    )

@@ -96,6 +96,20 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     distill.add_argument("--out", type=Path, default=BUNDLED_STATIC_EMBEDDER, help="model folder to write")
     distill.add_argument("--dims", type=int, default=256, help="PCA dimensions")
 
+    tasks = sub.add_parser(
+        "train-tasks",
+        help="train the background-task detector on clients' task templates against ../shared/data/train's user "
+        "prompts, report on the held-out clients and on every eval/ and sanity/ prompt, and export ONNX",
+    )
+    tasks.add_argument("--config", type=Path, help=config_help)
+    tasks.add_argument("--data-dir", type=Path, help="routing data folder with train/, eval/, sanity/ (default ../shared/data)")
+    tasks.add_argument(
+        "--clients-dir", type=Path, help="recorded client requests whose system prompts join the negatives "
+        "(default ../shared/clients beside the data folder)",
+    )
+    tasks.add_argument("--out", type=Path, help="detector file to write (default: the bundled one of the embedder backend)")
+    tasks.add_argument("--seed", type=int, default=0)
+
     evaluate = sub.add_parser(
         "eval",
         help="APGR / CPT(50%%) / CPT(80%%) on eval/, ROC-AUC and weak share at 50%% on sanity/, beside a random "
@@ -130,9 +144,25 @@ def run(args: argparse.Namespace, settings: RouterSettings) -> int:
         _train(args, settings)
     elif args.command == "calibrate":
         _calibrate(args, settings)
+    elif args.command == "train-tasks":
+        _train_tasks(args, settings)
     else:
         _evaluate(args, settings)
     return 0
+
+
+def _train_tasks(args: argparse.Namespace, settings: RouterSettings) -> None:
+    from .data import default_data_dir
+
+    data_dir = args.data_dir or default_data_dir()
+    clients = args.clients_dir or data_dir.parent / "clients"
+    out = args.out or settings.routing.detector_path(settings.embedder.backend)
+    started = time.perf_counter()
+    figures = pipeline.train_task_detector(settings, data_dir=data_dir, clients_dir=clients, out=out, seed=args.seed)
+    print(json.dumps(figures, indent=1))
+    print(f"wrote {out} in {time.perf_counter() - started:.0f} s: held-out clients' tasks taken "
+          f"{figures['held_out_recall']:.1%}, eval/sanity prompts taken {figures['eval_sanity_taken']} of "
+          f"{figures['eval_sanity_prompts']}")
 
 
 def _train(args: argparse.Namespace, settings: RouterSettings) -> None:

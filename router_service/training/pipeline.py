@@ -276,3 +276,32 @@ def evaluate(
         result.pop("curve", None)
         result.pop("scores", None)
     return results
+
+
+def train_task_detector(
+    settings: RouterSettings, *, data_dir: DataDirs, clients_dir: Path, out: Path, seed: int = 0, evaluate: bool = True,
+) -> dict[str, Any]:
+    """Train the background-task detector on the embedder configured (training/tasks.py), export it to ``out``,
+    and return its figures: training recall, the held-out clients' recall, eval/ and sanity/ prompts taken."""
+    from ..adapters.task_detector import task_view
+    from . import tasks
+    from .task_templates import TEMPLATES
+
+    keep = held_out(data_dir)
+    prompts = [row["prompt"] for path in train_files(data_dir) for row in read_jsonl(path)
+               if isinstance(row.get("prompt"), str) and row["prompt"].strip() and keep.keep(row["prompt"])]
+    prompts = list(dict.fromkeys(prompts))
+    systems = tasks.recorded_systems(clients_dir) if clients_dir.is_dir() else []
+    train, held = tasks.build_examples(prompts, systems, seed=seed)
+    with embedding_store(settings) as (name, store):
+        x = tasks.features([e.view for e in train], store)
+        y = np.array([e.label for e in train])
+        fitted = tasks.fit_detector(x, y)
+        x_held = tasks.features([e.view for e in held], store)
+        eval_prompts = [row["prompt"] for path in eval_files(data_dir) + sanity_files(data_dir) for row in read_jsonl(path)]
+        x_eval = tasks.features([task_view(p) for p in eval_prompts], store) if evaluate else x_held[:0]
+    figures = tasks.report(fitted, x, y, held, x_held, eval_prompts if evaluate else [], x_eval)
+    training = {**figures.as_dict(), "seed": seed, "templates": len(TEMPLATES), "user_prompts": len(prompts),
+                "recorded_systems": len(systems)}
+    tasks.export_detector(fitted, out, embedder=name, dim=fitted.parts.shape[0], version=f"tasks-{dt.date.today():%Y%m%d}-seed{seed}", training=training)
+    return {**training, "threshold": fitted.threshold, "taken_examples": figures.eval_taken_examples}

@@ -31,7 +31,7 @@ class Candidate(_message.Message):
     def __init__(self, model: _Optional[str] = ..., cost: _Optional[float] = ..., scorer_model: _Optional[str] = ...) -> None: ...
 
 class RouteRequest(_message.Message):
-    __slots__ = ("prompt", "chat", "threshold", "strong_share", "candidates", "scorer", "caller", "strong_budget_spent", "preview")
+    __slots__ = ("prompt", "chat", "threshold", "strong_share", "candidates", "scorer", "caller", "strong_budget_spent", "preview", "shape")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     CHAT_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +41,7 @@ class RouteRequest(_message.Message):
     CALLER_FIELD_NUMBER: _ClassVar[int]
     STRONG_BUDGET_SPENT_FIELD_NUMBER: _ClassVar[int]
     PREVIEW_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     chat: Chat
     threshold: float
@@ -50,7 +51,16 @@ class RouteRequest(_message.Message):
     caller: str
     strong_budget_spent: bool
     preview: bool
-    def __init__(self, prompt: _Optional[str] = ..., chat: _Optional[_Union[Chat, _Mapping]] = ..., threshold: _Optional[float] = ..., strong_share: _Optional[float] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., scorer: _Optional[str] = ..., caller: _Optional[str] = ..., strong_budget_spent: _Optional[bool] = ..., preview: _Optional[bool] = ...) -> None: ...
+    shape: RequestShape
+    def __init__(self, prompt: _Optional[str] = ..., chat: _Optional[_Union[Chat, _Mapping]] = ..., threshold: _Optional[float] = ..., strong_share: _Optional[float] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., scorer: _Optional[str] = ..., caller: _Optional[str] = ..., strong_budget_spent: _Optional[bool] = ..., preview: _Optional[bool] = ..., shape: _Optional[_Union[RequestShape, _Mapping]] = ...) -> None: ...
+
+class RequestShape(_message.Message):
+    __slots__ = ("tools", "max_tokens")
+    TOOLS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    tools: int
+    max_tokens: int
+    def __init__(self, tools: _Optional[int] = ..., max_tokens: _Optional[int] = ...) -> None: ...
 
 class CandidateScore(_message.Message):
     __slots__ = ("model", "scorer_model", "cost", "strongest_win_rate")
