@@ -277,13 +277,25 @@ Capability = Literal["vision", "tools", "json_schema"]
 
 
 class ModelSettings(Section):
-    """What the gateway knows of one served model."""
+    """What the gateway knows of one served model: its window, what it can take, what it costs (one table; the older
+    ``[capabilities]`` and ``[[prices]]`` are still read, this table winning where both name a model)."""
 
     context_window: int | None = Field(
         None, ge=256, description="tokens the model is served with (Ollama: sent as options.num_ctx on every request "
         "to it, so Ollama neither truncates at its 4k default nor reloads); a request that does not fit goes to a "
-        "routable model that holds it, or is a 400",
+        "routable model that holds it, or is a 400; unset for an Ollama model: what Ollama reports for it",
     )
+    capabilities: tuple[Capability, ...] | None = Field(
+        None, description="what it can take: vision (image parts), tools, json_schema; unset: everything"
+    )
+    input_per_million: float | None = Field(None, ge=0, description="dollars per million prompt tokens")
+    output_per_million: float | None = Field(None, ge=0, description="dollars per million completion tokens")
+
+    @model_validator(mode="after")
+    def _priced_whole(self) -> ModelSettings:
+        if (self.input_per_million is None) != (self.output_per_million is None):
+            raise ValueError("set both input_per_million and output_per_million, or neither")
+        return self
 
 
 class TurnSettings(Section):
@@ -355,6 +367,20 @@ class GatewaySettings(TomlSettings):
     fallback_model: str | None = Field(
         "llama3.2:1b", description="answers when the chosen model's upstream fails before the first token"
     )
+
+    def model_capabilities(self) -> dict[str, frozenset[str]]:
+        """What each listed model can take: ``[models."<name>"] capabilities``, else ``[capabilities]``."""
+        can: dict[str, frozenset[str]] = {model: frozenset(listed) for model, listed in self.capabilities.items()}
+        can |= {model: frozenset(m.capabilities) for model, m in self.models.items() if m.capabilities is not None}
+        return can
+
+    def model_prices(self) -> dict[str, tuple[float, float]]:
+        """Each priced model's dollars per million (prompt, completion) tokens: ``[models."<name>"]``, else
+        ``[[prices]]``."""
+        prices = {p.model: (p.input_per_million, p.output_per_million) for p in self.prices}
+        prices |= {model: (m.input_per_million, m.output_per_million) for model, m in self.models.items()
+                   if m.input_per_million is not None and m.output_per_million is not None}
+        return prices
 
     @model_validator(mode="after")
     def _models_are_served(self) -> GatewaySettings:

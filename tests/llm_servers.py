@@ -11,7 +11,8 @@
   ``message_start`` (usage.input_tokens), ``content_block_start`` / ``_delta`` (``text_delta``,
   ``thinking_delta`` and ``signature_delta``, ``input_json_delta``) / ``_stop``, ``ping``,
   ``message_delta`` (stop_reason, usage.output_tokens), ``message_stop``.
-- The model lists: Ollama ``GET /api/tags`` and OpenAI ``GET /v1/models`` (Anthropic's has the same ``data[].id``).
+- The model lists: Ollama ``GET /api/tags`` and OpenAI ``GET /v1/models`` (Anthropic's has the same ``data[].id``);
+  Ollama's ``GET /api/ps`` (loaded models, with ``context_length``) and ``POST /api/show`` (``parameters``, ``model_info``).
 
 Faults are switched on per test: refuse with a status (and Retry-After), stall
 before the first byte, cut the stream after N chunks, send a malformed chunk.
@@ -54,6 +55,10 @@ class LLMServerState:
     tool_once: bool = False  # as an agent's model: call the tool until the conversation holds a tool result, then answer
     answer: Callable[[dict[str, Any]], tuple[str, ...]] | None = None  # a scripted model: reply pieces per request
     thinking: tuple[str, ...] = ()  # reasoning pieces before the answer (Ollama: message.thinking; OpenAI-compatible: reasoning_content)
+    loaded: dict[str, int] = field(default_factory=dict)  # Ollama /api/ps: model -> the context_length it runs with
+    trained: dict[str, int] = field(default_factory=dict)  # Ollama /api/show: model -> model_info's context_length
+    modelfile_num_ctx: dict[str, int] = field(default_factory=dict)  # /api/show parameters: a Modelfile's num_ctx
+    shown: list[str] = field(default_factory=list)  # the models /api/show was asked about
     requests: list[dict[str, Any]] = field(default_factory=list)
     open_streams: int = 0
     closed_early: int = 0  # streams whose client went away before the end
@@ -259,6 +264,35 @@ def llm_app(state: LLMServerState) -> Starlette:
             for name in state.models
         ]})
 
+    async def ollama_ps(request: Request) -> Response:
+        return JSONResponse({"models": [
+            {"name": name, "model": name, "size": 6591830464,
+             "digest": "a2af6cc3eb7fa8be8504abaf9b04e88f17a119ec3f04a3addf55f92841195f5a",
+             "details": {"parent_model": "", "format": "gguf", "family": "llama", "families": ["llama"],
+                         "parameter_size": "8.0B", "quantization_level": "Q4_K_M"},
+             "expires_at": "2026-12-07T16:47:07.93355Z", "size_vram": 5333539264, "context_length": window}
+            for name, window in state.loaded.items()
+        ]})
+
+    async def ollama_show(request: Request) -> Response:
+        name = (await request.json()).get("model", "")
+        state.shown.append(name)
+        if name not in state.models:
+            return JSONResponse({"error": f"model '{name}' not found"}, status_code=404)
+        parameters = 'stop                           "<|eot_id|>"'
+        if name in state.modelfile_num_ctx:
+            parameters = f"num_ctx                        {state.modelfile_num_ctx[name]}\n{parameters}"
+        info = {"general.architecture": "llama", "general.parameter_count": 8030261312}
+        if name in state.trained:
+            info["llama.context_length"] = state.trained[name]
+        return JSONResponse({
+            "license": "LLAMA 3.1 COMMUNITY LICENSE AGREEMENT", "modelfile": f"FROM {name}\n", "parameters": parameters,
+            "template": "{{ .Prompt }}", "details": {"parent_model": "", "format": "gguf", "family": "llama",
+                                                    "families": ["llama"], "parameter_size": "8.0B",
+                                                    "quantization_level": "Q4_K_M"},
+            "model_info": info, "capabilities": ["completion", "tools"], "modified_at": "2026-11-02T10:41:18.21Z",
+        })
+
     async def openai_models(request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [
             {"id": name, "object": "model", "created": 1721172741, "owned_by": "system"} for name in state.models
@@ -328,6 +362,8 @@ def llm_app(state: LLMServerState) -> Starlette:
             Route("/v1/messages", anthropic_messages, methods=["POST"]),
             Route("/api/chat", ollama_chat, methods=["POST"]),
             Route("/api/tags", ollama_tags, methods=["GET"]),
+            Route("/api/ps", ollama_ps, methods=["GET"]),
+            Route("/api/show", ollama_show, methods=["POST"]),
             Route("/v1/chat/completions", openai_chat, methods=["POST"]),
             Route("/v1/models", openai_models, methods=["GET"]),
         ]

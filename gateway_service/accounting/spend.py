@@ -48,7 +48,7 @@ def estimate_tokens(chars: int) -> int:
 
 class SpendBook:
     def __init__(self, settings: GatewaySettings, counters: Counters, metrics: GatewayMetrics, routable: Iterable[str]) -> None:
-        self._prices = {p.model: (p.input_per_million, p.output_per_million) for p in settings.prices}
+        self._prices = settings.model_prices()
         priced = [m for m in routable if m in self._prices]
         # The all-strong baseline: the priciest model routing may choose (by a typical 3:1 prompt:completion mix).
         self.baseline_model = max(priced, key=lambda m: 3 * self._prices[m][0] + self._prices[m][1], default=None)

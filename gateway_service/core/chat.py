@@ -93,14 +93,14 @@ class ChatService:
         return self._flagged(decision, allowance)
 
     def context_window(self, model: str) -> int | None:
-        """The window ``model`` is served with; a router name: the smallest among the models it may route to (what a
-        client may count on whichever answers); None where it is not configured."""
+        """The window ``model`` is served with (configured, else what its upstream reports); a router name: the
+        smallest among the models it may route to (what a client may count on whichever answers); None where unknown."""
         spec = self.catalog.resolve(model)
-        windows = self.dispatch.windows
+        dispatch = self.dispatch
         if spec.concrete:
-            return windows.get(spec.name)
-        known = [windows[m] for m in self.dispatch.routable() if m in windows]
-        return min(known) if known and len(known) == len(self.dispatch.routable()) else None
+            return dispatch.window_of(spec.name)
+        known = [w for m in dispatch.routable() if (w := dispatch.window_of(m)) is not None]
+        return min(known) if known and len(known) == len(dispatch.routable()) else None
 
     def count_tokens(self, model: str, params: ChatParams) -> int:
         """A request's prompt tokens, estimated (4 characters a token) without asking any model; an unknown model

@@ -59,7 +59,8 @@ class Dispatcher:
         self._router = router
         self.by_model = {model: upstreams[u.name] for u in settings.upstreams for model in u.models}
         self._metrics = metrics
-        self._capabilities = {model: frozenset(can) for model, can in settings.capabilities.items()}
+        self._capabilities = settings.model_capabilities()
+        # The windows configured: sent to the upstream (Ollama: options.num_ctx). Others are what the upstream reports.
         self.windows = {model: m.context_window for model, m in settings.models.items() if m.context_window}
         self._turns = TurnMemory(settings.turns, shared, settings.redis.timeout_ms / 1e3)
         self._rules = GatewayRules(settings.rules)
@@ -75,6 +76,17 @@ class Dispatcher:
         """Every upstream host, in config order."""
         upstreams = {id(u): u for u in self.by_model.values()}
         return [state for upstream in upstreams.values() for state in upstream.hosts()]
+
+    def window_of(self, model: str) -> int | None:
+        """The window ``model`` is served with: configured, else what its upstream reports (Ollama), else unknown."""
+        configured = self.windows.get(model)
+        if configured is not None:
+            return configured
+        upstream = self.by_model.get(model)
+        return upstream.windows().get(model) if upstream is not None else None
+
+    def known_windows(self) -> dict[str, int]:
+        return {m: w for m in self.by_model if (w := self.window_of(m)) is not None}
 
     def lacks(self, model: str, needs: frozenset[str]) -> frozenset[str]:
         """The capabilities of ``needs`` that ``model`` lacks (a model not in [capabilities] lacks none)."""
@@ -104,7 +116,7 @@ class Dispatcher:
             raise OverLimit(
                 f"the caller's strong budget is spent and no weak model ({weak!r}) can answer instead; retry later"
             )
-        window = self.windows.get(weak)
+        window = self.window_of(weak)
         tokens = estimate_request_tokens(params) if params is not None and window is not None else 0
         if window is not None and tokens > window:  # never cut silently to the weak model's window
             raise OverLimit(
@@ -194,20 +206,20 @@ class Dispatcher:
         """The route, or, when the request does not fit its model's context window, a routed request moved to a
         routable model that holds it (and has what it needs); a concrete request, or one no model holds, is refused
         naming the estimate and each window. Never a silent truncation."""
-        window = self.windows.get(route.model)
+        window = self.window_of(route.model)
         if window is None:
             return route
         tokens = estimate_request_tokens(params)
         if tokens <= window:
             return route
-        holding = [m for m in self.routable() if not self.lacks(m, needs) and tokens <= self.windows.get(m, 0)]
+        holding = [m for m in self.routable() if not self.lacks(m, needs) and tokens <= (self.window_of(m) or 0)]
         if (route.routed or route.degraded) and holding:
             moved = holding[0]
             why = ",".join(filter(None, (route.rerouted_for, "context")))
             return replace(route, model=moved, rerouted_for=why,
                            reason=f"{route.reason}; about {tokens} tokens do not fit {route.model}'s window of {window}, "
                            f"so {moved} answers")
-        windows = ", ".join(f"{m} {w}" for m, w in self.windows.items())
+        windows = ", ".join(f"{m} {w}" for m, w in self.known_windows().items())
         raise InvalidRequest(
             f"the request needs about {tokens} tokens (its messages, tools and the output it asks for, estimated), more "
             f"than model {route.model!r}'s context window of {window}; the windows: {windows} ([models.\"<name>\"] "

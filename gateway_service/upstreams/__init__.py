@@ -44,6 +44,11 @@ class Upstream(Protocol):
         """Each host's state now (GET /v1/router)."""
         ...
 
+    def windows(self) -> dict[str, int]:
+        """The context window each model is served with, as the upstream itself reports it (Ollama's /api/ps and
+        /api/show); empty where it does not."""
+        ...
+
     def start(self) -> None:
         """Start background work (health checks); called once the event loop runs."""
         ...

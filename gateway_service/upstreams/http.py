@@ -40,7 +40,7 @@ from ..errors import (
 from ..metrics import GatewayMetrics
 from .hosts import Host, HostPool
 
-__all__ = ["HttpUpstream", "body_chunks", "body_lines"]
+__all__ = ["MODEL_LIST_BYTES", "HttpUpstream", "body_chunks", "body_lines", "read_at_most"]
 
 logger = logging.getLogger(__name__)
 
@@ -340,8 +340,12 @@ class HttpUpstream:
                 await self.check(host)
             await asyncio.sleep(self._settings.health_interval_s)
 
-    async def check(self, host: Host) -> None:
-        """Fetch ``host``'s model list; a host that answers is up, one that cannot is failing."""
+    def windows(self) -> dict[str, int]:
+        """The context window each model is served with, as the upstream reports it (Ollama); none here."""
+        return {}
+
+    async def check(self, host: Host) -> bool:
+        """Fetch ``host``'s model list; a host that answers is up, one that cannot is failing. Whether it answered."""
         settings = self._settings
         url, shown = host.target + self.models_path, host.url + self.models_path
         try:
@@ -350,14 +354,14 @@ class HttpUpstream:
                 status, (payload, more) = response.status, await read_at_most(response.content, MODEL_LIST_BYTES)
             if more:
                 self.pool.check_failed(host, f"GET {shown} answered a model list over {MODEL_LIST_BYTES} bytes")
-                return
+                return False
         except (aiohttp.ClientError, TimeoutError) as exc:
             reason = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc  # without "ssl:default"
             self.pool.check_failed(host, f"GET {shown}: {type(exc).__name__}: {self.redact(str(reason))}")
-            return
+            return False
         if status >= 500:
             self.pool.check_failed(host, f"GET {shown} answered HTTP {status}")
-            return
+            return False
         models: frozenset[str] | None = None
         if status == 200:
             try:
@@ -365,6 +369,7 @@ class HttpUpstream:
             except (ValueError, KeyError, TypeError, AttributeError):
                 logger.warning("upstream %r: host %s sent a model list this gateway cannot read", self.name, host.url)
         self.pool.checked(host, models)  # reachable; a server without a model list (4xx) serves whatever it serves
+        return True
 
     def instrument(self, tracer_provider: Any) -> None:
         """Trace this upstream's requests (OpenTelemetry), on this client only, never by global patching;

@@ -8,10 +8,13 @@ error mid-stream arrives as a line ``{"error": "..."}``.
 from __future__ import annotations
 
 import json
+import logging
+import re
 import uuid
 from collections.abc import AsyncGenerator
 from typing import Any
 
+import aiohttp
 import orjson
 
 from ..domain import (
@@ -29,10 +32,31 @@ from ..domain import (
 from ..errors import InvalidRequest, UpstreamStreamError
 from .checks import count, text
 from .hosts import Host
-from .http import HttpUpstream, body_lines
+from .http import MODEL_LIST_BYTES, HttpUpstream, body_lines, read_at_most
 from .openai import openai_tool
 
-__all__ = ["OllamaUpstream", "adaptations", "emulated_tools", "ollama_body"]
+__all__ = ["OllamaUpstream", "adaptations", "emulated_tools", "ollama_body", "shown_window"]
+
+logger = logging.getLogger(__name__)
+
+_NUM_CTX = re.compile(r"^num_ctx\s+(\d+)\s*$", re.MULTILINE)
+
+
+def shown_window(show: Any) -> int | None:
+    """The window ``POST /api/show`` tells for a model not loaded: its Modelfile's ``num_ctx`` when it sets one,
+    else its trained length (``model_info``'s ``<architecture>.context_length``)."""
+    if not isinstance(show, dict):
+        return None
+    parameters = show.get("parameters")
+    found = _NUM_CTX.search(parameters) if isinstance(parameters, str) else None
+    if found is not None:
+        return int(found.group(1))
+    info = show.get("model_info")
+    if isinstance(info, dict):
+        lengths = [v for k, v in info.items() if k.endswith(".context_length") and isinstance(v, int) and v > 0]
+        if lengths:
+            return min(lengths)
+    return None
 
 
 def ollama_body(model: str, params: ChatParams) -> dict[str, Any]:
@@ -141,8 +165,61 @@ def _message(model: str, i: int, message: Message) -> dict[str, Any]:
 
 
 class OllamaUpstream(HttpUpstream):
+    """Ollama's chat API; its health checks also learn each model's window (``windows``) for a model the gateway's
+    ``[models]`` leaves out: what ``/api/ps`` says a loaded model runs with, else ``/api/show``'s (asked once a
+    model), the smallest across hosts."""
+
     path = "/api/chat"
     models_path = "/api/tags"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._host_windows: dict[str, dict[str, int]] = {}  # host URL -> model -> window, from its last check
+        self._shown: dict[tuple[str, str], int | None] = {}  # (host URL, model) -> /api/show's window
+
+    def windows(self) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for per_host in self._host_windows.values():
+            for model, window in per_host.items():
+                found[model] = min(window, found.get(model, window))
+        return found
+
+    async def check(self, host: Host) -> bool:
+        reachable = await super().check(host)
+        if reachable:
+            try:
+                await self._learn_windows(host)
+            except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                logger.debug("upstream %r: host %s did not tell its models' windows: %s", self.name, host.url, exc)
+        return reachable
+
+    async def _small_json(self, host: Host, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        timeout = aiohttp.ClientTimeout(total=10.0, sock_connect=self._settings.connect_timeout_s)
+        async with self._http.request(method, host.target + path, json=body, timeout=timeout) as response:
+            payload, more = await read_at_most(response.content, MODEL_LIST_BYTES)
+            if response.status != 200 or more:
+                return None
+        return json.loads(payload)
+
+    async def _learn_windows(self, host: Host) -> None:
+        ps = await self._small_json(host, "GET", "/api/ps")
+        loaded = {
+            name: entry["context_length"] for entry in (ps or {}).get("models", ()) if isinstance(entry, dict)
+            for name in (entry.get("name"), entry.get("model"))
+            if isinstance(name, str) and isinstance(entry.get("context_length"), int) and entry["context_length"] > 0
+        }
+        windows: dict[str, int] = {}
+        for model in self._settings.models:
+            if model in loaded:
+                windows[model] = loaded[model]
+                continue
+            key = (host.url, model)
+            if key not in self._shown:  # a model's Modelfile and trained length change only when it is pulled again
+                self._shown[key] = shown_window(await self._small_json(host, "POST", "/api/show", {"model": model}))
+            shown = self._shown[key]
+            if shown is not None:
+                windows[model] = shown
+        self._host_windows[host.url] = windows
 
     def request_body(self, model: str, params: ChatParams) -> dict[str, Any]:
         return ollama_body(model, params)

@@ -88,3 +88,30 @@ def test_capabilities_must_name_served_models() -> None:
         gateway_settings(1, "http://x", "http://y", capabilities={"llava:13b": ["vision"]})
     with pytest.raises(ValidationError, match="vision"):
         gateway_settings(1, "http://x", "http://y", capabilities={STRONG: ["telepathy"]})
+
+
+async def test_one_models_table_holds_windows_capabilities_and_prices(router_app) -> None:
+    """[models."<name>"] capabilities and prices, beside its context_window; the old [capabilities] and [[prices]]
+    still read, the new table winning where both name a model."""
+    from gateway_service.config import GatewaySettings
+
+    ollama, other = LLMServerState(), LLMServerState()
+    async with serve_app(llm_app(ollama)) as ollama_url, serve_app(llm_app(other)) as openai_url:
+        settings = gateway_settings(
+            router_app.port, ollama_url, openai_url,
+            models={WEAK: {"capabilities": [], "input_per_million": 0.1, "output_per_million": 0.2},
+                    STRONG: {"capabilities": ["vision", "tools"], "context_window": 65536}},
+            capabilities={WEAK: ["vision"]},  # the table wins: the weak model cannot see
+            prices=[{"model": STRONG, "input_per_million": 3.0, "output_per_million": 15.0},
+                    {"model": WEAK, "input_per_million": 9.0, "output_per_million": 9.0}],
+        )
+        assert settings.model_prices() == {STRONG: (3.0, 15.0), WEAK: (0.1, 0.2)}
+        app = await build_gateway(settings)
+        try:
+            async with sdk(app) as client:
+                raw = await client.chat.completions.with_raw_response.create(model="router", messages=IMAGE_MESSAGE)
+            assert raw.headers["x-route-model"] == STRONG and raw.headers["x-route-rerouted-for"] == "vision"
+        finally:
+            await app.stop()
+    with pytest.raises(ValidationError, match="input_per_million and output_per_million"):
+        GatewaySettings(models={WEAK: {"input_per_million": 1.0}})

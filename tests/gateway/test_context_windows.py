@@ -105,3 +105,32 @@ async def test_a_spent_caller_is_never_cut_to_the_weak_model_s_window(router_app
         finally:
             await gateway.stop()
     assert answer.status_code == 429 and "context window of 4096" in answer.json()["error"]["message"]
+
+
+async def test_an_ollama_model_left_out_of_models_has_the_window_ollama_reports(router_app) -> None:
+    """No [models] at all: the loaded weak model runs with 4,096 (/api/ps), the strong one is not loaded and its
+    Modelfile sets num_ctx 32768 (/api/show), a third only has its trained length. The gateway sends no num_ctx
+    (the model runs as Ollama loaded it), yet a 30k-token conversation ending in hi is not cut to 4,096."""
+    import asyncio
+
+    ollama = LLMServerState(loaded={WEAK: 4096}, modelfile_num_ctx={STRONG: 32768}, trained={STRONG: 131072})
+    async with serve_app(llm_app(ollama)) as ollama_url, serve_app(llm_app(LLMServerState())) as openai_url:
+        gateway = await build_gateway(gateway_settings(router_app.port, ollama_url, openai_url,
+                                                       limits={"max_body_bytes": 8 * 2**20}))
+        try:
+            for _ in range(100):  # the first health check runs at start
+                if gateway.chat.dispatch.known_windows().keys() >= {WEAK, STRONG}:
+                    break
+                await asyncio.sleep(0.05)
+            assert gateway.chat.dispatch.known_windows() == {WEAK: 4096, STRONG: 32768}
+            answer = await post(gateway, "/v1/chat/completions", {"model": "router", "messages": conversation(20_000)})
+            assert answer.status_code == 200, answer.text[:300]
+            assert answer.headers["x-route-model"] == STRONG and answer.headers["x-route-rerouted-for"] == "context"
+            assert "num_ctx" not in ollama.requests[-1]["body"].get("options", {})
+            shown = await post(gateway, "/api/show", {"model": WEAK})
+            assert shown.json()["model_info"]["routestack.context_length"] == 4096
+            too_long = await post(gateway, "/v1/chat/completions", {"model": WEAK, "messages": conversation(20_000)})
+            assert too_long.status_code == 400 and "4096" in too_long.json()["error"]["message"]
+            assert sorted(set(ollama.shown)) == [STRONG]  # /api/show asked once for the model not loaded
+        finally:
+            await gateway.stop()
