@@ -12,7 +12,8 @@ import subprocess
 import sys
 
 SUITES = (
-    "bench.router_bench", "bench.gateway_bench", "bench.agents_bench", "bench.redis_bench", "bench.upstream_client_bench",
+    "bench.router_bench", "bench.gateway_bench", "bench.agents_bench", "bench.agent_routing_bench", "bench.redis_bench",
+    "bench.upstream_client_bench",
     "bench.versus_routellm.run",
 )
 
