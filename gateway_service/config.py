@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from service_core.callers import BudgetSettings, CallerSettings, check_callers, read_keys_file
@@ -336,7 +336,13 @@ class GatewaySettings(TomlSettings):
     server: ServerSettings = ServerSettings()
     router: RouterClientSettings = RouterClientSettings()
     upstreams: tuple[UpstreamSettings, ...] = DEFAULT_UPSTREAMS
-    policies: tuple[PolicySettings, ...] = DEFAULT_POLICIES
+    replace_policies: bool = Field(
+        False, description="[[policies]] replace the default router-mf-20/50/80 instead of joining them"
+    )
+    policies: tuple[PolicySettings, ...] = Field(
+        DEFAULT_POLICIES, description="router pseudo-models; joined to the defaults (one of the same name wins) "
+        "unless replace_policies",
+    )
     model_aliases: tuple[ModelAliasSettings, ...] = Field(
         DEFAULT_ALIASES, description="model names clients send, mapped to a router policy or a served model"
     )
@@ -367,6 +373,15 @@ class GatewaySettings(TomlSettings):
     fallback_model: str | None = Field(
         "llama3.2:1b", description="answers when the chosen model's upstream fails before the first token"
     )
+
+    @field_validator("policies", mode="after")
+    @classmethod
+    def _with_default_policies(cls, given: tuple[PolicySettings, ...], info: ValidationInfo) -> tuple[PolicySettings, ...]:
+        """A config's [[policies]] join the defaults (a TOML example adding one must not take router-mf-50 away)."""
+        if info.data.get("replace_policies"):
+            return given
+        named = {p.name for p in given}
+        return (*(p for p in DEFAULT_POLICIES if p.name not in named), *given)
 
     def model_capabilities(self) -> dict[str, frozenset[str]]:
         """What each listed model can take: ``[models."<name>"] capabilities``, else ``[capabilities]``."""

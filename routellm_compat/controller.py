@@ -100,7 +100,7 @@ class Controller:
         options = RouteLLMOptions(
             routers=self.routers, strong_model=strong_model, weak_model=weak_model, base_url=api_base,
             api_key=api_key, config=config, embedding_base_url=embedding_base_url,
-            embedding_api_key_env=embedding_api_key_env,
+            embedding_api_key_env=embedding_api_key_env, url_named="api_base",
         )
         self._thread = _StackThread(options)
         self._thread.start()

@@ -46,9 +46,11 @@ class ResolvedModel:
 
 
 def resolve_models(
-    models: Mapping[str, str], base_url: str | None, api_key: str | None, environ: Mapping[str, str] | None = None
+    models: Mapping[str, str], base_url: str | None, api_key: str | None, environ: Mapping[str, str] | None = None,
+    url_named: str = "--base-url",
 ) -> dict[str, ResolvedModel]:
-    """``models``: role ("strong", "weak") -> RouteLLM model name. Raises ConfigError naming the flag to fix."""
+    """``models``: role ("strong", "weak") -> RouteLLM model name. Raises ConfigError naming the flag to fix;
+    ``url_named``: what the user calls the server's URL (``--alt-base-url``, the Controller's ``api_base``)."""
     env = os.environ if environ is None else environ
     every_ollama = all(m.startswith(OLLAMA_PREFIXES) for m in models.values())
     resolved = {}
@@ -60,21 +62,21 @@ def resolve_models(
             resolved[role] = ResolvedModel(given, name, "ollama", url)
         elif given.startswith("openai/"):
             if not base_url:
-                raise ConfigError(f"{flag} {given}: openai/NAME is an OpenAI-compatible server: give its --base-url")
+                raise ConfigError(f"{flag} {given}: openai/NAME is an OpenAI-compatible server: give its {url_named}")
             resolved[role] = ResolvedModel(given, given.removeprefix("openai/"), "openai", base_url.rstrip("/"), api_key)
         elif "/" in given and given.split("/", 1)[0] in OTHER_PROVIDERS:
             provider = given.split("/", 1)[0]
             raise ConfigError(
                 f"{flag} {given}: LiteLLM's {provider!r} provider is not spoken here; use {SUPPORTED}. "
-                f"(A {provider} OpenAI-compatible endpoint works as openai/NAME with --base-url.)"
+                f"(A {provider} OpenAI-compatible endpoint works as openai/NAME with {url_named}.)"
             )
         elif base_url:
             resolved[role] = ResolvedModel(given, given, "openai", base_url.rstrip("/"), api_key)
         else:
             if not env.get("OPENAI_API_KEY"):
                 raise ConfigError(
-                    f"{flag} {given} is an OpenAI model (no prefix, no --base-url), so its completions need "
-                    "OPENAI_API_KEY in the environment; or give --base-url for an OpenAI-compatible server, "
+                    f"{flag} {given} is an OpenAI model (no prefix, no {url_named}), so its completions need "
+                    f"OPENAI_API_KEY in the environment; or give {url_named} for an OpenAI-compatible server, "
                     "or ollama_chat/NAME for Ollama"
                 )
             resolved[role] = ResolvedModel(given, given, "openai", OPENAI_URL, api_key_env="OPENAI_API_KEY")
@@ -84,7 +86,7 @@ def resolve_models(
     return resolved
 
 
-def upstream_settings(models: Mapping[str, ResolvedModel]) -> list[dict[str, Any]]:
+def upstream_settings(models: Mapping[str, ResolvedModel], url_named: str = "--base-url") -> list[dict[str, Any]]:
     """The gateway's [[upstreams]]: one a server (models on the same server and key share one)."""
     upstreams: dict[tuple[str, str, str | None, str | None], dict[str, Any]] = {}
     for model in models.values():
@@ -94,8 +96,8 @@ def upstream_settings(models: Mapping[str, ResolvedModel]) -> list[dict[str, Any
                 "name": f"{model.provider}-{len(upstreams) + 1}", "provider": model.provider,
                 "base_url": model.base_url, "models": [],
                 # errors name the flag its user gave (or the default it stands for), not a setting never written
-                "url_named_as": "--base-url" if model.base_url not in (OLLAMA_DEFAULT, OPENAI_URL)
-                else f"--base-url (not given: {model.base_url} was used)",
+                "url_named_as": url_named if model.base_url not in (OLLAMA_DEFAULT, OPENAI_URL)
+                else f"{url_named} (not given: {model.base_url} was used)",
             }
             if model.api_key:
                 upstream["api_key"] = model.api_key

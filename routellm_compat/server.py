@@ -29,6 +29,16 @@ __all__ = ["main"]
 logger = logging.getLogger("routellm_compat")
 
 
+class _Named(argparse.Action):
+    """Keeps which spelling of a flag was given (``--alt-base-url`` is RouteLLM's first releases'), so that an
+    error names the flag its user typed."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, values)
+        setattr(namespace, f"{self.dest}_named", option_string or f"--{self.dest.replace('_', '-')}")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="routestack-routellm",
@@ -43,7 +53,7 @@ def parser() -> argparse.ArgumentParser:
                    help="ollama_chat/NAME, openai/NAME (with --base-url), or a bare NAME (default: gpt-4-1106-preview)")
     p.add_argument("--weak-model", default="anyscale/mistralai/Mixtral-8x7B-Instruct-v0.1",
                    help="as --strong-model (RouteLLM's default, an Anyscale model, is not served here: give one)")
-    p.add_argument("--base-url", "--alt-base-url", dest="base_url",
+    p.add_argument("--base-url", "--alt-base-url", dest="base_url", action=_Named,
                    help="the OpenAI-compatible server of openai/ and bare model names (or Ollama's, for ollama_chat/ only)")
     p.add_argument("--api-key", "--alt-api-key", dest="api_key", help="the key of --base-url's server")
     p.add_argument("--config", type=Path, help="RouteLLM's YAML config; mf.checkpoint_path: a local MF checkpoint to import")
@@ -107,6 +117,7 @@ def _run(args: argparse.Namespace) -> int:
         routers=args.routers, strong_model=args.strong_model, weak_model=args.weak_model, base_url=args.base_url,
         api_key=args.api_key, config=read_config(args.config), host=args.host, port=args.port,
         embedding_base_url=args.embedding_base_url, embedding_api_key_env=args.embedding_api_key_env,
+        url_named=getattr(args, "base_url_named", "--base-url"),
     )
     asyncio.run(_serve(options))
     return 0

@@ -46,6 +46,7 @@ class RouteLLMOptions:
     port: int = 0
     embedding_base_url: str = "https://api.openai.com/v1"
     embedding_api_key_env: str | None = None
+    url_named: str = "--base-url"  # how the user gave base_url: errors name it (--alt-base-url, api_base)
     environ: Mapping[str, str] | None = field(default=None, repr=False)  # tests; default os.environ
 
 
@@ -94,7 +95,8 @@ def plan(options: RouteLLMOptions, scratch: Path) -> tuple[RouterSettings, Gatew
     """The router's and gateway's settings for ``options`` (the router address is filled in at start)."""
     check_routers(options.routers)
     models = resolve_models(
-        {"strong": options.strong_model, "weak": options.weak_model}, options.base_url, options.api_key, options.environ
+        {"strong": options.strong_model, "weak": options.weak_model}, options.base_url, options.api_key, options.environ,
+        options.url_named,
     )
     strong, weak = models["strong"].name, models["weak"].name
     router: dict[str, Any] = {
@@ -121,12 +123,12 @@ def plan(options: RouteLLMOptions, scratch: Path) -> tuple[RouterSettings, Gatew
         # RouteLLM's server is HTTP only: the gateway's gRPC API (which relays to the paid upstream with the
         # operator's key) listens on loopback, never on --host.
         "server": {"host": options.host, "http_port": options.port, "grpc_port": 0, "grpc_host": "127.0.0.1"},
-        "upstreams": upstream_settings(models),
+        "upstreams": upstream_settings(models, options.url_named),
         "default_model": strong,  # fail open to quality when the router is down
         "fallback_model": weak,
     }
     if checkpoint is not None:
-        gateway["policies"] = ()  # an imported MF has RouteLLM's thresholds, no share calibration
+        gateway["policies"], gateway["replace_policies"] = (), True  # RouteLLM's thresholds, no share calibration
     return load_router_settings(None, **router), load_gateway_settings(None, **gateway), models, checkpoint is not None
 
 

@@ -31,8 +31,19 @@ def _query(args: argparse.Namespace) -> RouteQuery:
 
 
 def decision_dict(decision: Decision) -> dict[str, Any]:
-    """A decision as JSON-ready fields (the same names as the proto's RouteResponse)."""
-    return dataclasses.asdict(decision)
+    """A decision as JSON-ready fields (the same names as the proto's RouteResponse), as a reader should see it."""
+    return readable(dataclasses.asdict(decision))
+
+
+def readable(fields: dict[str, Any]) -> dict[str, Any]:
+    """A decision for people (``router-service route``): a rule's decision says so instead of showing the
+    proto's zero score and empty scorer; no rule is null, not ""."""
+    if fields.get("rule") and not fields.get("scorer_name"):
+        fields.update(score=None, scorer_name=None, scorer_version=None,
+                      decided_by=f"rule {fields['rule']!r}: not scored")
+    if not fields.get("rule"):
+        fields["rule"] = None
+    return fields
 
 
 async def route_remote(client: GrpcClientSettings, query: RouteQuery) -> dict[str, Any]:
@@ -45,7 +56,7 @@ async def route_remote(client: GrpcClientSettings, query: RouteQuery) -> dict[st
             response = await stub.Route(query_to_pb(query), timeout=client.timeout_s, metadata=call_metadata(client))
         except grpc.aio.AioRpcError as exc:
             raise RouterError(call_failed(client.address, exc)) from None
-    return MessageToDict(response, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    return readable(MessageToDict(response, preserving_proto_field_name=True, always_print_fields_with_no_presence=True))
 
 
 def call_failed(address: str, exc: grpc.aio.AioRpcError) -> str:

@@ -143,11 +143,14 @@ class OpenAIApi:
         body = await read_model(request, RouteOnlyRequest, self._chat.limits, check_shape)
         x.requested = body.model
         decision = await self._chat.route(body.model, body.params(), x, scorer=body.scorer, preview=body.preview)
+        scored = bool(decision.scorer)  # a rule or a concrete model decided without the scorer: no score to show
         return JSONResponse({
             "model": decision.model, "routed": decision.routed, "routed_strong": decision.strong,
-            "score": decision.score, "threshold": decision.threshold, "reason": decision.reason, "rule": decision.rule,
+            "score": decision.score if scored else None, "threshold": decision.threshold if scored else None,
+            "reason": decision.reason, "rule": decision.rule or None,
             "degraded": decision.degraded, "budget_limited": decision.budget_limited,
-            "rerouted_for": decision.rerouted_for, "scorer": decision.scorer, "scorer_version": decision.scorer_version,
+            "rerouted_for": decision.rerouted_for or None, "scorer": decision.scorer or None,
+            "scorer_version": decision.scorer_version or None,
         }, headers=x.id_headers() | route_headers(decision))
 
     async def status(self, request: Request, x: Exchange) -> Response:

@@ -62,7 +62,8 @@ class Exchange:
         """The access line: the request, how it ended, and its stream's figures when one opened. Never
         prompts or keys."""
         record: dict[str, Any] = {
-            "request_id": self.request_id, "api": self.api, "caller": self.caller.name, "requested": self.requested,
+            "request_id": self.request_id, "api": self.api, "caller": self.caller.name,
+            "requested": self.requested or None,  # null: the body was refused before its model was read
             "status": self.status,
             "outcome": self.outcome, "total_ms": round((time.perf_counter() - self.started) * 1e3, 2),
         }

@@ -165,7 +165,8 @@ class HostPool:
         now = self._clock()
         settings = self._settings
         states = "; ".join(
-            f"{h.url} ({h.last_error or 'no error recorded'}; tried again in {max(0.0, h.ejected_until - now):.1f}s)"
+            f"{h.url} ({h.last_error or 'no error recorded'}; it will be tried again in "
+            f"{max(0.0, h.ejected_until - now):.1f} s)"
             if h.ejected_until else f"{h.url} (does not serve {model!r})"
             for h in self.hosts
         )
@@ -205,12 +206,18 @@ class HostPool:
     def _eject(self, host: Host) -> None:
         settings = self._settings
         back_off = min(settings.eject_base_s * 2**host.ejections, settings.eject_max_s)
+        was_up = not host.ejected_until
         host.ejections += 1
         host.epoch += 1
         host.failures = 0
         host.ejected_until = self._clock() + back_off
-        logger.warning(
-            "upstream %r: host %s ejected for %.1fs after: %s", settings.name, host.url, back_off, host.last_error
+        # One warning when a host goes down (and an info line when it is back); while it stays down, each longer
+        # back-off is a debug line, not a warning every health check
+        logger.log(
+            logging.WARNING if was_up else logging.DEBUG,
+            "upstream %r: host %s ejected: it will be tried again in %.1f s (the back-off doubles while it keeps "
+            "failing, up to %.0f s); last error: %s", settings.name, host.url, back_off, settings.eject_max_s,
+            host.last_error,
         )
         if self._metrics is not None:
             self._metrics.host_ejections.labels(upstream=settings.name, host=host.url).inc()

@@ -127,6 +127,13 @@ class HttpUpstream:
         key = settings.resolve_api_key()
         if key:
             self._headers.update(self.auth_headers(key))
+        self._key_missing = settings.api_key is None and bool(settings.api_key_env) and not key
+        if self._key_missing:
+            logger.warning(
+                "upstream %r: api_key_env names %s, which is not set (or empty) in this environment: its requests go "
+                "without a key; set %s, or drop api_key_env for a server that needs none",
+                settings.name, settings.api_key_env, settings.api_key_env,
+            )
         # Upstream text (error bodies, broken chunks, model lists) is shown to clients and logged: never with a secret.
         self.redact = redact or Redactor([key])
         self.pool = HostPool(settings, metrics, redact=self.redact)
@@ -315,6 +322,13 @@ class HttpUpstream:
         error: GatewayError
         if status in (429, 503):
             error = UpstreamBusy(where, status=status, retry_after=response.headers.get("retry-after"))
+        elif status in (401, 403) and self._key_missing:
+            variable = self._settings.api_key_env
+            error = UpstreamError(f"{where}; upstreams[{self.name}].api_key_env names {variable}, which is not set in "
+                                  f"the gateway's environment: set {variable} to a valid key")
+        elif status in (401, 403) and self._settings.api_key_env:
+            error = UpstreamError(f"{where}; the key in {self._settings.api_key_env} "
+                                  f"(upstreams[{self.name}].api_key_env) was refused: set it to a valid key")
         elif status in (401, 403):
             error = UpstreamError(f"{where}; set upstreams[{self.name}].api_key_env to the variable holding a valid key")
         elif status == 404:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pytest
 from routellm_compat.controller import Controller, RoutingError
 from routellm_compat.models import resolve_models, upstream_settings
 from routellm_compat.server import main
+from router_service.errors import ConfigError
 from router_service.routellm_import import ROUTELLM_MODEL_IDS
 from tests.http_servers import EmbeddingServerState, embedding_app, serve_app_in_thread
 from tests.llm_servers import LLMServerState, llm_app
@@ -204,3 +206,31 @@ def _import_error(checkpoint: str) -> str:
     with pytest.raises(ConfigError) as refused:
         import_routellm(Path(checkpoint), Path("/nonexistent/out.onnx"))
     return str(refused.value)
+
+
+def test_errors_name_the_url_setting_as_the_user_gave_it() -> None:
+    """#35: `--alt-base-url` (RouteLLM's first releases) and the Controller's `api_base` against a server that fails
+    said "Check --base-url", a flag the user never typed."""
+    from gateway_service.config import UpstreamSettings
+    from routellm_compat.server import parser
+
+    assert parser().parse_args(["--alt-base-url", "http://h:1/v1"]).base_url_named == "--alt-base-url"
+    assert parser().parse_args(["--base-url", "http://h:1/v1"]).base_url_named == "--base-url"
+    for named in ("--alt-base-url", "api_base"):
+        (upstream,) = upstream_settings(resolve_models({"strong": "openai/a", "weak": "openai/b"}, "http://h:1/v1", None,
+                                                       {}, named), named)
+        assert UpstreamSettings(**upstream).url_setting == named
+    with pytest.raises(ConfigError, match="give its api_base"):
+        resolve_models({"strong": "openai/a", "weak": "openai/b"}, None, None, {}, "api_base")
+
+
+def test_the_controller_against_a_dead_server_names_api_base() -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    with Controller(routers=["mf"], strong_model="openai/big", weak_model="openai/small",
+                    api_base=f"http://127.0.0.1:{port}/v1", api_key="k") as client:
+        with pytest.raises(openai.APIStatusError) as failed:
+            client.chat.completions.create(model="router-mf-0.5", messages=[{"role": "user", "content": "hi"}])
+    said = str(failed.value)
+    assert "api_base" in said and "--base-url" not in said, said

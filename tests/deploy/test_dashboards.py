@@ -39,6 +39,7 @@ from tests.deploy.render_dashboard import render_dashboard
 from tests.gateway.conftest import STRONG, WEAK, gateway_settings
 from tests.http_servers import serve_app
 from tests.llm_servers import LLMServerState, llm_app
+from tests.pictures import keep_picture, picture_folder
 
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = pytest.mark.skipif(PROMETHEUS is None, reason="needs prometheus (Debian's package; .ci/run installs it)")
@@ -253,12 +254,12 @@ async def test_every_panel_query_returns_data_from_a_live_stack(monitored: Monit
     await check_the_alerting_rules(monitored)
     # the picture in README: the dashboard drawn from this run; ROUTESTACK_SCREENSHOTS=DIR keeps it, after a
     # steady load of ROUTESTACK_STEADY_S seconds (default 90) so that the lines have a shape
-    keep = os.environ.get("ROUTESTACK_SCREENSHOTS")
-    if keep:
+    if picture_folder() is not None:
         await steady_load(monitored, float(os.environ.get("ROUTESTACK_STEADY_S", "90")))
-    drawn = Path(keep or tmp_path) / "dashboard.png"
+    drawn = tmp_path / "dashboard.png"
     await render_dashboard(dashboard(DASHBOARDS[0]), monitored.prometheus_url, monitored.load_started, time.time(), drawn)
     assert drawn.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    keep_picture("dashboard.png", drawn.read_bytes())
 
 
 async def steady_load(stack: Monitored, seconds: float) -> None:
@@ -319,5 +320,4 @@ async def check_the_savings_report(stack: Monitored, tmp_path: Path) -> None:
     today = spend["days"][0]["day"]
     assert f"| {today} |" in markdown and f"| {today} web |" in markdown
     assert (tmp_path / "report" / "savings.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    if os.environ.get("ROUTESTACK_SCREENSHOTS"):
-        (Path(os.environ["ROUTESTACK_SCREENSHOTS"]) / "savings.png").write_bytes((tmp_path / "report" / "savings.png").read_bytes())
+    keep_picture("savings.png", (tmp_path / "report" / "savings.png").read_bytes())

@@ -223,7 +223,7 @@ async def test_when_every_host_is_down_the_error_names_each_host_and_later_calls
     assert status == 502 and elapsed < 0.5
     message = json.loads(second)["error"]["message"]
     assert "has no host to serve model" in message and all(url in message for url in urls), message
-    assert "tried again in" in message and "upstreams[pool].base_urls" in message
+    assert "it will be tried again in" in message and "upstreams[pool].base_urls" in message
 
 
 async def test_one_trial_at_a_time_even_when_an_older_stream_ends_during_it() -> None:
@@ -240,3 +240,27 @@ async def test_one_trial_at_a_time_even_when_an_older_stream_ends_during_it() ->
     assert await pool.acquire("m", [b]) is a and a.trial
     pool.release(a, trial=False)  # the older stream ends: the trial is still in flight
     assert await pool.acquire("m", [b]) is None  # so a takes no second trial; b was tried
+
+
+def test_a_host_that_stays_down_is_warned_about_once_and_its_return_is_said(caplog: pytest.LogCaptureFixture) -> None:
+    """#35: with Ollama absent, each health check re-ejected the host with a WARNING (19 lines in 4.5 min), in a
+    past tense ("tried again in 59.2s") for what was to come."""
+    import logging
+
+    from gateway_service.upstreams.hosts import HostPool
+
+    caplog.set_level(logging.DEBUG, logger="gateway_service.upstreams.hosts")
+    now = [0.0]
+    pool = HostPool(UpstreamSettings(name="u", provider="ollama", base_url="http://a", models=("m",), eject_after=1,
+                                     eject_base_s=1.0, eject_max_s=60.0), clock=lambda: now[0])
+    (a,) = pool.hosts
+    for check in range(20):  # a health check every 15 s, each failing
+        now[0] = check * 15.0
+        pool.check_failed(a, "GET http://a/api/tags: ClientConnectorError: [Errno 111] Connect call failed")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "it will be tried again in 1.0 s" in warnings[0], warnings
+    pool.checked(a, frozenset({"m"}))
+    infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert infos == ["upstream 'u': host http://a passed its health check and is back"]
+    pool.check_failed(a, "down again")  # a new outage: a new warning
+    assert sum(r.levelno == logging.WARNING for r in caplog.records) == 2

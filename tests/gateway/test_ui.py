@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ from tests.conftest import closed_port, router_settings
 from tests.gateway.conftest import STRONG, WEAK, gateway_settings
 from tests.http_servers import serve_app
 from tests.llm_servers import LLMServerState, llm_app
+from tests.pictures import keep_picture
 
 OPS, WEB = "sk-ops-ui-0000000001", "sk-web-ui-0000000001"
 TRAFFIC = ["What is 2 + 2?", "Name a fruit.", "Write a Python function that merges overlapping intervals.",
@@ -181,8 +180,7 @@ async def test_the_page_routes_a_prompt_in_a_real_browser(page_stack: Page, tmp_
     assert hosts == {page_stack.live_host: "true", page_stack.dead_host: "false"}
     assert "ejected" in next(row["text"] for row in rows["hosts"] if row["host"] == page_stack.dead_host)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    if os.environ.get("ROUTESTACK_SCREENSHOTS"):
-        shutil.copy(shot, Path(os.environ["ROUTESTACK_SCREENSHOTS"]) / "routing-page.png")
+    keep_picture("routing-page.png", shot.read_bytes())
 
 
 async def test_with_the_router_down_the_status_names_it_and_the_decision_fails_open() -> None:
