@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="gateway-service",
         description="LLM gateway: asks the router which model should answer, then streams the completion "
         "from Ollama or an OpenAI-compatible server, to OpenAI SDK (HTTP) and gRPC clients.",
-        epilog="Configuration: README.md, section 'The gateway'. Every setting also reads from GATEWAY_<SECTION>__<KEY>.",
+        epilog="Configuration: docs/gateway.md (callers and budgets: docs/callers-and-budgets.md). Every setting also reads from GATEWAY_<SECTION>__<KEY>.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = sub.add_parser("serve", help="run the gateway until SIGTERM (the router runs elsewhere)")

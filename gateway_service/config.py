@@ -317,7 +317,7 @@ class ConversationSettings(Section):
 
 
 class CaptureSettings(Section):
-    """Opt-in: a sample of routed prompts and their route decisions, to label and retrain on (README: Learn)."""
+    """Opt-in: a sample of routed prompts and their route decisions, to label and retrain on (docs/scorers-and-learning.md)."""
 
     enabled: bool = False
     dir: Path = Field(Path("captures"), description="where the JSONL files go (created if missing)")

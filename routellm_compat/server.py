@@ -46,7 +46,7 @@ def parser() -> argparse.ArgumentParser:
         "same flags, port and router-mf-<threshold> model names; prompts are embedded locally, so routing needs "
         "no OpenAI key. OPENAI_API_KEY is read only for the completions of a bare OpenAI model name (no prefix, "
         "no --base-url); OPENAI_BASE_URL never.",
-        epilog="README.md, section 'Coming from RouteLLM', maps every flag.",
+        epilog="docs/coming-from-routellm.md maps every flag.",
     )
     p.add_argument("--routers", nargs="+", default=["mf"], help="routers to serve; supported: mf (the default here)")
     p.add_argument("--strong-model", default="gpt-4-1106-preview",

@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="router-service",
         description="LLM router: which model should answer this prompt? gRPC service router.v1.RouterService.",
-        epilog="Configuration: README.md, section 'Configure the router'. Every setting also reads from ROUTER_<SECTION>__<KEY>.",
+        epilog="Configuration: docs/router.md. Every setting also reads from ROUTER_<SECTION>__<KEY>.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

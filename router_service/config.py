@@ -226,7 +226,7 @@ class RoutingSettings(Section):
     models: tuple[ModelSettings, ...] = ()
     embed: Literal["last_user"] = "last_user"
     live_share: bool = Field(
-        True, description="share requests use the threshold that gives that share on recent traffic (README: share)"
+        True, description="share requests use the threshold that gives that share on recent traffic (docs/router.md, Share)"
     )
     live_window: int = Field(1_000, ge=10, description="how many recent prompts the live threshold is computed on")
     live_warmup: int = Field(200, ge=1, description="until this many were seen, the calibrated threshold is used")

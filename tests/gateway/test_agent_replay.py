@@ -85,15 +85,15 @@ def _answered(body: dict[str, Any]) -> bool:
 
 
 def test_the_readme_s_coding_agents_snippets_load() -> None:
-    """README "Coding agents": its gateway TOML loads through the config classes, its Codex provider block is TOML
-    with the keys Codex reads."""
+    """docs/clients-and-agents.md "Coding agents": its gateway TOML loads through the config classes, its Codex
+    provider block is TOML with the keys Codex reads."""
     import re
     import tomllib
 
     from gateway_service.config import DEFAULT_UPSTREAMS, GatewaySettings
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme.split("## Coding agents", 1)[1].split("\n## ", 1)[0]
+    page = (Path(__file__).resolve().parents[2] / "docs" / "clients-and-agents.md").read_text()
+    section = page.split("## Coding agents", 1)[1].split("\n## ", 1)[0]
     blocks = [tomllib.loads(block) for block in re.findall(r"```toml\n(.*?)```", section, re.S)]
     assert len(blocks) == 4
     codex, aliases, windows, hosted = blocks
