@@ -182,3 +182,21 @@ def test_the_failure_modes_quote_the_code() -> None:
     assert len(rows) >= 10
     missing = [piece for piece in quoted if piece not in source]
     assert not missing, missing
+
+
+@pytest.mark.parametrize(("page", "block"), _blocks("python"), ids=lambda v: v.name if isinstance(v, Path) else "")
+def test_every_python_snippet_parses_and_its_imports_resolve(page: Path, block: str) -> None:
+    """Run against a live stack they cannot be here; what they import and how they are written can."""
+    import ast
+
+    tree = ast.parse(block)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            modules = [(alias.name, None) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            modules = [(node.module, alias.name) for alias in node.names]
+        else:
+            continue
+        for module, name in modules:
+            imported = importlib.import_module(module)
+            assert name is None or hasattr(imported, name), f"{page.name}: {module} has no {name}"
