@@ -190,6 +190,7 @@ def test_every_python_snippet_parses_and_its_imports_resolve(page: Path, block: 
     import ast
 
     tree = ast.parse(block)
+    modules: list[tuple[str, str | None]]
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             modules = [(alias.name, None) for alias in node.names]

@@ -11,7 +11,17 @@ import onnxruntime as ort
 from ..errors import ConfigError, Uncalibrated
 from ..mf import sigmoid
 
-__all__ = ["OnnxScorer"]
+__all__ = ["OnnxScorer", "single_thread_session"]
+
+
+def single_thread_session(path: Path) -> tuple[ort.InferenceSession, dict[str, str]]:
+    """An onnxruntime session on one thread (the pipeline runs heads side by side in its worker) and the file's
+    metadata; raises onnxruntime's own error for a file that is not a model."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return session, dict(session.get_modelmeta().custom_metadata_map)
 
 
 class OnnxScorer:
@@ -24,12 +34,8 @@ class OnnxScorer:
             raise ConfigError(f"scorers[{name}].path is not a usable file path ({exc})") from None
         if not found:
             raise ConfigError(f"scorers[{name}].path: {path} does not exist")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
         try:
-            self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-            meta = self._session.get_modelmeta().custom_metadata_map
+            self._session, meta = single_thread_session(path)
             self.models: tuple[str, ...] = tuple(json.loads(meta["scorer.models"]))
             self.strong_model = meta["scorer.strong_model"]
             self.weak_model = meta["scorer.weak_model"]

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from ..errors import ConfigError
+from .scorer import single_thread_session
 
 __all__ = ["PARTS", "SHAPE", "TAIL_CHARS", "TAIL_FROM", "TaskDetector", "TaskView", "task_view"]
 
@@ -75,12 +75,8 @@ class TaskDetector:
     def __init__(self, path: Path, name: str = "background-task") -> None:
         if not path.is_file():
             raise ConfigError(f"routing.task_detector: {path} does not exist")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
         try:
-            self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-            meta = self._session.get_modelmeta().custom_metadata_map
+            self._session, meta = single_thread_session(path)
             self.version = meta["detector.version"]
             self.embedder = meta["embedder.name"]
             self.embedding_dim = int(meta["embedder.dim"])
