@@ -13,7 +13,7 @@ import sys
 
 SUITES = (
     "bench.router_bench", "bench.gateway_bench", "bench.agents_bench", "bench.agent_routing_bench", "bench.redis_bench",
-    "bench.upstream_client_bench",
+    "bench.session_prefill_bench", "bench.upstream_client_bench",
     "bench.versus_routellm.run",
 )
 

@@ -307,6 +307,11 @@ class TurnSettings(Section):
     max_turns_per_caller: int = Field(
         10_000, ge=1, description="turns one caller may hold; its own oldest go first, never another caller's"
     )
+    session: Literal["per_turn", "sticky"] = Field(
+        "per_turn", description="sticky: a session's new user turn stays on the session's model unless its score is "
+        "past the threshold by session_margin (a switch makes the other model re-read the whole prompt)",
+    )
+    session_margin: float = Field(0.1, ge=0, le=1, description="how far past the threshold a sticky session switches")
 
 
 class ConversationSettings(Section):

@@ -69,7 +69,7 @@ class ResponsesContext:
 
 
 class ResponsesRequest(BaseModel):
-    """The fields of a Responses request the gateway reads; any other is ignored (include, prompt_cache_key...)."""
+    """The fields of a Responses request the gateway reads; any other is ignored (include, client_metadata...)."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -88,6 +88,7 @@ class ResponsesRequest(BaseModel):
     store: bool | None = None
     previous_response_id: str | None = None
     metadata: dict[str, Any] | None = None
+    prompt_cache_key: str | None = Field(None, max_length=256)  # Codex's session id: a sticky session's key
 
     def items(self) -> list[dict[str, Any]]:
         """``input`` as items (a string is one user message)."""
@@ -122,6 +123,7 @@ class ResponsesRequest(BaseModel):
             reasoning=ReasoningAsk(effort=self.reasoning.effort) if self.reasoning and self.reasoning.effort else None,
             metadata={k: v for k, v in metadata.items() if isinstance(v, str | int | float | bool)},
             ignored=tuple(dict.fromkeys(ignored)),
+            session=self.prompt_cache_key or "",
         )
 
 

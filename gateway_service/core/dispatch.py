@@ -22,7 +22,7 @@ from ..metrics import GatewayMetrics
 from ..routing.fit import estimate_request_tokens
 from ..routing.router_client import RouterClient
 from ..routing.rules import GatewayRules
-from ..routing.turns import TurnMemory, turn_key
+from ..routing.turns import TurnMemory, session_key, turn_key
 from ..routing.words import users_words
 from ..upstreams import Upstream
 from .stream import Opened
@@ -242,8 +242,29 @@ class Dispatcher:
                     reason=f"continues a turn {model} started (its last message is a {last} message): not routed again",
                 )
         decision = await self._route_anew(spec, params, ask)
+        if self._settings.turns.session == "sticky" and decision.routed and not decision.rule:
+            decision = await self._sticky(decision, params, ask)
         if turn is not None and decision.routed and not ask.preview:
             await self._turns.remember(ask.caller, turn[0], decision.model)
+        return decision
+
+    async def _sticky(self, decision: RouteDecision, params: ChatParams, ask: Ask) -> RouteDecision:
+        """A session's new user turn stays on the model its session is on unless the router's score is past the
+        threshold by turns.session_margin: switching makes the other model re-read the whole prompt (its prefix
+        cache holds another conversation). A client's background task (a rule decided it) neither asks nor moves."""
+        key = session_key(params, ask.headers)
+        if key is None:
+            return decision
+        kept = await self._turns.model_of(ask.caller, key)
+        margin = self._settings.turns.session_margin
+        if (kept is not None and kept != decision.model and kept in self.by_model and kept in self.routable()
+                and abs(decision.score - decision.threshold) < margin):
+            decision = replace(
+                decision, model=kept, rule="session",
+                reason=f"{decision.reason}; within turns.session_margin={margin} of it, the session stays on {kept}",
+            )
+        if not ask.preview:
+            await self._turns.remember(ask.caller, key, decision.model)
         return decision
 
     async def _route_anew(self, spec: ModelSpec, params: ChatParams, ask: Ask) -> RouteDecision:

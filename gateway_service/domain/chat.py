@@ -192,6 +192,7 @@ class ChatParams:
     passthrough: dict[str, dict[str, Any]] = field(default_factory=dict)  # upstream kind -> fields only it reads
     ignored: tuple[str, ...] = ()  # fields the client API took and nothing uses (said in the access line)
     context_window: int | None = None  # the window the chosen model is served with (set by the dispatcher)
+    session: str = ""  # the client's own session id where its API carries one (Codex: prompt_cache_key)
 
     def needs(self) -> frozenset[str]:
         """The capabilities a model must have to take this request: vision, tools, json_schema."""

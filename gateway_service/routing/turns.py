@@ -17,15 +17,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Mapping
 
 from cachetools import TTLCache
 
 from service_core.quota import RedisCounters
 
 from ..config import TurnSettings
-from ..domain import Message
+from ..domain import ChatParams, Message
 
-__all__ = ["TurnMemory", "turn_key"]
+__all__ = ["TurnMemory", "session_key", "turn_key"]
 
 CONTINUING = frozenset({"tool", "assistant"})
 
@@ -45,6 +46,18 @@ def turn_key(messages: tuple[Message, ...], caller: str = "") -> tuple[str, bool
         digest.update(message.content.encode("utf-8", "surrogatepass"))
         digest.update(b"\1")
     return digest.hexdigest(), messages[-1].role in CONTINUING
+
+
+def session_key(params: ChatParams, headers: Mapping[str, str]) -> str | None:
+    """The agent session a request belongs to: the client's own id (Claude Code's x-claude-code-session-id header,
+    Codex's prompt_cache_key), else the conversation's first user message; None without one."""
+    given = params.session or headers.get("x-claude-code-session-id", "")
+    if not given:
+        first = next((m.content for m in params.messages if m.role == "user"), "")
+        if not first:
+            return None
+        given = hashlib.blake2b(first.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    return f"session:{given[:256]}"
 
 
 class TurnMemory:

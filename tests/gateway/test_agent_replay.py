@@ -95,8 +95,9 @@ def test_the_readme_s_coding_agents_snippets_load() -> None:
     page = (Path(__file__).resolve().parents[2] / "docs" / "clients-and-agents.md").read_text()
     section = page.split("## Coding agents", 1)[1].split("\n## ", 1)[0]
     blocks = [tomllib.loads(block) for block in re.findall(r"```toml\n(.*?)```", section, re.S)]
-    assert len(blocks) == 4
-    codex, aliases, windows, hosted = blocks
+    assert len(blocks) == 5
+    codex, aliases, windows, sessions, hosted = blocks
+    assert GatewaySettings(**sessions).turns.session == "sticky"
     assert GatewaySettings(**windows).models["llama3.1:8b"].context_window == 65536
     assert codex["model_providers"]["gateway"]["wire_api"] == "responses" and codex["model_provider"] == "gateway"
     settings = GatewaySettings(model_aliases=aliases["model_aliases"], upstreams=hosted["upstreams"])
