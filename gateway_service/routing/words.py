@@ -26,11 +26,29 @@ ROUTED_HEAD = 24_000  # characters of a long user message the router is sent fro
 ROUTED_TAIL = 4_000  # ... and from its end: a pasted log is routed on its ask, never refused for its size
 SYSTEM_HEAD = 2_000  # characters of the system instruction sent along (the background-task detector reads it)
 
-# Spans inside a user message's text: set aside, the rest kept.
+# Spans inside a user message's text: set aside, the rest kept (found with str.find: linear in the text, where a
+# lazy regular expression over many unclosed tags is quadratic).
 _SPANS = (
-    ("claude-code:system-reminder", re.compile(r"<system-reminder>.*?</system-reminder>\s*", re.DOTALL)),
-    ("claude-code:local-command-caveat", re.compile(r"<local-command-caveat>.*?</local-command-caveat>\s*", re.DOTALL)),
+    ("claude-code:system-reminder", "<system-reminder>", "</system-reminder>"),
+    ("claude-code:local-command-caveat", "<local-command-caveat>", "</local-command-caveat>"),
 )
+
+
+def _without_spans(text: str, opening: str, closing: str) -> tuple[str, int]:
+    """``text`` without each well-formed ``opening ... closing`` span (and the blank after it); how many."""
+    kept: list[str] = []
+    at = count = 0
+    while (start := text.find(opening, at)) >= 0:
+        end = text.find(closing, start + len(opening))
+        if end < 0:
+            break  # no closing after it: none after it either
+        kept.append(text[at:start])
+        at = end + len(closing)
+        while at < len(text) and text[at].isspace():
+            at += 1
+        count += 1
+    kept.append(text[at:])
+    return "".join(kept), count
 # Whole text parts that are the client's own context: Codex's, one part each (or several joined in one message).
 _CODEX_BLOCKS = ("environment_context", "user_instructions", "recommended_plugins", "skills_instructions",
                  "permissions instructions", "collaboration_mode")
@@ -41,9 +59,11 @@ _WHOLE = (
 )
 # Templates around the user's question: the question is what is routed.
 _WRAPPED = (
+    # Open WebUI's RAG templates, today's ("### Task: Respond to the user query using the provided context") and its
+    # older ones ("You are given a user query, some textual context and rules, all inside xml tags"): a <context>
+    # block, and the question last in <user_query>
     ("open-webui:rag", re.compile(
-        r"\A\s*###\s*Task:\s*\n\s*Respond to the user query using the provided context.*<user_query>\s*(?P<words>.*?)"
-        r"\s*</user_query>\s*\Z", re.DOTALL,
+        r"\A.*?<context>.*</context>.*<user_query>\s*(?P<words>.*?)\s*</user_query>\s*\Z", re.DOTALL,
     )),
 )
 
@@ -71,15 +91,17 @@ def _clean(text: str) -> tuple[str, list[str]]:
                 break
         else:
             break
-    for name, wrapped in _WRAPPED:
+    wrapped_at_all = text.rstrip().endswith("</user_query>") and "<context>" in text  # cheap: most text is not
+    for name, wrapped in _WRAPPED if wrapped_at_all else ():
         found = wrapped.match(text)
         if found is not None:
             text = found.group("words")
             aside.append(name)
-    for name, span in _SPANS:
-        text, count = span.subn("", text)
-        if count:
-            aside.append(name)
+    for name, opening, closing in _SPANS:
+        if opening in text:
+            text, count = _without_spans(text, opening, closing)
+            if count:
+                aside.append(name)
     return text.strip(), aside
 
 

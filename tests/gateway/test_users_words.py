@@ -98,6 +98,14 @@ def test_open_webui_s_requests_keep_their_words_and_its_rag_wrapper_is_set_aside
                "to 4.1M.</source>\n</context>\n\n<user_query>\nWhat drove the revenue growth?\n</user_query>\n")
     text = users_words(ChatParams((Message.of("user", wrapped),)))
     assert text is not None and text.words == "What drove the revenue growth?" and text.set_aside == ("open-webui:rag",)
+    older = ("You are given a user query, some textual context and rules, all inside xml tags.\n\n<context>\nQ3 "
+             "revenue rose 12%.\n</context>\n\n<rules>\n- Answer from the context.\n</rules>\n\n<user_query>\n"
+             "Why did revenue grow?\n</user_query>")
+    text = users_words(ChatParams((Message.of("user", older),)))
+    assert text is not None and text.words == "Why did revenue grow?"
+    typed = "What does <user_query>x</user_query> mean in this template?"  # no <context>: the user's own words
+    text = users_words(ChatParams((Message.of("user", typed),)))
+    assert text is not None and text.words == typed and not text.set_aside
 
 
 def test_codex_context_blocks_joined_in_one_message_are_peeled_off() -> None:
@@ -187,3 +195,15 @@ async def test_an_agent_session_of_thousands_of_messages_is_answered(stack: Stac
         answer = await http.post(f"http://127.0.0.1:{stack.gateway.http_port}/v1/messages", json=body)
     assert answer.status_code == 200, answer.text[:300]
     assert answer.headers["x-route-model"] == WEAK  # routed on its last user turn: "hi"
+
+
+def test_unclosed_tags_in_a_huge_message_are_kept_as_they_are() -> None:
+    """20,000 unclosed <system-reminder> tags (1.3 MB): a lazy regular expression took 139 s of the event loop on
+    them (past this suite's timeout); found with str.find, they are kept, in one pass."""
+    flood = ("<system-reminder>" + "a" * 50) * 20_000
+    for text in (flood, "</system-reminder>" + flood):
+        routed = users_words(ChatParams((Message.of("user", text),)))
+        assert routed is not None and not routed.set_aside and routed.words.startswith(text[:40])
+    spans = users_words(ChatParams((Message.of("user", "<system-reminder>x</system-reminder>\n hi <system-reminder>y"
+                                                        "</system-reminder> there"),)))
+    assert spans is not None and spans.words == "hi there"
