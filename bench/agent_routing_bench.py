@@ -32,9 +32,11 @@ import grpc
 import orjson
 
 from bench.agents_bench import grown, largest
+from bench.figures import spread
 from gateway_service.apis.anthropic_wire import MessagesRequest
 from gateway_service.domain import ChatParams
 from gateway_service.routing.fit import estimate_request_tokens
+from gateway_service.routing.router_client import route_request
 from gateway_service.routing.words import users_words
 from routing_api.router.v1 import router_pb2, router_pb2_grpc
 
@@ -69,10 +71,7 @@ def gateway_cpu_ms(params: list[ChatParams]) -> float:
 def as_sent(params: ChatParams) -> router_pb2.RouteRequest:
     text = users_words(params)
     assert text is not None
-    said = [router_pb2.ChatMessage(role="system", content=text.system)] if text.system else []
-    said.append(router_pb2.ChatMessage(role="user", content=text.words))
-    return router_pb2.RouteRequest(chat=router_pb2.Chat(messages=said),
-                                   shape=router_pb2.RequestShape(tools=text.tools, max_tokens=text.max_tokens))
+    return route_request(text)
 
 
 def whole(params: ChatParams) -> router_pb2.RouteRequest:
@@ -90,9 +89,6 @@ async def route_calls(stub: Any, requests: list[router_pb2.RouteRequest]) -> tup
         latencies.append((time.perf_counter() - started) * 1e3)
     return statistics.median(latencies), (time.process_time() - cpu) * 1e3 / len(requests)
 
-
-def spread(values: list[float]) -> str:
-    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
 
 async def main_async(rounds: int, calls: int) -> str:

@@ -24,7 +24,6 @@ import copy
 import json
 import os
 import platform
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ import httpx
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.figures import spread
 from bench.gateway_bench import cpu_seconds
 from bench.stack import local_stack
 from gateway_service.apis.anthropic_wire import MessagesRequest
@@ -155,9 +155,6 @@ async def stream_load(url: str, load: list[tuple[str, bytes]], seconds: float, a
             done += at_once
     return done
 
-
-def spread(values: list[float], fmt: str = "{:.2f}") -> str:
-    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
 
 
 def main() -> None:

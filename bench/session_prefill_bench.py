@@ -30,6 +30,7 @@ from typing import Any
 
 import httpx
 
+from bench.figures import spread
 from tests.e2e.llama_server import running_llama_server
 from tests.e2e.tiny_gguf import write_tiny_gguf
 
@@ -56,9 +57,6 @@ def first_token_ms(http: httpx.Client, url: str, messages: list[dict[str, Any]])
                 return (time.perf_counter() - started) * 1e3
     return (time.perf_counter() - started) * 1e3
 
-
-def spread(values: list[float]) -> str:
-    return f"{statistics.median(values):.0f} ({min(values):.0f}-{max(values):.0f})"
 
 
 def main() -> None:
@@ -93,7 +91,7 @@ def main() -> None:
     ]
     for tokens, ways in results.items():
         ratio = statistics.median(ways["switched"]) / statistics.median(ways["stays"])
-        lines.append(f"| ~{tokens} tokens | {spread(ways['stays'])} | {spread(ways['switched'])} | {ratio:.1f}x |")
+        lines.append(f"| ~{tokens} tokens | {spread(ways['stays'], '{:.0f}')} | {spread(ways['switched'], '{:.0f}')} | {ratio:.1f}x |")
     table = "\n".join(lines) + "\n"
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "session_prefill.md").write_text(table)

@@ -238,14 +238,15 @@ class RouteEngine:
         wanted = (t for plan in plans if plan.view is not None for t in (plan.view.tail, plan.view.system))
         return list(dict.fromkeys(t for t in wanted if t))
 
-    def _background(self, plan: Plan, row: np.ndarray, more: Mapping[str, np.ndarray], columns: slice) -> bool:
+    def _background(self, detector: TaskDetector, plan: Plan, row: np.ndarray, more: Mapping[str, np.ndarray],
+                    columns: slice) -> bool:
         """Whether the detector takes the request for a client's own background task."""
         view = plan.view
-        if self.detector is None or view is None:
+        if view is None:
             return False
         tail = more[view.tail][columns] if view.tail else None
         system = more[view.system][columns] if view.system else None
-        return self.detector.probability(view, row[columns], tail, system) >= self.detector.threshold
+        return detector.probability(view, row[columns], tail, system) >= detector.threshold
 
     def _decide(
         self, generation: _Generation, plan: Plan, row: np.ndarray, cached: bool, timings: Timings,
@@ -254,13 +255,14 @@ class RouteEngine:
         policy, columns = generation.policy, generation.pipeline.columns
         model_scores = row[columns[plan.scorer.name]]
         choice = policy.choose(plan, model_scores)
-        if self.detector is not None and self._background(plan, row, more, columns[self.detector.name]):
+        detector = self.detector
+        if detector is not None and self._background(detector, plan, row, more, columns[detector.name]):
             # A client's task: the cheapest model, its score kept for the record; it stays out of the live-share
             # window and the shadow comparison, as a rule's prompts do
             return Decision(
                 model=plan.candidates[0].model, score=choice.score, threshold=choice.threshold, routed_strong=False,
                 scorer_name=plan.scorer.name, scorer_version=plan.scorer.version, timings=timings,
-                embedding_cached=cached, rule=self.detector.name,
+                embedding_cached=cached, rule=detector.name,
             )
         # The live-share window estimates the spread of distinct prompts: a repeat (a tool loop re-sending its
         # last user message, a client's retry) or a caller's own threshold would tilt it for everyone.

@@ -136,7 +136,7 @@ class RoutingPolicy:
             )
         rule = self.rules.match(text)
         view = None
-        if rule is None:
+        if rule is None and self._routing.task_detector:  # what the background-task detector reads
             system = "\n".join(m.content for m in query.messages or () if m.role in ("system", "developer"))
             view = task_view(text, system, query.tools, query.max_tokens)
         return Plan(

@@ -257,7 +257,7 @@ class Dispatcher:
             return decision
         kept = await self._turns.model_of(ask.caller, key)
         margin = self._settings.turns.session_margin
-        if (kept is not None and kept != decision.model and kept in self.by_model and kept in self.routable()
+        if (kept is not None and kept != decision.model and kept in self.routable()
                 and abs(decision.score - decision.threshold) < margin):
             decision = replace(
                 decision, model=kept, rule="session",

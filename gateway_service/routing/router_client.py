@@ -17,12 +17,21 @@ from ..domain import RouteDecision, RouterView, ScorerView
 from ..errors import InvalidRequest
 from .words import RoutedText
 
-__all__ = ["RouterClient"]
+__all__ = ["RouterClient", "route_request"]
 
 logger = logging.getLogger(__name__)
 DESCRIBE_AGAIN_S = 1.0  # how often Describe is asked again while the router has not answered it
 
 RECONNECT_MIN_MS, RECONNECT_MAX_MS = 100, 250
+
+
+def route_request(text: RoutedText) -> router_pb2.RouteRequest:
+    """What the router is asked for a request: the system prompt's head, the user's words, the request's shape."""
+    said = [router_pb2.ChatMessage(role="system", content=text.system)] if text.system else []
+    said.append(router_pb2.ChatMessage(role="user", content=text.words))
+    return router_pb2.RouteRequest(
+        chat=router_pb2.Chat(messages=said), shape=router_pb2.RequestShape(tools=text.tools, max_tokens=text.max_tokens)
+    )
 
 
 class RouterClient:
@@ -63,13 +72,8 @@ class RouterClient:
         """Ask the router about the user's words (the head of the system instruction beside them); if it is down
         or slow, answer with the default model, flagged. ``caller``: whose live-share window; ``strong_spent``: the
         caller's strong budget here is spent (route weak)."""
-        said = [router_pb2.ChatMessage(role="system", content=text.system)] if text.system else []
-        said.append(router_pb2.ChatMessage(role="user", content=text.words))
-        request = router_pb2.RouteRequest(
-            chat=router_pb2.Chat(messages=said),
-            shape=router_pb2.RequestShape(tools=text.tools, max_tokens=text.max_tokens),
-            caller=caller, strong_budget_spent=strong_spent, scorer=scorer, preview=preview,
-        )
+        request = route_request(text)
+        request.caller, request.strong_budget_spent, request.scorer, request.preview = caller, strong_spent, scorer, preview
         if threshold is not None:
             request.threshold = threshold
         elif strong_share is not None:

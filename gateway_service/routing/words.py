@@ -49,6 +49,8 @@ def _without_spans(text: str, opening: str, closing: str) -> tuple[str, int]:
         count += 1
     kept.append(text[at:])
     return "".join(kept), count
+
+
 # Whole text parts that are the client's own context: Codex's, one part each (or several joined in one message).
 _CODEX_BLOCKS = ("environment_context", "user_instructions", "recommended_plugins", "skills_instructions",
                  "permissions instructions", "collaboration_mode")
